@@ -1,0 +1,72 @@
+"""All runtime settings in one validated object.
+
+Read from the environment (prefix ``CRM_INBOX_``) when `get_settings()` is first called, never at
+import time, so tests and the CLI can set the environment first.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "crm-inbox"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRM_INBOX_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Empty means "embedded SQLite file in data_dir".
+    database_url: str = ""
+    # Fernet key (urlsafe base64, 32 bytes). Empty: read or create `secret_key_file`.
+    secret_key: str = Field(default="", repr=False)
+    secret_key_file: Path | None = None
+
+    sync_batch_size: int = Field(default=200, ge=1, le=5000)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=100, ge=1)
+    default_sync_interval_seconds: int = Field(default=300, ge=10)
+    connect_timeout_seconds: float = Field(default=15.0, gt=0)
+    read_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A message whose fetch or store fails this many times is quarantined and skipped.
+    max_message_attempts: int = Field(default=3, ge=1)
+    # A folder whose UIDVALIDITY changed this many times is flagged instead of resynced again.
+    max_uidvalidity_resyncs: int = Field(default=5, ge=1)
+    # Authentication failures in a row before an account waits for new credentials.
+    max_auth_failures: int = Field(default=3, ge=1)
+    # Allow IMAP/SMTP hosts on private and loopback ranges (demo and tests need it).
+    allow_private_hosts: bool = False
+    # How long one worker's claim on an account lasts without renewal.
+    lease_seconds: int = Field(default=600, ge=30)
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'crm-inbox.db'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.secret_key_file or (self.data_dir / "secret.key")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

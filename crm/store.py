@@ -1,0 +1,819 @@
+"""The one place that writes synced mail: idempotent, keyed on (folder, UIDVALIDITY, UID) and on
+Message-ID.
+
+The sync engine hands over a batch of plain values (`NewMail`, `KnownMail`, `SkippedMail`) plus
+the folder cursor to save; `apply_batch` writes all of it in the caller's transaction, so a crash
+leaves either the whole batch with its cursor, or neither. Running the same batch twice changes
+nothing: a location that exists is left alone, a Message-ID that exists gets a new location only.
+
+`crm` never sees IMAP types: the engine converts its parsed messages into `MessageData`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, update
+from sqlmodel import Session, col, select
+
+from crm.models import (
+    FetchFailure,
+    FolderState,
+    ImapUid,
+    MailAccount,
+    Message,
+    MessageRef,
+    SkippedMessage,
+    SyncRun,
+    Thread,
+    User,
+)
+from crm.types import (
+    AccountStatus,
+    Direction,
+    FolderRole,
+    FolderSyncStatus,
+    RunStatus,
+    SkipReason,
+    UidState,
+    utcnow,
+)
+
+# Subject-only threading is allowed among the same participants within this window: replies
+# from clients that drop In-Reply-To/References still join, unrelated "Hello" mails do not.
+SUBJECT_THREAD_WINDOW = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    uid: int
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData:
+    """A parsed message as `crm` stores it (no IMAP notion in here)."""
+
+    message_id: str
+    content_hash: str
+    message_id_synthetic: bool = False
+    subject: str = ""
+    normalized_subject: str = ""
+    date: datetime | None = None
+    from_email: str = ""
+    from_name: str = ""
+    to: tuple[tuple[str, str], ...] = ()  # (email, name)
+    cc: tuple[tuple[str, str], ...] = ()
+    bcc: tuple[tuple[str, str], ...] = ()
+    reply_to: tuple[tuple[str, str], ...] = ()
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    text_body: str = ""
+    html_body: str = ""
+    attachments: tuple[dict[str, Any], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    attached_message_senders: tuple[tuple[str, str], ...] = ()
+    size: int = 0
+    recipient_count: int = 0
+    parse_errors: tuple[str, ...] = ()
+    raw: bytes | None = None  # kept for malformed mail so nothing is lost
+    headers_only: bool = False
+
+    @property
+    def participants(self) -> set[str]:
+        emails = {self.from_email} | {e for e, _ in self.to} | {e for e, _ in self.cc}
+        return {e for e in emails if e}
+
+
+@dataclass(frozen=True, slots=True)
+class NewMail:
+    location: Location
+    data: MessageData
+
+
+@dataclass(frozen=True, slots=True)
+class KnownMail:
+    """A message whose Message-ID is already stored (or skipped): only a new location."""
+
+    location: Location
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedMail:
+    location: Location
+    message_id: str
+    reason: SkipReason
+    detail: str
+    subject: str = ""
+    from_email: str = ""
+    date: datetime | None = None
+    recipient_count: int = 0
+
+
+Incoming = NewMail | KnownMail | SkippedMail
+
+
+@dataclass(frozen=True, slots=True)
+class CursorUpdate:
+    highest_uid: int
+
+
+@dataclass(slots=True)
+class BatchResult:
+    new_messages: int = 0
+    new_locations: int = 0
+    skipped: int = 0
+    malformed: int = 0
+    stored_message_pks: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderCursor:
+    """Plain copy of a folder's saved state, for the pure planner."""
+
+    folder_id: int
+    name: str
+    uidvalidity: int | None
+    highest_uid: int
+    uidnext: int | None
+    highestmodseq: int | None
+    messages: int | None
+    uidvalidity_resyncs: int
+    unstable: bool
+    initial_sync_done: bool
+
+
+def participants_key(emails: Iterable[str]) -> str:
+    joined = "\n".join(sorted({e.lower() for e in emails if e}))
+    return hashlib.sha1(joined.encode("utf-8")).hexdigest()
+
+
+def _addr_list(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"email": email, "name": name} for email, name in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts: leases, identities, runs
+
+
+def claim_account(*, session: Session, account_id: int, owner: str, lease_seconds: int) -> bool:
+    """Compare-and-set claim: True when this worker now holds the account. Works the same on
+    SQLite and PostgreSQL, so several workers never sync one account at once."""
+    now = utcnow()
+    result = session.execute(
+        update(MailAccount)
+        .where(col(MailAccount.id) == account_id)
+        .where(
+            or_(
+                col(MailAccount.lease_owner).is_(None),
+                col(MailAccount.lease_owner) == owner,
+                col(MailAccount.lease_expires_at) < now,
+            )
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def break_lease(*, session: Session, account_id: int, owner: str) -> None:
+    """Clear a dead worker's claim and close its run as interrupted."""
+    session.execute(
+        update(MailAccount)
+        .where(col(MailAccount.id) == account_id, col(MailAccount.lease_owner) == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    session.execute(
+        update(SyncRun)
+        .where(col(SyncRun.account_id) == account_id, col(SyncRun.status) == RunStatus.RUNNING)
+        .values(status=RunStatus.INTERRUPTED, ended_at=utcnow())
+    )
+
+
+def renew_lease(*, session: Session, account_id: int, owner: str, lease_seconds: int) -> None:
+    session.execute(
+        update(MailAccount)
+        .where(col(MailAccount.id) == account_id, col(MailAccount.lease_owner) == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+
+
+def release_account(*, session: Session, account_id: int, owner: str) -> None:
+    session.execute(
+        update(MailAccount)
+        .where(col(MailAccount.id) == account_id, col(MailAccount.lease_owner) == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+
+
+def tenant_identities(*, session: Session, tenant_id: int) -> frozenset[str]:
+    """Addresses that belong to the tenant itself: its accounts and its users."""
+    accounts = session.exec(select(MailAccount.email).where(MailAccount.tenant_id == tenant_id)).all()
+    users = session.exec(select(User.email).where(User.tenant_id == tenant_id)).all()
+    return frozenset(e.lower() for e in [*accounts, *users])
+
+
+def start_run(*, session: Session, account_id: int) -> SyncRun:
+    run = SyncRun(account_id=account_id)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def finish_run(
+    *,
+    session: Session,
+    run_id: int,
+    status: RunStatus,
+    counts: BatchResult,
+    quarantined: int,
+    expunged: int,
+    errors: Sequence[str],
+    error_status: Any = None,
+) -> SyncRun:
+    run = session.get_one(SyncRun, run_id)
+    run.ended_at = utcnow()
+    run.status = status
+    run.new_messages = counts.new_messages
+    run.new_locations = counts.new_locations
+    run.skipped = counts.skipped
+    run.malformed = counts.malformed
+    run.quarantined = quarantined
+    run.expunged = expunged
+    run.errors = list(errors)
+    run.error_status = error_status
+    session.add(run)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder cursors
+
+
+def _cursor(folder: FolderState) -> FolderCursor:
+    assert folder.id is not None
+    return FolderCursor(
+        folder_id=folder.id,
+        name=folder.name,
+        uidvalidity=folder.uidvalidity,
+        highest_uid=folder.highest_uid,
+        uidnext=folder.uidnext,
+        highestmodseq=folder.highestmodseq,
+        messages=folder.messages,
+        uidvalidity_resyncs=folder.uidvalidity_resyncs,
+        unstable=folder.status is FolderSyncStatus.UIDVALIDITY_UNSTABLE,
+        initial_sync_done=folder.initial_sync_done,
+    )
+
+
+def folder_cursor(*, session: Session, account_id: int, role: FolderRole, name: str) -> FolderCursor:
+    """The saved state of (account, role), created on first use. A renamed server folder (e.g.
+    Sent found under another name) keeps its cursor only if UIDVALIDITY says it is the same."""
+    folder = session.exec(
+        select(FolderState).where(FolderState.account_id == account_id, FolderState.role == role)
+    ).first()
+    if folder is None:
+        folder = FolderState(account_id=account_id, role=role, name=name)
+        session.add(folder)
+        session.flush()
+    elif folder.name != name:
+        folder.name = name
+        session.add(folder)
+    return _cursor(folder)
+
+
+def begin_initial(*, session: Session, folder_id: int, uidvalidity: int) -> None:
+    folder = session.get_one(FolderState, folder_id)
+    folder.uidvalidity = uidvalidity
+    folder.highest_uid = 0
+    session.add(folder)
+
+
+def flag_unstable(*, session: Session, folder_id: int) -> None:
+    """UIDVALIDITY changed too often: stop resyncing (a server that keeps doing this would make
+    us loop and download the folder again and again) until an admin resets the folder."""
+    folder = session.get_one(FolderState, folder_id)
+    folder.status = FolderSyncStatus.UIDVALIDITY_UNSTABLE
+    session.add(folder)
+
+
+def begin_resync(*, session: Session, folder_id: int, uidvalidity: int) -> None:
+    """UIDVALIDITY changed: every UID we knew in this folder is void (RFC 3501 2.3.1.1). Drop the
+    folder's IMAP bookkeeping and restart its cursor; messages, threads and links stay, and the
+    refetch re-keys them by Message-ID instead of importing them again."""
+    folder = session.get_one(FolderState, folder_id)
+    session.execute(delete(ImapUid).where(col(ImapUid.folder_id) == folder_id))
+    session.execute(delete(FetchFailure).where(col(FetchFailure.folder_id) == folder_id))
+    folder.uidvalidity = uidvalidity
+    folder.uidvalidity_resyncs += 1
+    folder.highest_uid = 0
+    folder.uidnext = None
+    folder.messages = None
+    folder.highestmodseq = None
+    folder.initial_sync_done = False
+    session.add(folder)
+
+
+def reset_folder(*, session: Session, folder_id: int) -> None:
+    """Admin action after an unstable UIDVALIDITY was looked into: allow resyncs again."""
+    folder = session.get_one(FolderState, folder_id)
+    folder.status = FolderSyncStatus.OK
+    folder.uidvalidity_resyncs = 0
+    folder.last_error = None
+    session.add(folder)
+
+
+def finish_folder_pass(
+    *,
+    session: Session,
+    folder_id: int,
+    uidnext: int | None,
+    messages: int | None,
+    highestmodseq: int | None,
+    error: str | None = None,
+    completed: bool = True,
+) -> None:
+    """Save what the server told us once a pass is over. Values a lying server may send (0,
+    missing, or a HIGHESTMODSEQ going backwards) never replace good saved ones."""
+    folder = session.get_one(FolderState, folder_id)
+    now = utcnow()
+    folder.last_synced_at = now
+    folder.last_error = error
+    if completed:
+        folder.last_success_at = now
+        folder.initial_sync_done = True
+        if uidnext and uidnext > 0 and (folder.uidnext is None or uidnext >= folder.uidnext):
+            folder.uidnext = uidnext
+        if messages is not None and messages >= 0:
+            folder.messages = messages
+        if (
+            highestmodseq
+            and highestmodseq > 0
+            and (folder.highestmodseq is None or highestmodseq >= folder.highestmodseq)
+        ):
+            folder.highestmodseq = highestmodseq
+    session.add(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def seen_uids(*, session: Session, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> set[int]:
+    if not uids:
+        return set()
+    rows = session.exec(
+        select(ImapUid.uid).where(
+            ImapUid.folder_id == folder_id,
+            ImapUid.uidvalidity == uidvalidity,
+            col(ImapUid.uid) >= min(uids),
+            col(ImapUid.uid) <= max(uids),
+        )
+    ).all()
+    return set(rows)
+
+
+def known_message_ids(*, session: Session, tenant_id: int, message_ids: Iterable[str]) -> set[str]:
+    """Message-IDs already stored or skipped in this tenant."""
+    ids = list({m for m in message_ids if m})
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found.update(
+            session.exec(
+                select(Message.message_id).where(
+                    Message.tenant_id == tenant_id, col(Message.message_id).in_(chunk)
+                )
+            ).all()
+        )
+        found.update(
+            session.exec(
+                select(SkippedMessage.message_id).where(
+                    SkippedMessage.tenant_id == tenant_id, col(SkippedMessage.message_id).in_(chunk)
+                )
+            ).all()
+        )
+    return found
+
+
+def apply_batch(
+    *,
+    session: Session,
+    tenant_id: int,
+    account_id: int,
+    folder_id: int,
+    folder_role: FolderRole,
+    uidvalidity: int,
+    items: Sequence[Incoming],
+    identities: frozenset[str],
+    cursor: CursorUpdate | None,
+) -> BatchResult:
+    """Write one batch and (optionally) advance the folder cursor, in the caller's transaction."""
+    result = BatchResult()
+    existing = seen_uids(
+        session=session, folder_id=folder_id, uidvalidity=uidvalidity, uids=[i.location.uid for i in items]
+    )
+    for item in items:
+        if item.location.uid in existing:
+            continue
+        if isinstance(item, SkippedMail):
+            skipped_pk = _store_skipped(
+                session=session, tenant_id=tenant_id, account_id=account_id, item=item
+            )
+            _add_location(
+                session, account_id, folder_id, uidvalidity, item.location, UidState.SKIPPED, None, skipped_pk
+            )
+            result.skipped += 1
+            continue
+        message_id = item.message_id if isinstance(item, KnownMail) else item.data.message_id
+        message = session.exec(
+            select(Message).where(Message.tenant_id == tenant_id, Message.message_id == message_id)
+        ).first()
+        if message is None:
+            skipped = session.exec(
+                select(SkippedMessage).where(
+                    SkippedMessage.tenant_id == tenant_id, SkippedMessage.message_id == message_id
+                )
+            ).first()
+            if skipped is not None:
+                _add_location(
+                    session,
+                    account_id,
+                    folder_id,
+                    uidvalidity,
+                    item.location,
+                    UidState.SKIPPED,
+                    None,
+                    skipped.id,
+                )
+                result.new_locations += 1
+                continue
+        if message is None:
+            if isinstance(item, KnownMail):
+                # Known a moment ago, gone now (deleted by someone else): the engine refetches.
+                raise LookupError(f"message {message_id} vanished during the batch")
+            message = _store_message(
+                session=session, tenant_id=tenant_id, data=item.data, role=folder_role, identities=identities
+            )
+            result.new_messages += 1
+            result.malformed += int(message.malformed)
+            assert message.id is not None
+            result.stored_message_pks.append(message.id)
+        elif folder_role is FolderRole.SENT and message.direction is Direction.INBOUND:
+            # Seen first in INBOX (e.g. a copy to oneself), now also in Sent: it was sent by us.
+            message.direction = Direction.OUTBOUND
+            session.add(message)
+        _add_location(
+            session, account_id, folder_id, uidvalidity, item.location, UidState.STORED, message.id, None
+        )
+        result.new_locations += 1
+    if cursor is not None:
+        folder = session.get_one(FolderState, folder_id)
+        if cursor.highest_uid > folder.highest_uid:
+            folder.highest_uid = cursor.highest_uid
+            session.add(folder)
+    session.flush()
+    return result
+
+
+def _add_location(
+    session: Session,
+    account_id: int,
+    folder_id: int,
+    uidvalidity: int,
+    location: Location,
+    state: UidState,
+    message_pk: int | None,
+    skipped_pk: int | None,
+) -> None:
+    session.add(
+        ImapUid(
+            account_id=account_id,
+            folder_id=folder_id,
+            uidvalidity=uidvalidity,
+            uid=location.uid,
+            state=state,
+            message_pk=message_pk,
+            skipped_pk=skipped_pk,
+            flags=list(location.flags),
+            internal_date=location.internal_date,
+        )
+    )
+
+
+def _store_skipped(*, session: Session, tenant_id: int, account_id: int, item: SkippedMail) -> int:
+    existing = session.exec(
+        select(SkippedMessage).where(
+            SkippedMessage.tenant_id == tenant_id, SkippedMessage.message_id == item.message_id
+        )
+    ).first()
+    if existing is not None:
+        assert existing.id is not None
+        return existing.id
+    row = SkippedMessage(
+        tenant_id=tenant_id,
+        account_id=account_id,
+        message_id=item.message_id,
+        subject=item.subject,
+        from_email=item.from_email,
+        date=item.date,
+        recipient_count=item.recipient_count,
+        reason=item.reason,
+        detail=item.detail,
+    )
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    return row.id
+
+
+def _store_message(
+    *, session: Session, tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]
+) -> Message:
+    outbound = role is FolderRole.SENT or data.from_email.lower() in identities
+    message = Message(
+        tenant_id=tenant_id,
+        message_id=data.message_id,
+        message_id_synthetic=data.message_id_synthetic,
+        content_hash=data.content_hash,
+        subject=data.subject,
+        normalized_subject=data.normalized_subject,
+        participants_key=participants_key(data.participants),
+        date=data.date,
+        from_email=data.from_email,
+        from_name=data.from_name,
+        to_addrs=_addr_list(data.to),
+        cc_addrs=_addr_list(data.cc),
+        bcc_addrs=_addr_list(data.bcc),
+        reply_to=_addr_list(data.reply_to),
+        in_reply_to=data.in_reply_to,
+        references=list(data.references),
+        text_body=data.text_body,
+        html_body=data.html_body,
+        attachments=list(data.attachments),
+        headers=dict(data.headers),
+        attached_message_senders=_addr_list(data.attached_message_senders),
+        size=data.size,
+        recipient_count=data.recipient_count,
+        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
+        malformed=bool(data.parse_errors),
+        parse_errors=list(data.parse_errors),
+        raw=data.raw if data.parse_errors else None,
+        headers_only=data.headers_only,
+    )
+    session.add(message)
+    session.flush()
+    assert message.id is not None
+    refs = list(dict.fromkeys([*data.references, *([data.in_reply_to] if data.in_reply_to else [])]))
+    for ref in refs:
+        if ref != data.message_id:
+            session.add(MessageRef(tenant_id=tenant_id, message_pk=message.id, ref_message_id=ref))
+    _assign_thread(session=session, tenant_id=tenant_id, message=message, refs=refs)
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# Threading (RFC 5256 "REFERENCES" idea, simplified): parent by Message-ID, children that
+# already point at us, then a subject fallback among the same participants in a short window.
+
+
+def _assign_thread(*, session: Session, tenant_id: int, message: Message, refs: list[str]) -> None:
+    thread_ids: list[int] = []
+    if refs:
+        parents = session.exec(
+            select(Message.thread_id).where(
+                Message.tenant_id == tenant_id,
+                col(Message.message_id).in_(refs),
+                col(Message.thread_id).is_not(None),
+            )
+        ).all()
+        thread_ids.extend(t for t in parents if t is not None)
+    children = session.exec(
+        select(Message.thread_id)
+        .join(MessageRef, col(MessageRef.message_pk) == col(Message.id))
+        .where(
+            MessageRef.tenant_id == tenant_id,
+            MessageRef.ref_message_id == message.message_id,
+            col(Message.thread_id).is_not(None),
+        )
+    ).all()
+    thread_ids.extend(t for t in children if t is not None)
+    if not thread_ids and message.normalized_subject and message.date is not None:
+        fallback = session.exec(
+            select(Message.thread_id)
+            .where(
+                Message.tenant_id == tenant_id,
+                Message.normalized_subject == message.normalized_subject,
+                Message.participants_key == message.participants_key,
+                col(Message.id) != message.id,
+                col(Message.thread_id).is_not(None),
+                col(Message.date) >= message.date - SUBJECT_THREAD_WINDOW,
+                col(Message.date) <= message.date + SUBJECT_THREAD_WINDOW,
+            )
+            .limit(1)
+        ).first()
+        if fallback is not None:
+            thread_ids.append(fallback)
+    unique = list(dict.fromkeys(thread_ids))
+    if not unique:
+        thread = Thread(
+            tenant_id=tenant_id, subject=message.subject, normalized_subject=message.normalized_subject
+        )
+        session.add(thread)
+        session.flush()
+    else:
+        thread = session.get_one(Thread, min(unique))
+        for other in unique:
+            if other != thread.id:
+                _merge_thread(session=session, into=thread, other_id=other)
+    message.thread_id = thread.id
+    session.add(message)
+    session.flush()
+    _refresh_thread(session=session, thread=thread)
+
+
+def _merge_thread(*, session: Session, into: Thread, other_id: int) -> None:
+    session.execute(update(Message).where(col(Message.thread_id) == other_id).values(thread_id=into.id))
+    session.execute(delete(Thread).where(col(Thread.id) == other_id))
+
+
+def _refresh_thread(*, session: Session, thread: Thread) -> None:
+    count, first, last = session.execute(
+        select(func.count(col(Message.id)), func.min(Message.date), func.max(Message.date)).where(
+            Message.thread_id == thread.id
+        )
+    ).one()
+    # func.min/max keep the column's type, so these come back as aware UTC datetimes.
+    thread.message_count = count
+    thread.first_date = first
+    thread.last_date = last
+    earliest = session.exec(
+        select(Message.subject)
+        .where(Message.thread_id == thread.id)
+        .order_by(col(Message.date).asc())
+        .limit(1)
+    ).first()
+    if earliest is not None:
+        thread.subject = earliest
+    session.add(thread)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures, expunges, flags
+
+
+def record_failure(
+    *,
+    session: Session,
+    account_id: int,
+    folder_id: int,
+    uidvalidity: int,
+    uid: int,
+    error: str,
+    max_attempts: int,
+) -> bool:
+    """Count one failed attempt at a message. Returns True when it is now quarantined: an
+    `ImapUid` in state QUARANTINED lets the cursor move past it so one bad message never
+    blocks a folder."""
+    failure = session.exec(
+        select(FetchFailure).where(
+            FetchFailure.folder_id == folder_id,
+            FetchFailure.uidvalidity == uidvalidity,
+            FetchFailure.uid == uid,
+        )
+    ).first()
+    if failure is None:
+        failure = FetchFailure(account_id=account_id, folder_id=folder_id, uidvalidity=uidvalidity, uid=uid)
+    failure.attempts += 1
+    failure.last_error = error[:2000]
+    failure.last_failed_at = utcnow()
+    if failure.attempts >= max_attempts and not failure.quarantined:
+        failure.quarantined = True
+        if not seen_uids(session=session, folder_id=folder_id, uidvalidity=uidvalidity, uids=[uid]):
+            _add_location(
+                session,
+                account_id,
+                folder_id,
+                uidvalidity,
+                Location(uid=uid),
+                UidState.QUARANTINED,
+                None,
+                None,
+            )
+    session.add(failure)
+    session.flush()
+    return failure.quarantined
+
+
+def live_uids(*, session: Session, folder_id: int, uidvalidity: int) -> set[int]:
+    return set(
+        session.exec(
+            select(ImapUid.uid).where(
+                ImapUid.folder_id == folder_id,
+                ImapUid.uidvalidity == uidvalidity,
+                col(ImapUid.expunged_at).is_(None),
+            )
+        ).all()
+    )
+
+
+def mark_expunged(*, session: Session, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> int:
+    """Messages removed on the server: the location is marked, the message itself is kept (the
+    CRM keeps a record of the conversation even when a mailbox is cleaned up)."""
+    uid_list = sorted(uids)
+    now = utcnow()
+    for start in range(0, len(uid_list), 500):
+        session.execute(
+            update(ImapUid)
+            .where(
+                col(ImapUid.folder_id) == folder_id,
+                col(ImapUid.uidvalidity) == uidvalidity,
+                col(ImapUid.uid).in_(uid_list[start : start + 500]),
+            )
+            .values(expunged_at=now)
+        )
+    return len(uid_list)
+
+
+def update_flags(
+    *, session: Session, folder_id: int, uidvalidity: int, flags: dict[int, tuple[str, ...]]
+) -> None:
+    for uid, values in flags.items():
+        session.execute(
+            update(ImapUid)
+            .where(
+                col(ImapUid.folder_id) == folder_id,
+                col(ImapUid.uidvalidity) == uidvalidity,
+                col(ImapUid.uid) == uid,
+            )
+            .values(flags=list(values))
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Account outcome after a run
+
+
+def backoff_delay(failures: int) -> timedelta:
+    """1, 2, 4 ... minutes, capped at an hour: retry soon after a blip, never hammer a server."""
+    return timedelta(seconds=min(60 * 2 ** max(failures - 1, 0), 3600))
+
+
+def record_account_success(*, session: Session, account_id: int) -> None:
+
+    account = session.get_one(MailAccount, account_id)
+    account.status = AccountStatus.OK
+    account.last_error = None
+    account.last_success_at = utcnow()
+    account.consecutive_failures = 0
+    account.auth_failures = 0
+    account.next_attempt_at = None
+    session.add(account)
+
+
+def record_account_failure(
+    *,
+    session: Session,
+    account_id: int,
+    status: AccountStatus,
+    message: str,
+    auth_failure: bool,
+    max_auth_failures: int,
+    retry_later: bool = True,
+) -> None:
+    """Save the error the user must see, and when to try again. After `max_auth_failures`
+    refused logins in a row the account waits for new credentials: retrying a wrong password
+    gets accounts locked by providers."""
+
+    account = session.get_one(MailAccount, account_id)
+    now = utcnow()
+    if not retry_later:
+        account.status = status
+        account.last_error = message
+        account.last_error_at = now
+        account.last_success_at = now
+        account.consecutive_failures = 0
+        account.next_attempt_at = None
+        session.add(account)
+        return
+    account.consecutive_failures += 1
+    account.last_error = message
+    account.last_error_at = now
+    account.status = status
+    if auth_failure:
+        account.auth_failures += 1
+        if account.auth_failures >= max_auth_failures:
+            account.status = AccountStatus.NEEDS_CREDENTIALS
+            account.last_error = (
+                f"{message} Stopped retrying after {account.auth_failures} refused logins: update the "
+                "password (crm-inbox account password) to resume."
+            )
+    else:
+        account.auth_failures = 0
+    account.next_attempt_at = now + backoff_delay(account.consecutive_failures)
+    session.add(account)

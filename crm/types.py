@@ -1,0 +1,109 @@
+"""Column types and enums shared by the tables. Portable across SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, PostgreSQL would convert."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; attach a timezone first")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class StrEnumType(TypeDecorator[enum.StrEnum]):
+    """An enum stored as its string value (no native PostgreSQL ENUM: migrations stay simple)."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[enum.StrEnum], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return self.enum_cls(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> enum.StrEnum | None:
+        if value is None:
+            return None
+        return self.enum_cls(value)
+
+
+class Security(enum.StrEnum):
+    """How a connection is protected. PLAIN only when an admin asks for it explicitly."""
+
+    TLS = "tls"  # implicit TLS (IMAPS 993, SMTPS 465)
+    STARTTLS = "starttls"  # upgrade required; never a silent fallback to plaintext
+    PLAIN = "plain"
+
+
+class AccountStatus(enum.StrEnum):
+    NEW = "new"
+    OK = "ok"
+    AUTH_FAILED = "auth_failed"
+    NEEDS_CREDENTIALS = "needs_credentials"  # stopped retrying until the password changes
+    TLS_ERROR = "tls_error"
+    HOST_NOT_FOUND = "host_not_found"
+    CONNECTION_FAILED = "connection_failed"
+    FOLDER_MISSING = "folder_missing"
+    ERROR = "error"
+
+
+class FolderRole(enum.StrEnum):
+    INBOX = "inbox"
+    SENT = "sent"
+
+
+class FolderSyncStatus(enum.StrEnum):
+    OK = "ok"
+    # UIDVALIDITY changed too often: resyncing again could loop forever, an admin must look.
+    UIDVALIDITY_UNSTABLE = "uidvalidity_unstable"
+
+
+class UidState(enum.StrEnum):
+    STORED = "stored"
+    SKIPPED = "skipped"
+    QUARANTINED = "quarantined"
+
+
+class SkipReason(enum.StrEnum):
+    TOO_MANY_RECIPIENTS = "too_many_recipients"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    PARTIAL = "partial"  # some folder or message failed, the rest synced
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"

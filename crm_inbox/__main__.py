@@ -1,0 +1,3 @@
+from crm_inbox.cli import main
+
+main()

@@ -1,0 +1,359 @@
+"""`crm-inbox` command line. Thin: parses arguments, calls the services, prints.
+
+Secrets are never taken as arguments (they would show in `ps` and shell history): a password
+comes from standard input or from an environment variable whose *name* is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from dateutil import parser as dateparser
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from crm import accounts
+from crm.db import get_engine, migrate, session_scope
+from crm.errors import CrmError
+from crm.secrets import Secret, SecretBox
+from crm.settings import get_settings
+from crm.types import Security
+from sync.types import FolderRole
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync.")
+account_app = typer.Typer(no_args_is_help=True, help="Connected mail accounts.")
+app.add_typer(account_app, name="account")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _read_password(password_stdin: bool, password_env: str | None) -> Secret:
+    if password_env:
+        value = os.environ.get(password_env)
+        if not value:
+            raise _fail(f"environment variable {password_env} is not set or empty.")
+        return Secret(value)
+    if password_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            raise _fail("no password on standard input.")
+        return Secret(value)
+    raise _fail(
+        "give the password with --password-stdin or --password-env NAME; "
+        "it is never accepted as a command-line argument."
+    )
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def init(
+    tenant: Annotated[str, typer.Option(help="Name of the first tenant (company).")] = "My company",
+    admin_email: Annotated[str, typer.Option(help="E-mail of the first admin user.")] = "admin@example.test",
+    quota: Annotated[int, typer.Option(help="Mail accounts the tenant may connect.")] = 5,
+    own_domain: Annotated[list[str] | None, typer.Option(help="The company's own mail domain(s).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or upgrade the database, and the first tenant and admin if there is none."""
+    engine = get_engine()
+    migrate(engine)
+    SecretBox.from_settings()  # creates the key file (0600) on first run
+    with session_scope(engine) as session:
+        existing = accounts.first_tenant(session=session)
+        if existing is None:
+            created = accounts.create_tenant(
+                session=session, name=tenant, account_quota=quota, own_domains=own_domain or []
+            )
+            accounts.create_user(session=session, tenant_id=created.id or 0, email=admin_email, is_admin=True)
+            result = {"tenant_id": created.id, "created": True}
+        else:
+            result = {"tenant_id": existing.id, "created": False}
+    result["database"] = engine.url.render_as_string(hide_password=True)
+    if as_json:
+        _print_json(result)
+    else:
+        what = "created" if result["created"] else "already initialised"
+        out.print(f"Database ready ({result['database']}); tenant {result['tenant_id']} {what}.")
+
+
+@account_app.command("add")
+def account_add(
+    email: Annotated[str, typer.Option(help="The mailbox address.")],
+    imap_host: Annotated[str, typer.Option()],
+    username: Annotated[str | None, typer.Option(help="Login (default: the e-mail).")] = None,
+    imap_port: Annotated[int | None, typer.Option(help="Default 993 for tls, 143 otherwise.")] = None,
+    security: Annotated[Security, typer.Option(help="tls (implicit), starttls, or plain.")] = Security.TLS,
+    ca_file: Annotated[str | None, typer.Option(help="CA bundle for a private certificate.")] = None,
+    smtp_host: Annotated[str | None, typer.Option()] = None,
+    smtp_port: Annotated[int | None, typer.Option()] = None,
+    smtp_security: Annotated[Security | None, typer.Option()] = None,
+    display_name: Annotated[str, typer.Option()] = "",
+    since: Annotated[str | None, typer.Option(help="First sync only takes mail since this date.")] = None,
+    interval: Annotated[int | None, typer.Option(help="Seconds between syncs.")] = None,
+    tenant_id: Annotated[int | None, typer.Option("--tenant")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_env: Annotated[
+        str | None, typer.Option("--password-env", help="Env variable holding it.")
+    ] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Save without logging in first.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Connect a mailbox (checks the login first)."""
+    from sync.check import check_imap
+    from sync.imap import ImapEndpoint
+
+    settings = get_settings()
+    password = _read_password(password_stdin, password_env)
+    port = imap_port or (993 if security is Security.TLS else 143)
+    sync_since = dateparser.parse(since).replace(tzinfo=UTC) if since else None
+    check = None
+    if not no_check:
+        endpoint = ImapEndpoint(
+            host=imap_host,
+            port=port,
+            security=security,
+            username=username or email,
+            ca_file=ca_file,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.connect_timeout_seconds,
+            allow_private_hosts=settings.allow_private_hosts,
+        )
+        check = check_imap(endpoint, password)
+        if not check.ok and not force:
+            raise _fail(f"{check.message}\nNothing was saved (use --force to save anyway).")
+    data = accounts.AccountInput(
+        email=email,
+        imap_host=imap_host,
+        imap_port=port,
+        imap_security=security,
+        username=username or email,
+        display_name=display_name,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_security=smtp_security,
+        ca_file=ca_file,
+        sync_interval_seconds=interval or settings.default_sync_interval_seconds,
+        sync_since=sync_since,
+    )
+    try:
+        with session_scope() as session:
+            tenant = accounts.get_tenant(session=session, tenant_id=tenant_id)
+            account = accounts.add_account(
+                session=session,
+                tenant_id=tenant.id or 0,
+                data=data,
+                password=password,
+                box=SecretBox.from_settings(),
+            )
+            account_id = account.id
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    result = {"id": account_id, "email": email.lower(), "check": check.message if check else "skipped"}
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"Account {account_id} ({email}) added. {result['check']}")
+
+
+@account_app.command("password")
+def account_password(
+    account_id: int,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env")] = None,
+) -> None:
+    """Replace an account's password (ends a 'needs new credentials' pause)."""
+    password = _read_password(password_stdin, password_env)
+    try:
+        with session_scope() as session:
+            accounts.set_password(
+                session=session, account_id=account_id, password=password, box=SecretBox.from_settings()
+            )
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"Password of account {account_id} updated.")
+
+
+@account_app.command("list")
+def account_list(as_json: JsonOpt = False) -> None:
+    """Each account's state and the last successful sync of each folder."""
+    with session_scope() as session:
+        views = accounts.list_accounts(session=session)
+    if as_json:
+        _print_json(views)
+        return
+    table = Table("id", "email", "active", "status", "INBOX last sync", "Sent last sync", "last error")
+    for view in views:
+        folders = {f.role: f for f in view.folders}
+
+        def when(role: FolderRole, folders: dict[Any, Any] = folders) -> str:
+            folder = folders.get(role)
+            if folder is None or folder.last_success_at is None:
+                return "never"
+            return f"{folder.last_success_at:%Y-%m-%d %H:%M:%S}"
+
+        table.add_row(
+            str(view.id),
+            view.email,
+            "yes" if view.active else "no",
+            view.status.value,
+            when(FolderRole.INBOX),
+            when(FolderRole.SENT),
+            view.last_error or "",
+        )
+    out.print(table)
+
+
+@account_app.command("reset-folder")
+def account_reset_folder(account_id: int, role: FolderRole) -> None:
+    """Allow resyncs again on a folder paused for an unstable UIDVALIDITY."""
+    from sqlmodel import select
+
+    from crm import store
+    from crm.models import FolderState
+
+    with session_scope() as session:
+        folder = session.exec(
+            select(FolderState).where(FolderState.account_id == account_id, FolderState.role == role)
+        ).first()
+        if folder is None or folder.id is None:
+            raise _fail(f"account {account_id} has no {role.value} folder state yet.")
+        store.reset_folder(session=session, folder_id=folder.id)
+    out.print(f"Folder {role.value} of account {account_id} reset.")
+
+
+@app.command()
+def sync(
+    once: Annotated[bool, typer.Option("--once", help="One pass over the accounts, then exit.")] = False,
+    account: Annotated[int | None, typer.Option("--account", help="Only this account.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sync INBOX and Sent of every active account once (use `run` for the scheduler)."""
+    if not once:
+        raise _fail("use `crm-inbox sync --once` for one pass, or `crm-inbox run` for the scheduler.", 2)
+    from sync.engine import SyncEngine
+
+    with session_scope() as session:
+        ids = (
+            [account]
+            if account is not None
+            else [i for i, _ in accounts.syncable_account_ids(session=session)]
+        )
+    show_progress = not as_json and err.is_terminal
+    summaries = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show_progress,
+        transient=True,
+    ) as progress:
+        tasks: dict[tuple[int, FolderRole], Any] = {}
+
+        def on_progress(account_id: int, role: FolderRole, done: int, total: int) -> None:
+            key = (account_id, role)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"account {account_id} {role.value}", total=total)
+            progress.update(tasks[key], completed=done)
+
+        engine = SyncEngine(progress=on_progress)
+        for account_id in ids:
+            # --account names one explicitly: run it now even while it is backing off.
+            summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
+    if as_json:
+        _print_json(
+            [{k: v for k, v in dataclasses.asdict(s).items() if k != "folder_problems"} for s in summaries]
+        )
+    else:
+        table = Table(
+            "account", "email", "result", "new", "skipped", "malformed", "quarantined", "expunged", "errors"
+        )
+        for s in summaries:
+            result = s.status if not s.skip_reason else f"skipped: {s.skip_reason}"
+            table.add_row(
+                str(s.account_id),
+                s.email,
+                result,
+                str(s.new_messages),
+                str(s.skipped),
+                str(s.malformed),
+                str(s.quarantined),
+                str(s.expunged),
+                "\n".join(s.errors),
+            )
+        out.print(table)
+    if any(s.status == "failed" for s in summaries):
+        raise typer.Exit(1)
+
+
+@app.command()
+def run() -> None:
+    """Run the scheduler: each active account synced at its interval until SIGTERM/SIGINT."""
+    from sync.engine import SyncEngine
+    from sync.scheduler import Worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    Worker(SyncEngine()).run()
+
+
+@app.command()
+def demo(
+    directory: Annotated[str, typer.Option("--dir", help="Where the demo keeps its files.")] = "demo-data",
+    messages: Annotated[int, typer.Option(help="Sample messages in the demo mailbox.")] = 300,
+) -> None:
+    """Start a local Dovecot filled with sample mail, sync it into SQLite, show the result."""
+    from crm_inbox.demo import run_demo
+
+    run_demo(directory, messages, out)
+
+
+def main() -> None:
+    try:
+        app()
+    except CrmError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)

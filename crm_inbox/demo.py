@@ -1,0 +1,107 @@
+"""The README's first command: a local Dovecot filled with sample mail, synced into embedded
+SQLite, then a look at what was synced. Everything stays on loopback and in one folder."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from crm import accounts
+from crm.db import make_engine, migrate, session_scope, set_engine
+from crm.models import Message, SkippedMessage, Thread
+from crm.secrets import Secret, SecretBox
+from crm.settings import get_settings, reset_settings
+from crm.types import Security
+from crm_inbox.devmail import LocalDovecot
+from crm_inbox.samples import build_message, generate_mailbox
+
+
+def run_demo(directory: str, count: int, out: Console) -> None:
+    base = Path(directory).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    db_path = base / "crm-inbox.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    # The demo talks to its own Dovecot on 127.0.0.1, so it allows loopback hosts.
+    os.environ.update(
+        CRM_INBOX_DATA_DIR=str(base),
+        CRM_INBOX_DATABASE_URL=f"sqlite:///{db_path}",
+        CRM_INBOX_ALLOW_PRIVATE_HOSTS="true",
+    )
+    reset_settings()
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    set_engine(engine)
+    migrate(engine)
+
+    with LocalDovecot(base / "dovecot", tls=True) as dovecot:
+        password = secrets.token_urlsafe(16)
+        dovecot.add_user("sales", password)
+        out.print(f"Local Dovecot on 127.0.0.1:{dovecot.ssl_port} (TLS, self-signed CA {dovecot.ca_file})")
+        mail = list(generate_mailbox(count, seed=7, own_address="sales@acme.test"))
+        for folder in ("INBOX", "Sent"):
+            dovecot.append_many("sales", folder, [m.raw for m in mail if m.folder == folder])
+        # One mass mailing over the 100-recipient limit, to show how skipped mail is reported.
+        crowd = [f"customer{i}@globex.test" for i in range(120)]
+        dovecot.append(
+            "sales", "INBOX", build_message(subject="Newsletter", from_="news@acme.test", to=crowd)
+        )
+        out.print(f"Loaded {len(mail) + 1} sample messages into INBOX and Sent.")
+
+        with session_scope(engine) as session:
+            tenant = accounts.create_tenant(session=session, name="Acme (demo)", own_domains=["acme.test"])
+            accounts.create_user(
+                session=session, tenant_id=tenant.id or 0, email="sales@acme.test", is_admin=True
+            )
+            account = accounts.add_account(
+                session=session,
+                tenant_id=tenant.id or 0,
+                data=accounts.AccountInput(
+                    email="sales@acme.test",
+                    imap_host=dovecot.host,
+                    imap_port=dovecot.ssl_port,
+                    imap_security=Security.TLS,
+                    username="sales",
+                    ca_file=str(dovecot.ca_file),
+                ),
+                password=Secret(password),
+                box=SecretBox.from_settings(settings),
+            )
+            account_id = account.id or 0
+
+        from sync.engine import SyncEngine
+
+        first = SyncEngine(db=engine, settings=settings).sync_account(account_id)
+        second = SyncEngine(db=engine, settings=settings).sync_account(account_id)
+
+    table = Table("pass", "result", "new messages", "skipped (>100 recipients)", "malformed", "errors")
+    for label, s in (("first sync", first), ("second sync", second)):
+        table.add_row(
+            label, s.status, str(s.new_messages), str(s.skipped), str(s.malformed), "; ".join(s.errors)
+        )
+    out.print(table)
+    with session_scope(engine) as session:
+        messages = session.exec(select(func.count(col(Message.id)))).one()
+        threads = session.exec(select(func.count(col(Thread.id)))).one()
+        skipped = session.exec(select(SkippedMessage)).all()
+        latest = session.exec(select(Thread).order_by(col(Thread.last_date).desc()).limit(8)).all()
+        views = accounts.list_accounts(session=session)
+    out.print(f"Stored {messages} messages in {threads} threads; {len(skipped)} skipped.")
+    for row in skipped:
+        out.print(f"  skipped: {row.subject!r} from {row.from_email}: {row.detail}")
+    recent = Table("latest threads", "messages", "last message (UTC)")
+    for thread in latest:
+        recent.add_row(thread.subject[:60], str(thread.message_count), f"{thread.last_date:%Y-%m-%d %H:%M}")
+    out.print(recent)
+    for view in views:
+        out.print(
+            f"Account {view.id} {view.email}: {view.status.value}, folders: "
+            + ", ".join(f"{f.name} (last sync {f.last_success_at:%H:%M:%S})" for f in view.folders)
+        )
+    out.print(f"Database: {db_path}")

@@ -1,0 +1,951 @@
+"""A throw-away, self-contained Dovecot IMAP server for tests, benchmarks and the demo.
+
+Why a real Dovecot instead of a fake: the sync engine's hard parts (UIDVALIDITY changes,
+CONDSTORE/QRESYNC, MULTIAPPEND, special-use folders, TLS trust, odd MIME) are exactly
+the things an in-process fake gets subtly wrong.  Debian's ``dovecot-imapd`` is started
+here as an ordinary foreground child process with its own config file under
+``base_dir``: no system service, nothing in ``/etc/dovecot`` is read or written, and it
+only ever listens on ``127.0.0.1`` high ports chosen at runtime.
+
+Running as root (the CI container does) needs three deliberate choices, because Dovecot
+refuses to touch mail as uid 0 ("userdb returned 0 as uid" -- no setting overrides it):
+
+* mail is owned by an unprivileged system user (``mail`` on Debian, else ``nobody``);
+* that user cannot traverse pytest's ``0700`` temp directories, so mail processes are
+  chrooted into ``base_dir/mail`` (root performs the chroot before dropping privileges,
+  so the ancestors' permissions no longer matter).  glibc's iconv modules are hard-linked
+  into the chroot so ``SEARCH CHARSET ISO-8859-1`` and body search in latin-1 mail work;
+* the auth process reads the passwd-file as root for the same traversal reason.
+
+As a non-root user everything simply runs as that user without any chroot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import datetime as dt
+import email.utils
+import glob
+import grp
+import ipaddress
+import itertools
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from imapclient import IMAPClient
+
+__all__ = [
+    "DoveadmError",
+    "DovecotNotInstalledError",
+    "DovecotStartError",
+    "LocalDovecot",
+    "ensure_dovecot_installed",
+]
+
+HOST = "127.0.0.1"
+INBOX = "INBOX"
+SPECIAL_FOLDERS: dict[str, str] = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
+
+_DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
+_DOVEADM_CANDIDATES = ("/usr/bin/doveadm", "/usr/local/bin/doveadm")
+_IMAP_BINARY_CANDIDATES = (
+    "/usr/lib/dovecot/imap",
+    "/usr/libexec/dovecot/imap",
+    "/usr/local/libexec/dovecot/imap",
+)
+_SETUP_HINT = (
+    "Run the project's setup, which installs Debian's IMAP server with "
+    "`apt-get install -y dovecot-imapd` (no system service is used: the tests start their own)."
+)
+# Only characters that need no quoting or %-escaping in dovecot.conf values.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+@:,=-]+$")
+_SAFE_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}$")
+# Top-level names inside the chroot that we populate ourselves (glibc iconv modules).
+_RESERVED_USERS = frozenset({"usr", "lib", "lib64", "etc"})
+_MAILDIR_FLAG_LETTERS: dict[str, str] = {
+    "\\draft": "D",
+    "\\flagged": "F",
+    "\\answered": "R",
+    "\\seen": "S",
+    "\\deleted": "T",
+}
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
+_DATE_HEADER = re.compile(rb"^Date:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
+_PR_SET_PDEATHSIG = 1
+
+
+class DovecotNotInstalledError(RuntimeError):
+    """Dovecot (dovecot-imapd) is missing: tests must fail loudly, not skip."""
+
+
+class DovecotStartError(RuntimeError):
+    """The server did not come up; the message carries the tail of its log."""
+
+
+class DoveadmError(RuntimeError):
+    """A ``doveadm`` maintenance command failed."""
+
+
+def _first_existing(candidates: Iterable[str], name: str) -> Path | None:
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+def ensure_dovecot_installed() -> Path:
+    """Return the ``dovecot`` binary, or raise a clear error saying how to install it.
+
+    Checks the imap protocol binary too: ``dovecot-core`` alone starts but then every
+    IMAP login fails, which would be a much more confusing error.
+    """
+    binary = _first_existing(_DOVECOT_CANDIDATES, "dovecot")
+    if binary is None:
+        raise DovecotNotInstalledError(f"Dovecot IMAP server not found (looked for `dovecot`). {_SETUP_HINT}")
+    if not any(os.access(p, os.X_OK) for p in _IMAP_BINARY_CANDIDATES):
+        raise DovecotNotInstalledError(
+            f"Dovecot is installed at {binary} but its IMAP service binary is missing "
+            f"(package dovecot-imapd). {_SETUP_HINT}"
+        )
+    return binary
+
+
+def _doveadm_binary() -> Path:
+    binary = _first_existing(_DOVEADM_CANDIDATES, "doveadm")
+    if binary is None:
+        raise DovecotNotInstalledError(f"`doveadm` not found. {_SETUP_HINT}")
+    return binary
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for distinct free loopback ports (held together so they differ)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _kill_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM dovecot if the Python process dies hard.
+
+    Without it a ``kill -9``'d pytest leaves a dovecot holding its ports forever.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _generate_self_signed(cert_path: Path, key_path: Path) -> None:
+    """Write a self-signed cert for localhost/127.0.0.1 that also works as its own CA.
+
+    It is marked CA with keyCertSign plus SKI/AKI so OpenSSL (including Python's
+    ``VERIFY_X509_STRICT``) accepts it as a trust anchor when clients load it as
+    ``cafile``; anything using the system trust store must reject it.  An EC key keeps
+    generation to a few milliseconds.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "crm-inbox devmail"),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    public = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _gconv_dirs() -> list[Path]:
+    """glibc's iconv module directories (Dovecot needs them for non-UTF-8 charsets)."""
+    found = set()
+    for pattern in ("/usr/lib/*/gconv", "/usr/lib64/gconv", "/usr/lib/gconv", "/lib/*/gconv"):
+        for candidate in glob.glob(pattern):
+            path = Path(candidate)
+            if (path / "gconv-modules").exists() or (path / "gconv-modules.cache").exists():
+                found.add(path.resolve())
+    return sorted(found)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _uid_set(spec: bytes) -> list[int]:
+    """Expand an IMAP uid-set such as ``4:6,9`` (as in APPENDUID) into a list."""
+    uids: list[int] = []
+    for part in spec.decode().split(","):
+        if ":" in part:
+            lo, hi = (int(x) for x in part.split(":"))
+            uids.extend(range(min(lo, hi), max(lo, hi) + 1))
+        else:
+            uids.append(int(part))
+    return uids
+
+
+def _header_date(message: bytes) -> float | None:
+    """Timestamp of the Date: header, used as INTERNALDATE for directly loaded mail."""
+    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    match = _DATE_HEADER.search(head)
+    if not match:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(match.group(1).decode("ascii", "replace"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+class LocalDovecot:
+    """A private Dovecot IMAP server rooted at ``base_dir``; use as a context manager.
+
+    Layout: ``dovecot.conf``, ``users`` (passwd-file), ``run/`` (base_dir), ``state/``,
+    ``log/dovecot.log``, ``tls/cert.pem`` + ``key.pem``, ``mail/<user>/Maildir``.
+    Helper methods talk IMAP as the user (the same path the sync engine uses) except
+    ``load_maildir`` (bulk file writes for big benchmarks) and ``reset_uidvalidity``
+    (``doveadm``, because no IMAP command can do it).
+    """
+
+    def __init__(self, base_dir: Path, *, tls: bool = True, start_timeout: float = 15.0) -> None:
+        self._base_dir = Path(base_dir).absolute()
+        if not _SAFE_PATH.match(str(self._base_dir)):
+            raise ValueError(
+                f"base_dir {self._base_dir} must only contain [A-Za-z0-9_./+@:,=-] "
+                "(it is written unquoted into dovecot.conf)"
+            )
+        self._tls = tls
+        self._start_timeout = start_timeout
+        self._users: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr_file: int | None = None
+        self._port: int | None = None
+        self._ssl_port: int | None = None
+        self._maildir_seq = itertools.count()
+        self._is_root = os.geteuid() == 0
+        if self._is_root:
+            account = self._unprivileged_mail_account()
+            self._mail_uid, self._mail_gid = account.pw_uid, account.pw_gid
+        else:
+            self._mail_uid, self._mail_gid = os.getuid(), os.getgid()
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """Always loopback: the dev server must never be reachable from the network."""
+        return HOST
+
+    @property
+    def port(self) -> int:
+        """Plaintext IMAP port (plaintext LOGIN allowed; STARTTLS offered when tls)."""
+        if self._port is None:
+            raise RuntimeError("LocalDovecot is not started")
+        return self._port
+
+    @property
+    def ssl_port(self) -> int | None:
+        """Implicit-TLS IMAP port, or None when constructed with tls=False."""
+        if not self._tls:
+            return None
+        if self._ssl_port is None:
+            raise RuntimeError("LocalDovecot is not started")
+        return self._ssl_port
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The self-signed server certificate; clients trust it via ``cafile=``."""
+        return self._base_dir / "tls" / "cert.pem" if self._tls else None
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def conf_path(self) -> Path:
+        return self._base_dir / "dovecot.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self._base_dir / "log" / "dovecot.log"
+
+    @property
+    def users(self) -> dict[str, str]:
+        """A copy of user -> password, e.g. to hand credentials to the sync engine."""
+        with self._lock:
+            return dict(self._users)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def maildir_path(self, user: str, folder: str = INBOX) -> Path:
+        """On-disk Maildir++ directory of ``folder`` (LAYOUT=fs: INBOX is the root)."""
+        root = self._base_dir / "mail" / user / "Maildir"
+        return root if folder.upper() == INBOX else root.joinpath(*folder.split("/"))
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> LocalDovecot:
+        """Write the config and start dovecot in the foreground; return once it greets.
+
+        Ports are kept across stop()/start() so a test can simulate a server restart
+        while the client keeps its configured address.
+        """
+        with self._lock:
+            if self.running:
+                return self
+            binary = ensure_dovecot_installed()
+            self._prepare_dirs()
+            if self._tls and not (self.ca_file and self.ca_file.exists() and self._key_path.exists()):
+                assert self.ca_file is not None
+                _generate_self_signed(self.ca_file, self._key_path)
+            self._load_users()
+            self._write_users()
+            last_error: DovecotStartError | None = None
+            for attempt in range(3):
+                if self._port is None or attempt > 0:
+                    self._port, self._ssl_port = _free_ports(2)
+                self.conf_path.write_text(self._render_config())
+                try:
+                    self._spawn(binary)
+                    self._wait_ready()
+                    atexit.register(self.stop)
+                    return self
+                except DovecotStartError as exc:
+                    last_error = exc
+                    self._terminate()
+                    if "in use" not in str(exc):
+                        raise
+            assert last_error is not None
+            raise last_error
+
+    def stop(self) -> None:
+        """Stop dovecot: SIGTERM, then ``doveadm stop``, then SIGKILL to its group."""
+        with self._lock:
+            atexit.unregister(self.stop)
+            self._terminate()
+
+    def __enter__(self) -> LocalDovecot:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- users and IMAP helpers ---------------------------------------------------
+
+    def add_user(self, name: str, password: str) -> None:
+        """Create (or re-password) a user; works while running (passwd-file is re-read).
+
+        The home is pre-created so Dovecot does not log a spurious chdir() error.
+        """
+        if not _SAFE_USER.match(name) or name.lower() in _RESERVED_USERS:
+            raise ValueError(f"invalid user name {name!r}")
+        if any(c in password for c in ":\r\n\0"):
+            raise ValueError("password must not contain ':', newlines or NUL")
+        with self._lock:
+            self._users[name] = password
+            self._write_users()
+            home = self._base_dir / "mail" / name
+            home.mkdir(parents=True, exist_ok=True)
+            home.chmod(0o700)
+            self._own(home)
+
+    @contextlib.contextmanager
+    def client(self, user: str, *, tls: bool = False, timeout: float = 30.0) -> Iterator[IMAPClient]:
+        """A logged-in IMAPClient for ``user`` (plain port, or TLS port trusting ca_file)."""
+        password = self._password(user)
+        if tls:
+            if self.ca_file is None:
+                raise RuntimeError("server was started with tls=False")
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            conn = IMAPClient(self.host, port=self.ssl_port, ssl=True, ssl_context=context, timeout=timeout)
+        else:
+            conn = IMAPClient(self.host, port=self.port, ssl=False, timeout=timeout)
+        try:
+            conn.login(user, password)
+            yield conn
+        finally:
+            try:
+                conn.logout()
+            except Exception:
+                conn.shutdown()
+
+    def create_folder(self, user: str, name: str) -> None:
+        """Create and subscribe a folder (``/`` is the hierarchy separator); idempotent."""
+        with self.client(user) as conn:
+            if not conn.folder_exists(name):
+                conn.create_folder(name)
+            conn.subscribe_folder(name)
+
+    def append(
+        self,
+        user: str,
+        folder: str,
+        message: bytes,
+        *,
+        flags: Sequence[str] = (),
+        internal_date: dt.datetime | None = None,
+    ) -> int:
+        """IMAP APPEND one message and return its UID (from UIDPLUS APPENDUID)."""
+        with self.client(user) as conn:
+            return self._append_one(conn, folder, message, flags, internal_date)
+
+    def append_many(
+        self,
+        user: str,
+        folder: str,
+        messages: Iterable[bytes],
+        *,
+        flags: Sequence[str] = (),
+        internal_date: dt.datetime | None = None,
+        chunk_size: int = 50,
+    ) -> list[int]:
+        """APPEND many messages over one connection using MULTIAPPEND; returns UIDs in order.
+
+        Chunked so a single command never carries an unbounded number of literals.
+        """
+        uids: list[int] = []
+        with self.client(user) as conn:
+            batch: list[dict[str, object]] = []
+            for raw in messages:
+                item: dict[str, object] = {"msg": raw, "flags": tuple(flags)}
+                if internal_date is not None:
+                    item["date"] = internal_date
+                batch.append(item)
+                if len(batch) >= chunk_size:
+                    uids.extend(self._multiappend(conn, folder, batch))
+                    batch = []
+            if batch:
+                uids.extend(self._multiappend(conn, folder, batch))
+        return uids
+
+    def load_maildir(
+        self,
+        user: str,
+        folder: str,
+        messages: Iterable[bytes],
+        *,
+        flags: Sequence[str] = (),
+        date_from_header: bool = True,
+    ) -> int:
+        """Bulk-load messages by writing Maildir files directly; returns how many.
+
+        Orders of magnitude faster than APPEND for 20,000-message benchmarks.  Files go
+        to ``cur/`` (so they are not \\Recent) via ``tmp/`` + rename, with names that sort
+        in input order so Dovecot assigns UIDs in that order when it next syncs the
+        folder (first SELECT/STATUS after loading pays the indexing cost).  The file
+        mtime -- Dovecot's INTERNALDATE for maildir -- is the Date: header when possible.
+        """
+        self._ensure_folder(user, folder)
+        target = self.maildir_path(user, folder)
+        info = ":2," + "".join(sorted({_MAILDIR_FLAG_LETTERS[f.lower()] for f in flags}))
+        secs = int(time.time())
+        pid = os.getpid()
+        tmp_dir, cur_dir = target / "tmp", target / "cur"
+        chown = self._is_root
+        count = 0
+        for raw in messages:
+            seq = next(self._maildir_seq)
+            base = f"{secs}.M{seq}P{pid}.crm-inbox,S={len(raw)}"
+            tmp_path = tmp_dir / base
+            with open(tmp_path, "xb") as handle:
+                handle.write(raw)
+                if chown:
+                    os.fchown(handle.fileno(), self._mail_uid, self._mail_gid)
+            stamp = _header_date(raw) if date_from_header else None
+            if stamp is not None:
+                os.utime(tmp_path, (stamp, stamp))
+            os.rename(tmp_path, cur_dir / (base + info))
+            count += 1
+        return count
+
+    def expunge(self, user: str, folder: str, uids: Iterable[int]) -> None:
+        """Mark ``uids`` \\Deleted and UID EXPUNGE exactly those (other messages untouched)."""
+        wanted = list(uids)
+        if not wanted:
+            return
+        with self.client(user) as conn:
+            conn.select_folder(folder)
+            conn.delete_messages(wanted)
+            conn.uid_expunge(wanted)
+
+    def flags(self, user: str, folder: str) -> dict[int, tuple[str, ...]]:
+        """UID -> flags, read via EXAMINE so looking never changes anything.
+
+        ``\\Recent`` is dropped: it is per-session noise, not state the CRM could change.
+        """
+        with self.client(user) as conn:
+            conn.select_folder(folder, readonly=True)
+            uids = conn.search("ALL")
+            if not uids:
+                return {}
+            fetched = conn.fetch(uids, ["FLAGS"])
+        result: dict[int, tuple[str, ...]] = {}
+        for uid, data in fetched.items():
+            decoded = (f.decode() if isinstance(f, bytes) else str(f) for f in data[b"FLAGS"])
+            result[uid] = tuple(sorted(f for f in decoded if f != "\\Recent"))
+        return result
+
+    def fetch(self, user: str, folder: str, uids: Iterable[int] | None = None) -> dict[int, bytes]:
+        """UID -> raw message via BODY.PEEK[] (PEEK: must not set \\Seen)."""
+        with self.client(user) as conn:
+            conn.select_folder(folder, readonly=True)
+            wanted = list(uids) if uids is not None else conn.search("ALL")
+            if not wanted:
+                return {}
+            fetched = conn.fetch(wanted, ["BODY.PEEK[]"])
+        return {uid: data[b"BODY[]"] for uid, data in fetched.items()}
+
+    def status(self, user: str, folder: str) -> dict[str, int]:
+        """MESSAGES, UIDNEXT, UIDVALIDITY, UNSEEN, HIGHESTMODSEQ of ``folder``."""
+        with self.client(user) as conn:
+            raw = conn.folder_status(
+                folder, ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"]
+            )
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def reset_uidvalidity(self, user: str, folder: str, *, renumber: bool = False) -> int:
+        """Give ``folder`` a new UIDVALIDITY, keeping its messages; returns the new value.
+
+        Default: ``doveadm mailbox update --uid-validity`` (the supported way; UIDs stay
+        the same, like a restored server).  ``renumber=True`` additionally moves every
+        UID up by UIDNEXT+1000 by rewriting ``dovecot-uidlist`` under Dovecot's dotlock
+        and deleting the folder's index files, like a migration to a new server, so a
+        client that ignores UIDVALIDITY visibly breaks.  Open sessions on the folder see
+        the change on their next sync (Dovecot reports/disconnects as it would for real).
+        """
+        before = self.status(user, folder)
+        old = before["UIDVALIDITY"]
+        new = old + 1 if old < 0xFFFFFFFF else 1
+        if renumber:
+            self._rewrite_uidlist(user, folder, new, shift=before["UIDNEXT"] + 1000)
+        else:
+            self.doveadm("mailbox", "update", "--uid-validity", str(new), "-u", user, folder)
+        after = self.status(user, folder)
+        if after["UIDVALIDITY"] != new or after["MESSAGES"] != before["MESSAGES"]:
+            raise DoveadmError(f"UIDVALIDITY reset of {user}/{folder} failed: before={before} after={after}")
+        return new
+
+    def doveadm(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``doveadm -c <our conf> ...`` (never the system config); return stdout."""
+        cmd = [str(_doveadm_binary()), "-c", str(self.conf_path), *args]
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise DoveadmError(
+                f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}"
+            )
+        return proc.stdout.decode(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Last lines of dovecot's log plus its stderr, for error messages."""
+        chunks = []
+        for path in (self.log_path, self._base_dir / "log" / "dovecot.stderr"):
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                if text:
+                    chunks.append(f"--- {path} ---\n" + "\n".join(text))
+        return "\n".join(chunks) or "(no dovecot log output)"
+
+    # -- internals ----------------------------------------------------------------
+
+    @property
+    def _key_path(self) -> Path:
+        return self._base_dir / "tls" / "key.pem"
+
+    @property
+    def _users_path(self) -> Path:
+        return self._base_dir / "users"
+
+    @staticmethod
+    def _unprivileged_mail_account() -> pwd.struct_passwd:
+        for name in ("mail", "nobody"):
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                continue
+        raise DovecotStartError(
+            "running as root needs an unprivileged `mail` or `nobody` account to own mail"
+        )
+
+    def _password(self, user: str) -> str:
+        with self._lock:
+            try:
+                return self._users[user]
+            except KeyError:
+                raise KeyError(f"unknown user {user!r}; call add_user() first") from None
+
+    def _own(self, path: Path) -> None:
+        if self._is_root:
+            os.chown(path, self._mail_uid, self._mail_gid)
+
+    def _prepare_dirs(self) -> None:
+        for sub in ("run", "state", "log", "tls"):
+            (self._base_dir / sub).mkdir(parents=True, exist_ok=True)
+        mail = self._base_dir / "mail"
+        mail.mkdir(parents=True, exist_ok=True)
+        if self._is_root:
+            mail.chmod(0o755)
+            self._populate_chroot(mail)
+
+    @staticmethod
+    def _populate_chroot(root: Path) -> None:
+        """Hard-link glibc's iconv modules into the chroot (copy if linking fails)."""
+        for gconv in _gconv_dirs():
+            target = root / gconv.relative_to("/")
+            if target.exists():
+                continue
+            tmp = target.with_name(target.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(gconv, tmp, symlinks=True, copy_function=_link_or_copy)
+            tmp.rename(target)
+
+    def _load_users(self) -> None:
+        """Re-read an existing passwd-file so a restarted base_dir keeps its users."""
+        if not self._users_path.exists():
+            return
+        for line in self._users_path.read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if rest.startswith("{PLAIN}"):
+                self._users.setdefault(name, rest[len("{PLAIN}") :].split(":", 1)[0])
+
+    def _write_users(self) -> None:
+        """Atomic replace: Dovecot re-reads the passwd-file when its inode/mtime change."""
+        text = "".join(f"{name}:{{PLAIN}}{pw}\n" for name, pw in sorted(self._users.items()))
+        tmp = self._users_path.with_name(f"users.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        os.replace(tmp, self._users_path)
+
+    def _render_config(self) -> str:
+        base = self._base_dir
+        mail_root = base / "mail"
+        if self._is_root:
+            # "/./" splits chroot from home; valid_chroot_dirs must allow it.
+            home = f"{mail_root}/./%u"
+            internal_user, login_user, internal_group = "dovecot", "dovenull", "dovecot"
+            for account in (internal_user, login_user):
+                pwd.getpwnam(account)  # Debian's dovecot-core creates both
+            root_only = f"""valid_chroot_dirs = {mail_root}
+service auth {{
+  # The passwd-file lives under base_dir, which the dovecot user may not traverse.
+  user = root
+}}
+"""
+            no_chroot = ""
+        else:
+            home = f"{mail_root}/%u"
+            # Dovecot cannot switch users here: every service runs as us.
+            internal_user = login_user = pwd.getpwuid(os.getuid()).pw_name
+            internal_group = grp.getgrgid(os.getgid()).gr_name
+            root_only = ""
+            no_chroot = "  chroot =\n"
+        if self._tls:
+            tls = f"""ssl = yes
+ssl_cert = <{self.ca_file}
+ssl_key = <{self._key_path}
+ssl_min_protocol = TLSv1.2
+"""
+            imaps = f"""  inet_listener imaps {{
+    port = {self._ssl_port}
+    ssl = yes
+  }}
+"""
+        else:
+            tls, imaps = "ssl = no\n", ""
+        mailboxes = "".join(
+            f"  mailbox {name} {{\n    special_use = {use}\n    auto = subscribe\n  }}\n"
+            for name, use in SPECIAL_FOLDERS.items()
+        )
+        return f"""# Generated by crm_inbox.devmail.LocalDovecot -- private dev/test instance.
+# Nothing here refers to /etc/dovecot; it only listens on 127.0.0.1.
+instance_name = crm-inbox-devmail
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/log/dovecot.log
+protocols = imap
+listen = {HOST}
+login_greeting = crm-inbox devmail ready.
+default_internal_user = {internal_user}
+default_login_user = {login_user}
+default_internal_group = {internal_group}
+first_valid_uid = 1
+first_valid_gid = 1
+{root_only}auth_mechanisms = plain login
+disable_plaintext_auth = no
+auth_verbose = yes
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self._users_path}
+}}
+userdb {{
+  driver = static
+  args = uid={self._mail_uid} gid={self._mail_gid} home={home}
+}}
+mail_location = maildir:~/Maildir:LAYOUT=fs
+mail_plugins =
+# Test data is disposable; skipping fsync makes APPEND several times faster.
+mail_fsync = never
+{tls}namespace inbox {{
+  inbox = yes
+  separator = /
+{mailboxes}}}
+protocol imap {{
+  mail_max_userip_connections = 1000
+  mail_plugins =
+}}
+service imap-login {{
+{no_chroot}  inet_listener imap {{
+    port = {self._port}
+  }}
+{imaps}  # Long-lived login processes: many short test connections stay fast.
+  service_count = 0
+  process_min_avail = 1
+}}
+service imap {{
+  process_limit = 512
+}}
+service anvil {{
+{no_chroot}}}
+"""
+
+    def _spawn(self, binary: Path) -> None:
+        stderr_path = self._base_dir / "log" / "dovecot.stderr"
+        self._stderr_file = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        stale_pid = self._base_dir / "run" / "master.pid"
+        stale_pid.unlink(missing_ok=True)
+        self._proc = subprocess.Popen(
+            [str(binary), "-F", "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr_file,
+            stderr=self._stderr_file,
+            start_new_session=True,  # own process group: stop() can reap every child
+            preexec_fn=_kill_with_parent,  # only calls prctl(); takes no locks
+        )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self._start_timeout
+        pending: list[tuple[int, bool]] = [(self.port, False)]
+        if self._tls:
+            pending.append((self._ssl_port or 0, True))
+        last_exc: Exception | None = None
+        while pending:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise DovecotStartError(
+                    f"dovecot exited with status {self._proc.returncode} during startup "
+                    f"(config {self.conf_path}):\n{self.log_tail()}"
+                )
+            port, use_tls = pending[0]
+            try:
+                greeting = self._read_greeting(port, use_tls)
+                if not greeting.startswith(b"* OK"):
+                    raise OSError(f"unexpected greeting {greeting!r}")
+                pending.pop(0)
+                continue
+            except (OSError, ssl.SSLError) as exc:
+                last_exc = exc
+            if time.monotonic() > deadline:
+                raise DovecotStartError(
+                    f"dovecot did not greet on {HOST}:{port} within {self._start_timeout:.0f}s "
+                    f"(last error: {last_exc}; config {self.conf_path}):\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def _read_greeting(self, port: int, use_tls: bool) -> bytes:
+        with socket.create_connection((HOST, port), timeout=2.0) as raw:
+            if use_tls:
+                context = ssl.create_default_context(cafile=str(self.ca_file))
+                with context.wrap_socket(raw, server_hostname=HOST) as tls_sock:
+                    return tls_sock.recv(4096)
+            return raw.recv(4096)
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            pgid = proc.pid  # start_new_session: the group id is the master's pid
+            if proc.poll() is None:
+                # TERM the whole group at once: same effect as the master relaying it, but
+                # the master alone waits ~1 s for its children before exiting.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(Exception):
+                        self.doveadm("stop", timeout=5)
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(timeout=5)
+            # Reap any straggler (e.g. an imap process mid-shutdown) in *our* group only.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        if self._stderr_file is not None:
+            os.close(self._stderr_file)
+            self._stderr_file = None
+
+    def _append_one(
+        self,
+        conn: IMAPClient,
+        folder: str,
+        message: bytes,
+        flags: Sequence[str],
+        internal_date: dt.datetime | None,
+    ) -> int:
+        response = conn.append(folder, message, flags=tuple(flags), msg_time=internal_date)
+        match = _APPENDUID.search(response if isinstance(response, bytes) else str(response).encode())
+        if match:
+            return _uid_set(match.group(2))[-1]
+        return self._uid_fallback(conn, folder, message)
+
+    def _multiappend(self, conn: IMAPClient, folder: str, batch: list[dict[str, object]]) -> list[int]:
+        response = conn.multiappend(folder, batch)
+        match = _APPENDUID.search(response if isinstance(response, bytes) else str(response).encode())
+        if match:
+            uids = _uid_set(match.group(2))
+            if len(uids) == len(batch):
+                return uids
+        return [self._uid_fallback(conn, folder, item["msg"]) for item in batch]  # type: ignore[arg-type]
+
+    @staticmethod
+    def _uid_fallback(conn: IMAPClient, folder: str, message: bytes) -> int:
+        """Servers without UIDPLUS: find the message by Message-ID, else the highest UID."""
+        conn.select_folder(folder, readonly=True)
+        match = re.search(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", message, re.IGNORECASE | re.MULTILINE)
+        uids = conn.search(["HEADER", "Message-ID", match.group(1).decode()]) if match else []
+        uids = uids or conn.search("ALL")
+        conn.unselect_folder()
+        if not uids:
+            raise RuntimeError("APPEND succeeded but the message cannot be found")
+        return max(uids)
+
+    def _ensure_folder(self, user: str, folder: str) -> None:
+        """Make Dovecot create the user's Maildir and the folder before raw file writes."""
+        if (self.maildir_path(user, folder) / "cur").is_dir():
+            return
+        with self.client(user) as conn:
+            if folder.upper() != INBOX and not conn.folder_exists(folder):
+                conn.create_folder(folder)
+                conn.subscribe_folder(folder)
+            conn.folder_status(folder, ["MESSAGES"])
+        if not (self.maildir_path(user, folder) / "cur").is_dir():
+            raise RuntimeError(f"Dovecot did not create {self.maildir_path(user, folder)}")
+
+    def _rewrite_uidlist(self, user: str, folder: str, uidvalidity: int, *, shift: int) -> None:
+        """Renumber every UID by ``shift`` and set a new UIDVALIDITY, offline-style."""
+        directory = self.maildir_path(user, folder)
+        uidlist = directory / "dovecot-uidlist"
+        lock = directory / "dovecot-uidlist.lock"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileExistsError:
+                if time.monotonic() > deadline:
+                    raise DoveadmError(f"{lock} is held by Dovecot for more than 10 s") from None
+                time.sleep(0.02)
+        try:
+            lines = uidlist.read_text().splitlines()
+            out: list[str] = []
+            next_uid = shift + 1
+            for line in lines[1:]:
+                uid_text, sep, rest = line.partition(" ")
+                uid = int(uid_text) + shift
+                next_uid = max(next_uid, uid + 1)
+                out.append(f"{uid}{sep}{rest}")
+            header = lines[0].split(" ")
+            fields = [header[0]] + [
+                f for f in header[1:] if not f.startswith(("V", "N"))
+            ]  # keep version + GUID
+            fields[1:1] = [f"V{uidvalidity}", f"N{next_uid}"]
+            os.write(fd, ("\n".join([" ".join(fields), *out]) + "\n").encode())
+            if self._is_root:
+                os.fchown(fd, self._mail_uid, self._mail_gid)
+            for index in directory.glob("dovecot.index*"):
+                index.unlink()
+            os.rename(lock, uidlist)  # dotlock protocol: the lock file becomes the new list
+        except BaseException:
+            lock.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)

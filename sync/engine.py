@@ -1,0 +1,669 @@
+"""One account, one pass: IMAP -> parse -> crm.store. No scheduling here (see scheduler.py).
+
+The pass, per folder (INBOX, then Sent):
+
+1. STATUS, compared with the saved cursor by `plan.plan_folder`: an unchanged folder costs this
+   one command.
+2. EXAMINE (read-only), then the UIDs above the cursor, processed in batches. For each batch the
+   cheap facts come first (size, flags, a few header fields); mail we already hold (same
+   Message-ID, e.g. the same message in another folder or account, or after a UIDVALIDITY
+   change) only gets a new location and is never downloaded again, mail with too many
+   recipients is recorded as skipped, oversized mail has only its header downloaded.
+3. Each batch is written with its cursor in one short transaction, after the network work for
+   that batch is over: no database session is ever held across a server round-trip, and a crash
+   resumes after the last committed batch with nothing lost or stored twice.
+4. Expunged messages are noticed by comparing the server's message count with ours, and flags
+   changed since the last HIGHESTMODSEQ are refreshed when the server offers CONDSTORE.
+
+A message that fails to fetch or store is retried on later passes and quarantined after a few
+attempts, so one bad message never blocks its folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from crm import store
+from crm.db import get_engine, session_scope
+from crm.models import MailAccount
+from crm.secrets import SecretBox
+from crm.settings import Settings, get_settings
+from crm.types import AccountStatus, RunStatus, SkipReason, utcnow
+from sync import errors, imap
+from sync.folders import pick_folders
+from sync.parse import parse_message
+from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.types import FolderRole, MessageMeta, ParsedMessage
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, FolderRole, int, int], None]  # account id, role, done, total
+BatchCallback = Callable[[int, list[int]], None]  # tenant id, new message pks
+
+
+@dataclass(slots=True)
+class SyncSummary:
+    account_id: int
+    email: str = ""
+    status: str = "ok"  # ok | partial | failed | interrupted | skipped
+    new_messages: int = 0
+    new_locations: int = 0
+    skipped: int = 0
+    malformed: int = 0
+    quarantined: int = 0
+    expunged: int = 0
+    errors: list[str] = field(default_factory=list)
+    skip_reason: str = ""
+    folders: dict[str, str] = field(default_factory=dict)
+    # Problems confined to one folder: the account still synced, no backoff.
+    folder_problems: list[errors.SyncError] = field(default_factory=list)
+
+    def add(self, result: store.BatchResult) -> None:
+        self.new_messages += result.new_messages
+        self.new_locations += result.new_locations
+        self.skipped += result.skipped
+        self.malformed += result.malformed
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    """What a pass needs from the account row, copied out so no session outlives the read."""
+
+    id: int
+    tenant_id: int
+    email: str
+    endpoint: imap.ImapEndpoint
+    secret_encrypted: str
+    sync_since: datetime | None
+
+
+def to_message_data(
+    parsed: ParsedMessage, *, raw: bytes | None, headers_only: bool = False
+) -> store.MessageData:
+    """The engine's one conversion from a parser value to what `crm.store` takes."""
+
+    def pairs(addresses: Sequence[object]) -> tuple[tuple[str, str], ...]:
+        return tuple((a.email, a.name) for a in addresses)  # type: ignore[attr-defined]
+
+    return store.MessageData(
+        message_id=parsed.message_id,
+        message_id_synthetic=parsed.message_id_synthetic,
+        content_hash=parsed.content_hash,
+        subject=parsed.subject,
+        normalized_subject=parsed.normalized_subject,
+        date=parsed.date,
+        from_email=parsed.from_.email if parsed.from_ else "",
+        from_name=parsed.from_.name if parsed.from_ else "",
+        to=pairs(parsed.to),
+        cc=pairs(parsed.cc),
+        bcc=pairs(parsed.bcc),
+        reply_to=pairs(parsed.reply_to),
+        in_reply_to=parsed.in_reply_to,
+        references=parsed.references,
+        text_body=parsed.text_body,
+        html_body=parsed.html_body,
+        attachments=tuple(
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "inline": a.inline,
+                "content_id": a.content_id,
+            }
+            for a in parsed.attachments
+        ),
+        headers=parsed.headers,
+        attached_message_senders=pairs(parsed.attached_message_senders),
+        size=parsed.size,
+        recipient_count=parsed.recipient_count,
+        parse_errors=parsed.parse_errors,
+        raw=raw,
+        headers_only=headers_only,
+    )
+
+
+def _holder_is_dead(owner: str) -> bool:
+    """True when a lease owner ("host:pid:thread") is a process of this host that is gone."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        *,
+        db: Engine | None = None,
+        settings: Settings | None = None,
+        worker_id: str | None = None,
+        stop_event: threading.Event | None = None,
+        progress: ProgressCallback | None = None,
+        after_batch: Sequence[BatchCallback] = (),
+    ) -> None:
+        self.db = db or get_engine()
+        self.settings = settings or get_settings()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.stop_event = stop_event or threading.Event()
+        self.progress = progress
+        self.after_batch = list(after_batch)
+        self._box = SecretBox.from_settings(self.settings)
+
+    # -----------------------------------------------------------------------------------------
+    def sync_account(self, account_id: int, *, ignore_backoff: bool = False) -> SyncSummary:
+        summary = SyncSummary(account_id=account_id)
+        with session_scope(self.db) as session:
+            row = session.get(MailAccount, account_id)
+            if row is None:
+                summary.status, summary.skip_reason = "skipped", "no such account"
+                return summary
+            summary.email = row.email
+            reason = self._why_not(row, ignore_backoff)
+            if reason:
+                summary.status, summary.skip_reason = "skipped", reason
+                return summary
+            if not store.claim_account(
+                session=session,
+                account_id=account_id,
+                owner=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+            ):
+                summary.status, summary.skip_reason = "skipped", "another worker is syncing this account"
+                return summary
+            run = store.start_run(session=session, account_id=account_id)
+            assert run.id is not None and row.id is not None
+            run_id = run.id
+            account = _Account(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                email=row.email,
+                endpoint=imap.ImapEndpoint(
+                    host=row.imap_host,
+                    port=row.imap_port,
+                    security=row.imap_security,
+                    username=row.username,
+                    ca_file=row.ca_file,
+                    connect_timeout=self.settings.connect_timeout_seconds,
+                    read_timeout=self.settings.read_timeout_seconds,
+                    allow_private_hosts=self.settings.allow_private_hosts,
+                ),
+                secret_encrypted=row.secret_encrypted,
+                sync_since=row.sync_since,
+            )
+            identities = store.tenant_identities(session=session, tenant_id=row.tenant_id)
+
+        failure: errors.SyncError | None = None
+        try:
+            self._sync_folders(account, identities, summary)
+        except errors.SyncError as exc:
+            failure = exc
+            summary.errors.append(str(exc))
+        except Exception as exc:  # one account's bug must not stop the others
+            log.exception("unexpected error while syncing account %s", account_id)
+            failure = errors.SyncError(
+                f"Unexpected error ({type(exc).__name__}); details are in the worker log."
+            )
+            summary.errors.append(str(failure))
+        self._finish(account, run_id, summary, failure)
+        return summary
+
+    def _why_not(self, row: MailAccount, ignore_backoff: bool) -> str:
+        if not row.active:
+            return "account is deactivated"
+        if row.status is AccountStatus.NEEDS_CREDENTIALS:
+            return "account needs new credentials"
+        if not ignore_backoff and row.next_attempt_at and row.next_attempt_at > utcnow():
+            return f"backing off after errors until {row.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+        return ""
+
+    def _finish(
+        self, account: _Account, run_id: int, summary: SyncSummary, failure: errors.SyncError | None
+    ) -> None:
+        if failure is not None:
+            summary.status = "failed"
+        elif self.stop_event.is_set():
+            summary.status = "interrupted"
+        elif summary.errors:
+            summary.status = "partial"
+        run_status = {
+            "failed": RunStatus.FAILED,
+            "interrupted": RunStatus.INTERRUPTED,
+            "partial": RunStatus.PARTIAL,
+        }.get(summary.status, RunStatus.OK)
+        with session_scope(self.db) as session:
+            counts = store.BatchResult(
+                new_messages=summary.new_messages,
+                new_locations=summary.new_locations,
+                skipped=summary.skipped,
+                malformed=summary.malformed,
+            )
+            store.finish_run(
+                session=session,
+                run_id=run_id,
+                status=run_status,
+                counts=counts,
+                quarantined=summary.quarantined,
+                expunged=summary.expunged,
+                errors=summary.errors,
+                error_status=failure.status if failure else None,
+            )
+            if failure is not None:
+                store.record_account_failure(
+                    session=session,
+                    account_id=account.id,
+                    status=failure.status,
+                    message=str(failure),
+                    auth_failure=isinstance(failure, errors.AuthFailed),
+                    max_auth_failures=self.settings.max_auth_failures,
+                )
+            elif summary.folder_problems:
+                # The connection worked but a folder had a problem (e.g. no Sent folder): show
+                # it on the account, without backing off the folders that do sync.
+                store.record_account_failure(
+                    session=session,
+                    account_id=account.id,
+                    status=summary.folder_problems[0].status,
+                    message=" ".join(summary.errors),
+                    auth_failure=False,
+                    max_auth_failures=self.settings.max_auth_failures,
+                    retry_later=False,
+                )
+            else:
+                store.record_account_success(session=session, account_id=account.id)
+            store.release_account(session=session, account_id=account.id, owner=self.worker_id)
+
+    # -----------------------------------------------------------------------------------------
+    def _sync_folders(self, account: _Account, identities: frozenset[str], summary: SyncSummary) -> None:
+        password = self._box.decrypt(account.secret_encrypted)
+        with imap.connect(account.endpoint, password) as conn:
+            folders = pick_folders(conn.list_folders())
+            summary.folders = {role.value: name for role, name in folders.items()}
+            if FolderRole.SENT not in folders:
+                missing = errors.FolderMissing(
+                    "No Sent folder was found (no folder marked \\Sent, and none of the usual "
+                    "names such as Sent, Sent Items or Éléments envoyés); only INBOX was synced."
+                )
+                summary.folder_problems.append(missing)
+                summary.errors.append(str(missing))
+            for role in (FolderRole.INBOX, FolderRole.SENT):
+                if role not in folders or self.stop_event.is_set():
+                    continue
+                try:
+                    _FolderPass(self, conn, account, identities, role, folders[role], summary).run()
+                except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
+                    # A folder-level problem: record it and go on with the other folder.
+                    summary.folder_problems.append(exc)
+                    summary.errors.append(f"{folders[role]}: {exc}")
+                    with session_scope(self.db) as session:
+                        cursor = store.folder_cursor(
+                            session=session, account_id=account.id, role=role, name=folders[role]
+                        )
+                        store.finish_folder_pass(
+                            session=session,
+                            folder_id=cursor.folder_id,
+                            uidnext=None,
+                            messages=None,
+                            highestmodseq=None,
+                            error=str(exc),
+                            completed=False,
+                        )
+
+
+class _FolderPass:
+    """The state of one folder's pass (kept in one object so the steps stay small)."""
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        conn: imap.ImapSession,
+        account: _Account,
+        identities: frozenset[str],
+        role: FolderRole,
+        name: str,
+        summary: SyncSummary,
+    ) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.conn = conn
+        self.account = account
+        self.identities = identities
+        self.role = role
+        self.name = name
+        self.summary = summary
+        self.folder_id = 0
+        self.uidvalidity = 0
+        self.cursor_uid = 0
+
+    def _session(self):  # type: ignore[no-untyped-def]
+        return session_scope(self.engine.db)
+
+    def run(self) -> None:
+        status = self.conn.status(self.name)
+        with self._session() as session:
+            cursor = store.folder_cursor(
+                session=session, account_id=self.account.id, role=self.role, name=self.name
+            )
+        self.folder_id = cursor.folder_id
+        saved = SavedState(
+            uidvalidity=cursor.uidvalidity,
+            highest_uid=cursor.highest_uid,
+            uidnext=cursor.uidnext,
+            messages=cursor.messages,
+            highestmodseq=cursor.highestmodseq,
+            uidvalidity_resyncs=cursor.uidvalidity_resyncs,
+            unstable=cursor.unstable,
+            initial_sync_done=cursor.initial_sync_done,
+        )
+        plan = plan_folder(saved, status, max_resyncs=self.settings.max_uidvalidity_resyncs)
+        log.info("account %s folder %s: %s (%s)", self.account.id, self.name, plan.action, plan.reason)
+        if plan.action is Action.NOTHING:
+            with self._session() as session:
+                store.finish_folder_pass(
+                    session=session,
+                    folder_id=self.folder_id,
+                    uidnext=status.uidnext,
+                    messages=status.messages,
+                    highestmodseq=status.highestmodseq,
+                )
+            return
+        if plan.action is Action.UNUSABLE:
+            raise errors.ProtocolError(f"reading {self.name}: {plan.reason}")
+        if plan.action is Action.FLAGGED:
+            with self._session() as session:
+                store.flag_unstable(session=session, folder_id=self.folder_id)
+            raise errors.UidValidityUnstable(self.name)
+        if plan.action is Action.RESYNC:
+            assert plan.uidvalidity is not None
+            log.warning("account %s folder %s: %s, resyncing", self.account.id, self.name, plan.reason)
+            with self._session() as session:
+                store.begin_resync(session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity)
+        elif plan.action is Action.INITIAL and saved.uidvalidity is None:
+            with self._session() as session:
+                store.begin_initial(
+                    session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity or 0
+                )
+
+        assert plan.uidvalidity is not None
+        self.uidvalidity = plan.uidvalidity
+        selected = self.conn.examine(self.name)
+        if selected.uidvalidity != self.uidvalidity:
+            raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
+        self.cursor_uid = 0 if plan.action is Action.RESYNC else plan.fetch_above
+        windowed = plan.action in (Action.INITIAL, Action.RESYNC) and self.account.sync_since is not None
+        if windowed and self.account.sync_since is not None:
+            uids = [u for u in self.conn.uids_since(self.account.sync_since) if u > self.cursor_uid]
+        else:
+            uids = self.conn.uids_above(self.cursor_uid)
+        self._fetch_all(uids)
+        if self.engine.stop_event.is_set():
+            return
+        messages = self._notice_expunged(selected.messages)
+        self._refresh_flags(plan.flags_since, plan.full_flag_scan)
+        with self._session() as session:
+            store.finish_folder_pass(
+                session=session,
+                folder_id=self.folder_id,
+                uidnext=selected.uidnext or status.uidnext,
+                messages=messages,
+                highestmodseq=selected.highestmodseq or status.highestmodseq,
+            )
+
+    # -----------------------------------------------------------------------------------------
+    def _fetch_all(self, uids: list[int]) -> None:
+        total = len(uids)
+        done = 0
+        for batch in _chunks(uids, self.settings.sync_batch_size):
+            if self.engine.stop_event.is_set():
+                return
+            self._process_batch(batch)
+            done += len(batch)
+            if self.engine.progress:
+                self.engine.progress(self.account.id, self.role, done, total)
+
+    def _process_batch(self, batch: list[int]) -> None:
+        with self._session() as session:
+            already = store.seen_uids(
+                session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=batch
+            )
+        todo = [u for u in batch if u not in already]
+        failures: dict[int, str] = {}
+        gone: set[int] = set()
+        metas = {m.uid: m for m in self.conn.fetch_meta(todo)}
+        for uid in todo:
+            if uid not in metas:
+                if self.conn.exists(uid):
+                    failures[uid] = "the server returned no data for it"
+                else:
+                    gone.add(uid)  # expunged between SEARCH and FETCH
+        items = self._classify(metas, failures)
+        newly_quarantined = self._record_failures(failures)
+        done = already | gone | newly_quarantined | {i.location.uid for i in items}
+        result = self._store(items, contiguous_done(batch, done, self.cursor_uid))
+        self.summary.add(result)
+        if result.stored_message_pks:
+            for callback in self.engine.after_batch:
+                callback(self.account.tenant_id, result.stored_message_pks)
+
+    def _classify(self, metas: dict[int, MessageMeta], failures: dict[int, str]) -> list[store.Incoming]:
+        heads = {
+            uid: parse_message(m.header_bytes, internal_date=m.internal_date) for uid, m in metas.items()
+        }
+        with self._session() as session:
+            known = store.known_message_ids(
+                session=session,
+                tenant_id=self.account.tenant_id,
+                message_ids=[h.message_id for h in heads.values() if not h.message_id_synthetic],
+            )
+        items: list[store.Incoming] = []
+        full: list[int] = []
+        header_only: list[int] = []
+        for uid, meta in sorted(metas.items()):
+            head = heads[uid]
+            location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            if not head.message_id_synthetic and head.message_id in known:
+                items.append(store.KnownMail(location=location, message_id=head.message_id))
+            elif head.recipient_count > self.settings.max_recipients:
+                items.append(self._skipped(location, head))
+            elif meta.size > self.settings.max_message_bytes:
+                header_only.append(uid)
+            else:
+                full.append(uid)
+        bodies = self._download(full, headers_only=False, failures=failures)
+        headers = self._download(header_only, headers_only=True, failures=failures)
+        for uid in full:
+            if uid not in bodies:
+                continue
+            meta = metas[uid]
+            location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            parsed = parse_message(bodies[uid], internal_date=meta.internal_date)
+            if parsed.recipient_count > self.settings.max_recipients:
+                items.append(self._skipped(location, parsed))
+            elif parsed.message_id in known:
+                items.append(store.KnownMail(location=location, message_id=parsed.message_id))
+            else:
+                items.append(store.NewMail(location=location, data=to_message_data(parsed, raw=bodies[uid])))
+                known.add(parsed.message_id)
+        for uid in header_only:
+            if uid not in headers:
+                continue
+            meta = metas[uid]
+            location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            parsed = parse_message(headers[uid], internal_date=meta.internal_date)
+            data = to_message_data(parsed, raw=headers[uid], headers_only=True)
+            items.append(store.NewMail(location=location, data=data))
+        # Two UIDs of one batch holding the same Message-ID: the second is a known location.
+        seen: set[str] = set()
+        deduped: list[store.Incoming] = []
+        for item in sorted(items, key=lambda i: i.location.uid):
+            if isinstance(item, store.NewMail):
+                if item.data.message_id in seen:
+                    item = store.KnownMail(location=item.location, message_id=item.data.message_id)
+                seen.add(item.data.message_id if isinstance(item, store.NewMail) else item.message_id)
+            deduped.append(item)
+        return deduped
+
+    def _skipped(self, location: store.Location, parsed: ParsedMessage) -> store.SkippedMail:
+        return store.SkippedMail(
+            location=location,
+            message_id=parsed.message_id,
+            reason=SkipReason.TOO_MANY_RECIPIENTS,
+            detail=(
+                f"{parsed.recipient_count} distinct recipients (To, Cc, Bcc); mail with more than "
+                f"{self.settings.max_recipients} is not synced as conversation mail."
+            ),
+            subject=parsed.subject,
+            from_email=parsed.from_.email if parsed.from_ else "",
+            date=parsed.date,
+            recipient_count=parsed.recipient_count,
+        )
+
+    def _download(self, uids: list[int], *, headers_only: bool, failures: dict[int, str]) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        try:
+            bodies = self.conn.fetch_bodies(uids, headers_only=headers_only)
+        except errors.ProtocolError:
+            # The server refused the batch: find the message(s) it chokes on, one by one.
+            bodies = {}
+            for uid in uids:
+                try:
+                    bodies.update(self.conn.fetch_bodies([uid], headers_only=headers_only))
+                except errors.ProtocolError as exc:
+                    failures[uid] = str(exc)
+        for uid in uids:
+            if uid not in bodies and uid not in failures:
+                failures[uid] = "the server returned no body for it"
+        return bodies
+
+    def _record_failures(self, failures: dict[int, str]) -> set[int]:
+        quarantined: set[int] = set()
+        if not failures:
+            return quarantined
+        with self._session() as session:
+            for uid, error in failures.items():
+                if store.record_failure(
+                    session=session,
+                    account_id=self.account.id,
+                    folder_id=self.folder_id,
+                    uidvalidity=self.uidvalidity,
+                    uid=uid,
+                    error=error,
+                    max_attempts=self.settings.max_message_attempts,
+                ):
+                    quarantined.add(uid)
+        self.summary.quarantined += len(quarantined)
+        for uid, error in failures.items():
+            log.warning("account %s %s UID %s: %s", self.account.id, self.name, uid, error)
+        return quarantined
+
+    def _apply(self, items: Sequence[store.Incoming], cursor: int | None) -> store.BatchResult:
+        with self._session() as session:
+            result = store.apply_batch(
+                session=session,
+                tenant_id=self.account.tenant_id,
+                account_id=self.account.id,
+                folder_id=self.folder_id,
+                folder_role=self.role,
+                uidvalidity=self.uidvalidity,
+                items=items,
+                identities=self.identities,
+                cursor=store.CursorUpdate(cursor) if cursor is not None else None,
+            )
+            store.renew_lease(
+                session=session,
+                account_id=self.account.id,
+                owner=self.engine.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+            )
+        return result
+
+    def _store(self, items: list[store.Incoming], new_cursor: int) -> store.BatchResult:
+        """Write the batch and advance `self.cursor_uid`."""
+        try:
+            result = self._apply(items, new_cursor)
+        except (SQLAlchemyError, LookupError, ValueError) as exc:
+            log.warning(
+                "account %s %s: batch write failed (%s); storing one by one", self.account.id, self.name, exc
+            )
+        else:
+            self.cursor_uid = new_cursor
+            return result
+        # One message broke the batch (or another worker stored the same Message-ID first):
+        # store each in its own transaction and count failures towards quarantine.
+        total = store.BatchResult()
+        failures: dict[int, str] = {}
+        stored: set[int] = set()
+        for item in items:
+            try:
+                result = self._apply([item], None)
+            except (SQLAlchemyError, LookupError, ValueError) as exc:
+                failures[item.location.uid] = f"could not be stored ({type(exc).__name__})"
+                continue
+            stored.add(item.location.uid)
+            total.new_messages += result.new_messages
+            total.new_locations += result.new_locations
+            total.skipped += result.skipped
+            total.malformed += result.malformed
+            total.stored_message_pks.extend(result.stored_message_pks)
+        quarantined = self._record_failures(failures)
+        with self._session() as session:
+            already = store.seen_uids(
+                session=session,
+                folder_id=self.folder_id,
+                uidvalidity=self.uidvalidity,
+                uids=[i.location.uid for i in items],
+            )
+        done = already | stored | quarantined
+        uids = sorted(i.location.uid for i in items)
+        cursor = min(new_cursor, contiguous_done(uids, done, self.cursor_uid)) if uids else new_cursor
+        self._apply([], cursor)
+        self.cursor_uid = cursor
+        return total
+
+    # -----------------------------------------------------------------------------------------
+    def _notice_expunged(self, server_count: int | None) -> int | None:
+        with self._session() as session:
+            ours = store.live_uids(session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity)
+        if server_count is not None and server_count == len(ours):
+            return server_count
+        on_server = set(self.conn.all_uids())
+        gone = ours - on_server
+        if gone:
+            with self._session() as session:
+                self.summary.expunged += store.mark_expunged(
+                    session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=gone
+                )
+        return len(on_server)
+
+    def _refresh_flags(self, since: int | None, full_scan: bool) -> None:
+        if since is None and not full_scan:
+            return
+        if not full_scan and not self.conn.has("CONDSTORE"):
+            return
+        changed = self.conn.all_flags() if full_scan else self.conn.changed_flags(1, since or 0)
+        if changed:
+            with self._session() as session:
+                store.update_flags(
+                    session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, flags=changed
+                )

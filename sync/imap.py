@@ -1,0 +1,308 @@
+"""The only module that imports imapclient: connect, log in, list, status, examine, search, fetch.
+
+Everything returned is a plain value from `sync.types`; every library error is translated into a
+`sync.errors.SyncError` at this edge. Two invariants live here:
+
+* Nothing we do marks mail as read: folders are opened with EXAMINE (read-only SELECT, RFC 3501
+  6.3.2) and bodies fetched with BODY.PEEK[] which, unlike BODY[], never sets \\Seen.
+* Every socket has a timeout, and TLS certificates are always verified: a private CA is supported
+  with `ca_file`; verification is never turned off.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imap_exc
+from imapclient.imapclient import SocketTimeout
+
+from crm.secrets import Secret
+from crm.types import Security
+from sync import errors
+from sync.netguard import check_host
+from sync.types import FolderInfo, FolderStatus, MessageMeta
+
+# Header fields fetched before any body: enough to recognise a message we already have
+# (Message-ID), count its recipients (skip > 100 before downloading) and store headers of
+# oversized mail.
+META_HEADER_FIELDS = "MESSAGE-ID FROM TO CC BCC DATE SUBJECT"
+_META_ITEMS = ["RFC822.SIZE", "INTERNALDATE", "FLAGS", f"BODY.PEEK[HEADER.FIELDS ({META_HEADER_FIELDS})]"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImapEndpoint:
+    host: str
+    port: int
+    security: Security
+    username: str
+    ca_file: str | None = None
+    connect_timeout: float = 15.0
+    read_timeout: float = 120.0
+    allow_private_hosts: bool = False
+
+
+def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificate and host name verification always on; `ca_file` replaces the system store
+    for self-hosted servers with a private CA."""
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@contextmanager
+def translate_errors(endpoint: ImapEndpoint, doing: str) -> Iterator[None]:
+    """Turn library/socket errors into our own, with messages that never echo server text."""
+    host, port = endpoint.host, endpoint.port
+    try:
+        yield
+    except errors.SyncError:
+        raise
+    except imap_exc.LoginError as exc:
+        raise errors.AuthFailed(host, endpoint.username) from exc
+    except imap_exc.CapabilityError as exc:
+        raise errors.TlsFailed(host, port, "the server does not offer STARTTLS") from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise errors.CertificateUntrusted(host, port, exc.verify_message or "verification failed") from exc
+    except ssl.SSLError as exc:
+        raise errors.TlsFailed(host, port, exc.reason or "handshake failed") from exc
+    except socket.gaierror as exc:
+        raise errors.HostNotFound(host) from exc
+    except ConnectionRefusedError as exc:
+        raise errors.ConnectionRefused(host, port) from exc
+    except TimeoutError as exc:
+        raise errors.ConnectionTimedOut(host, port, endpoint.read_timeout) from exc
+    except imaplib.IMAP4.abort as exc:
+        raise errors.ConnectionLost(host, f"while {doing}") from exc
+    except imaplib.IMAP4.error as exc:
+        raise errors.ProtocolError(doing) from exc
+    except OSError as exc:
+        raise errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}") from exc
+
+
+def _decode(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _body_item(data: dict[bytes, Any]) -> bytes | None:
+    for key, value in data.items():
+        if key.startswith(b"BODY[") and isinstance(value, bytes):
+            return value
+    return None
+
+
+class ImapSession:
+    """A logged-in connection. Use `connect()`; close with `logout()` or a `with` block."""
+
+    def __init__(self, client: IMAPClient, endpoint: ImapEndpoint) -> None:
+        self._client = client
+        self.endpoint = endpoint
+        self._caps: frozenset[str] | None = None
+        self._condstore_enabled = False
+
+    def __enter__(self) -> ImapSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logout()
+
+    def _guard(self, doing: str) -> Any:
+        return translate_errors(self.endpoint, doing)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        if self._caps is None:
+            with self._guard("reading capabilities"):
+                self._caps = frozenset(_decode(c).upper() for c in self._client.capabilities())
+        return self._caps
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    def enable_condstore(self) -> bool:
+        """Turn on CONDSTORE (RFC 7162) when offered so SELECT/STATUS report HIGHESTMODSEQ."""
+        if self._condstore_enabled:
+            return True
+        if not self.has("CONDSTORE"):
+            return False
+        with self._guard("enabling CONDSTORE"):
+            if self.has("ENABLE"):
+                self._client.enable("CONDSTORE")
+        self._condstore_enabled = True
+        return True
+
+    def list_folders(self) -> list[FolderInfo]:
+        # Servers offering SPECIAL-USE (RFC 6154) put \Sent among a plain LIST's attributes.
+        with self._guard("listing folders"):
+            entries = self._client.list_folders()
+        return [
+            FolderInfo(
+                name=_decode(name),
+                delimiter=_decode(delim) if delim else None,
+                flags=tuple(_decode(f) for f in flags),
+            )
+            for flags, delim, name in entries
+        ]
+
+    def status(self, folder: str) -> FolderStatus:
+        items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
+        if self.enable_condstore():
+            items.append("HIGHESTMODSEQ")
+        with self._guard(f"asking the status of {folder}"):
+            data = self._client.folder_status(folder, items)
+        return FolderStatus(
+            name=folder,
+            uidvalidity=_int_or_none(data.get(b"UIDVALIDITY")),
+            uidnext=_int_or_none(data.get(b"UIDNEXT")),
+            messages=_int_or_none(data.get(b"MESSAGES")),
+            highestmodseq=_int_or_none(data.get(b"HIGHESTMODSEQ")),
+        )
+
+    def examine(self, folder: str) -> FolderStatus:
+        """Open read-only (EXAMINE): nothing done afterwards can change flags."""
+        self.enable_condstore()
+        with self._guard(f"opening {folder}"):
+            data = self._client.select_folder(folder, readonly=True)
+        return FolderStatus(
+            name=folder,
+            uidvalidity=_int_or_none(data.get(b"UIDVALIDITY")),
+            uidnext=_int_or_none(data.get(b"UIDNEXT")),
+            messages=_int_or_none(data.get(b"EXISTS")),
+            highestmodseq=_int_or_none(data.get(b"HIGHESTMODSEQ")),
+        )
+
+    def uids_above(self, uid: int) -> list[int]:
+        """UIDs greater than `uid`. `UID n:*` always matches the last message even when its UID
+        is lower (RFC 3501 6.4.8), hence the filter."""
+        with self._guard("searching for new messages"):
+            found = self._client.search(["UID", f"{uid + 1}:*"])
+        return sorted(u for u in found if u > uid)
+
+    def uids_since(self, since: datetime) -> list[int]:
+        with self._guard("searching by date"):
+            found = self._client.search(["SINCE", since.date()])
+        return sorted(found)
+
+    def all_uids(self) -> list[int]:
+        with self._guard("listing message UIDs"):
+            return sorted(self._client.search(["ALL"]))
+
+    def exists(self, uid: int) -> bool:
+        with self._guard("checking a message"):
+            return uid in self._client.search(["UID", str(uid)])
+
+    def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
+        if not uids:
+            return []
+        with self._guard("fetching message sizes and headers"):
+            data = self._client.fetch(list(uids), _META_ITEMS)
+        metas = []
+        for uid, item in data.items():
+            if uid not in uids:
+                continue  # unsolicited FETCH responses for other messages
+            metas.append(
+                MessageMeta(
+                    uid=uid,
+                    size=_int_or_none(item.get(b"RFC822.SIZE")) or 0,
+                    flags=tuple(_decode(f) for f in item.get(b"FLAGS", ())),
+                    internal_date=_utc(item.get(b"INTERNALDATE")),
+                    header_bytes=_body_item(item) or b"",
+                )
+            )
+        return sorted(metas, key=lambda m: m.uid)
+
+    def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        item = "BODY.PEEK[HEADER]" if headers_only else "BODY.PEEK[]"
+        with self._guard("downloading messages"):
+            data = self._client.fetch(list(uids), [item])
+        wanted = set(uids)
+        out: dict[int, bytes] = {}
+        for uid, values in data.items():
+            body = _body_item(values)
+            if uid in wanted and body is not None:
+                out[uid] = body
+        return out
+
+    def changed_flags(self, uids_from: int, modseq: int) -> dict[int, tuple[str, ...]]:
+        """FLAGS of messages changed since `modseq` (CONDSTORE CHANGEDSINCE, RFC 7162 3.1.4)."""
+        with self._guard("fetching changed flags"):
+            data = self._client.fetch(
+                f"{max(uids_from, 1)}:*", ["FLAGS"], modifiers=[f"CHANGEDSINCE {modseq}"]
+            )
+        return {uid: tuple(_decode(f) for f in item.get(b"FLAGS", ())) for uid, item in data.items()}
+
+    def all_flags(self) -> dict[int, tuple[str, ...]]:
+        with self._guard("fetching flags"):
+            data = self._client.fetch("1:*", ["FLAGS"])
+        return {uid: tuple(_decode(f) for f in item.get(b"FLAGS", ())) for uid, item in data.items()}
+
+    def noop(self) -> None:
+        with self._guard("checking the connection"):
+            self._client.noop()
+
+    def logout(self) -> None:
+        try:
+            self._client.logout()
+        except Exception:
+            try:
+                self._client.shutdown()
+            except Exception:
+                pass
+
+
+def connect(endpoint: ImapEndpoint, password: Secret) -> ImapSession:
+    """Open, secure and log in. Raises a `SyncError` subclass on any failure."""
+    check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
+    timeout = SocketTimeout(connect=endpoint.connect_timeout, read=endpoint.read_timeout)
+    context = make_ssl_context(endpoint.ca_file)
+    with translate_errors(endpoint, "connecting"):
+        try:
+            client = IMAPClient(
+                endpoint.host,
+                port=endpoint.port,
+                ssl=endpoint.security is Security.TLS,
+                ssl_context=context if endpoint.security is Security.TLS else None,
+                timeout=timeout,
+            )
+        except TimeoutError as exc:
+            raise errors.ConnectionTimedOut(endpoint.host, endpoint.port, endpoint.connect_timeout) from exc
+    # Aware datetimes for INTERNALDATE instead of naive local time.
+    client.normalise_times = False
+    session = ImapSession(client, endpoint)
+    try:
+        if endpoint.security is Security.STARTTLS:
+            with translate_errors(endpoint, "starting TLS"):
+                client.starttls(context)
+        with translate_errors(endpoint, "logging in"):
+            client.login(endpoint.username, password.reveal())
+    except BaseException:
+        session.logout()
+        raise
+    return session

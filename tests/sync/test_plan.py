@@ -1,0 +1,142 @@
+"""The folder planner and the folder picker are pure: tested from tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync import errors
+from sync.folders import pick_folders
+from sync.netguard import address_problem
+from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.types import FolderInfo, FolderRole, FolderStatus
+
+
+def saved(**kw: object) -> SavedState:
+    base: dict[str, object] = {
+        "uidvalidity": 7,
+        "highest_uid": 10,
+        "uidnext": 11,
+        "messages": 10,
+        "highestmodseq": 50,
+        "initial_sync_done": True,
+    }
+    base.update(kw)
+    return SavedState(**base)  # type: ignore[arg-type]
+
+
+def status(**kw: object) -> FolderStatus:
+    base: dict[str, object] = {
+        "name": "INBOX",
+        "uidvalidity": 7,
+        "uidnext": 11,
+        "messages": 10,
+        "highestmodseq": 50,
+    }
+    base.update(kw)
+    return FolderStatus(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("saved_state", "server", "action"),
+    [
+        (None, status(), Action.INITIAL),
+        (saved(uidvalidity=None), status(), Action.INITIAL),
+        (saved(), status(), Action.NOTHING),
+        (saved(), status(uidnext=12, messages=11), Action.INCREMENTAL),
+        (saved(), status(messages=9), Action.INCREMENTAL),  # expunge
+        (saved(), status(highestmodseq=51), Action.INCREMENTAL),  # flags changed
+        (saved(), status(uidvalidity=8), Action.RESYNC),
+        (saved(uidvalidity_resyncs=5), status(uidvalidity=8), Action.FLAGGED),
+        (saved(unstable=True), status(), Action.FLAGGED),
+        (saved(), status(uidvalidity=0), Action.UNUSABLE),
+        (saved(), status(uidvalidity=None), Action.UNUSABLE),
+        (saved(initial_sync_done=False), status(), Action.INITIAL),
+        # No UIDNEXT from the server: the shortcut is off, search instead.
+        (saved(), status(uidnext=None), Action.INCREMENTAL),
+        (saved(), status(uidnext=0), Action.INCREMENTAL),
+        # Without CONDSTORE the modseq is simply not compared.
+        (saved(highestmodseq=None), status(highestmodseq=None), Action.NOTHING),
+    ],
+)
+def test_plan_actions(saved_state: SavedState | None, server: FolderStatus, action: Action) -> None:
+    assert plan_folder(saved_state, server, max_resyncs=5).action is action
+
+
+def test_plan_incremental_fetches_above_cursor_and_flags_since() -> None:
+    plan = plan_folder(saved(), status(uidnext=15, highestmodseq=60), max_resyncs=5)
+    assert plan.fetch_above == 10 and plan.flags_since == 50 and not plan.full_flag_scan
+
+
+def test_plan_modseq_going_backwards_is_not_trusted() -> None:
+    plan = plan_folder(saved(), status(highestmodseq=3), max_resyncs=5)
+    assert plan.action is Action.INCREMENTAL and plan.full_flag_scan and plan.flags_since is None
+
+
+def test_plan_interrupted_first_sync_resumes_after_cursor() -> None:
+    plan = plan_folder(saved(initial_sync_done=False, highest_uid=400), status(), max_resyncs=5)
+    assert plan.fetch_above == 400
+
+
+@pytest.mark.parametrize(
+    ("batch", "done", "current", "expected"),
+    [
+        ([1, 2, 3], {1, 2, 3}, 0, 3),
+        ([1, 2, 3], {1, 3}, 0, 1),
+        ([5, 6, 7], {6, 7}, 4, 4),
+        ([], set(), 9, 9),
+    ],
+)
+def test_contiguous_done(batch: list[int], done: set[int], current: int, expected: int) -> None:
+    assert contiguous_done(batch, done, current) == expected
+
+
+def f(name: str, *flags: str, delim: str = "/") -> FolderInfo:
+    return FolderInfo(name=name, delimiter=delim, flags=flags)
+
+
+@pytest.mark.parametrize(
+    ("folders", "sent"),
+    [
+        ([f("INBOX"), f("Sent", "\\Sent")], "Sent"),
+        ([f("INBOX"), f("Envoyés"), f("Archive", "\\Sent")], "Archive"),  # SPECIAL-USE wins
+        ([f("INBOX"), f("Sent Items")], "Sent Items"),
+        ([f("INBOX"), f("[Gmail]", "\\Noselect"), f("[Gmail]/Sent Mail")], "[Gmail]/Sent Mail"),
+        ([f("INBOX"), f("Éléments envoyés")], "Éléments envoyés"),
+        ([f("INBOX"), f("Gesendete Elemente")], "Gesendete Elemente"),
+        ([f("INBOX"), f("Enviados")], "Enviados"),
+        ([f("INBOX", delim="."), f("INBOX.Sent", delim=".")], "INBOX.Sent"),
+        ([f("INBOX"), f("Projects/Sent")], None),  # a subfolder is never Sent
+        ([f("INBOX"), f("Drafts", "\\Drafts")], None),
+    ],
+)
+def test_pick_folders(folders: list[FolderInfo], sent: str | None) -> None:
+    picked = pick_folders(folders)
+    assert picked[FolderRole.INBOX] == "INBOX"
+    assert picked.get(FolderRole.SENT) == sent
+    assert set(picked) <= {FolderRole.INBOX, FolderRole.SENT}
+
+
+def test_pick_folders_inbox_is_case_insensitive_and_required() -> None:
+    assert pick_folders([f("Inbox")])[FolderRole.INBOX] == "Inbox"
+    with pytest.raises(errors.FolderMissing, match="no INBOX"):
+        pick_folders([f("Sent", "\\Sent")])
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_private", "blocked"),
+    [
+        ("169.254.169.254", True, True),
+        ("::ffff:169.254.169.254", True, True),
+        ("fd00:ec2::254", True, True),
+        ("127.0.0.1", False, True),
+        ("127.0.0.1", True, False),
+        ("10.1.2.3", False, True),
+        ("192.168.1.1", False, True),
+        ("::1", False, True),
+        ("fe80::1", False, True),
+        ("0.0.0.0", True, True),
+        ("93.184.216.34", False, False),
+    ],
+)
+def test_address_guard(address: str, allow_private: bool, blocked: bool) -> None:
+    assert (address_problem(address, allow_private=allow_private) is not None) is blocked
