@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from crm.forwards import find_forwarded_senders
+from crm.types import Direction
 
 __all__ = [
     "FREE_MAIL_DOMAINS",
@@ -69,11 +70,6 @@ __all__ = [
     "normalize_email",
     "split_name",
 ]
-
-
-class Direction(enum.StrEnum):
-    INBOUND = "inbound"
-    OUTBOUND = "outbound"
 
 
 class RecordKind(enum.StrEnum):

@@ -85,6 +85,11 @@ class MailAccount(SQLModel, table=True):
     username: str = Field(max_length=320)
     # Fernet token of the password; never returned by the API, never logged.
     secret_encrypted: str = Field(sa_type=Text, nullable=False)
+    # SMTP login when it differs from IMAP's (0003); None: same username and password.
+    smtp_username: str | None = Field(default=None, max_length=320)
+    smtp_secret_encrypted: str | None = Field(default=None, sa_type=Text)
+    # Mail of this account was stored at least once: from then on it can only be deactivated.
+    processed_any: bool = Field(default=False)
     # A CA bundle to trust for a self-hosted server (verification stays on).
     ca_file: str | None = Field(default=None, max_length=1000)
     active: bool = Field(default=True, index=True)
@@ -115,6 +120,8 @@ class AccountAccess(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="app_user.id", index=True)
     account_id: int = Field(foreign_key="mail_account.id", index=True)
+    # The user's default signature when composing from this account (0003).
+    default_signature_id: int | None = Field(default=None, foreign_key="signature.id")
     created_at: datetime = _created()
 
 
@@ -200,6 +207,8 @@ class Message(SQLModel, table=True):
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     # Oversized mail: headers only, the body was not downloaded.
     headers_only: bool = Field(default=False)
+    # The tenant user a BCC-dropbox message was sent by (0002).
+    attributed_user_id: int | None = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = _created()
 
 
@@ -289,3 +298,150 @@ class SyncRun(SQLModel, table=True):
     expunged: int = Field(default=0)
     errors: list[str] = _json(list)
     error_status: AccountStatus | None = Field(default=None, sa_type=StrEnumType(AccountStatus))
+
+
+# ---------------------------------------------------------------------------------------------
+# CRM records and links (migration 0002)
+
+
+class Company(SQLModel, table=True):
+    __tablename__ = "company"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    name: str = Field(max_length=300)
+    created_at: datetime = _created()
+
+
+class CompanyDomain(SQLModel, table=True):
+    __tablename__ = "company_domain"
+    __table_args__ = (UniqueConstraint("tenant_id", "domain"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    company_id: int = Field(foreign_key="company.id", index=True)
+    domain: str = Field(max_length=255)
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contact"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    first_name: str = Field(default="", max_length=200)
+    last_name: str = Field(default="", max_length=200)
+    full_name: str = Field(default="", max_length=400)
+    phone: str = Field(default="", max_length=100)
+    company_id: int | None = Field(default=None, foreign_key="company.id", index=True)
+    owner_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    # How the contact came to be: "manual", "import", "lead" (created from an unknown sender).
+    source: str = Field(default="manual", max_length=20)
+    created_at: datetime = _created()
+
+
+class ContactEmail(SQLModel, table=True):
+    __tablename__ = "contact_email"
+    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    email: str = Field(max_length=320)  # lower-cased
+
+
+class Deal(SQLModel, table=True):
+    __tablename__ = "deal"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    title: str = Field(max_length=300)
+    stage: str = Field(default="new", max_length=100)
+    amount: float | None = None
+    currency: str = Field(default="EUR", max_length=3)
+    status: str = Field(default="open", max_length=10)  # open | won | lost
+    owner_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    company_id: int | None = Field(default=None, foreign_key="company.id")
+    created_at: datetime = _created()
+
+
+class DealContact(SQLModel, table=True):
+    __tablename__ = "deal_contact"
+    __table_args__ = (UniqueConstraint("deal_id", "contact_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deal_id: int = Field(foreign_key="deal.id", index=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+
+
+class MessageAddress(SQLModel, table=True):
+    """Every address of a message, indexed: a contact or domain added later finds its mail with
+    an index lookup (targeted backfill), never a scan of all mail."""
+
+    __tablename__ = "message_address"
+    __table_args__ = (
+        UniqueConstraint("message_pk", "role", "email"),
+        Index("ix_message_address_email", "tenant_id", "email"),
+        Index("ix_message_address_domain", "tenant_id", "domain"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    role: str = Field(max_length=10)  # from | to | cc | bcc | forwarded
+    email: str = Field(max_length=320)
+    domain: str = Field(max_length=255)
+
+
+class MessageLink(SQLModel, table=True):
+    """A message on a CRM record, with the reason it is there ("why is this mail on this deal")."""
+
+    __tablename__ = "message_link"
+    __table_args__ = (
+        UniqueConstraint("message_pk", "record_kind", "record_id"),
+        Index("ix_message_link_record", "tenant_id", "record_kind", "record_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    record_kind: str = Field(max_length=10)  # contact | company | deal
+    record_id: int
+    reason: str = Field(max_length=20)  # crm.linking.LinkReason
+    detail: str = Field(default="", sa_type=Text)
+    created_by_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = _created()
+
+
+class LinkSuppression(SQLModel, table=True):
+    """A user removed a record from a thread's mail: rules never put it back on that thread
+    (replies, re-syncs, backfills) until a user links it again by hand."""
+
+    __tablename__ = "link_suppression"
+    __table_args__ = (UniqueConstraint("thread_id", "record_kind", "record_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    record_kind: str = Field(max_length=10)
+    record_id: int
+    created_by_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = _created()
+
+
+# ---------------------------------------------------------------------------------------------
+# Mailbox administration (migration 0003)
+
+
+class Signature(SQLModel, table=True):
+    """Up to three per account; `html` is the sanitized mail-merge template."""
+
+    __tablename__ = "signature"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    account_id: int = Field(foreign_key="mail_account.id", index=True)
+    name: str = Field(max_length=100)
+    html: str = Field(sa_type=Text)
+    text: str = Field(default="", sa_type=Text)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()

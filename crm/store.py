@@ -20,10 +20,12 @@ from typing import Any
 from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, col, select
 
+from crm.link_service import index_addresses, link_messages
 from crm.models import (
     FetchFailure,
     FolderState,
     ImapUid,
+    LinkSuppression,
     MailAccount,
     Message,
     MessageRef,
@@ -472,6 +474,16 @@ def apply_batch(
             session, account_id, folder_id, uidvalidity, item.location, UidState.STORED, message.id, None
         )
         result.new_locations += 1
+    if result.stored_message_pks:
+        # Links are written in the batch's transaction: no message is ever stored unlinked.
+        link_messages(
+            session=session, tenant_id=tenant_id, message_pks=result.stored_message_pks, account_id=account_id
+        )
+    if result.new_locations or result.skipped:
+        account = session.get_one(MailAccount, account_id)
+        if not account.processed_any:
+            account.processed_any = True
+            session.add(account)
     if cursor is not None:
         folder = session.get_one(FolderState, folder_id)
         if cursor.highest_uid > folder.highest_uid:
@@ -574,6 +586,7 @@ def _store_message(
         if ref != data.message_id:
             session.add(MessageRef(tenant_id=tenant_id, message_pk=message.id, ref_message_id=ref))
     _assign_thread(session=session, tenant_id=tenant_id, message=message, refs=refs)
+    index_addresses(session=session, message=message)
     return message
 
 
@@ -639,6 +652,19 @@ def _assign_thread(*, session: Session, tenant_id: int, message: Message, refs: 
 
 def _merge_thread(*, session: Session, into: Thread, other_id: int) -> None:
     session.execute(update(Message).where(col(Message.thread_id) == other_id).values(thread_id=into.id))
+    # Sticky unlinks follow the conversation into the merged thread.
+    moved = session.exec(select(LinkSuppression).where(LinkSuppression.thread_id == other_id)).all()
+    kept = {
+        (s.record_kind, s.record_id)
+        for s in session.exec(select(LinkSuppression).where(LinkSuppression.thread_id == into.id)).all()
+    }
+    for suppression in moved:
+        if (suppression.record_kind, suppression.record_id) in kept:
+            session.delete(suppression)
+        else:
+            suppression.thread_id = into.id or 0
+            session.add(suppression)
+    session.flush()
     session.execute(delete(Thread).where(col(Thread.id) == other_id))
 
 

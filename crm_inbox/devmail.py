@@ -15,7 +15,7 @@ refuses to touch mail as uid 0 ("userdb returned 0 as uid" -- no setting overrid
   chrooted into ``base_dir/mail`` (root performs the chroot before dropping privileges,
   so the ancestors' permissions no longer matter).  glibc's iconv modules are hard-linked
   into the chroot so ``SEARCH CHARSET ISO-8859-1`` and body search in latin-1 mail work;
-* the auth process reads the passwd-file as root for the same traversal reason.
+* the auth process reads the passwd-files as root for the same traversal reason.
 
 As a non-root user everything simply runs as that user without any chroot.
 """
@@ -271,7 +271,7 @@ def _header_date(message: bytes) -> float | None:
 class LocalDovecot:
     """A private Dovecot IMAP server rooted at ``base_dir``; use as a context manager.
 
-    Layout: ``dovecot.conf``, ``users`` (passwd-file), ``run/`` (base_dir), ``state/``,
+    Layout: ``dovecot.conf``, ``users/<name>`` (passwd-files), ``run/`` (base_dir), ``state/``,
     ``log/dovecot.log``, ``tls/cert.pem`` + ``key.pem``, ``mail/<user>/Maildir``.
     Helper methods talk IMAP as the user (the same path the sync engine uses) except
     ``load_maildir`` (bulk file writes for big benchmarks) and ``reset_uidvalidity``
@@ -373,7 +373,6 @@ class LocalDovecot:
                 assert self.ca_file is not None
                 _generate_self_signed(self.ca_file, self._key_path)
             self._load_users()
-            self._write_users()
             last_error: DovecotStartError | None = None
             for attempt in range(3):
                 if self._port is None or attempt > 0:
@@ -421,8 +420,11 @@ class LocalDovecot:
         if any(c in password for c in ":\r\n\0"):
             raise ValueError("password must not contain ':', newlines or NUL")
         with self._lock:
+            previous = self._users.get(name)
             self._users[name] = password
-            self._write_users()
+            self._write_user(name)
+            if previous is not None and previous != password and self.running:
+                self._wait_for_password(name, password)
             home = self._base_dir / "mail" / name
             home.mkdir(parents=True, exist_ok=True)
             home.chmod(0o700)
@@ -596,6 +598,9 @@ class LocalDovecot:
         old = before["UIDVALIDITY"]
         new = old + 1 if old < 0xFFFFFFFF else 1
         if renumber:
+            # An open session would write its cached index back over the rewrite (UIDs
+            # renumbered under the *old* UIDVALIDITY -- the worst case), so drop them first.
+            self.kick(user)
             self._rewrite_uidlist(user, folder, new, shift=before["UIDNEXT"] + 1000)
         else:
             self.doveadm("mailbox", "update", "--uid-validity", str(new), "-u", user, folder)
@@ -603,6 +608,31 @@ class LocalDovecot:
         if after["UIDVALIDITY"] != new or after["MESSAGES"] != before["MESSAGES"]:
             raise DoveadmError(f"UIDVALIDITY reset of {user}/{folder} failed: before={before} after={after}")
         return new
+
+    def kick(self, user: str, *, timeout: float = 5.0) -> int:
+        """Disconnect all of ``user``'s IMAP sessions, as a server restart or migration would.
+
+        Waits until the session processes are gone; returns how many were kicked.
+        """
+        pids = self._session_pids(user)
+        kicked = len(pids)
+        if not pids:
+            return 0
+        with contextlib.suppress(DoveadmError):  # exit 68: already gone
+            self.doveadm("kick", user)
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            alive = set()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, 0)
+                    alive.add(pid)
+            pids = alive
+            if pids:
+                time.sleep(0.01)
+        if pids:
+            raise DoveadmError(f"sessions of {user} still alive after kick: {sorted(pids)}")
+        return kicked
 
     def doveadm(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``doveadm -c <our conf> ...`` (never the system config); return stdout."""
@@ -631,7 +661,7 @@ class LocalDovecot:
         return self._base_dir / "tls" / "key.pem"
 
     @property
-    def _users_path(self) -> Path:
+    def _users_dir(self) -> Path:
         return self._base_dir / "users"
 
     @staticmethod
@@ -644,6 +674,15 @@ class LocalDovecot:
         raise DovecotStartError(
             "running as root needs an unprivileged `mail` or `nobody` account to own mail"
         )
+
+    def _session_pids(self, user: str) -> set[int]:
+        """PIDs of ``user``'s IMAP processes according to Dovecot's anvil."""
+        pids = set()
+        for line in self.doveadm("who", "-1", user).splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == user and fields[2].isdigit():
+                pids.add(int(fields[2]))
+        return pids
 
     def _password(self, user: str) -> str:
         with self._lock:
@@ -678,21 +717,37 @@ class LocalDovecot:
             tmp.rename(target)
 
     def _load_users(self) -> None:
-        """Re-read an existing passwd-file so a restarted base_dir keeps its users."""
-        if not self._users_path.exists():
-            return
-        for line in self._users_path.read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if rest.startswith("{PLAIN}"):
-                self._users.setdefault(name, rest[len("{PLAIN}") :].split(":", 1)[0])
+        """Re-read existing passwd-files so a restarted base_dir keeps its users."""
+        for path in sorted(self._users_dir.glob("*")):
+            name, _, rest = path.read_text().partition(":")
+            if name == path.name and rest.startswith("{PLAIN}"):
+                self._users.setdefault(name, rest[len("{PLAIN}") :].split(":", 1)[0].rstrip("\n"))
 
-    def _write_users(self) -> None:
-        """Atomic replace: Dovecot re-reads the passwd-file when its inode/mtime change."""
-        text = "".join(f"{name}:{{PLAIN}}{pw}\n" for name, pw in sorted(self._users.items()))
-        tmp = self._users_path.with_name(f"users.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(text)
+    def _write_user(self, name: str) -> None:
+        """One passwd-file per user, replaced atomically.
+
+        Dovecot re-stats a passwd-file at most once per second, so a single shared file
+        would make a user created right after another one's login unknown for up to a
+        second.  With ``users/%u`` every new user is a file Dovecot has never opened.
+        """
+        self._users_dir.mkdir(exist_ok=True)
+        path = self._users_dir / name
+        tmp = self._users_dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(f"{name}:{{PLAIN}}{self._users[name]}\n")
         tmp.chmod(0o600)
-        os.replace(tmp, self._users_path)
+        os.replace(tmp, path)
+
+    def _wait_for_password(self, name: str, password: str, timeout: float = 3.0) -> None:
+        """A *changed* password is only seen after Dovecot's 1 s re-stat interval."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.doveadm("auth", "test", "-x", "service=imap", name, password)
+                return
+            except DoveadmError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _render_config(self) -> str:
         base = self._base_dir
@@ -751,9 +806,20 @@ first_valid_gid = 1
 {root_only}auth_mechanisms = plain login
 disable_plaintext_auth = no
 auth_verbose = yes
+# Failed logins are part of the tests: no 2 s failure delay, no per-IP penalty.
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self._users_path}
+  args = scheme=PLAIN username_format=%u {self._users_dir}/%u
+}}
+# Failed logins are part of the tests.  Dovecot delays every failure and adds a per-IP
+# penalty (up to 15 s, for *all* later logins from 127.0.0.1), which would make a suite
+# crawl.  Only a passdb that "succeeds" with nologin+nodelay bypasses both, so unknown
+# users and wrong passwords end here and are refused at once, as a real failure.
+passdb {{
+  driver = static
+  args = nopassword=y nologin=y nodelay=y code=user_disabled
 }}
 userdb {{
   driver = static

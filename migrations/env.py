@@ -36,7 +36,7 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
             return "sa.String(length=32)"
         if isinstance(obj, UTCDateTime):
             return "sa.DateTime()"
-        if isinstance(obj, String) and type(obj).__name__ == "AutoString":
+        if type(obj).__name__ == "AutoString" and isinstance(obj, String):
             return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
     return False
 

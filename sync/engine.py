@@ -183,6 +183,10 @@ class SyncEngine:
             if reason:
                 summary.status, summary.skip_reason = "skipped", reason
                 return summary
+            if row.lease_owner and row.lease_owner != self.worker_id and _holder_is_dead(row.lease_owner):
+                # A worker on this machine was killed mid-sync: take over at once instead of
+                # waiting for its lease to expire. Its cursor is at the last committed batch.
+                store.break_lease(session=session, account_id=account_id, owner=row.lease_owner)
             if not store.claim_account(
                 session=session,
                 account_id=account_id,
@@ -661,7 +665,7 @@ class _FolderPass:
             return
         if not full_scan and not self.conn.has("CONDSTORE"):
             return
-        changed = self.conn.all_flags() if full_scan else self.conn.changed_flags(1, since or 0)
+        changed = self.conn.all_flags() if full_scan else self.conn.changed_flags(since or 0)
         if changed:
             with self._session() as session:
                 store.update_flags(

@@ -11,6 +11,7 @@ Everything returned is a plain value from `sync.types`; every library error is t
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import socket
 import ssl
@@ -91,6 +92,12 @@ def _decode(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _flags(values: Any) -> tuple[str, ...]:
+    """Message flags as strings, without \\Recent: a per-session flag (RFC 3501 2.3.2) that
+    says nothing about the message and differs between connections."""
+    return tuple(f for f in (_decode(v) for v in values or ()) if f.lower() != "\\recent")
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -229,7 +236,7 @@ class ImapSession:
                 MessageMeta(
                     uid=uid,
                     size=_int_or_none(item.get(b"RFC822.SIZE")) or 0,
-                    flags=tuple(_decode(f) for f in item.get(b"FLAGS", ())),
+                    flags=_flags(item.get(b"FLAGS")),
                     internal_date=_utc(item.get(b"INTERNALDATE")),
                     header_bytes=_body_item(item) or b"",
                 )
@@ -250,18 +257,24 @@ class ImapSession:
                 out[uid] = body
         return out
 
-    def changed_flags(self, uids_from: int, modseq: int) -> dict[int, tuple[str, ...]]:
-        """FLAGS of messages changed since `modseq` (CONDSTORE CHANGEDSINCE, RFC 7162 3.1.4)."""
-        with self._guard("fetching changed flags"):
-            data = self._client.fetch(
-                f"{max(uids_from, 1)}:*", ["FLAGS"], modifiers=[f"CHANGEDSINCE {modseq}"]
-            )
-        return {uid: tuple(_decode(f) for f in item.get(b"FLAGS", ())) for uid, item in data.items()}
+    def flags_of(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        out: dict[int, tuple[str, ...]] = {}
+        for start in range(0, len(uids), 1000):
+            chunk = list(uids[start : start + 1000])
+            with self._guard("fetching flags"):
+                data = self._client.fetch(chunk, ["FLAGS"])
+            out.update({uid: _flags(item.get(b"FLAGS")) for uid, item in data.items()})
+        return out
+
+    def changed_flags(self, modseq: int) -> dict[int, tuple[str, ...]]:
+        """FLAGS of messages whose mod-sequence is above `modseq`: SEARCH MODSEQ (RFC 7162
+        3.1.5) names them, then one FETCH reads their flags."""
+        with self._guard("searching for changed flags"):
+            uids = self._client.search(["MODSEQ", str(modseq + 1)])
+        return self.flags_of(sorted(uids))
 
     def all_flags(self) -> dict[int, tuple[str, ...]]:
-        with self._guard("fetching flags"):
-            data = self._client.fetch("1:*", ["FLAGS"])
-        return {uid: tuple(_decode(f) for f in item.get(b"FLAGS", ())) for uid, item in data.items()}
+        return self.flags_of(self.all_uids())
 
     def noop(self) -> None:
         with self._guard("checking the connection"):

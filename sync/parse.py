@@ -5,12 +5,12 @@ fields of an oversized message, or plain garbage. A single bad message must neve
 so `parse_message` catches everything and returns best-effort fields.
 
 Why not `email.parser.BytesParser` for the MIME structure
-    The stdlib FeedParser recurses once per multipart level (RecursionError at ~1,000 levels) and
-    checks every open boundary for every line, and it took ~11 s for a message with 50,000 parts on
-    our Python 3.11. Limits must hold *while* parsing, so this module splits the header block and
-    the multipart bodies itself, with plain bytes searches over offsets into the original buffer
-    (no copies per level) and an explicit stack bounded by `ParseLimits`. Everything stays linear
-    in the input size times `max_mime_depth`. Header *values* are decoded here too (8-bit bytes,
+    The stdlib FeedParser recurses once per multipart level (RecursionError below 2,000 levels)
+    and checks every open boundary for every line, and it took ~11 s for a message with 50,000
+    parts on our Python 3.11. Limits must hold *while* parsing, so this module splits the header
+    block and the multipart bodies itself, with searches that run at C speed over offsets into the
+    original buffer (no copies per level) and an explicit stack bounded by `ParseLimits`. Work is
+    linear in the input size times `max_mime_depth`. Header *values* are decoded here too (8-bit bytes,
     RFC 2047 words, RFC 2231 parameters) because `policy.default` raises or yields surrogates on
     exactly the broken input we must survive. The stdlib still does the well-contained parts:
     `email.utils.parsedate_to_datetime`, `binascii` base64 / quoted-printable, `codecs`, `urllib`
@@ -93,8 +93,8 @@ _MAX_ERRORS = 20  # a message with 10,000 broken parts needs one flag, not 10,00
 _MAX_REFERENCES = 100
 _MAX_ID_CHARS = 998  # RFC 5322 line length; longer "ids" are garbage
 _MAX_DATE_CHARS = 256
-_HTML_CHUNK = 64 * 1024
-_HTML_MAX_TAIL = 8 * 1024
+_HTML_CLOSE_BUDGET = 20_000_000  # characters HTMLParser.close() may re-scan (see _html_to_text)
+_MAX_BOUNDARY = 200  # RFC 2046 allows 70; longer ones are hostile and costly to search for
 _B64_MAX_CHUNKS = 1000
 _EARLIEST_YEAR = 1971  # 1970 dates come from clients with a zero clock
 _LATEST_YEAR = 2100
@@ -290,12 +290,12 @@ def _b64decode(data: bytes) -> tuple[bytes, bool]:
     cleaned = data.translate(None, _B64_DROP)
     damaged = len(cleaned) != len(data.translate(None, _B64_WHITESPACE))
     body = cleaned.rstrip(b"=")
-    if b"=" in body:
-        chunks = _B64_PADDING.split(body)
-        if len(chunks) > _B64_MAX_CHUNKS:
-            chunks, damaged = [body.replace(b"=", b"")], True
-    else:
+    if b"=" not in body:
         chunks = [body]
+    elif body.count(b"=") > 2 * _B64_MAX_CHUNKS:  # count first: splitting "A=A=A=..." is costly
+        chunks, damaged = [body.replace(b"=", b"")], True
+    else:
+        chunks = _B64_PADDING.split(body)
     out: list[bytes] = []
     for chunk in chunks:
         if len(chunk) % 4 == 1:  # one stray sextet cannot encode anything
@@ -699,6 +699,13 @@ def _parse_date(value: str) -> datetime | None:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         parsed = None
+    if parsed is not None and parsed.tzinfo is None and "-0000" not in value:
+        # The stdlib knows only US zone names; "CEST" and friends come back naive.
+        for token in reversed(value.replace("(", " ").replace(")", " ").split()):
+            zone = _tzinfos(token, None)
+            if zone is not None:
+                parsed = parsed.replace(tzinfo=zone)
+                break
     if parsed is None:
         try:
             # Two different defaults expose missing components: dateutil would otherwise fill a
@@ -724,12 +731,16 @@ def _parse_date(value: str) -> datetime | None:
 
 
 class _TextExtractor(HTMLParser):
-    """Visible text of an HTML body, with line breaks where blocks end."""
+    """Visible text of an HTML body: paragraphs separated by a blank line, other blocks by a
+    line break. Breaks are collected as a pending level, so nested or adjacent block tags
+    (`</li><li>`, `</div></td></tr>`) give one break instead of a stack of empty lines."""
 
+    _PARAGRAPHS = frozenset({
+        "p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "ul", "ol", "dl", "pre", "hr",
+    })  # fmt: skip
     _BLOCKS = frozenset({
-        "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset",
-        "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
-        "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "thead", "tfoot", "tr", "ul",
+        "address", "article", "aside", "dd", "div", "dt", "fieldset", "figcaption", "figure",
+        "footer", "form", "header", "li", "main", "nav", "section", "tbody", "thead", "tfoot", "tr",
     })  # fmt: skip
     _CELLS = frozenset({"td", "th"})
     _HIDDEN = frozenset({"script", "style", "title", "template"})
@@ -739,6 +750,7 @@ class _TextExtractor(HTMLParser):
         self.pieces: list[str] = []
         self._hidden = 0
         self._pre = 0
+        self._breaks = 0  # newlines owed before the next visible text
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._tag(tag, opening=True)
@@ -751,41 +763,47 @@ class _TextExtractor(HTMLParser):
             self._hidden = max(0, self._hidden + (1 if opening else -1))
         elif tag == "pre":
             self._pre = max(0, self._pre + (1 if opening else -1))
-        if tag in self._BLOCKS:
-            self.pieces.append("\n")
+        if tag == "br":
+            if opening:
+                self._breaks = min(2, self._breaks + 1)
+        elif tag in self._PARAGRAPHS:
+            self._breaks = 2
+        elif tag in self._BLOCKS:
+            self._breaks = max(self._breaks, 1)
         elif tag in self._CELLS and opening:
-            self.pieces.append("\t")
+            self.pieces.append(" ")
 
     def handle_data(self, data: str) -> None:
         if self._hidden:
             return
-        if self._pre:
-            self.pieces.append(data)
-        else:
-            self.pieces.append(re.sub(r"\s+", " ", data))
+        text = data if self._pre else re.sub(r"\s+", " ", data)
+        if self._breaks:
+            if not text.strip():
+                return
+            if self.pieces:
+                self.pieces.append("\n" * self._breaks)
+            self._breaks = 0
+        self.pieces.append(text)
 
 
 def _html_to_text(html: str) -> str:
     """Plain text from HTML using html.parser, bounded in time.
 
-    Python 3.11's HTMLParser is quadratic when `close()` meets many unterminated constructs
-    ("<!--<!--<!--..."), so the input is fed in chunks (each feed re-scans at most the pending
-    tail) and a large unparseable tail is dropped instead of closed, as browsers drop it too.
+    `feed()` is linear: it stops at the first construct that never terminates and keeps the
+    rest pending. `close()` then forces through the pending tail, re-scanning it once per "<"
+    (quadratic on "<!--<!--<!--..." in Python 3.11), so it runs only when that stays cheap.
+    Otherwise the tail is dropped, which is also what browsers do with an unterminated
+    comment or tag: everything after it is swallowed.
     """
     extractor = _TextExtractor()
     try:
-        for start in range(0, len(html), _HTML_CHUNK):
-            extractor.feed(html[start : start + _HTML_CHUNK])
-        if len(extractor.rawdata) <= _HTML_MAX_TAIL:
+        extractor.feed(html)
+        tail = extractor.rawdata
+        if len(tail) * (tail.count("<") + 1) <= _HTML_CLOSE_BUDGET:
             extractor.close()
     except Exception:  # html.parser raises AssertionError on some bogus declarations
         pass
-    lines = (" ".join(line.split()) for line in "".join(extractor.pieces).split("\n"))
-    out: list[str] = []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip()
+    return "\n".join(" ".join(line.split()) for line in "".join(extractor.pieces).split("\n")).strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -951,8 +969,8 @@ def _walk_mime(walk: _Walk, top: _HeaderBlock, end: int) -> None:
             walk.errors.add(f"MIME nesting deeper than {limits.max_mime_depth} levels; inner parts ignored")
             continue
         boundary = info.params.get("boundary", "")
-        if not boundary:
-            walk.errors.add("multipart without boundary parameter")
+        if not boundary or len(boundary) > _MAX_BOUNDARY:
+            walk.errors.add("multipart without usable boundary parameter")
             _leaf(
                 walk,
                 _PartInfo("text/plain", info.params, "", None, info.transfer_encoding, None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import Engine, func
@@ -190,8 +191,9 @@ def test_same_message_in_inbox_and_sent_stored_once(setup) -> None:  # type: ign
     assert message.direction is Direction.OUTBOUND
 
 
-def test_two_accounts_share_one_message(db: Engine, dovecot, mailbox_user, request) -> None:  # type: ignore[no-untyped-def]
-    other = request.getfixturevalue("mailbox_user_factory")()
+def test_two_accounts_share_one_message(db: Engine, dovecot, mailbox_user) -> None:  # type: ignore[no-untyped-def]
+    other = SimpleNamespace(name=f"{mailbox_user.name}b", password="second-secret", dovecot=dovecot)
+    dovecot.add_user(other.name, other.password)
     tenant_id = make_tenant(db)
     first = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
     second = make_account(db, tenant_id, other, email="bob@acme.test")

@@ -160,14 +160,29 @@ def test_html_only_message_derives_text_body() -> None:
     parsed = parse_message(raw)
     assert parsed.parse_errors == ()
     assert parsed.html_body == html.decode()
-    assert parsed.text_body == "Hello\xa0World\nPrices & offers:\nOne\nTwo\nCafé\nsecond line\na b"
+    assert parsed.text_body == "Hello World\n\nPrices & offers:\n\nOne\nTwo\n\nCafé\nsecond line\n\na b"
 
 
-def test_html_text_extraction_survives_unterminated_markup() -> None:
-    """Python 3.11's HTMLParser is quadratic on this at close(); it must still finish."""
-    html = b"<p>visible</p>" + b"<!--" * 100_000
+@pytest.mark.parametrize("junk", [b"<!--", b"<a", b'<a b="', b"<![", b"</"])
+def test_html_text_extraction_survives_unterminated_markup(junk: bytes) -> None:
+    """Python 3.11's HTMLParser is quadratic on these at close(); parsing must still finish."""
+    html = b"<p>visible</p>" + junk * 100_000
     parsed = parse_message(mail(*BASIC_HEADERS, "Content-Type: text/html", body=html))
     assert parsed.text_body == "visible"
+
+
+def test_html_text_keeps_long_trailing_text() -> None:
+    """A final text run ending in a bare "&" stays pending after feed(); close() must keep it."""
+    html = b"<p>start</p>" + b"long text " * 2000 + b"R&D"
+    parsed = parse_message(mail(*BASIC_HEADERS, "Content-Type: text/html", body=html))
+    assert parsed.text_body.startswith("start\n\nlong text long text")
+    assert parsed.text_body.endswith("long text R&D")
+
+
+def test_html_text_after_large_inline_image() -> None:
+    html = b'<p>before</p><img src="data:image/png;base64,' + b"A" * 500_000 + b'"><p>after</p>'
+    parsed = parse_message(mail(*BASIC_HEADERS, "Content-Type: text/html", body=html))
+    assert parsed.text_body == "before\n\nafter"
 
 
 def test_attachments_with_rfc2231_and_rfc2047_filenames() -> None:
@@ -182,7 +197,7 @@ def test_attachments_with_rfc2231_and_rfc2047_filenames() -> None:
             content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             size=4,
         ),
-        Attachment(filename=None, content_type="text/calendar", size=28),
+        Attachment(filename=None, content_type="text/calendar", size=29),
     )
 
 
@@ -215,10 +230,11 @@ def test_multipart_whose_boundary_never_occurs_shows_body_as_text() -> None:
     assert parsed.parse_errors == ("multipart boundary never occurs in the body",)
 
 
-def test_multipart_without_boundary_parameter() -> None:
-    parsed = parse_message(mail(*BASIC_HEADERS, "Content-Type: multipart/mixed", body=b"text"))
+@pytest.mark.parametrize("content_type", ["multipart/mixed", f"multipart/mixed; boundary={'b' * 201}"])
+def test_multipart_without_usable_boundary_parameter(content_type: str) -> None:
+    parsed = parse_message(mail(*BASIC_HEADERS, f"Content-Type: {content_type}", body=b"text"))
     assert parsed.text_body == "text"
-    assert parsed.parse_errors == ("multipart without boundary parameter",)
+    assert parsed.parse_errors == ("multipart without usable boundary parameter",)
 
 
 def test_nul_characters_are_removed_from_bodies() -> None:
@@ -253,6 +269,14 @@ def test_body_charsets(charset: str, payload: bytes, expected: str) -> None:
     raw = mail(*BASIC_HEADERS, f"Content-Type: text/plain; charset={charset}", body=payload)
     parsed = parse_message(raw)
     assert parsed.text_body == expected
+    assert parsed.parse_errors == ()
+
+
+def test_base64_with_padding_inside_is_decoded_chunk_by_chunk() -> None:
+    encoded = base64.b64encode(b"first ") + base64.b64encode(b"second")
+    raw = mail(*BASIC_HEADERS, "Content-Transfer-Encoding: base64", body=encoded)
+    parsed = parse_message(raw)
+    assert parsed.text_body == "first second"
     assert parsed.parse_errors == ()
 
 
@@ -591,12 +615,12 @@ def test_nesting_within_the_limit_is_walked() -> None:
 
 def many_parts(count: int) -> bytes:
     parts = b"".join(
-        b"--p\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; "
-        b'filename="f%d.bin"\r\n\r\nxx\r\n' % i
+        b"--p\nContent-Type: application/octet-stream\nContent-Disposition: attachment; "
+        b'filename="f%d.bin"\n\nxx\n' % i
         for i in range(count)
     )
     return mail(
-        *BASIC_HEADERS, "Content-Type: multipart/mixed; boundary=p", body=b"intro\r\n" + parts + b"--p--\r\n"
+        *BASIC_HEADERS, "Content-Type: multipart/mixed; boundary=p", body=b"intro\n" + parts + b"--p--\n"
     )
 
 

@@ -1,0 +1,524 @@
+"""Linking, as a database service: loads what `crm.linking.decide_links` needs, applies its
+decisions, and keeps them up to date when records change.
+
+* `link_messages` runs inside the sync's batch transaction, so mail is never stored without its
+  links (a crash loses neither or both).
+* Backfills are targeted: a new contact address or company domain finds its mail through the
+  `message_address` index, never by scanning all mail.
+* `MANUAL` links are the user's: rules never remove them. An unlink writes a thread-level
+  suppression that rules (replies, re-syncs, backfills) honour until a user links again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from crm import linking
+from crm.errors import NotFound
+from crm.forwards import find_forwarded_senders
+from crm.linking import LinkReason, RecordKind
+from crm.models import (
+    CompanyDomain,
+    Contact,
+    ContactEmail,
+    Deal,
+    DealContact,
+    ImapUid,
+    LinkSuppression,
+    MailAccount,
+    Message,
+    MessageAddress,
+    MessageLink,
+    Tenant,
+    User,
+)
+
+
+def _stronger(a: str, b: str) -> bool:
+    """True when reason `a` outranks reason `b`."""
+    return LinkReason(a).strength > LinkReason(b).strength
+
+
+# ---------------------------------------------------------------------------------------------
+# Address index, written with the message
+
+
+def index_addresses(*, session: Session, message: Message) -> None:
+    """Write `message_address` rows for a newly stored message."""
+    assert message.id is not None
+    rows: dict[tuple[str, str], None] = {}
+    if message.from_email:
+        rows[("from", message.from_email.lower())] = None
+    for role, addresses in (("to", message.to_addrs), ("cc", message.cc_addrs), ("bcc", message.bcc_addrs)):
+        for address in addresses:
+            if address.get("email"):
+                rows[(role, address["email"].lower())] = None
+    forwarded = [e for e, _ in find_forwarded_senders(message.text_body)]
+    forwarded += [a["email"] for a in message.attached_message_senders if a.get("email")]
+    for email in forwarded:
+        rows[("forwarded", email.lower())] = None
+    for role, email in rows:
+        if len(email) > 320:
+            continue
+        session.add(
+            MessageAddress(
+                tenant_id=message.tenant_id,
+                message_pk=message.id,
+                role=role,
+                email=email,
+                domain=linking.domain_of(email)[:255],
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Directory loading
+
+
+@dataclass(slots=True)
+class _TenantContext:
+    tenant: Tenant
+    own_domains: frozenset[str]
+    users: dict[str, int]
+    accounts: dict[int, str]
+
+
+def _tenant_context(session: Session, tenant_id: int) -> _TenantContext:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"No tenant with id {tenant_id}.")
+    users = {
+        u.email.lower(): u.id or 0 for u in session.exec(select(User).where(User.tenant_id == tenant_id))
+    }
+    accounts = {
+        a.id or 0: a.email.lower()
+        for a in session.exec(select(MailAccount).where(MailAccount.tenant_id == tenant_id))
+    }
+    return _TenantContext(tenant, frozenset(d.lower() for d in tenant.own_domains), users, accounts)
+
+
+def _addr(entry: dict[str, str]) -> linking.Address:
+    return linking.Address(email=entry.get("email", ""), name=entry.get("name", ""))
+
+
+def _facts(message: Message, account_id: int | None, ctx: _TenantContext) -> linking.MessageFacts:
+    assert message.id is not None
+    return linking.MessageFacts(
+        message_id=message.id,
+        direction=linking.Direction(message.direction.value),
+        account_email=ctx.accounts.get(account_id or 0, ""),
+        from_=linking.Address(message.from_email, message.from_name) if message.from_email else None,
+        to=tuple(_addr(a) for a in message.to_addrs),
+        cc=tuple(_addr(a) for a in message.cc_addrs),
+        bcc=tuple(_addr(a) for a in message.bcc_addrs),
+        headers=tuple(message.headers.items()),
+        text_body=message.text_body,
+        attached_message_senders=tuple(_addr(a) for a in message.attached_message_senders),
+        thread_id=message.thread_id,
+        account_is_bcc_dropbox=account_id is not None and account_id == ctx.tenant.bcc_account_id,
+    )
+
+
+def _load_directory(
+    session: Session, tenant_id: int, ctx: _TenantContext, facts: Sequence[linking.MessageFacts]
+) -> linking.Directory:
+    emails: set[str] = set()
+    domains: set[str] = set()
+    for fact in facts:
+        keys = linking.lookup_keys(fact)
+        emails |= keys.emails
+        domains |= keys.domains
+    contacts: dict[str, linking.ContactRef] = {}
+    for chunk in _chunks(sorted(emails)):
+        rows = session.exec(
+            select(ContactEmail.email, Contact.id, Contact.company_id, Contact.owner_user_id)
+            .join(Contact, col(Contact.id) == col(ContactEmail.contact_id))
+            .where(ContactEmail.tenant_id == tenant_id, col(ContactEmail.email).in_(chunk))
+        ).all()
+        for email, contact_id, company_id, owner in rows:
+            contacts[email] = linking.ContactRef(contact_id or 0, company_id, owner)
+    companies: dict[str, int] = {}
+    for chunk in _chunks(sorted(domains)):
+        for domain, company_id in session.exec(
+            select(CompanyDomain.domain, CompanyDomain.company_id).where(
+                CompanyDomain.tenant_id == tenant_id, col(CompanyDomain.domain).in_(chunk)
+            )
+        ).all():
+            companies[domain] = company_id
+    deals: dict[int, list[linking.DealRef]] = defaultdict(list)
+    contact_ids = sorted({c.contact_id for c in contacts.values()})
+    for chunk in _chunks(contact_ids):
+        for contact_id, deal_id, status in session.exec(
+            select(DealContact.contact_id, Deal.id, Deal.status)
+            .join(Deal, col(Deal.id) == col(DealContact.deal_id))
+            .where(col(DealContact.contact_id).in_(chunk))
+        ).all():
+            deals[contact_id].append(linking.DealRef(deal_id or 0, linking.DealStatus(status)))
+    return linking.Directory(
+        contacts_by_email=contacts,
+        company_ids_by_domain=companies,
+        deals_by_contact_id={k: tuple(v) for k, v in deals.items()},
+        own_domains=ctx.own_domains,
+        user_ids_by_email=ctx.users,
+        connected_account_emails=frozenset(ctx.accounts.values()),
+    )
+
+
+def _chunks(items: Sequence[object], size: int = 500) -> Iterable[list[object]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _thread_state(
+    session: Session, thread_ids: set[int]
+) -> tuple[dict[int, set[int]], dict[int, set[tuple[RecordKind, int]]]]:
+    deals: dict[int, set[int]] = defaultdict(set)
+    suppressed: dict[int, set[tuple[RecordKind, int]]] = defaultdict(set)
+    for chunk in _chunks(sorted(thread_ids)):
+        for thread_id, deal_id in session.exec(
+            select(Message.thread_id, MessageLink.record_id)
+            .join(Message, col(Message.id) == col(MessageLink.message_pk))
+            .where(col(Message.thread_id).in_(chunk), MessageLink.record_kind == RecordKind.DEAL.value)
+        ).all():
+            if thread_id is not None:
+                deals[thread_id].add(deal_id)
+        for row in session.exec(
+            select(LinkSuppression).where(col(LinkSuppression.thread_id).in_(chunk))
+        ).all():
+            suppressed[row.thread_id].add((RecordKind(row.record_kind), row.record_id))
+    return deals, suppressed
+
+
+def _account_of(session: Session, message_pks: Sequence[int]) -> dict[int, int]:
+    """One account per message (the first place it was seen), for BCC-dropbox detection."""
+    found: dict[int, int] = {}
+    for chunk in _chunks(list(message_pks)):
+        for message_pk, account_id in session.exec(
+            select(ImapUid.message_pk, ImapUid.account_id)
+            .where(col(ImapUid.message_pk).in_(chunk))
+            .order_by(col(ImapUid.id))
+        ).all():
+            if message_pk is not None:
+                found.setdefault(message_pk, account_id)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying decisions
+
+
+@dataclass(slots=True)
+class LinkStats:
+    messages: int = 0
+    links_added: int = 0
+    links_removed: int = 0
+    leads_created: int = 0
+
+
+def link_messages(
+    *,
+    session: Session,
+    tenant_id: int,
+    message_pks: Sequence[int],
+    account_id: int | None = None,
+    reconcile: bool = False,
+) -> LinkStats:
+    """Decide and write the links of these messages. `reconcile` also removes rule-made links
+    no longer proposed (after an address was removed); MANUAL links are never touched."""
+    stats = LinkStats()
+    if not message_pks:
+        return stats
+    ctx = _tenant_context(session, tenant_id)
+    messages: list[Message] = []
+    for chunk in _chunks(sorted(set(message_pks))):
+        messages += session.exec(
+            select(Message).where(col(Message.id).in_(chunk), Message.tenant_id == tenant_id)
+        ).all()
+    messages.sort(key=lambda m: (m.date is None, m.date, m.id))
+    accounts = _account_of(session, [m.id or 0 for m in messages]) if account_id is None else {}
+    facts = [
+        _facts(m, account_id if account_id is not None else accounts.get(m.id or 0), ctx) for m in messages
+    ]
+    directory = _load_directory(session, tenant_id, ctx, facts)
+    thread_deals, suppressed = _thread_state(session, {m.thread_id for m in messages if m.thread_id})
+    existing = _existing_links(session, [m.id or 0 for m in messages])
+    for message, fact in zip(messages, facts, strict=True):
+        thread = message.thread_id or 0
+        per_message = dataclasses.replace(
+            directory,
+            thread_deal_ids=frozenset(thread_deals.get(thread, ())),
+            suppressed=frozenset(suppressed.get(thread, ())),
+        )
+        decision = linking.decide_links(fact, per_message, create_leads=ctx.tenant.auto_create_leads)
+        if decision.lead_proposal is not None and ctx.tenant.auto_create_leads:
+            contact = _create_lead(session, tenant_id, decision.lead_proposal)
+            stats.leads_created += 1
+            assert isinstance(directory.contacts_by_email, dict)
+            directory.contacts_by_email[decision.lead_proposal.email] = linking.ContactRef(
+                contact.id or 0, contact.company_id, None
+            )
+            per_message = dataclasses.replace(per_message, contacts_by_email=directory.contacts_by_email)
+            decision = linking.decide_links(fact, per_message, create_leads=False)
+        if (
+            decision.attributed_user_id is not None
+            and message.attributed_user_id != decision.attributed_user_id
+        ):
+            message.attributed_user_id = decision.attributed_user_id
+            session.add(message)
+        added, removed = _apply(
+            session, tenant_id, message.id or 0, decision, existing.get(message.id or 0, {}), reconcile
+        )
+        stats.links_added += added
+        stats.links_removed += removed
+        stats.messages += 1
+        for link in decision.links:
+            if link.record_kind is RecordKind.DEAL:
+                thread_deals[thread].add(link.record_id)
+    session.flush()
+    return stats
+
+
+def _existing_links(
+    session: Session, message_pks: Sequence[int]
+) -> dict[int, dict[tuple[str, int], MessageLink]]:
+    found: dict[int, dict[tuple[str, int], MessageLink]] = defaultdict(dict)
+    for chunk in _chunks(list(message_pks)):
+        for row in session.exec(select(MessageLink).where(col(MessageLink.message_pk).in_(chunk))).all():
+            found[row.message_pk][(row.record_kind, row.record_id)] = row
+    return found
+
+
+def _apply(
+    session: Session,
+    tenant_id: int,
+    message_pk: int,
+    decision: linking.LinkDecision,
+    existing: dict[tuple[str, int], MessageLink],
+    reconcile: bool,
+) -> tuple[int, int]:
+    added = removed = 0
+    proposed = {(link.record_kind.value, link.record_id): link for link in decision.links}
+    for key, link in proposed.items():
+        row = existing.get(key)
+        if row is None:
+            row = MessageLink(
+                tenant_id=tenant_id,
+                message_pk=message_pk,
+                record_kind=key[0],
+                record_id=key[1],
+                reason=link.reason.value,
+                detail=link.detail,
+            )
+            session.add(row)
+            existing[key] = row
+            added += 1
+        elif row.reason != LinkReason.MANUAL.value and _stronger(link.reason.value, row.reason):
+            row.reason, row.detail = link.reason.value, link.detail
+            session.add(row)
+    if reconcile:
+        for key, row in list(existing.items()):
+            if key not in proposed and row.reason != LinkReason.MANUAL.value:
+                session.delete(row)
+                del existing[key]
+                removed += 1
+    return added, removed
+
+
+def _create_lead(session: Session, tenant_id: int, proposal: linking.LeadProposal) -> Contact:
+    contact = Contact(
+        tenant_id=tenant_id,
+        first_name=proposal.first_name or "",
+        last_name=proposal.last_name or "",
+        full_name=proposal.full_name or proposal.email,
+        company_id=proposal.company_id,
+        source="lead",
+    )
+    session.add(contact)
+    session.flush()
+    session.add(ContactEmail(tenant_id=tenant_id, contact_id=contact.id or 0, email=proposal.email))
+    session.flush()
+    return contact
+
+
+# ---------------------------------------------------------------------------------------------
+# Targeted backfills
+
+
+def messages_with_addresses(*, session: Session, tenant_id: int, emails: Iterable[str]) -> list[int]:
+    emails = sorted({e.lower() for e in emails})
+    found: set[int] = set()
+    for chunk in _chunks(emails):
+        found.update(
+            session.exec(
+                select(MessageAddress.message_pk).where(
+                    MessageAddress.tenant_id == tenant_id, col(MessageAddress.email).in_(chunk)
+                )
+            ).all()
+        )
+    return sorted(found)
+
+
+def messages_with_domains(*, session: Session, tenant_id: int, domains: Iterable[str]) -> list[int]:
+    """Mail whose sender (or forwarded original sender) is at one of these domains or their
+    subdomains; only those can link a company by domain."""
+    found: set[int] = set()
+    for domain in {d.lower() for d in domains}:
+        found.update(
+            session.exec(
+                select(MessageAddress.message_pk).where(
+                    MessageAddress.tenant_id == tenant_id,
+                    col(MessageAddress.role).in_(["from", "forwarded"]),
+                    (col(MessageAddress.domain) == domain)
+                    | col(MessageAddress.domain).endswith("." + domain),
+                )
+            ).all()
+        )
+    return sorted(found)
+
+
+def backfill_addresses(*, session: Session, tenant_id: int, emails: Iterable[str]) -> LinkStats:
+    """Link mail already synced to a contact address added now: only that mail is touched."""
+    pks = messages_with_addresses(session=session, tenant_id=tenant_id, emails=emails)
+    return link_messages(session=session, tenant_id=tenant_id, message_pks=pks)
+
+
+def backfill_domains(*, session: Session, tenant_id: int, domains: Iterable[str]) -> LinkStats:
+    pks = messages_with_domains(session=session, tenant_id=tenant_id, domains=domains)
+    return link_messages(session=session, tenant_id=tenant_id, message_pks=pks)
+
+
+def relink_after_removal(*, session: Session, tenant_id: int, message_pks: Sequence[int]) -> LinkStats:
+    """Re-decide mail after an address was removed: what was linked only through it goes."""
+    return link_messages(session=session, tenant_id=tenant_id, message_pks=message_pks, reconcile=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Manual link / unlink
+
+
+def _message(session: Session, tenant_id: int, message_pk: int) -> Message:
+    message = session.get(Message, message_pk)
+    if message is None or message.tenant_id != tenant_id:
+        raise NotFound(f"No message with id {message_pk}.")
+    return message
+
+
+def _thread_messages(session: Session, tenant_id: int, thread_id: int) -> list[int]:
+    return [
+        pk
+        for pk in session.exec(
+            select(Message.id).where(Message.tenant_id == tenant_id, Message.thread_id == thread_id)
+        ).all()
+        if pk is not None
+    ]
+
+
+def link_manually(
+    *,
+    session: Session,
+    tenant_id: int,
+    message_pk: int,
+    kind: RecordKind,
+    record_id: int,
+    user_id: int | None,
+    whole_thread: bool = False,
+) -> int:
+    """Link a message (or its whole thread) to a record; lifts a sticky unlink of that record."""
+    message = _message(session, tenant_id, message_pk)
+    pks = _thread_messages(session, tenant_id, message.thread_id or 0) if whole_thread else [message_pk]
+    if message.thread_id is not None:
+        session.execute(
+            delete(LinkSuppression).where(
+                col(LinkSuppression.thread_id) == message.thread_id,
+                col(LinkSuppression.record_kind) == kind.value,
+                col(LinkSuppression.record_id) == record_id,
+            )
+        )
+    existing = _existing_links(session, pks)
+    for pk in pks:
+        row = existing.get(pk, {}).get((kind.value, record_id))
+        if row is None:
+            row = MessageLink(
+                tenant_id=tenant_id,
+                message_pk=pk,
+                record_kind=kind.value,
+                record_id=record_id,
+                reason=LinkReason.MANUAL.value,
+                detail="linked by a user",
+                created_by_user_id=user_id,
+            )
+        else:
+            row.reason, row.detail, row.created_by_user_id = (
+                LinkReason.MANUAL.value,
+                "linked by a user",
+                user_id,
+            )
+        session.add(row)
+    session.flush()
+    return len(pks)
+
+
+def unlink(
+    *,
+    session: Session,
+    tenant_id: int,
+    message_pk: int,
+    kind: RecordKind,
+    record_id: int,
+    user_id: int | None,
+    whole_thread: bool = False,
+) -> int:
+    """Remove a record from a message (or its thread). Sticky: the thread is marked so that no
+    rule links that record to it again (new replies, re-syncs, backfills)."""
+    message = _message(session, tenant_id, message_pk)
+    pks = _thread_messages(session, tenant_id, message.thread_id or 0) if whole_thread else [message_pk]
+    result = session.execute(
+        delete(MessageLink).where(
+            col(MessageLink.message_pk).in_(pks),
+            col(MessageLink.record_kind) == kind.value,
+            col(MessageLink.record_id) == record_id,
+        )
+    )
+    if message.thread_id is not None:
+        exists = session.exec(
+            select(LinkSuppression).where(
+                LinkSuppression.thread_id == message.thread_id,
+                LinkSuppression.record_kind == kind.value,
+                LinkSuppression.record_id == record_id,
+            )
+        ).first()
+        if exists is None:
+            session.add(
+                LinkSuppression(
+                    tenant_id=tenant_id,
+                    thread_id=message.thread_id,
+                    record_kind=kind.value,
+                    record_id=record_id,
+                    created_by_user_id=user_id,
+                )
+            )
+    session.flush()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkExplanation:
+    record_kind: str
+    record_id: int
+    reason: str
+    detail: str
+
+
+def why(*, session: Session, tenant_id: int, message_pk: int) -> list[LinkExplanation]:
+    """Why each record is on this message."""
+    _message(session, tenant_id, message_pk)
+    rows = session.exec(
+        select(MessageLink).where(MessageLink.message_pk == message_pk).order_by(col(MessageLink.record_kind))
+    ).all()
+    return [LinkExplanation(r.record_kind, r.record_id, r.reason, r.detail) for r in rows]
