@@ -10,16 +10,49 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from crm import accounts
+from crm import accounts, records
 from crm.db import make_engine, migrate, session_scope, set_engine
-from crm.models import Message, SkippedMessage, Thread
+from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
 from crm.secrets import Secret, SecretBox
 from crm.settings import get_settings, reset_settings
 from crm.types import Security
 from crm_inbox.devmail import LocalDovecot
-from crm_inbox.samples import build_message, generate_mailbox
+from crm_inbox.samples import COMPANIES, build_message, generate_mailbox
+
+
+_PLURAL = {"company": "companies", "contact": "contacts", "deal": "deals"}
+
+
+def _demo_records(session: Session, tenant_id: int) -> None:
+    """The sample companies and their people, plus one open deal each, as a CRM would hold them
+    before the mailbox is connected: the sync then files the mail onto them."""
+    for company in COMPANIES:
+        row = records.create_company(
+            session=session, tenant_id=tenant_id, name=company.name, domains=[company.domain]
+        )
+        people = []
+        for name, local in company.contacts[:1]:
+            first, _, last = name.partition(" ")
+            people.append(
+                records.create_contact(
+                    session=session,
+                    tenant_id=tenant_id,
+                    emails=[f"{local}@{company.domain}"],
+                    first_name=first,
+                    last_name=last,
+                    company_id=row.id,
+                ).id
+                or 0
+            )
+        records.create_deal(
+            session=session,
+            tenant_id=tenant_id,
+            title=f"{company.name}: 2024 order",
+            contact_ids=people,
+            company_id=row.id,
+        )
 
 
 def run_demo(directory: str, count: int, out: Console) -> None:
@@ -57,8 +90,9 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         with session_scope(engine) as session:
             tenant = accounts.create_tenant(session=session, name="Acme (demo)", own_domains=["acme.test"])
             accounts.create_user(
-                session=session, tenant_id=tenant.id or 0, email="sales@acme.test", is_admin=True
+                session=session, tenant_id=tenant.id or 0, email="dana@acme.test", is_admin=True
             )
+            _demo_records(session, tenant.id or 0)
             account = accounts.add_account(
                 session=session,
                 tenant_id=tenant.id or 0,
@@ -92,9 +126,25 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         skipped = session.exec(select(SkippedMessage)).all()
         latest = session.exec(select(Thread).order_by(col(Thread.last_date).desc()).limit(8)).all()
         views = accounts.list_accounts(session=session)
+        linked = session.exec(
+            select(MessageLink.record_kind, func.count(func.distinct(MessageLink.message_pk))).group_by(
+                MessageLink.record_kind
+            )
+        ).all()
+        per_company = session.exec(
+            select(Company.name, func.count(func.distinct(MessageLink.message_pk)))
+            .join(MessageLink, (MessageLink.record_id == Company.id) & (MessageLink.record_kind == "company"))
+            .group_by(Company.name)
+            .order_by(Company.name)
+        ).all()
     out.print(f"Stored {messages} messages in {threads} threads; {len(skipped)} skipped.")
     for row in skipped:
         out.print(f"  skipped: {row.subject!r} from {row.from_email}: {row.detail}")
+    out.print("Linked to CRM records: " + ", ".join(f"{n} messages on {_PLURAL.get(kind, kind)}" for kind, n in linked))
+    companies = Table("company", "linked messages")
+    for name, n in per_company:
+        companies.add_row(name, str(n))
+    out.print(companies)
     recent = Table("latest threads", "messages", "last message (UTC)")
     for thread in latest:
         recent.add_row(thread.subject[:60], str(thread.message_count), f"{thread.last_date:%Y-%m-%d %H:%M}")

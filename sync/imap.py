@@ -283,11 +283,9 @@ class ImapSession:
     def logout(self) -> None:
         try:
             self._client.logout()
-        except Exception:
-            try:
+        except Exception:  # closing a dead connection must never raise
+            with contextlib.suppress(Exception):
                 self._client.shutdown()
-            except Exception:
-                pass
 
 
 def connect(endpoint: ImapEndpoint, password: Secret) -> ImapSession:
