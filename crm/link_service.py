@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from crm import linking
@@ -38,6 +38,7 @@ from crm.models import (
     Tenant,
     User,
 )
+from crm.types import utcnow
 
 
 def _stronger(a: str, b: str) -> bool:
@@ -49,8 +50,8 @@ def _stronger(a: str, b: str) -> bool:
 # Address index, written with the message
 
 
-def index_addresses(*, session: Session, message: Message) -> None:
-    """Write `message_address` rows for a newly stored message."""
+def address_rows(message: Message) -> list[dict[str, object]]:
+    """`message_address` rows for a newly stored message (bulk-inserted by the store)."""
     assert message.id is not None
     rows: dict[tuple[str, str], None] = {}
     if message.from_email:
@@ -63,18 +64,17 @@ def index_addresses(*, session: Session, message: Message) -> None:
     forwarded += [a["email"] for a in message.attached_message_senders if a.get("email")]
     for email in forwarded:
         rows[("forwarded", email.lower())] = None
-    for role, email in rows:
-        if len(email) > 320:
-            continue
-        session.add(
-            MessageAddress(
-                tenant_id=message.tenant_id,
-                message_pk=message.id,
-                role=role,
-                email=email,
-                domain=linking.domain_of(email)[:255],
-            )
-        )
+    return [
+        {
+            "tenant_id": message.tenant_id,
+            "message_pk": message.id,
+            "role": role,
+            "email": email,
+            "domain": linking.domain_of(email)[:255],
+        }
+        for role, email in rows
+        if len(email) <= 320
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +248,7 @@ def link_messages(
     directory = _load_directory(session, tenant_id, ctx, facts)
     thread_deals, suppressed = _thread_state(session, {m.thread_id for m in messages if m.thread_id})
     existing = _existing_links(session, [m.id or 0 for m in messages])
+    new_rows: list[dict[str, object]] = []
     for message, fact in zip(messages, facts, strict=True):
         thread = message.thread_id or 0
         per_message = dataclasses.replace(
@@ -272,7 +273,13 @@ def link_messages(
             message.attributed_user_id = decision.attributed_user_id
             session.add(message)
         added, removed = _apply(
-            session, tenant_id, message.id or 0, decision, existing.get(message.id or 0, {}), reconcile
+            session,
+            tenant_id,
+            message.id or 0,
+            decision,
+            existing.get(message.id or 0, {}),
+            reconcile,
+            new_rows,
         )
         stats.links_added += added
         stats.links_removed += removed
@@ -280,6 +287,8 @@ def link_messages(
         for link in decision.links:
             if link.record_kind is RecordKind.DEAL:
                 thread_deals[thread].add(link.record_id)
+    if new_rows:
+        session.execute(insert(MessageLink), new_rows)
     session.flush()
     return stats
 
@@ -301,22 +310,25 @@ def _apply(
     decision: linking.LinkDecision,
     existing: dict[tuple[str, int], MessageLink],
     reconcile: bool,
+    new_rows: list[dict[str, object]],
 ) -> tuple[int, int]:
     added = removed = 0
     proposed = {(link.record_kind.value, link.record_id): link for link in decision.links}
+    now = utcnow()
     for key, link in proposed.items():
         row = existing.get(key)
         if row is None:
-            row = MessageLink(
-                tenant_id=tenant_id,
-                message_pk=message_pk,
-                record_kind=key[0],
-                record_id=key[1],
-                reason=link.reason.value,
-                detail=link.detail,
+            new_rows.append(
+                {
+                    "tenant_id": tenant_id,
+                    "message_pk": message_pk,
+                    "record_kind": key[0],
+                    "record_id": key[1],
+                    "reason": link.reason.value,
+                    "detail": link.detail,
+                    "created_at": now,
+                }
             )
-            session.add(row)
-            existing[key] = row
             added += 1
         elif row.reason != LinkReason.MANUAL.value and _stronger(link.reason.value, row.reason):
             row.reason, row.detail = link.reason.value, link.detail

@@ -17,23 +17,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import delete, insert, or_, update
 from sqlmodel import Session, col, select
 
-from crm.link_service import index_addresses, link_messages
+from crm.link_service import address_rows, link_messages
 from crm.models import (
     FetchFailure,
     FolderState,
     ImapUid,
-    LinkSuppression,
     MailAccount,
     Message,
+    MessageAddress,
     MessageRef,
     SkippedMessage,
     SyncRun,
-    Thread,
     User,
 )
+from crm.threads import assign_threads
 from crm.types import (
     AccountStatus,
     Direction,
@@ -44,10 +44,6 @@ from crm.types import (
     UidState,
     utcnow,
 )
-
-# Subject-only threading is allowed among the same participants within this window: replies
-# from clients that drop In-Reply-To/References still join, unrelated "Hello" mails do not.
-SUBJECT_THREAD_WINDOW = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,119 +411,178 @@ def apply_batch(
     identities: frozenset[str],
     cursor: CursorUpdate | None,
 ) -> BatchResult:
-    """Write one batch and (optionally) advance the folder cursor, in the caller's transaction."""
+    """Write one batch and (optionally) advance the folder cursor, in the caller's transaction.
+
+    A fixed number of statements per batch, whatever its size: one lookup of known Message-IDs,
+    one flush for the new rows, bulk inserts for locations, references and addresses, then
+    threading and linking for the batch as a whole."""
     result = BatchResult()
-    existing = seen_uids(
-        session=session, folder_id=folder_id, uidvalidity=uidvalidity, uids=[i.location.uid for i in items]
-    )
-    for item in items:
-        if item.location.uid in existing:
-            continue
-        if isinstance(item, SkippedMail):
-            skipped_pk = _store_skipped(
-                session=session, tenant_id=tenant_id, account_id=account_id, item=item
-            )
-            _add_location(
-                session, account_id, folder_id, uidvalidity, item.location, UidState.SKIPPED, None, skipped_pk
-            )
-            result.skipped += 1
-            continue
-        message_id = item.message_id if isinstance(item, KnownMail) else item.data.message_id
-        message = session.exec(
-            select(Message).where(Message.tenant_id == tenant_id, Message.message_id == message_id)
-        ).first()
-        if message is None:
-            skipped = session.exec(
-                select(SkippedMessage).where(
-                    SkippedMessage.tenant_id == tenant_id, SkippedMessage.message_id == message_id
-                )
-            ).first()
-            if skipped is not None:
-                _add_location(
-                    session,
-                    account_id,
-                    folder_id,
-                    uidvalidity,
-                    item.location,
-                    UidState.SKIPPED,
-                    None,
-                    skipped.id,
-                )
+    with session.no_autoflush:
+        existing = seen_uids(
+            session=session,
+            folder_id=folder_id,
+            uidvalidity=uidvalidity,
+            uids=[i.location.uid for i in items],
+        )
+        todo = sorted((i for i in items if i.location.uid not in existing), key=lambda i: i.location.uid)
+        wanted = {i.message_id if not isinstance(i, NewMail) else i.data.message_id for i in todo}
+        messages = _messages_by_id(session, tenant_id, wanted)
+        skipped = _skipped_by_id(session, tenant_id, wanted)
+        new_messages: list[Message] = []
+        new_skipped: dict[str, SkippedMessage] = {}
+        refs: dict[str, list[str]] = {}
+        located: list[tuple[Location, UidState, str]] = []
+        to_outbound: set[int] = set()
+        for item in todo:
+            if isinstance(item, SkippedMail):
+                if item.message_id not in skipped and item.message_id not in new_skipped:
+                    new_skipped[item.message_id] = _skipped_row(tenant_id, account_id, item)
+                    result.skipped += 1
+                located.append((item.location, UidState.SKIPPED, item.message_id))
+                continue
+            message_id = item.data.message_id if isinstance(item, NewMail) else item.message_id
+            if message_id in messages:
+                known = messages[message_id]
+                if folder_role is FolderRole.SENT and known.direction is Direction.INBOUND and known.id:
+                    # Seen first in INBOX (e.g. a copy to oneself), now in Sent: we sent it.
+                    to_outbound.add(known.id)
+            elif message_id in skipped or message_id in new_skipped:
+                located.append((item.location, UidState.SKIPPED, message_id))
                 result.new_locations += 1
                 continue
-        if message is None:
-            if isinstance(item, KnownMail):
-                # Known a moment ago, gone now (deleted by someone else): the engine refetches.
+            elif isinstance(item, KnownMail):
+                # Known a moment ago, gone now (deleted meanwhile): the engine stores one by one.
                 raise LookupError(f"message {message_id} vanished during the batch")
-            message = _store_message(
-                session=session, tenant_id=tenant_id, data=item.data, role=folder_role, identities=identities
+            else:
+                message = _message_row(tenant_id, item.data, folder_role, identities)
+                messages[message_id] = message
+                new_messages.append(message)
+                refs[message_id] = [
+                    r
+                    for r in dict.fromkeys(
+                        [*item.data.references, *([item.data.in_reply_to] if item.data.in_reply_to else [])]
+                    )
+                    if r and r != message_id
+                ]
+                result.new_messages += 1
+                result.malformed += int(message.malformed)
+            located.append((item.location, UidState.STORED, message_id))
+            result.new_locations += 1
+        session.add_all(new_messages)
+        session.add_all(new_skipped.values())
+        session.flush()
+        skipped.update({k: v.id or 0 for k, v in new_skipped.items()})
+        _insert_rows(session, tenant_id, account_id, folder_id, uidvalidity, located, messages, skipped, refs)
+        if to_outbound:
+            session.execute(
+                update(Message)
+                .where(col(Message.id).in_(sorted(to_outbound)))
+                .values(direction=Direction.OUTBOUND)
             )
-            result.new_messages += 1
-            result.malformed += int(message.malformed)
-            assert message.id is not None
-            result.stored_message_pks.append(message.id)
-        elif folder_role is FolderRole.SENT and message.direction is Direction.INBOUND:
-            # Seen first in INBOX (e.g. a copy to oneself), now also in Sent: it was sent by us.
-            message.direction = Direction.OUTBOUND
-            session.add(message)
-        _add_location(
-            session, account_id, folder_id, uidvalidity, item.location, UidState.STORED, message.id, None
-        )
-        result.new_locations += 1
-    if result.stored_message_pks:
-        # Links are written in the batch's transaction: no message is ever stored unlinked.
-        link_messages(
-            session=session, tenant_id=tenant_id, message_pks=result.stored_message_pks, account_id=account_id
-        )
-    if result.new_locations or result.skipped:
-        account = session.get_one(MailAccount, account_id)
-        if not account.processed_any:
-            account.processed_any = True
-            session.add(account)
-    if cursor is not None:
-        folder = session.get_one(FolderState, folder_id)
-        if cursor.highest_uid > folder.highest_uid:
-            folder.highest_uid = cursor.highest_uid
-            session.add(folder)
+        if new_messages:
+            assign_threads(
+                session=session,
+                tenant_id=tenant_id,
+                messages=new_messages,
+                refs={m.id or 0: refs[m.message_id] for m in new_messages},
+            )
+            addresses = [row for m in new_messages for row in address_rows(m)]
+            if addresses:
+                session.execute(insert(MessageAddress), addresses)
+            result.stored_message_pks = [m.id or 0 for m in new_messages]
+            # Links are written in the batch's transaction: no message is ever stored unlinked.
+            link_messages(
+                session=session,
+                tenant_id=tenant_id,
+                message_pks=result.stored_message_pks,
+                account_id=account_id,
+            )
+        if located:
+            session.execute(
+                update(MailAccount)
+                .where(col(MailAccount.id) == account_id, col(MailAccount.processed_any).is_(False))
+                .values(processed_any=True)
+            )
+        if cursor is not None:
+            session.execute(
+                update(FolderState)
+                .where(col(FolderState.id) == folder_id, col(FolderState.highest_uid) < cursor.highest_uid)
+                .values(highest_uid=cursor.highest_uid)
+            )
     session.flush()
     return result
 
 
-def _add_location(
+def _messages_by_id(session: Session, tenant_id: int, ids: Iterable[str]) -> dict[str, Message]:
+    found: dict[str, Message] = {}
+    wanted = sorted(ids)
+    for start in range(0, len(wanted), 500):
+        for message in session.exec(
+            select(Message).where(
+                Message.tenant_id == tenant_id, col(Message.message_id).in_(wanted[start : start + 500])
+            )
+        ).all():
+            found[message.message_id] = message
+    return found
+
+
+def _skipped_by_id(session: Session, tenant_id: int, ids: Iterable[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    wanted = sorted(ids)
+    for start in range(0, len(wanted), 500):
+        for message_id, pk in session.exec(
+            select(SkippedMessage.message_id, SkippedMessage.id).where(
+                SkippedMessage.tenant_id == tenant_id,
+                col(SkippedMessage.message_id).in_(wanted[start : start + 500]),
+            )
+        ).all():
+            found[message_id] = pk or 0
+    return found
+
+
+def _insert_rows(
     session: Session,
+    tenant_id: int,
     account_id: int,
     folder_id: int,
     uidvalidity: int,
-    location: Location,
-    state: UidState,
-    message_pk: int | None,
-    skipped_pk: int | None,
+    located: list[tuple[Location, UidState, str]],
+    messages: dict[str, Message],
+    skipped: dict[str, int],
+    refs: dict[str, list[str]],
 ) -> None:
-    session.add(
-        ImapUid(
-            account_id=account_id,
-            folder_id=folder_id,
-            uidvalidity=uidvalidity,
-            uid=location.uid,
-            state=state,
-            message_pk=message_pk,
-            skipped_pk=skipped_pk,
-            flags=list(location.flags),
-            internal_date=location.internal_date,
+    """Bulk INSERTs (executemany) for the rows that need no ORM identity."""
+    now = utcnow()
+    if located:
+        session.execute(
+            insert(ImapUid),
+            [
+                {
+                    "account_id": account_id,
+                    "folder_id": folder_id,
+                    "uidvalidity": uidvalidity,
+                    "uid": location.uid,
+                    "state": state,
+                    "message_pk": messages[mid].id if state is UidState.STORED else None,
+                    "skipped_pk": skipped.get(mid) if state is UidState.SKIPPED else None,
+                    "flags": list(location.flags),
+                    "internal_date": location.internal_date,
+                    "created_at": now,
+                }
+                for location, state, mid in located
+            ],
         )
-    )
+    ref_rows = [
+        {"tenant_id": tenant_id, "message_pk": messages[mid].id, "ref_message_id": ref}
+        for mid, targets in refs.items()
+        for ref in targets
+    ]
+    if ref_rows:
+        session.execute(insert(MessageRef), ref_rows)
 
 
-def _store_skipped(*, session: Session, tenant_id: int, account_id: int, item: SkippedMail) -> int:
-    existing = session.exec(
-        select(SkippedMessage).where(
-            SkippedMessage.tenant_id == tenant_id, SkippedMessage.message_id == item.message_id
-        )
-    ).first()
-    if existing is not None:
-        assert existing.id is not None
-        return existing.id
-    row = SkippedMessage(
+def _skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedMessage:
+    return SkippedMessage(
         tenant_id=tenant_id,
         account_id=account_id,
         message_id=item.message_id,
@@ -538,17 +593,11 @@ def _store_skipped(*, session: Session, tenant_id: int, account_id: int, item: S
         reason=item.reason,
         detail=item.detail,
     )
-    session.add(row)
-    session.flush()
-    assert row.id is not None
-    return row.id
 
 
-def _store_message(
-    *, session: Session, tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]
-) -> Message:
+def _message_row(tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]) -> Message:
     outbound = role is FolderRole.SENT or data.from_email.lower() in identities
-    message = Message(
+    return Message(
         tenant_id=tenant_id,
         message_id=data.message_id,
         message_id_synthetic=data.message_id_synthetic,
@@ -578,115 +627,31 @@ def _store_message(
         raw=data.raw if data.parse_errors else None,
         headers_only=data.headers_only,
     )
-    session.add(message)
-    session.flush()
-    assert message.id is not None
-    refs = list(dict.fromkeys([*data.references, *([data.in_reply_to] if data.in_reply_to else [])]))
-    for ref in refs:
-        if ref != data.message_id:
-            session.add(MessageRef(tenant_id=tenant_id, message_pk=message.id, ref_message_id=ref))
-    _assign_thread(session=session, tenant_id=tenant_id, message=message, refs=refs)
-    index_addresses(session=session, message=message)
-    return message
 
 
-# ---------------------------------------------------------------------------------------------
-# Threading (RFC 5256 "REFERENCES" idea, simplified): parent by Message-ID, children that
-# already point at us, then a subject fallback among the same participants in a short window.
-
-
-def _assign_thread(*, session: Session, tenant_id: int, message: Message, refs: list[str]) -> None:
-    thread_ids: list[int] = []
-    if refs:
-        parents = session.exec(
-            select(Message.thread_id).where(
-                Message.tenant_id == tenant_id,
-                col(Message.message_id).in_(refs),
-                col(Message.thread_id).is_not(None),
-            )
-        ).all()
-        thread_ids.extend(t for t in parents if t is not None)
-    children = session.exec(
-        select(Message.thread_id)
-        .join(MessageRef, col(MessageRef.message_pk) == col(Message.id))
-        .where(
-            MessageRef.tenant_id == tenant_id,
-            MessageRef.ref_message_id == message.message_id,
-            col(Message.thread_id).is_not(None),
+def _add_location(
+    session: Session,
+    account_id: int,
+    folder_id: int,
+    uidvalidity: int,
+    location: Location,
+    state: UidState,
+    message_pk: int | None,
+    skipped_pk: int | None,
+) -> None:
+    session.add(
+        ImapUid(
+            account_id=account_id,
+            folder_id=folder_id,
+            uidvalidity=uidvalidity,
+            uid=location.uid,
+            state=state,
+            message_pk=message_pk,
+            skipped_pk=skipped_pk,
+            flags=list(location.flags),
+            internal_date=location.internal_date,
         )
-    ).all()
-    thread_ids.extend(t for t in children if t is not None)
-    if not thread_ids and message.normalized_subject and message.date is not None:
-        fallback = session.exec(
-            select(Message.thread_id)
-            .where(
-                Message.tenant_id == tenant_id,
-                Message.normalized_subject == message.normalized_subject,
-                Message.participants_key == message.participants_key,
-                col(Message.id) != message.id,
-                col(Message.thread_id).is_not(None),
-                col(Message.date) >= message.date - SUBJECT_THREAD_WINDOW,
-                col(Message.date) <= message.date + SUBJECT_THREAD_WINDOW,
-            )
-            .limit(1)
-        ).first()
-        if fallback is not None:
-            thread_ids.append(fallback)
-    unique = list(dict.fromkeys(thread_ids))
-    if not unique:
-        thread = Thread(
-            tenant_id=tenant_id, subject=message.subject, normalized_subject=message.normalized_subject
-        )
-        session.add(thread)
-        session.flush()
-    else:
-        thread = session.get_one(Thread, min(unique))
-        for other in unique:
-            if other != thread.id:
-                _merge_thread(session=session, into=thread, other_id=other)
-    message.thread_id = thread.id
-    session.add(message)
-    session.flush()
-    _refresh_thread(session=session, thread=thread)
-
-
-def _merge_thread(*, session: Session, into: Thread, other_id: int) -> None:
-    session.execute(update(Message).where(col(Message.thread_id) == other_id).values(thread_id=into.id))
-    # Sticky unlinks follow the conversation into the merged thread.
-    moved = session.exec(select(LinkSuppression).where(LinkSuppression.thread_id == other_id)).all()
-    kept = {
-        (s.record_kind, s.record_id)
-        for s in session.exec(select(LinkSuppression).where(LinkSuppression.thread_id == into.id)).all()
-    }
-    for suppression in moved:
-        if (suppression.record_kind, suppression.record_id) in kept:
-            session.delete(suppression)
-        else:
-            suppression.thread_id = into.id or 0
-            session.add(suppression)
-    session.flush()
-    session.execute(delete(Thread).where(col(Thread.id) == other_id))
-
-
-def _refresh_thread(*, session: Session, thread: Thread) -> None:
-    count, first, last = session.execute(
-        select(func.count(col(Message.id)), func.min(Message.date), func.max(Message.date)).where(
-            Message.thread_id == thread.id
-        )
-    ).one()
-    # func.min/max keep the column's type, so these come back as aware UTC datetimes.
-    thread.message_count = count
-    thread.first_date = first
-    thread.last_date = last
-    earliest = session.exec(
-        select(Message.subject)
-        .where(Message.thread_id == thread.id)
-        .order_by(col(Message.date).asc())
-        .limit(1)
-    ).first()
-    if earliest is not None:
-        thread.subject = earliest
-    session.add(thread)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
