@@ -335,9 +335,12 @@ def finish_folder_pass(
     highestmodseq: int | None,
     error: str | None = None,
     completed: bool = True,
+    pending: bool = False,
 ) -> None:
     """Save what the server told us once a pass is over. Values a lying server may send (0,
-    missing, or a HIGHESTMODSEQ going backwards) never replace good saved ones."""
+    missing, or a HIGHESTMODSEQ going backwards) never replace good saved ones. `pending`: some
+    message below UIDNEXT is still to be retried, so the "unchanged folder" shortcut must not
+    apply next time (UIDNEXT is forgotten)."""
     folder = session.get_one(FolderState, folder_id)
     now = utcnow()
     folder.last_synced_at = now
@@ -345,7 +348,9 @@ def finish_folder_pass(
     if completed:
         folder.last_success_at = now
         folder.initial_sync_done = True
-        if uidnext and uidnext > 0 and (folder.uidnext is None or uidnext >= folder.uidnext):
+        if pending:
+            folder.uidnext = None
+        elif uidnext and uidnext > 0 and (folder.uidnext is None or uidnext >= folder.uidnext):
             folder.uidnext = uidnext
         if messages is not None and messages >= 0:
             folder.messages = messages

@@ -323,9 +323,12 @@ def sync(
                 str(s.malformed),
                 str(s.quarantined),
                 str(s.expunged),
-                "\n".join(s.errors),
             )
         out.print(table)
+        # Errors below the table, unwrapped: they are sentences meant to be read whole.
+        for s in summaries:
+            for error in s.errors:
+                out.print(f"account {s.account_id} ({s.email}): {error}", soft_wrap=True, highlight=False)
     if any(s.status == "failed" for s in summaries):
         raise typer.Exit(1)
 

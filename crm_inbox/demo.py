@@ -140,7 +140,10 @@ def run_demo(directory: str, count: int, out: Console) -> None:
     out.print(f"Stored {messages} messages in {threads} threads; {len(skipped)} skipped.")
     for row in skipped:
         out.print(f"  skipped: {row.subject!r} from {row.from_email}: {row.detail}")
-    out.print("Linked to CRM records: " + ", ".join(f"{n} messages on {_PLURAL.get(kind, kind)}" for kind, n in linked))
+    out.print(
+        "Linked to CRM records: "
+        + ", ".join(f"{n} messages on {_PLURAL.get(kind, kind)}" for kind, n in linked)
+    )
     companies = Table("company", "linked messages")
     for name, n in per_company:
         companies.add_row(name, str(n))

@@ -431,6 +431,7 @@ class _FolderPass:
                 uidnext=selected.uidnext or status.uidnext,
                 messages=messages,
                 highestmodseq=selected.highestmodseq or status.highestmodseq,
+                pending=bool(uids) and self.cursor_uid < uids[-1],
             )
 
     # -----------------------------------------------------------------------------------------

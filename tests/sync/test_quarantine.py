@@ -1,0 +1,131 @@
+"""A server that cannot deliver one message (which Dovecot cannot be made to do on demand):
+a scripted IMAP session stands in for it. The database is real."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from crm.models import FetchFailure, FolderState, ImapUid, Message
+from crm.types import FolderRole, UidState
+from crm_inbox.samples import build_message
+from sync import engine as engine_module
+from sync import errors
+from sync.engine import SyncEngine
+from sync.types import FolderInfo, FolderStatus, MessageMeta
+from tests.factories import make_tenant
+
+
+class ScriptedSession:
+    """Serves INBOX from a dict; fetching `broken` fails like a server NO response."""
+
+    def __init__(self, messages: dict[int, bytes], broken: int) -> None:
+        self.inbox = messages
+        self.broken = broken
+        self.messages: dict[int, bytes] = {}
+
+    def __enter__(self) -> ScriptedSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def has(self, capability: str) -> bool:
+        return False
+
+    def list_folders(self) -> list[FolderInfo]:
+        return [FolderInfo("INBOX", "/"), FolderInfo("Sent", "/", ("\\Sent",))]
+
+    def status(self, name: str) -> FolderStatus:
+        uids = sorted(self.inbox) if name == "INBOX" else []
+        return FolderStatus(name, 42, (max(uids) + 1) if uids else 1, len(uids), None)
+
+    def examine(self, name: str) -> FolderStatus:
+        self.messages = self.inbox if name == "INBOX" else {}
+        return self.status(name)
+
+    def uids_above(self, uid: int) -> list[int]:
+        return [u for u in sorted(self.messages) if u > uid]
+
+    def all_uids(self) -> list[int]:
+        return sorted(self.messages)
+
+    def exists(self, uid: int) -> bool:
+        return uid in self.messages
+
+    def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
+        return [
+            MessageMeta(uid, len(self.messages[u]), (), datetime(2026, 1, 1, tzinfo=UTC), b"")
+            for u in uids
+            for uid in [u]
+        ]
+
+    def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
+        if self.broken in uids:
+            raise errors.ProtocolError("downloading messages")
+        return {u: self.messages[u] for u in uids}
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedSession:
+    messages = {
+        uid: build_message(
+            subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<q{uid}@test>"
+        )
+        for uid in (1, 2, 3)
+    }
+    session = ScriptedSession(messages, broken=2)
+    monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: session)
+    return session
+
+
+def test_failing_message_is_retried_then_quarantined(db: Engine, scripted: ScriptedSession, settings) -> None:  # type: ignore[no-untyped-def]
+    from crm import accounts
+    from crm.db import session_scope
+    from crm.secrets import Secret, SecretBox
+    from crm.types import Security
+
+    tenant = make_tenant(db)
+    with session_scope(db) as s:
+        account = accounts.add_account(
+            session=s,
+            tenant_id=tenant,
+            data=accounts.AccountInput(
+                email="s@acme.test",
+                imap_host="127.0.0.1",
+                imap_port=993,
+                imap_security=Security.TLS,
+                username="s",
+            ),
+            password=Secret("x"),
+            box=SecretBox.from_settings(),
+        )
+        account_id = account.id or 0
+
+    def cursor() -> int:
+        with Session(db) as s:
+            return s.exec(select(FolderState.highest_uid).where(FolderState.role == FolderRole.INBOX)).one()
+
+    engine = SyncEngine(db=db, settings=settings)
+    first = engine.sync_account(account_id)
+    assert first.status == "ok" and first.new_messages == 2
+    assert cursor() == 1  # stops before the failing UID; 3 is stored but the cursor waits
+    second = engine.sync_account(account_id)
+    assert second.new_messages == 0 and cursor() == 1
+    third = engine.sync_account(account_id)
+    assert third.quarantined == 1
+    assert cursor() == 3  # quarantined: the folder moves on
+    with Session(db) as s:
+        failure = s.exec(select(FetchFailure)).one()
+        quarantined = s.exec(select(ImapUid).where(ImapUid.state == UidState.QUARANTINED)).one()
+        stored = s.exec(select(Message.message_id)).all()
+    assert failure.attempts == settings.max_message_attempts and failure.quarantined
+    assert "rejected or garbled" in failure.last_error
+    assert quarantined.uid == 2
+    assert sorted(stored) == ["<q1@test>", "<q3@test>"]
+    # Later passes do not try it again.
+    assert engine.sync_account(account_id).quarantined == 0

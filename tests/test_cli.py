@@ -1,0 +1,113 @@
+"""The `crm-inbox` command end to end, in subprocesses like a user or a script would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from crm_inbox.samples import build_message
+
+CLI = [sys.executable, "-m", "crm_inbox"]
+
+
+def run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cli_env(sqlite_db: Engine, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CRM_INBOX_DATABASE_URL"] = sqlite_db.url.render_as_string(hide_password=False)
+    env.pop("CRM_INBOX_SECRET_KEY", None)  # use (and create) the key file
+    env["CRM_INBOX_DATA_DIR"] = str(tmp_path / "cli-data")
+    return env
+
+
+def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = mailbox_user.dovecot
+    d.append(
+        mailbox_user.name, "INBOX", build_message(subject="Hello", from_="a@globex.test", to="s@acme.test")
+    )
+    init = run(cli_env, "init", "--tenant", "Acme", "--admin-email", "boss@acme.test", "--json")
+    assert init.returncode == 0, init.stderr
+    assert json.loads(init.stdout)["created"] is True
+    key = Path(cli_env["CRM_INBOX_DATA_DIR"]) / "secret.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+    common = [
+        "account",
+        "add",
+        "--email",
+        "s@acme.test",
+        "--imap-host",
+        "127.0.0.1",
+        "--username",
+        mailbox_user.name,
+        "--ca-file",
+        str(d.ca_file),
+        "--imap-port",
+        str(d.ssl_port),
+        "--json",
+    ]
+    refused = run(cli_env, *common)
+    assert refused.returncode != 0 and "--password-stdin" in refused.stderr
+    wrong = run(cli_env, *common, "--password-stdin", stdin="not-it\n")
+    assert (
+        wrong.returncode == 1
+        and "Authentication failed" in wrong.stderr
+        and "Nothing was saved" in wrong.stderr
+    )
+    assert "not-it" not in wrong.stderr + wrong.stdout
+    env = dict(cli_env, MAILBOX_PASSWORD=mailbox_user.password)
+    added = run(env, *common, "--password-env", "MAILBOX_PASSWORD")
+    assert added.returncode == 0, added.stderr
+    account_id = json.loads(added.stdout)["id"]
+
+    synced = run(cli_env, "sync", "--once", "--json")
+    assert synced.returncode == 0, synced.stderr
+    summary = json.loads(synced.stdout)
+    assert [(s["account_id"], s["status"], s["new_messages"]) for s in summary] == [(account_id, "ok", 1)]
+
+    listed = run(cli_env, "account", "list", "--json")
+    accounts = json.loads(listed.stdout)
+    assert accounts[0]["status"] == "ok"
+    assert {f["role"]: bool(f["last_success_at"]) for f in accounts[0]["folders"]} == {
+        "inbox": True,
+        "sent": True,
+    }
+    table = run(cli_env, "account", "list")
+    assert "s@acme.test" in table.stdout and "never" not in table.stdout
+    # Nothing anywhere shows the password or its ciphertext.
+    for output in (init, added, synced, listed, table):
+        assert mailbox_user.password not in output.stdout + output.stderr
+        assert "secret_encrypted" not in output.stdout
+
+
+def test_sync_exit_code_reports_failed_accounts(cli_env: dict[str, str], mailbox_user) -> None:  # type: ignore[no-untyped-def]
+    assert run(cli_env, "init").returncode == 0
+    env = dict(cli_env, PW="wrong")
+    added = run(
+        env,
+        "account",
+        "add",
+        "--email",
+        "x@acme.test",
+        "--imap-host",
+        "127.0.0.1",
+        "--imap-port",
+        str(mailbox_user.dovecot.ssl_port),
+        "--password-env",
+        "PW",
+        "--no-check",
+    )
+    assert added.returncode == 0, added.stderr
+    synced = run(cli_env, "sync", "--once")
+    assert synced.returncode == 1
+    assert "certificate" in synced.stdout and "not trusted" in synced.stdout
