@@ -300,10 +300,10 @@ def sync(
                 tasks[key] = progress.add_task(f"account {account_id} {role.value}", total=total)
             progress.update(tasks[key], completed=done)
 
-        engine = SyncEngine(progress=on_progress)
-        for account_id in ids:
-            # --account names one explicitly: run it now even while it is backing off.
-            summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
+        with SyncEngine(progress=on_progress) as engine:
+            for account_id in ids:
+                # --account names one explicitly: run it now even while it is backing off.
+                summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
     if as_json:
         _print_json(
             [{k: v for k, v in dataclasses.asdict(s).items() if k != "folder_problems"} for s in summaries]
@@ -340,7 +340,8 @@ def run() -> None:
     from sync.scheduler import Worker
 
     logging.getLogger().setLevel(logging.INFO)
-    Worker(SyncEngine()).run()
+    with SyncEngine() as engine:
+        Worker(engine).run()
 
 
 @app.command()

@@ -21,7 +21,6 @@ from crm.types import Security
 from crm_inbox.devmail import LocalDovecot
 from crm_inbox.samples import COMPANIES, build_message, generate_mailbox
 
-
 _PLURAL = {"company": "companies", "contact": "contacts", "deal": "deals"}
 
 
@@ -111,8 +110,9 @@ def run_demo(directory: str, count: int, out: Console) -> None:
 
         from sync.engine import SyncEngine
 
-        first = SyncEngine(db=engine, settings=settings).sync_account(account_id)
-        second = SyncEngine(db=engine, settings=settings).sync_account(account_id)
+        with SyncEngine(db=engine, settings=settings) as sync:
+            first = sync.sync_account(account_id)
+            second = sync.sync_account(account_id)
 
     table = Table("pass", "result", "new messages", "skipped (>100 recipients)", "malformed", "errors")
     for label, s in (("first sync", first), ("second sync", second)):

@@ -22,10 +22,13 @@ attempts, so one bad message never blocks its folder.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -131,6 +134,39 @@ def to_message_data(
     )
 
 
+@dataclass(slots=True)
+class _Fetched:
+    """One batch after its network round-trips, waiting to be parsed and stored."""
+
+    batch: list[int]
+    done: set[int]  # already stored earlier, or gone from the server
+    failures: dict[int, str] = field(default_factory=dict)
+    early: list[store.Incoming] = field(default_factory=list)  # decided from headers alone
+    metas: dict[int, MessageMeta] = field(default_factory=dict)
+    known: set[str] = field(default_factory=set)
+    bodies: dict[int, bytes] = field(default_factory=dict)
+    headers: dict[int, bytes] = field(default_factory=dict)
+    parsed: Future[list[tuple[int, ParsedMessage]]] = field(default_factory=Future)
+
+
+def _parse_jobs(jobs: list[tuple[int, bytes, datetime | None]]) -> list[tuple[int, ParsedMessage]]:
+    """Top-level (picklable) so a process pool can run it."""
+    return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
+
+
+def _dedupe(items: list[store.Incoming]) -> list[store.Incoming]:
+    """Two UIDs of one batch holding the same Message-ID: the second is a known location."""
+    seen: set[str] = set()
+    out: list[store.Incoming] = []
+    for item in sorted(items, key=lambda i: i.location.uid):
+        if isinstance(item, store.NewMail):
+            if item.data.message_id in seen:
+                item = store.KnownMail(location=item.location, message_id=item.data.message_id)
+            seen.add(item.data.message_id if isinstance(item, store.NewMail) else item.message_id)
+        out.append(item)
+    return out
+
+
 def _holder_is_dead(owner: str) -> bool:
     """True when a lease owner ("host:pid:thread") is a process of this host that is gone."""
     host, _, rest = owner.partition(":")
@@ -169,6 +205,34 @@ class SyncEngine:
         self.progress = progress
         self.after_batch = list(after_batch)
         self._box = SecretBox.from_settings(self.settings)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def parse_later(
+        self, jobs: list[tuple[int, bytes, datetime | None]]
+    ) -> Future[list[tuple[int, ParsedMessage]]]:
+        """Parse in a worker process when configured (parsing is pure and CPU-bound: on a
+        multi-core machine it then runs beside the fetching and storing), else right here."""
+        if self.settings.parse_workers > 0 and jobs:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.settings.parse_workers,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                )
+            return self._pool.submit(_parse_jobs, jobs)
+        done: Future[list[tuple[int, ParsedMessage]]] = Future()
+        done.set_result(_parse_jobs(jobs))
+        return done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> SyncEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -----------------------------------------------------------------------------------------
     def sync_account(self, account_id: int, *, ignore_backoff: bool = False) -> SyncSummary:
@@ -436,97 +500,128 @@ class _FolderPass:
 
     # -----------------------------------------------------------------------------------------
     def _fetch_all(self, uids: list[int]) -> None:
-        total = len(uids)
-        done = 0
-        for batch in _chunks(uids, self.settings.sync_batch_size):
-            if self.engine.stop_event.is_set():
-                return
-            self._process_batch(batch)
-            done += len(batch)
+        """Fetch and store batch after batch. The network side of batch N+1 (a background thread,
+        the only user of the IMAP connection meanwhile) overlaps with parsing and storing batch
+        N; a bounded queue keeps at most two fetched batches waiting, so memory stays flat."""
+        batches = list(_chunks(uids, self.settings.sync_batch_size))
+        total, done = len(uids), 0
+        for fetched in self._prefetched(batches):
+            self._finish_batch(fetched)
+            done += len(fetched.batch)
             if self.engine.progress:
                 self.engine.progress(self.account.id, self.role, done, total)
 
-    def _process_batch(self, batch: list[int]) -> None:
+    def _prefetched(self, batches: list[list[int]]) -> Iterator[_Fetched]:
+        if len(batches) <= 1:
+            for batch in batches:
+                if not self.engine.stop_event.is_set():
+                    yield self._fetch_batch(batch)
+            return
+        handoff: queue.Queue[_Fetched | BaseException | None] = queue.Queue(maxsize=2)
+        cancel = threading.Event()
+
+        def produce() -> None:
+            try:
+                for batch in batches:
+                    if cancel.is_set() or self.engine.stop_event.is_set():
+                        break
+                    handoff.put(self._fetch_batch(batch))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                handoff.put(exc)
+            finally:
+                handoff.put(None)
+
+        producer = threading.Thread(target=produce, name=f"fetch-{self.account.id}-{self.role}", daemon=True)
+        producer.start()
+        try:
+            while (item := handoff.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            while item is not None:  # unblock the producer, then wait for it
+                item = handoff.get()
+            producer.join()
+
+    def _fetch_batch(self, batch: list[int]) -> _Fetched:
+        """The network side of a batch (plus two short reads): what is new, what to download."""
         with self._session() as session:
             already = store.seen_uids(
                 session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=batch
             )
         todo = [u for u in batch if u not in already]
-        failures: dict[int, str] = {}
-        gone: set[int] = set()
-        metas = {m.uid: m for m in self.conn.fetch_meta(todo)}
+        fetched = _Fetched(batch=batch, done=set(already))
+        fetched.metas = {m.uid: m for m in self.conn.fetch_meta(todo)}
         for uid in todo:
-            if uid not in metas:
+            if uid not in fetched.metas:
                 if self.conn.exists(uid):
-                    failures[uid] = "the server returned no data for it"
+                    fetched.failures[uid] = "the server returned no data for it"
                 else:
-                    gone.add(uid)  # expunged between SEARCH and FETCH
-        items = self._classify(metas, failures)
-        newly_quarantined = self._record_failures(failures)
-        done = already | gone | newly_quarantined | {i.location.uid for i in items}
-        result = self._store(items, contiguous_done(batch, done, self.cursor_uid))
-        self.summary.add(result)
-        if result.stored_message_pks:
-            for callback in self.engine.after_batch:
-                callback(self.account.tenant_id, result.stored_message_pks)
-
-    def _classify(self, metas: dict[int, MessageMeta], failures: dict[int, str]) -> list[store.Incoming]:
+                    fetched.done.add(uid)  # expunged between SEARCH and FETCH
         heads = {
-            uid: parse_message(m.header_bytes, internal_date=m.internal_date) for uid, m in metas.items()
+            uid: parse_message(m.header_bytes, internal_date=m.internal_date)
+            for uid, m in fetched.metas.items()
         }
         with self._session() as session:
-            known = store.known_message_ids(
+            fetched.known = store.known_message_ids(
                 session=session,
                 tenant_id=self.account.tenant_id,
                 message_ids=[h.message_id for h in heads.values() if not h.message_id_synthetic],
             )
-        items: list[store.Incoming] = []
         full: list[int] = []
         header_only: list[int] = []
-        for uid, meta in sorted(metas.items()):
+        for uid, meta in sorted(fetched.metas.items()):
             head = heads[uid]
             location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            if not head.message_id_synthetic and head.message_id in known:
-                items.append(store.KnownMail(location=location, message_id=head.message_id))
+            if not head.message_id_synthetic and head.message_id in fetched.known:
+                fetched.early.append(store.KnownMail(location=location, message_id=head.message_id))
             elif head.recipient_count > self.settings.max_recipients:
-                items.append(self._skipped(location, head))
+                fetched.early.append(self._skipped(location, head))
             elif meta.size > self.settings.max_message_bytes:
                 header_only.append(uid)
             else:
                 full.append(uid)
-        bodies = self._download(full, headers_only=False, failures=failures)
-        headers = self._download(header_only, headers_only=True, failures=failures)
-        for uid in full:
-            if uid not in bodies:
-                continue
-            meta = metas[uid]
+        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures)
+        fetched.headers = self._download(header_only, headers_only=True, failures=fetched.failures)
+        jobs = [
+            (uid, fetched.bodies[uid], fetched.metas[uid].internal_date)
+            for uid in full
+            if uid in fetched.bodies
+        ]
+        fetched.parsed = self.engine.parse_later(jobs)
+        return fetched
+
+    def _finish_batch(self, fetched: _Fetched) -> None:
+        """The database side of a batch: build the items, count failures, write, advance."""
+        items = list(fetched.early)
+        known = fetched.known
+        for uid, parsed in fetched.parsed.result():
+            meta = fetched.metas[uid]
             location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            parsed = parse_message(bodies[uid], internal_date=meta.internal_date)
             if parsed.recipient_count > self.settings.max_recipients:
                 items.append(self._skipped(location, parsed))
             elif parsed.message_id in known:
                 items.append(store.KnownMail(location=location, message_id=parsed.message_id))
             else:
-                items.append(store.NewMail(location=location, data=to_message_data(parsed, raw=bodies[uid])))
+                raw = fetched.bodies[uid]
+                items.append(store.NewMail(location=location, data=to_message_data(parsed, raw=raw)))
                 known.add(parsed.message_id)
-        for uid in header_only:
-            if uid not in headers:
-                continue
-            meta = metas[uid]
+        for uid, header in sorted(fetched.headers.items()):
+            meta = fetched.metas[uid]
             location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            parsed = parse_message(headers[uid], internal_date=meta.internal_date)
-            data = to_message_data(parsed, raw=headers[uid], headers_only=True)
-            items.append(store.NewMail(location=location, data=data))
-        # Two UIDs of one batch holding the same Message-ID: the second is a known location.
-        seen: set[str] = set()
-        deduped: list[store.Incoming] = []
-        for item in sorted(items, key=lambda i: i.location.uid):
-            if isinstance(item, store.NewMail):
-                if item.data.message_id in seen:
-                    item = store.KnownMail(location=item.location, message_id=item.data.message_id)
-                seen.add(item.data.message_id if isinstance(item, store.NewMail) else item.message_id)
-            deduped.append(item)
-        return deduped
+            parsed = parse_message(header, internal_date=meta.internal_date)
+            items.append(
+                store.NewMail(location=location, data=to_message_data(parsed, raw=header, headers_only=True))
+            )
+        items = _dedupe(items)
+        quarantined = self._record_failures(fetched.failures)
+        done = fetched.done | quarantined | {i.location.uid for i in items}
+        result = self._store(items, contiguous_done(fetched.batch, done, self.cursor_uid))
+        self.summary.add(result)
+        if result.stored_message_pks:
+            for callback in self.engine.after_batch:
+                callback(self.account.tenant_id, result.stored_message_pks)
 
     def _skipped(self, location: store.Location, parsed: ParsedMessage) -> store.SkippedMail:
         return store.SkippedMail(

@@ -31,6 +31,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("CRM_INBOX_ALLOW_PRIVATE_HOSTS", "true")
     monkeypatch.setenv("CRM_INBOX_CONNECT_TIMEOUT_SECONDS", "5")
     monkeypatch.setenv("CRM_INBOX_READ_TIMEOUT_SECONDS", "10")
+    # Parse in-process by default (a worker pool per test would cost more than it saves);
+    # tests/sync/test_engine.py runs the pooled path explicitly.
+    monkeypatch.setenv("CRM_INBOX_PARSE_WORKERS", "0")
     monkeypatch.delenv("CRM_INBOX_DATABASE_URL", raising=False)
     reset_settings()
     yield get_settings()

@@ -339,3 +339,34 @@ def test_deactivated_account_is_not_synced(setup) -> None:  # type: ignore[no-un
     summary = SyncEngine(db=db).sync_account(account_id)
     assert summary.status == "skipped" and summary.skip_reason == "account is deactivated"
     assert _count(db, Message) == 0
+
+
+def test_parse_worker_pool_and_pipelined_batches_give_the_same_result(setup, settings) -> None:  # type: ignore[no-untyped-def]
+    db, _tenant, account_id, box = setup
+    settings.parse_workers = 1
+    settings.sync_batch_size = 7  # several batches: the fetch thread runs ahead of the store
+    box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(30)])
+    box.dovecot.append_many(
+        box.name,
+        "Sent",
+        [
+            _msg(
+                100 + i,
+                from_="sales@acme.test",
+                to=f"buyer{i}@globex.test",
+                subject=f"Re: Quote {i}",
+                in_reply_to=f"<msg{i}@globex.test>",
+                references=[f"<msg{i}@globex.test>"],
+            )
+            for i in range(10)
+        ],
+    )
+    with SyncEngine(db=db, settings=settings) as engine:
+        summary = engine.sync_account(account_id)
+        assert engine._pool is not None  # the pooled path really ran
+    assert summary.status == "ok" and summary.new_messages == 40
+    with Session(db) as session:
+        threads = session.exec(select(Thread)).all()
+        folder = session.exec(select(FolderState).where(FolderState.role == FolderRole.INBOX)).one()
+    assert sorted(t.message_count for t in threads) == [1] * 20 + [2] * 10
+    assert folder.highest_uid == 30
