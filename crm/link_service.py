@@ -228,18 +228,21 @@ def link_messages(
     message_pks: Sequence[int],
     account_id: int | None = None,
     reconcile: bool = False,
+    preloaded: Sequence[Message] | None = None,
 ) -> LinkStats:
     """Decide and write the links of these messages. `reconcile` also removes rule-made links
-    no longer proposed (after an address was removed); MANUAL links are never touched."""
+    no longer proposed (after an address was removed); MANUAL links are never touched.
+    `preloaded`: the same messages as ORM objects the caller already holds (saves a reload)."""
     stats = LinkStats()
     if not message_pks:
         return stats
     ctx = _tenant_context(session, tenant_id)
-    messages: list[Message] = []
-    for chunk in _chunks(sorted(set(message_pks))):
-        messages += session.exec(
-            select(Message).where(col(Message.id).in_(chunk), Message.tenant_id == tenant_id)
-        ).all()
+    messages: list[Message] = list(preloaded or [])
+    if not messages:
+        for chunk in _chunks(sorted(set(message_pks))):
+            messages += session.exec(
+                select(Message).where(col(Message.id).in_(chunk), Message.tenant_id == tenant_id)
+            ).all()
     messages.sort(key=lambda m: (m.date is None, m.date, m.id))
     accounts = _account_of(session, [m.id or 0 for m in messages]) if account_id is None else {}
     facts = [

@@ -501,6 +501,7 @@ def apply_batch(
                 tenant_id=tenant_id,
                 message_pks=result.stored_message_pks,
                 account_id=account_id,
+                preloaded=new_messages,
             )
         if located:
             session.execute(

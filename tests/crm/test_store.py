@@ -1,0 +1,163 @@
+"""The store on its own (SQLite and PostgreSQL): idempotent batches, threading, worker leases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from crm import accounts, store
+from crm.db import session_scope
+from crm.models import FolderState, ImapUid, Message, Thread
+from crm.secrets import Secret, SecretBox
+from crm.types import FolderRole, Security
+from tests.factories import make_tenant
+
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+
+
+def _account(db: Engine) -> tuple[int, int, int]:
+    tenant_id = make_tenant(db)
+    with session_scope(db) as s:
+        account = accounts.add_account(
+            session=s,
+            tenant_id=tenant_id,
+            data=accounts.AccountInput(
+                email="s@acme.test",
+                imap_host="imap.acme.test",
+                imap_port=993,
+                imap_security=Security.TLS,
+                username="s",
+            ),
+            password=Secret("pw"),
+            box=SecretBox.from_settings(),
+        )
+        folder = store.folder_cursor(
+            session=s, account_id=account.id or 0, role=FolderRole.INBOX, name="INBOX"
+        )
+        store.begin_initial(session=s, folder_id=folder.folder_id, uidvalidity=7)
+        return tenant_id, account.id or 0, folder.folder_id
+
+
+def _mail(
+    uid: int,
+    mid: str,
+    *,
+    frm: str = "a@globex.test",
+    to: str = "s@acme.test",
+    subject: str = "Hello",
+    refs: tuple[str, ...] = (),
+    hours: float = 0,
+) -> store.NewMail:
+    from sync.parse import normalize_subject
+
+    return store.NewMail(
+        location=store.Location(uid=uid),
+        data=store.MessageData(
+            message_id=mid,
+            content_hash=mid,
+            subject=subject,
+            normalized_subject=normalize_subject(subject),
+            date=T0 + timedelta(hours=hours),
+            from_email=frm,
+            to=((to, ""),),
+            references=refs,
+            in_reply_to=refs[-1] if refs else None,
+        ),
+    )
+
+
+def _apply(
+    db: Engine, ids: tuple[int, int, int], items: list[store.Incoming], cursor: int | None = None
+) -> store.BatchResult:
+    tenant_id, account_id, folder_id = ids
+    with session_scope(db) as s:
+        return store.apply_batch(
+            session=s,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            folder_id=folder_id,
+            folder_role=FolderRole.INBOX,
+            uidvalidity=7,
+            items=items,
+            identities=frozenset({"s@acme.test"}),
+            cursor=store.CursorUpdate(cursor) if cursor else None,
+        )
+
+
+def _threads(db: Engine) -> dict[str, int]:
+    with Session(db) as s:
+        return {m.message_id: m.thread_id or 0 for m in s.exec(select(Message)).all()}
+
+
+def test_batch_is_idempotent_and_moves_the_cursor(db: Engine) -> None:
+    ids = _account(db)
+    batch: list[store.Incoming] = [
+        _mail(1, "<a@x>"),
+        _mail(2, "<b@x>", subject="Other", frm="b@initech.test"),
+    ]
+    first = _apply(db, ids, batch, cursor=2)
+    again = _apply(db, ids, batch, cursor=2)
+    assert (first.new_messages, first.new_locations) == (2, 2)
+    assert (again.new_messages, again.new_locations) == (0, 0)
+    with Session(db) as s:
+        assert len(s.exec(select(ImapUid)).all()) == 2
+        assert s.get_one(FolderState, ids[2]).highest_uid == 2
+    # The cursor never goes backwards.
+    _apply(db, ids, [], cursor=1)
+    with Session(db) as s:
+        assert s.get_one(FolderState, ids[2]).highest_uid == 2
+
+
+def test_reply_before_parent_merges_threads(db: Engine) -> None:
+    ids = _account(db)
+    _apply(db, ids, [_mail(1, "<c@x>", subject="Re: Re: Deal", refs=("<b@x>",), hours=240)])
+    _apply(db, ids, [_mail(2, "<a@x>", subject="Deal")])
+    threads = _threads(db)
+    assert threads["<a@x>"] != threads["<c@x>"]  # nothing links them yet (10 days apart)
+    _apply(db, ids, [_mail(3, "<b@x>", subject="Re: Deal", refs=("<a@x>",), hours=1)])
+    threads = _threads(db)
+    assert threads["<a@x>"] == threads["<b@x>"] == threads["<c@x>"]
+    with Session(db) as s:
+        rows = s.exec(select(Thread)).all()
+    assert len(rows) == 1 and rows[0].message_count == 3 and rows[0].subject == "Deal"
+    assert rows[0].first_date == T0 and rows[0].last_date == T0 + timedelta(hours=240)
+
+
+def test_subject_fallback_needs_same_participants_and_window(db: Engine) -> None:
+    ids = _account(db)
+    _apply(
+        db,
+        ids,
+        [
+            _mail(1, "<p1@x>", subject="Pricing"),
+            # The customer's client dropped In-Reply-To: same people, same subject, next day.
+            _mail(2, "<p2@x>", subject="RE: Pricing", frm="s@acme.test", to="a@globex.test", hours=20),
+            # Someone else with the same subject: a different conversation.
+            _mail(3, "<p3@x>", subject="Pricing", frm="z@umbrella.test"),
+            # The same people a month later: a new conversation.
+            _mail(4, "<p4@x>", subject="Pricing", hours=24 * 30),
+        ],
+    )
+    threads = _threads(db)
+    assert threads["<p1@x>"] == threads["<p2@x>"]
+    assert len({threads["<p1@x>"], threads["<p3@x>"], threads["<p4@x>"]}) == 3
+
+
+def test_only_one_worker_holds_an_account(db: Engine) -> None:
+    _tenant, account_id, _folder = _account(db)
+    with session_scope(db) as s:
+        assert store.claim_account(session=s, account_id=account_id, owner="w1", lease_seconds=60)
+    with session_scope(db) as s:
+        assert not store.claim_account(session=s, account_id=account_id, owner="w2", lease_seconds=60)
+        assert store.claim_account(session=s, account_id=account_id, owner="w1", lease_seconds=60)  # renewal
+    with session_scope(db) as s:
+        store.release_account(session=s, account_id=account_id, owner="w1")
+    with session_scope(db) as s:
+        assert store.claim_account(session=s, account_id=account_id, owner="w2", lease_seconds=60)
+    # An expired lease can be taken over.
+    with session_scope(db) as s:
+        assert store.claim_account(session=s, account_id=account_id, owner="w2", lease_seconds=-1)
+    with session_scope(db) as s:
+        assert store.claim_account(session=s, account_id=account_id, owner="w3", lease_seconds=60)
