@@ -27,11 +27,16 @@ from crm.errors import CrmError
 from crm.secrets import Secret, SecretBox
 from crm.settings import get_settings
 from crm.types import Security
+from crm_inbox import cli_admin
 from sync.types import FolderRole
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync.")
 account_app = typer.Typer(no_args_is_help=True, help="Connected mail accounts.")
 app.add_typer(account_app, name="account")
+cli_admin.account_admin_commands(account_app)
+app.add_typer(cli_admin.access_app, name="access")
+app.add_typer(cli_admin.signature_app, name="signature")
+app.add_typer(cli_admin.tenant_app, name="tenant")
 
 out = Console()
 err = Console(stderr=True)
@@ -141,29 +146,14 @@ def account_add(
     force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Connect a mailbox (checks the login first)."""
-    from sync.check import check_imap
-    from sync.imap import ImapEndpoint
+    """Connect a mailbox: logs in over IMAP (and SMTP when given) before saving."""
+    from crm import admin
+    from sync.check import make_verifier
 
     settings = get_settings()
     password = _read_password(password_stdin, password_env)
     port = imap_port or (993 if security is Security.TLS else 143)
     sync_since = dateparser.parse(since).replace(tzinfo=UTC) if since else None
-    check = None
-    if not no_check:
-        endpoint = ImapEndpoint(
-            host=imap_host,
-            port=port,
-            security=security,
-            username=username or email,
-            ca_file=ca_file,
-            connect_timeout=settings.connect_timeout_seconds,
-            read_timeout=settings.connect_timeout_seconds,
-            allow_private_hosts=settings.allow_private_hosts,
-        )
-        check = check_imap(endpoint, password)
-        if not check.ok and not force:
-            raise _fail(f"{check.message}\nNothing was saved (use --force to save anyway).")
     data = accounts.AccountInput(
         email=email,
         imap_host=imap_host,
@@ -181,21 +171,24 @@ def account_add(
     try:
         with session_scope() as session:
             tenant = accounts.get_tenant(session=session, tenant_id=tenant_id)
-            account = accounts.add_account(
+            saved = admin.connect_account(
                 session=session,
                 tenant_id=tenant.id or 0,
                 data=data,
                 password=password,
                 box=SecretBox.from_settings(),
+                verify=None if no_check else make_verifier(settings),
+                force=force,
             )
-            account_id = account.id
+            account_id = saved.account.id
     except CrmError as exc:
         raise _fail(str(exc)) from None
-    result = {"id": account_id, "email": email.lower(), "check": check.message if check else "skipped"}
+    check = saved.check.message if saved.check else "Not checked (--no-check)."
+    result = {"id": account_id, "email": email.lower(), "check": check}
     if as_json:
         _print_json(result)
     else:
-        out.print(f"Account {account_id} ({email}) added. {result['check']}")
+        out.print(f"Account {account_id} ({email}) added. {check}")
 
 
 @account_app.command("password")

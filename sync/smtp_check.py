@@ -1,0 +1,170 @@
+"""SMTP login check with the stdlib `smtplib`: connect, secure, log in, quit. Nothing is sent.
+
+The same rules as the IMAP side (`sync.imap`):
+
+* the host is resolved and checked against blocked ranges before any connection
+  (`sync.netguard.check_host`), so the check cannot probe internal networks;
+* certificates are always verified (a private CA through `ca_file`), TLS 1.2 at least;
+* STARTTLS is required when configured: a server that does not offer it is refused, never used in
+  plaintext; plaintext only when the account says `plain`;
+* every socket has a timeout;
+* library errors are translated into `sync.errors` here, with messages that never contain the
+  password or anything the server sent (its banner or reply text may come from anything
+  listening on that port).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from crm.secrets import Secret
+from crm.types import Security
+from sync import errors
+from sync.imap import make_ssl_context
+from sync.netguard import check_host
+
+
+class SmtpStartTlsMissing(errors.SyncError):
+    """STARTTLS was asked for but the server does not offer it."""
+
+    transient = False
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"{host}:{port} does not offer STARTTLS, so the password cannot be sent encrypted. "
+            "Check the port and security setting: 587 is usually STARTTLS, 465 implicit TLS. "
+            "crm-inbox never falls back to plaintext on its own."
+        )
+
+
+class SmtpTlsFailed(errors.TlsFailed):
+    """The TLS handshake with the SMTP server failed (not a certificate problem)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        errors.SyncError.__init__(
+            self,
+            f"Could not set up TLS with {host}:{port} ({reason}). Check the port and security "
+            "setting: 465 is usually implicit TLS, 587 STARTTLS.",
+        )
+
+
+class SmtpAuthUnavailable(errors.SyncError):
+    """The server offers no login we can use on this connection."""
+
+    transient = False
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"{host}:{port} offers no password login on this connection. Many servers only allow "
+            "it after STARTTLS or on the implicit TLS port: check the security setting and port."
+        )
+
+
+class SmtpRejected(errors.SyncError):
+    """The server refused the session or answered something we cannot use."""
+
+    def __init__(self, host: str, port: int, doing: str) -> None:
+        super().__init__(
+            f"The SMTP server {host}:{port} rejected or garbled a command while {doing}. Check that "
+            "this host and port are the provider's outgoing (submission) server."
+        )
+
+
+# What smtplib's login() can do; a server offering none of them cannot be logged in to.
+_MECHANISMS = frozenset({"CRAM-MD5", "PLAIN", "LOGIN"})
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpEndpoint:
+    host: str
+    port: int
+    security: Security
+    username: str
+    ca_file: str | None = None
+    timeout: float = 15.0
+    allow_private_hosts: bool = False
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """smtplib reports a read timeout as 'server disconnected'; the TimeoutError is its context."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def _translate(endpoint: SmtpEndpoint, doing: str) -> Iterator[None]:
+    """Library and socket errors -> `sync.errors`; `str()` of smtplib errors (server text) is
+    never used."""
+    host, port = endpoint.host, endpoint.port
+    try:
+        yield
+    except errors.SyncError:
+        raise
+    except smtplib.SMTPAuthenticationError as exc:
+        raise errors.AuthFailed(host, endpoint.username) from exc
+    except smtplib.SMTPServerDisconnected as exc:
+        if _timed_out(exc):
+            raise errors.ConnectionTimedOut(host, port, endpoint.timeout) from exc
+        raise errors.ConnectionLost(host, f"the server closed the connection while {doing}") from exc
+    except smtplib.SMTPNotSupportedError as exc:
+        raise SmtpAuthUnavailable(host, port) from exc
+    except smtplib.SMTPException as exc:
+        raise SmtpRejected(host, port, doing) from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise errors.CertificateUntrusted(host, port, exc.verify_message or "verification failed") from exc
+    except ssl.SSLError as exc:
+        raise SmtpTlsFailed(host, port, exc.reason or "handshake failed") from exc
+    except socket.gaierror as exc:
+        raise errors.HostNotFound(host) from exc
+    except ConnectionRefusedError as exc:
+        raise errors.ConnectionRefused(host, port) from exc
+    except TimeoutError as exc:
+        raise errors.ConnectionTimedOut(host, port, endpoint.timeout) from exc
+    except OSError as exc:
+        raise errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}") from exc
+
+
+def smtp_login(endpoint: SmtpEndpoint, password: Secret) -> None:
+    """Open, secure, log in and quit. Raises a `SyncError` subclass on any failure."""
+    check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
+    context = make_ssl_context(endpoint.ca_file)
+    client: smtplib.SMTP | None = None
+    try:
+        with _translate(endpoint, "connecting"):
+            # The constructor connects and reads the greeting; on a bad greeting it closes itself.
+            if endpoint.security is Security.TLS:
+                client = smtplib.SMTP_SSL(
+                    endpoint.host, endpoint.port, timeout=endpoint.timeout, context=context
+                )
+            else:
+                client = smtplib.SMTP(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+        with _translate(endpoint, "greeting the server"):
+            client.ehlo()
+        if endpoint.security is Security.STARTTLS:
+            # Checked explicitly: smtplib's own refusal would read as "no login offered".
+            if not client.has_extn("starttls"):
+                raise SmtpStartTlsMissing(endpoint.host, endpoint.port)
+            with _translate(endpoint, "starting TLS"):
+                client.starttls(context=context)
+                client.ehlo()  # capabilities after STARTTLS differ (RFC 3207 4.2)
+        offered = set(client.esmtp_features.get("auth", "").upper().split())
+        if not offered & _MECHANISMS:
+            raise SmtpAuthUnavailable(endpoint.host, endpoint.port)
+        with _translate(endpoint, "logging in"):
+            client.login(endpoint.username, password.reveal())
+        # Logged in is what we wanted to know; a server hanging up on QUIT changes nothing.
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+    finally:
+        if client is not None:
+            client.close()

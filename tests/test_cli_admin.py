@@ -1,0 +1,221 @@
+"""The admin CLI (`crm_inbox.cli_admin`) end to end, through a small Typer app assembled exactly as
+`crm_inbox.cli` registers it, on SQLite and PostgreSQL (connection checks: the real Dovecot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from click.testing import Result
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from crm import admin
+from crm.db import session_scope
+from crm.models import MailAccount
+from crm_inbox import cli_admin
+from tests.crm.test_admin import add_offline, make_user
+from tests.dovecot_fixtures import MailboxUser
+from tests.factories import make_account, make_tenant
+
+
+def build_app() -> typer.Typer:
+    """What the registration lines in cli.py do, on a fresh app."""
+    app = typer.Typer()
+    account_app = typer.Typer()
+    app.add_typer(account_app, name="account")
+    cli_admin.account_admin_commands(account_app)
+    app.add_typer(cli_admin.access_app, name="access")
+    app.add_typer(cli_admin.signature_app, name="signature")
+    app.add_typer(cli_admin.tenant_app, name="tenant")
+    return app
+
+
+APP = build_app()
+
+
+def invoke(*args: Any, input: str | None = None) -> Result:
+    return CliRunner().invoke(APP, [str(a) for a in args], input=input)
+
+
+def flat(text: str) -> str:
+    """Rich wraps stderr at the console width; compare sentences on collapsed whitespace."""
+    return " ".join(text.split())
+
+
+def ok_json(*args: Any, input: str | None = None) -> Any:
+    result = invoke(*args, "--json", input=input)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def refused(*args: Any, input: str | None = None) -> str:
+    result = invoke(*args, input=input)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    return flat(result.stderr)
+
+
+def test_tenant_quota_and_account_lifecycle(db: Engine) -> None:
+    tenant_id = make_tenant(db, name="Acme", quota=1)
+    account_id = add_offline(db, tenant_id, "sales@acme.test")
+    assert ok_json("tenant", "show", tenant_id) == {
+        "id": tenant_id,
+        "name": "Acme",
+        "account_quota": 1,
+        "active_accounts": 1,
+        "inactive_accounts": 0,
+        "users": 0,
+    }
+    deactivated = ok_json("account", "deactivate", account_id)
+    assert deactivated["active"] is False and deactivated["deactivated_at"]
+    add_offline(db, tenant_id, "support@acme.test")  # the deactivated one frees its slot
+
+    message = refused("account", "activate", account_id)
+    assert message.startswith("error: The plan of Acme allows 1 active mail account(s) and 1 are in use.")
+
+    lowered = invoke("tenant", "quota", tenant_id, 0)
+    assert lowered.exit_code == 0
+    assert "more than the new quota" in flat(lowered.stderr)
+    assert "1 of 0 mail accounts active, 1 deactivated" in flat(lowered.stdout)
+    assert ok_json("tenant", "quota", tenant_id, 2)["account_quota"] == 2
+    assert ok_json("account", "activate", account_id)["active"] is True
+    assert "must be 0 or more" in refused("tenant", "quota", tenant_id, "--", -1)
+    assert "No tenant with id 999" in refused("tenant", "quota", 999, 3)
+
+
+def test_account_delete_refused_then_allowed(db: Engine) -> None:
+    tenant_id = make_tenant(db)
+    account_id = add_offline(db, tenant_id, "sales@acme.test")
+    make_user(db, tenant_id, "ann@acme.test")
+    assert ok_json("access", "grant", account_id, "ann@acme.test")["granted"] is True
+    message = refused("account", "delete", account_id)
+    assert "cannot be deleted: 1 user(s) have access to it (ann@acme.test)" in message
+    assert "Deactivate it instead" in message
+    assert ok_json("access", "revoke", account_id, "ann@acme.test")["granted"] is False
+    assert ok_json("account", "delete", account_id) == {"id": account_id, "deleted": True}
+    assert f"No mail account with id {account_id}" in refused("account", "delete", account_id)
+
+
+def test_access_default_account(db: Engine) -> None:
+    tenant_id = make_tenant(db)
+    shared = add_offline(db, tenant_id, "sales@acme.test")
+    other = add_offline(db, tenant_id, "support@acme.test")
+    user_id = make_user(db, tenant_id, "ann@acme.test")
+    ok_json("access", "grant", shared, user_id)
+    assert "the user has no access to it" in refused("access", "default", "ann@acme.test", other)
+    assert ok_json("access", "default", "ann@acme.test", shared)["default_account_id"] == shared
+    listing = ok_json("access", "list", "ann@acme.test")
+    assert listing["default_account_id"] == shared
+    assert [a["email"] for a in listing["accounts"]] == ["sales@acme.test"]
+    assert ok_json("access", "default", "ann@acme.test", "--clear")["default_account_id"] is None
+    usage = invoke("access", "default", "ann@acme.test")
+    assert usage.exit_code == 2 and "either an ACCOUNT_ID or --clear" in flat(usage.stderr)
+    assert "No user with e-mail nobody@acme.test" in refused("access", "grant", shared, "nobody@acme.test")
+
+
+def test_account_test_and_edit_against_dovecot(
+    db: Engine, mailbox_user: MailboxUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = make_tenant(db)
+    account_id = make_account(db, tenant_id, mailbox_user)
+    tested = ok_json("account", "test", account_id)
+    assert tested["ok"] is True and tested["inbox"] == "INBOX"
+
+    monkeypatch.setenv("NEW_PW", "wrong-Password-31")
+    message = refused("account", "edit", account_id, "--password-env", "NEW_PW")
+    assert message.startswith(f"error: Authentication failed for {mailbox_user.name} on 127.0.0.1")
+    assert "Nothing was saved" in message and "wrong-Password-31" not in message
+
+    renamed = ok_json("account", "edit", account_id, "--display-name", "Sales")
+    assert (renamed["display_name"], renamed["check"]) == ("Sales", "not needed")
+
+    forced = invoke("account", "edit", account_id, "--password-stdin", "--force", input="wrong-Password-31\n")
+    assert forced.exit_code == 0, forced.stderr
+    assert "saved despite a failing check: Authentication failed" in flat(forced.stderr)
+    failing = invoke("account", "test", account_id)
+    assert failing.exit_code == 1
+    assert "Authentication failed" in flat(failing.stderr) and "wrong-Password-31" not in failing.stderr
+
+    fixed = invoke("account", "edit", account_id, "--password-stdin", input=f"{mailbox_user.password}\n")
+    assert fixed.exit_code == 0, fixed.stderr
+    assert "Check: Logged in; INBOX found" in flat(fixed.stdout)
+    with session_scope(db) as session:
+        assert session.get_one(MailAccount, account_id).display_name == "Sales"
+    assert ok_json("account", "test", account_id)["ok"] is True
+
+
+def test_signature_commands(db: Engine, tmp_path: Path) -> None:
+    tenant_id = make_tenant(db, name="Acme GmbH")
+    account_id = add_offline(db, tenant_id, "sales@acme.test")
+    user_id = make_user(db, tenant_id, "ann@acme.test", first_name="Ann", last_name="Lee", job_title="CEO")
+    ok_json("access", "grant", account_id, user_id)
+
+    formal = tmp_path / "formal.html"
+    formal.write_text(
+        "<p><b>{{ sender.full_name }}</b>, {{ sender.job_title }} – {{ company.name }}</p><script>x</script>"
+    )
+    added = ok_json("signature", "add", account_id, "--name", "Formal", "--html-file", formal)
+    assert (
+        added["html"] == "<p><b>{{ sender.full_name }}</b>, {{ sender.job_title }} – {{ company.name }}</p>"
+    )
+    assert added["warnings"] == []
+
+    logo = invoke(
+        "signature", "add", account_id, "--name", "Logo", "--html-file", "-",
+        input='<img src="https://acme.test/logo.svg" alt="Acme">',
+    )  # fmt: skip
+    assert logo.exit_code == 0, logo.stderr
+    assert "warning: The signature links an SVG image" in flat(logo.stderr)
+
+    svg = refused("signature", "add", account_id, "--name", "Inline", "--html-file", "-", input="<svg></svg>")
+    assert "Inline SVG graphics cannot be used in a signature" in svg
+    unknown = refused(
+        "signature", "add", account_id, "--name", "T", "--html-file", "-", input="{{ sender.age }}"
+    )
+    assert "unknown merge tag {{ sender.age }}" in unknown and "{{ sender.first_name }}" in unknown
+
+    ok_json(
+        "signature",
+        "add",
+        account_id,
+        "--name",
+        "Short",
+        "--html-file",
+        "-",
+        input="<p>{{ sender.first_name }}</p>",
+    )
+    fourth = refused("signature", "add", account_id, "--name", "Four", "--html-file", "-", input="<p>4</p>")
+    assert "already has 3 signatures, the most an account can have" in fourth
+    missing = invoke("signature", "add", account_id, "--name", "X")
+    assert missing.exit_code == 2 and "--html-file" in flat(missing.stderr)
+
+    listed = ok_json("signature", "list", account_id)
+    assert [s["name"] for s in listed] == ["Formal", "Logo", "Short"]
+    rendered = ok_json("signature", "render", added["id"], "--user", "ann@acme.test")
+    assert rendered["html"] == "<p><b>Ann Lee</b>, CEO – Acme GmbH</p>"
+    assert rendered["text"] == "Ann Lee, CEO – Acme GmbH"
+
+    assert (
+        ok_json("signature", "default", account_id, added["id"], "--user", "ann@acme.test")["signature_id"]
+        == added["id"]
+    )
+    with session_scope(db) as session:
+        defaults = admin.compose_defaults(session=session, user_id=user_id, account_id=account_id)
+    assert defaults.rendered is not None and defaults.rendered.text == "Ann Lee, CEO – Acme GmbH"
+    foreign = refused("signature", "default", account_id, 12345, "--user", "ann@acme.test")
+    assert f"Signature 12345 is not a signature of account {account_id}" in foreign
+
+    edited = ok_json("signature", "edit", listed[2]["id"], "--name", "Brief")
+    assert edited["name"] == "Brief"
+    assert ok_json("signature", "delete", added["id"]) == {"id": added["id"], "deleted": True}
+    with session_scope(db) as session:
+        assert (
+            admin.compose_defaults(session=session, user_id=user_id, account_id=account_id).signature is None
+        )
+    too_big = tmp_path / "big.html"
+    too_big.write_bytes(b"<p>" + b"a" * (cli_admin.MAX_SIGNATURE_BYTES + 10) + b"</p>")
+    assert "larger than 256 KiB" in refused("signature", "edit", listed[2]["id"], "--html-file", too_big)
