@@ -144,7 +144,16 @@ def _smtp_defaults(
     return host, port, security
 
 
-def _run_check(verify: Verifier, settings: ConnectionSettings, force: bool) -> CheckOutcome:
+def _release_read(session: Session) -> None:
+    """End the read-only transaction before going to the network: no database session (and no
+    SQLite snapshot or PostgreSQL connection) is held while a mail server is slow to answer.
+    Only when nothing is pending, so a caller's unsaved changes are never dropped."""
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.rollback()
+
+
+def _run_check(session: Session, verify: Verifier, settings: ConnectionSettings, force: bool) -> CheckOutcome:
+    _release_read(session)
     check = verify(settings)
     if not check.ok and not force:
         raise ConnectionCheckFailed(check)
@@ -202,6 +211,7 @@ def connect_account(
     check = None
     if verify is not None:
         check = _run_check(
+            session,
             verify,
             ConnectionSettings(
                 imap_host=data.imap_host.strip(),
@@ -330,6 +340,7 @@ def edit_account(
         else:
             smtp_password = box.decrypt(account.smtp_secret_encrypted)
         check = _run_check(
+            session,
             verify,
             ConnectionSettings(
                 imap_host=imap_host,
