@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import typer
-from click.testing import Result
 from sqlalchemy import Engine
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from crm import admin
 from crm.db import session_scope
