@@ -1,5 +1,5 @@
-"""A server that cannot deliver one message (which Dovecot cannot be made to do on demand):
-a scripted IMAP session stands in for it. The database is real."""
+"""Servers misbehaving in ways Dovecot cannot be made to on demand (one undeliverable message,
+lying status values): a scripted IMAP session stands in. The database is real."""
 
 from __future__ import annotations
 
@@ -129,3 +129,93 @@ def test_failing_message_is_retried_then_quarantined(db: Engine, scripted: Scrip
     assert sorted(stored) == ["<q1@test>", "<q3@test>"]
     # Later passes do not try it again.
     assert engine.sync_account(account_id).quarantined == 0
+
+
+class LyingSession(ScriptedSession):
+    """Reports whatever status the test sets, the way broken servers do."""
+
+    def __init__(self, messages: dict[int, bytes]) -> None:
+        super().__init__(messages, broken=-1)
+        self.fake = FolderStatus("INBOX", 42, 4, 3, 100)
+
+    def status(self, name: str) -> FolderStatus:
+        if name != "INBOX":
+            return FolderStatus(name, 9, 1, 0, None)
+        return self.fake
+
+    def examine(self, name: str) -> FolderStatus:
+        self.messages = self.inbox if name == "INBOX" else {}
+        return self.status(name)
+
+    def has(self, capability: str) -> bool:
+        return capability == "CONDSTORE"
+
+    def changed_flags(self, modseq: int) -> dict[int, tuple[str, ...]]:
+        return {}
+
+    def all_flags(self) -> dict[int, tuple[str, ...]]:
+        return {uid: ("\\Answered",) for uid in self.inbox}
+
+
+def test_lying_server_values_never_reach_the_cursor(
+    db: Engine, monkeypatch: pytest.MonkeyPatch, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from crm import accounts
+    from crm.db import session_scope
+    from crm.secrets import Secret, SecretBox
+    from crm.types import Security
+
+    messages = {
+        uid: build_message(
+            subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<l{uid}@test>"
+        )
+        for uid in (1, 2, 3)
+    }
+    server = LyingSession(messages)
+    monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: server)
+    tenant = make_tenant(db)
+    with session_scope(db) as s:
+        account_id = (
+            accounts.add_account(
+                session=s,
+                tenant_id=tenant,
+                data=accounts.AccountInput(
+                    email="s@acme.test",
+                    imap_host="h",
+                    imap_port=993,
+                    imap_security=Security.TLS,
+                    username="s",
+                ),
+                password=Secret("x"),
+                box=SecretBox.from_settings(),
+            ).id
+            or 0
+        )
+
+    def folder() -> FolderState:
+        with Session(db) as s:
+            return s.exec(select(FolderState).where(FolderState.role == FolderRole.INBOX)).one()
+
+    engine = SyncEngine(db=db, settings=settings)
+    assert engine.sync_account(account_id).new_messages == 3
+    assert (folder().uidvalidity, folder().uidnext, folder().highestmodseq) == (42, 4, 100)
+
+    # UIDVALIDITY 0: the folder is not synced and the saved cursor is untouched.
+    server.fake = FolderStatus("INBOX", 0, 4, 3, 100)
+    summary = engine.sync_account(account_id)
+    assert summary.status == "partial" and "no valid UIDVALIDITY" in " ".join(summary.errors)
+    assert (folder().uidvalidity, folder().highest_uid) == (42, 3)
+
+    # HIGHESTMODSEQ going backwards: flags are rescanned in full, the saved value stays.
+    server.fake = FolderStatus("INBOX", 42, 4, 3, 7)
+    assert engine.sync_account(account_id).status == "ok"
+    assert folder().highestmodseq == 100
+    with Session(db) as s:
+        assert {tuple(u.flags) for u in s.exec(select(ImapUid)).all()} == {("\\Answered",)}
+
+    # No UIDNEXT at all: searched instead of trusted; nothing new, nothing duplicated.
+    server.fake = FolderStatus("INBOX", 42, None, 3, 100)
+    assert engine.sync_account(account_id).new_messages == 0
+    assert folder().uidnext == 4
+    with Session(db) as s:
+        assert len(s.exec(select(Message)).all()) == 3
