@@ -93,13 +93,17 @@ def assign_threads(
     if dated:
         low = min(m.date for m in dated if m.date) - SUBJECT_THREAD_WINDOW
         high = max(m.date for m in dated if m.date) + SUBJECT_THREAD_WINDOW
+        keys = sorted({m.participants_key for m in dated})
         for chunk in _chunks(sorted({m.normalized_subject for m in dated})):
+            # Subject and participants both filtered in SQL (one index): a common subject like
+            # "Invoice" must not pull every invoice of the window into each batch.
             for subject, key, date, thread_id in session.exec(
                 select(
                     Message.normalized_subject, Message.participants_key, Message.date, Message.thread_id
                 ).where(
                     Message.tenant_id == tenant_id,
                     col(Message.normalized_subject).in_(chunk),
+                    col(Message.participants_key).in_(keys),
                     col(Message.thread_id).is_not(None),
                     col(Message.date) >= low,
                     col(Message.date) <= high,
