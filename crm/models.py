@@ -173,6 +173,8 @@ class Message(SQLModel, table=True):
         Index("ix_message_thread_date", "thread_id", "date"),
         Index("ix_message_tenant_date", "tenant_id", "date"),
         Index("ix_message_content_hash", "tenant_id", "content_hash"),
+        Index("ix_message_tenant_from", "tenant_id", "from_email"),
+        Index("ix_message_attributed_user", "tenant_id", "attributed_user_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -325,6 +327,7 @@ class CompanyDomain(SQLModel, table=True):
 
 class Contact(SQLModel, table=True):
     __tablename__ = "contact"
+    __table_args__ = (Index("ix_contact_owner", "tenant_id", "owner_user_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
@@ -398,7 +401,7 @@ class MessageLink(SQLModel, table=True):
     __tablename__ = "message_link"
     __table_args__ = (
         UniqueConstraint("message_pk", "record_kind", "record_id"),
-        Index("ix_message_link_record", "tenant_id", "record_kind", "record_id"),
+        Index("ix_message_link_record", "tenant_id", "record_kind", "record_id", "message_pk"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

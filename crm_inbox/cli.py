@@ -28,6 +28,7 @@ from crm.secrets import Secret, SecretBox
 from crm.settings import get_settings
 from crm.types import Security
 from crm_inbox import cli_admin
+from crm_inbox.cli_records import register as register_record_commands
 from sync.types import FolderRole
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync.")
@@ -37,6 +38,7 @@ cli_admin.account_admin_commands(account_app)
 app.add_typer(cli_admin.access_app, name="access")
 app.add_typer(cli_admin.signature_app, name="signature")
 app.add_typer(cli_admin.tenant_app, name="tenant")
+register_record_commands(app)
 
 out = Console()
 err = Console(stderr=True)

@@ -1,0 +1,572 @@
+"""`crm-inbox contacts|companies|deals|links|report`: CRM records, links and reports.
+
+Thin, like `crm_inbox.cli`: parse arguments, call `crm.records`, `crm.link_service` and
+`crm.reports` in one short session, print. Kept apart from `cli.py` so the sync commands and the
+record commands can grow independently; this module does not import `cli.py` (which registers
+these apps), so importing either first never meets a half-initialised module. Its JSON helper is
+its own for that reason, and because reports carry `date` values the sync commands never print.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from dateutil import parser as dateparser
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from crm import accounts, link_service, records, reports
+from crm.csv_import import CsvImportError
+from crm.db import session_scope
+from crm.errors import CrmError, NotFound
+from crm.linking import RecordKind
+from crm.models import Message, MessageLink
+
+contacts_app = typer.Typer(no_args_is_help=True, help="Contacts: add, import a CSV export.")
+companies_app = typer.Typer(no_args_is_help=True, help="Companies and their mail domains.")
+deals_app = typer.Typer(no_args_is_help=True, help="Deals and their contacts.")
+links_app = typer.Typer(no_args_is_help=True, help="Which mail is on which record, and why.")
+report_app = typer.Typer(no_args_is_help=True, help="Mail activity and responsiveness reports.")
+
+APPS: tuple[tuple[str, typer.Typer], ...] = (
+    ("contacts", contacts_app),
+    ("companies", companies_app),
+    ("deals", deals_app),
+    ("links", links_app),
+    ("report", report_app),
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the record commands to the main `crm-inbox` app."""
+    for name, sub in APPS:
+        app.add_typer(sub, name=name)
+
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date):  # datetime too (a subclass): both as ISO 8601
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _cell(value: Any) -> str:
+    """A value as CSV/table text: ISO dates, enum values, empty for None."""
+    plain = _jsonable(value)
+    if plain is None:
+        return ""
+    if isinstance(plain, float):
+        return f"{plain:g}" if plain == int(plain) else f"{plain:.1f}"
+    return str(plain)
+
+
+def _tenant_id(session: Session, tenant: int | None) -> int:
+    return accounts.get_tenant(session=session, tenant_id=tenant).id or 0
+
+
+def _linked_count(session: Session, kind: RecordKind, record_id: int) -> int:
+    return session.exec(
+        select(func.count(col(MessageLink.id))).where(
+            MessageLink.record_kind == kind.value, MessageLink.record_id == record_id
+        )
+    ).one()
+
+
+def _print_created(what: str, result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"{what} {result['id']} created; {result['linked_messages']} message(s) linked.")
+
+
+# ---------------------------------------------------------------------------------------------
+# contacts
+
+
+@contacts_app.command("import")
+def contacts_import(
+    file: Annotated[Path, typer.Argument(help="CSV export (comma, semicolon or tab; any encoding).")],
+    tenant: TenantOpt = None,
+    allow_test_domains: Annotated[
+        bool, typer.Option("--allow-test-domains", help="Accept .test addresses (test tenants).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import contacts. Bad rows are reported with their line and skipped: the exit code is 0
+    when the file was processed, 1 when the file itself cannot be imported."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        with session_scope() as session:
+            report = records.import_contacts(
+                session=session,
+                tenant_id=_tenant_id(session, tenant),
+                data=data,
+                allow_test_domains=allow_test_domains,
+            )
+    except CsvImportError as exc:
+        raise _fail(f"{file}: {exc}") from None
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json(report)
+        return
+    out.print(
+        f"{file}: {report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.companies_created} companies created, {len(report.errors)} bad row(s) "
+        f"(encoding {report.encoding}, delimiter {report.delimiter!r}).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.errors:
+        table = Table("line", "reason")
+        for error in report.errors:
+            table.add_row(str(error.line), error.reason)
+        out.print(table)
+
+
+@contacts_app.command("add")
+def contacts_add(
+    email: Annotated[list[str], typer.Option("--email", help="An address (repeat for several).")],
+    first_name: Annotated[str, typer.Option("--first-name")] = "",
+    last_name: Annotated[str, typer.Option("--last-name")] = "",
+    phone: Annotated[str, typer.Option("--phone")] = "",
+    company_id: Annotated[int | None, typer.Option("--company-id")] = None,
+    owner_id: Annotated[int | None, typer.Option("--owner-id", help="User id of the owner.")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a contact; mail already synced with its addresses is linked at once."""
+    try:
+        with session_scope() as session:
+            contact = records.create_contact(
+                session=session,
+                tenant_id=_tenant_id(session, tenant),
+                emails=email,
+                first_name=first_name,
+                last_name=last_name,
+                phone=phone,
+                company_id=company_id,
+                owner_user_id=owner_id,
+            )
+            contact_id = contact.id or 0
+            result = {
+                "id": contact_id,
+                "full_name": contact.full_name,
+                "emails": records.contact_emails(session=session, contact_id=contact_id),
+                "linked_messages": _linked_count(session, RecordKind.CONTACT, contact_id),
+            }
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    _print_created("Contact", result, as_json)
+
+
+# ---------------------------------------------------------------------------------------------
+# companies
+
+
+@companies_app.command("add")
+def companies_add(
+    name: str,
+    domain: Annotated[list[str] | None, typer.Option("--domain", help="Mail domain (repeatable).")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a company; mail from its domains is linked at once."""
+    try:
+        with session_scope() as session:
+            company = records.create_company(
+                session=session, tenant_id=_tenant_id(session, tenant), name=name, domains=domain or []
+            )
+            company_id = company.id or 0
+            result = {
+                "id": company_id,
+                "name": company.name,
+                "linked_messages": _linked_count(session, RecordKind.COMPANY, company_id),
+            }
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    _print_created("Company", result, as_json)
+
+
+# ---------------------------------------------------------------------------------------------
+# deals
+
+
+@deals_app.command("add")
+def deals_add(
+    title: str,
+    contact: Annotated[list[int], typer.Option("--contact", help="Contact id (repeatable).")],
+    amount: Annotated[float | None, typer.Option("--amount")] = None,
+    currency: Annotated[str, typer.Option("--currency")] = "EUR",
+    stage: Annotated[str, typer.Option("--stage")] = "new",
+    status: Annotated[str, typer.Option("--status", help="open, won or lost.")] = "open",
+    company_id: Annotated[int | None, typer.Option("--company-id")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a deal; its contacts' synced mail is linked at once (open deals only)."""
+    try:
+        with session_scope() as session:
+            deal = records.create_deal(
+                session=session,
+                tenant_id=_tenant_id(session, tenant),
+                title=title,
+                contact_ids=contact,
+                amount=amount,
+                currency=currency,
+                stage=stage,
+                status=status,
+                company_id=company_id,
+            )
+            deal_id = deal.id or 0
+            result = {
+                "id": deal_id,
+                "title": deal.title,
+                "status": deal.status,
+                "linked_messages": _linked_count(session, RecordKind.DEAL, deal_id),
+            }
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    _print_created("Deal", result, as_json)
+
+
+# ---------------------------------------------------------------------------------------------
+# links
+
+
+def _message_pk(session: Session, tenant_id: int, message: str) -> int:
+    """A message by database id ("42") or by its Message-ID header ("<abc@host>")."""
+    if message.isdigit():
+        return int(message)
+    wanted = message.strip()
+    candidates = [wanted] if wanted.startswith("<") else [f"<{wanted}>", wanted]
+    found = session.exec(
+        select(Message.id).where(Message.tenant_id == tenant_id, col(Message.message_id).in_(candidates))
+    ).first()
+    if found is None:
+        raise NotFound(f"No message with Message-ID {message}.")
+    return found
+
+
+@links_app.command("why")
+def links_why(
+    message: Annotated[str, typer.Argument(help="Message id, or its Message-ID header.")],
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why each record is on this message."""
+    try:
+        with session_scope() as session:
+            tenant_id = _tenant_id(session, tenant)
+            message_pk = _message_pk(session, tenant_id, message)
+            explanations = link_service.why(session=session, tenant_id=tenant_id, message_pk=message_pk)
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json({"message": message_pk, "links": explanations})
+        return
+    if not explanations:
+        out.print(f"Message {message_pk} is on no record.")
+        return
+    table = Table("record", "id", "reason", "detail")
+    for e in explanations:
+        table.add_row(e.record_kind, str(e.record_id), e.reason, e.detail)
+    out.print(table)
+
+
+def _one_record(contact: int | None, deal: int | None, company: int | None) -> tuple[RecordKind, int]:
+    given = [
+        (kind, value)
+        for kind, value in (
+            (RecordKind.CONTACT, contact),
+            (RecordKind.DEAL, deal),
+            (RecordKind.COMPANY, company),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise _fail("name exactly one record: --contact ID, --deal ID or --company ID.", 2)
+    return given[0]
+
+
+ContactOpt = Annotated[int | None, typer.Option("--contact", help="Contact id.")]
+DealOpt = Annotated[int | None, typer.Option("--deal", help="Deal id.")]
+CompanyOpt = Annotated[int | None, typer.Option("--company", help="Company id.")]
+ThreadOpt = Annotated[bool, typer.Option("--thread", help="Every message of the message's thread.")]
+
+
+@links_app.command("link")
+def links_link(
+    message: Annotated[str, typer.Argument(help="Message id, or its Message-ID header.")],
+    contact: ContactOpt = None,
+    deal: DealOpt = None,
+    company: CompanyOpt = None,
+    thread: ThreadOpt = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Link a message (or its thread) to a record by hand; rules never remove such a link."""
+    kind, record_id = _one_record(contact, deal, company)
+    try:
+        with session_scope() as session:
+            tenant_id = _tenant_id(session, tenant)
+            message_pk = _message_pk(session, tenant_id, message)
+            count = link_service.link_manually(
+                session=session,
+                tenant_id=tenant_id,
+                message_pk=message_pk,
+                kind=kind,
+                record_id=record_id,
+                user_id=None,
+                whole_thread=thread,
+            )
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    result = {"message": message_pk, "record_kind": kind.value, "record_id": record_id, "linked": count}
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"{count} message(s) linked to {kind.value} {record_id}.")
+
+
+@links_app.command("unlink")
+def links_unlink(
+    message: Annotated[str, typer.Argument(help="Message id, or its Message-ID header.")],
+    contact: ContactOpt = None,
+    deal: DealOpt = None,
+    company: CompanyOpt = None,
+    thread: ThreadOpt = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a record from a message (or its thread); rules will not put it back on the thread."""
+    kind, record_id = _one_record(contact, deal, company)
+    try:
+        with session_scope() as session:
+            tenant_id = _tenant_id(session, tenant)
+            message_pk = _message_pk(session, tenant_id, message)
+            count = link_service.unlink(
+                session=session,
+                tenant_id=tenant_id,
+                message_pk=message_pk,
+                kind=kind,
+                record_id=record_id,
+                user_id=None,
+                whole_thread=thread,
+            )
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    result = {"message": message_pk, "record_kind": kind.value, "record_id": record_id, "unlinked": count}
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"{count} link(s) to {kind.value} {record_id} removed.")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+class OutputFormat(enum.StrEnum):
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+ByOpt = Annotated[reports.ReportBy, typer.Option("--by", help="contact, company, deal or user.")]
+IdOpt = Annotated[int | None, typer.Option("--id", help="Only this record (or user) id.")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="From this date/time (UTC), inclusive.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Up to this date/time (UTC), exclusive.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="table, csv or json.")]
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    """A date ("2026-05-04" = midnight UTC) or a date-time (UTC unless it names a zone)."""
+    if value is None:
+        return None
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(parsed, time(0), tzinfo=UTC)
+    try:
+        moment = dateparser.isoparse(value)
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO date-time.", 2) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _emit(rows: Sequence[Any], row_type: type[Any], fmt: OutputFormat) -> None:
+    """Rows as a table, as CSV (header first, stdlib csv) or as a JSON list of objects."""
+    names = [f.name for f in dataclasses.fields(row_type)]
+    if fmt is OutputFormat.JSON:
+        _print_json(list(rows))
+        return
+    if fmt is OutputFormat.CSV:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        for row in rows:
+            writer.writerow([_cell(getattr(row, name)) for name in names])
+        return
+    if not rows:
+        out.print("No rows.")
+        return
+    table = Table(*names)
+    for row in rows:
+        table.add_row(*(_cell(getattr(row, name)) for name in names))
+    out.print(table)
+
+
+def _run_report(fn: Any, row_type: type[Any], fmt: OutputFormat, tenant: int | None, **kwargs: Any) -> None:
+    try:
+        with session_scope() as session:
+            rows = fn(session=session, tenant_id=_tenant_id(session, tenant), **kwargs)
+    except CrmError as exc:
+        raise _fail(str(exc)) from None
+    _emit(rows, row_type, fmt)
+
+
+@report_app.command("activity")
+def report_activity(
+    by: ByOpt,
+    period: Annotated[reports.Period, typer.Option("--period", help="day or week (Monday).")] = (
+        reports.Period.DAY
+    ),
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    record_id: IdOpt = None,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    tenant: TenantOpt = None,
+) -> None:
+    """Mail in and out per record and per UTC day or week."""
+    _run_report(
+        reports.activity,
+        reports.ActivityRow,
+        fmt,
+        tenant,
+        by=by,
+        period=period,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        record_id=record_id,
+    )
+
+
+@report_app.command("last-contact")
+def report_last_contact(
+    by: ByOpt,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    record_id: IdOpt = None,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    tenant: TenantOpt = None,
+) -> None:
+    """The latest message of each record, and its direction."""
+    _run_report(
+        reports.last_contact,
+        reports.LastContactRow,
+        fmt,
+        tenant,
+        by=by,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        record_id=record_id,
+    )
+
+
+@report_app.command("first-response")
+def report_first_response(
+    by: ByOpt,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    record_id: IdOpt = None,
+    threads: Annotated[bool, typer.Option("--threads", help="One row per thread instead.")] = False,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    tenant: TenantOpt = None,
+) -> None:
+    """Time to the first reply on threads that start with inbound mail (median and average)."""
+    window = {"since": _when(since, "--since"), "until": _when(until, "--until")}
+    if threads:
+        _run_report(
+            reports.thread_responses,
+            reports.ThreadResponseRow,
+            fmt,
+            tenant,
+            by=by,
+            record_id=record_id,
+            **window,
+        )
+    else:
+        _run_report(
+            reports.first_response,
+            reports.FirstResponseRow,
+            fmt,
+            tenant,
+            by=by,
+            record_id=record_id,
+            **window,
+        )
+
+
+@report_app.command("unanswered")
+def report_unanswered(
+    by: ByOpt,
+    older_than_hours: Annotated[
+        float | None, typer.Option("--older-than-hours", help="Only threads waiting longer.")
+    ] = None,
+    record_id: IdOpt = None,
+    fmt: FormatOpt = OutputFormat.TABLE,
+    tenant: TenantOpt = None,
+) -> None:
+    """Threads whose latest message is inbound."""
+    _run_report(
+        reports.unanswered,
+        reports.UnansweredRow,
+        fmt,
+        tenant,
+        by=by,
+        older_than_hours=older_than_hours,
+        record_id=record_id,
+    )
