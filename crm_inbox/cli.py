@@ -7,28 +7,25 @@ comes from standard input or from an environment variable whose *name* is given.
 from __future__ import annotations
 
 import dataclasses
-import enum
-import json
 import logging
-import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any
 
 import typer
 from dateutil import parser as dateparser
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from crm import accounts
 from crm.db import get_engine, migrate, session_scope
 from crm.errors import CrmError
-from crm.secrets import Secret, SecretBox
+from crm.secrets import SecretBox
 from crm.settings import get_settings
 from crm.types import Security
 from crm_inbox import cli_admin
 from crm_inbox.cli_records import register as register_record_commands
+from crm_inbox.common import JsonOpt, err, fail, out, print_json, read_password
 from sync.types import FolderRole
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync.")
@@ -39,51 +36,6 @@ app.add_typer(cli_admin.access_app, name="access")
 app.add_typer(cli_admin.signature_app, name="signature")
 app.add_typer(cli_admin.tenant_app, name="tenant")
 register_record_commands(app)
-
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(value), indent=2, ensure_ascii=False) + "\n")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _read_password(password_stdin: bool, password_env: str | None) -> Secret:
-    if password_env:
-        value = os.environ.get(password_env)
-        if not value:
-            raise _fail(f"environment variable {password_env} is not set or empty.")
-        return Secret(value)
-    if password_stdin:
-        value = sys.stdin.readline().rstrip("\r\n")
-        if not value:
-            raise _fail("no password on standard input.")
-        return Secret(value)
-    raise _fail(
-        "give the password with --password-stdin or --password-env NAME; "
-        "it is never accepted as a command-line argument."
-    )
 
 
 @app.callback()
@@ -119,7 +71,7 @@ def init(
             result = {"tenant_id": existing.id, "created": False}
     result["database"] = engine.url.render_as_string(hide_password=True)
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         what = "created" if result["created"] else "already initialised"
         out.print(f"Database ready ({result['database']}); tenant {result['tenant_id']} {what}.")
@@ -153,7 +105,7 @@ def account_add(
     from sync.check import make_verifier
 
     settings = get_settings()
-    password = _read_password(password_stdin, password_env)
+    password = read_password(password_stdin, password_env)
     port = imap_port or (993 if security is Security.TLS else 143)
     sync_since = dateparser.parse(since).replace(tzinfo=UTC) if since else None
     data = accounts.AccountInput(
@@ -184,11 +136,11 @@ def account_add(
             )
             account_id = saved.account.id
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     check = saved.check.message if saved.check else "Not checked (--no-check)."
     result = {"id": account_id, "email": email.lower(), "check": check}
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         out.print(f"Account {account_id} ({email}) added. {check}")
 
@@ -200,14 +152,14 @@ def account_password(
     password_env: Annotated[str | None, typer.Option("--password-env")] = None,
 ) -> None:
     """Replace an account's password (ends a 'needs new credentials' pause)."""
-    password = _read_password(password_stdin, password_env)
+    password = read_password(password_stdin, password_env)
     try:
         with session_scope() as session:
             accounts.set_password(
                 session=session, account_id=account_id, password=password, box=SecretBox.from_settings()
             )
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(f"Password of account {account_id} updated.")
 
 
@@ -217,7 +169,7 @@ def account_list(as_json: JsonOpt = False) -> None:
     with session_scope() as session:
         views = accounts.list_accounts(session=session)
     if as_json:
-        _print_json(views)
+        print_json(views)
         return
     table = Table("id", "email", "active", "status", "INBOX last sync", "Sent last sync", "last error")
     for view in views:
@@ -254,7 +206,7 @@ def account_reset_folder(account_id: int, role: FolderRole) -> None:
             select(FolderState).where(FolderState.account_id == account_id, FolderState.role == role)
         ).first()
         if folder is None or folder.id is None:
-            raise _fail(f"account {account_id} has no {role.value} folder state yet.")
+            raise fail(f"account {account_id} has no {role.value} folder state yet.")
         store.reset_folder(session=session, folder_id=folder.id)
     out.print(f"Folder {role.value} of account {account_id} reset.")
 
@@ -267,7 +219,7 @@ def sync(
 ) -> None:
     """Sync INBOX and Sent of every active account once (use `run` for the scheduler)."""
     if not once:
-        raise _fail("use `crm-inbox sync --once` for one pass, or `crm-inbox run` for the scheduler.", 2)
+        raise fail("use `crm-inbox sync --once` for one pass, or `crm-inbox run` for the scheduler.", 2)
     from sync.engine import SyncEngine
 
     with session_scope() as session:
@@ -300,7 +252,7 @@ def sync(
                 # --account names one explicitly: run it now even while it is backing off.
                 summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
     if as_json:
-        _print_json(
+        print_json(
             [{k: v for k, v in dataclasses.asdict(s).items() if k != "folder_problems"} for s in summaries]
         )
     else:

@@ -7,8 +7,8 @@ The connection check of `account edit` is composed here: `sync.check.make_verifi
 into `crm.admin.edit_account` (`crm` does not import `sync`). `account test` reads the stored
 settings in one session, closes it, then talks to the servers.
 
-`crm_inbox.cli` is imported lazily (`_cli()`) so that `cli.py` can import this module at its top
-and register the commands without an import cycle.
+Output and password helpers come from `crm_inbox.common`, so this module never imports
+`cli.py` (which registers these commands).
 
 Signature HTML is read from a file or standard input (`-`), never from an argument.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -29,37 +28,31 @@ from crm.models import MailAccount, Signature
 from crm.secrets import Secret, SecretBox
 from crm.settings import get_settings
 from crm.types import Security
+from crm_inbox.common import JsonOpt, err, fail, jsonable, out, print_json, read_password
 
 access_app = typer.Typer(no_args_is_help=True, help="Which users see which mail accounts.")
 signature_app = typer.Typer(no_args_is_help=True, help="E-mail signatures of an account (up to three).")
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (operator commands).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 UserArg = Annotated[str, typer.Argument(help="User id or e-mail.")]
 MAX_SIGNATURE_BYTES = 256 * 1024
 
 
-def _cli() -> ModuleType:
-    from crm_inbox import cli
-
-    return cli
-
-
 def _refuse(exc: Exception) -> NoReturn:
-    raise _cli()._fail(str(exc)) from None
+    raise fail(str(exc)) from None
 
 
 def _say(text: str) -> None:
-    _cli().out.print(text, highlight=False)
+    out.print(text, highlight=False)
 
 
 def _warn(text: str) -> None:
-    _cli().err.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
     if as_json:
-        _cli()._print_json(data)
+        print_json(data)
     else:
         _say(text)
 
@@ -93,21 +86,19 @@ def _read_template(source: str | None, what: str) -> str | None:
             with Path(source).open("rb") as handle:
                 data = handle.read(MAX_SIGNATURE_BYTES + 1)
         except OSError as exc:
-            raise _cli()._fail(f"cannot read the {what} file {source}: {exc.strerror}.") from None
+            raise fail(f"cannot read the {what} file {source}: {exc.strerror}.") from None
     if len(data) > MAX_SIGNATURE_BYTES:
-        raise _cli()._fail(
-            f"the {what} is larger than {MAX_SIGNATURE_BYTES // 1024} KiB; a signature is small."
-        )
+        raise fail(f"the {what} is larger than {MAX_SIGNATURE_BYTES // 1024} KiB; a signature is small.")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise _cli()._fail(f"the {what} is not UTF-8 text.") from None
+        raise fail(f"the {what} is not UTF-8 text.") from None
 
 
 def _optional_password(stdin: bool, env: str | None) -> Secret | None:
     if not stdin and not env:
         return None
-    return _cli()._read_password(stdin, env)
+    return read_password(stdin, env)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,12 +154,12 @@ def account_admin_commands(account_app: typer.Typer) -> None:
             _refuse(exc)
         result = verify_connection(settings, config=get_settings())
         if as_json:
-            _cli()._print_json({"id": account_id, **_cli()._jsonable(result)})
+            print_json({"id": account_id, **jsonable(result)})
         elif result.ok:
             _say(f"Account {account_id}: {result.message}")
         if not result.ok:
             if not as_json:
-                _cli().err.print(f"[red]error:[/red] {result.message}", highlight=False)
+                err.print(f"[red]error:[/red] {result.message}", highlight=False)
             raise typer.Exit(1)
 
     @account_app.command("edit")
@@ -275,7 +266,7 @@ def access_default(
 ) -> None:
     """Set the account a user composes from by default."""
     if (account_id is None) != clear:
-        raise _cli()._fail("give either an ACCOUNT_ID or --clear.", 2)
+        raise fail("give either an ACCOUNT_ID or --clear.", 2)
     try:
         with session_scope() as session:
             found = admin.find_user(session=session, ref=user)
@@ -352,7 +343,7 @@ def signature_add(
     """Add a signature (sanitized; merge tags such as {{ sender.first_name }} checked)."""
     html = _read_template(html_file, "HTML")
     if html is None:
-        raise _cli()._fail("give the signature HTML with --html-file PATH (or - for standard input).", 2)
+        raise fail("give the signature HTML with --html-file PATH (or - for standard input).", 2)
     text = _read_template(text_file, "text")
     try:
         with session_scope() as session:
@@ -421,7 +412,7 @@ def signature_render(
     except CrmError as exc:
         _refuse(exc)
     if as_json:
-        _cli()._print_json({"id": signature_id, "html": rendered.html, "text": rendered.text})
+        print_json({"id": signature_id, "html": rendered.html, "text": rendered.text})
     else:
         sys.stdout.write(f"{rendered.html}\n\n{rendered.text}\n")
 
@@ -436,9 +427,9 @@ def signature_default(
 ) -> None:
     """Set a user's default signature for one account."""
     if not user:
-        raise _cli()._fail("give the user with --user (id or e-mail).", 2)
+        raise fail("give the user with --user (id or e-mail).", 2)
     if (signature_id is None) != clear:
-        raise _cli()._fail("give either a SIGNATURE_ID or --clear.", 2)
+        raise fail("give either a SIGNATURE_ID or --clear.", 2)
     try:
         with session_scope() as session:
             found = admin.find_user(session=session, ref=user)

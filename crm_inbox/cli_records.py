@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import enum
-import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
@@ -21,7 +20,6 @@ from typing import Annotated, Any
 
 import typer
 from dateutil import parser as dateparser
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -32,6 +30,7 @@ from crm.db import session_scope
 from crm.errors import CrmError, NotFound
 from crm.linking import RecordKind
 from crm.models import Message, MessageLink
+from crm_inbox.common import JsonOpt, fail, jsonable, out, print_json
 
 contacts_app = typer.Typer(no_args_is_help=True, help="Contacts: add, import a CSV export.")
 companies_app = typer.Typer(no_args_is_help=True, help="Companies and their mail domains.")
@@ -54,10 +53,6 @@ def register(app: typer.Typer) -> None:
         app.add_typer(sub, name=name)
 
 
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
 
 
@@ -65,32 +60,9 @@ TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (defa
 # Output helpers
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, date):  # datetime too (a subclass): both as ISO 8601
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(value), indent=2, ensure_ascii=False) + "\n")
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 def _cell(value: Any) -> str:
     """A value as CSV/table text: ISO dates, enum values, empty for None."""
-    plain = _jsonable(value)
+    plain = jsonable(value)
     if plain is None:
         return ""
     if isinstance(plain, float):
@@ -112,7 +84,7 @@ def _linked_count(session: Session, kind: RecordKind, record_id: int) -> int:
 
 def _print_created(what: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         out.print(f"{what} {result['id']} created; {result['linked_messages']} message(s) linked.")
 
@@ -135,7 +107,7 @@ def contacts_import(
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     try:
         with session_scope() as session:
             report = records.import_contacts(
@@ -145,11 +117,11 @@ def contacts_import(
                 allow_test_domains=allow_test_domains,
             )
     except CsvImportError as exc:
-        raise _fail(f"{file}: {exc}") from None
+        raise fail(f"{file}: {exc}") from None
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     out.print(
         f"{file}: {report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
@@ -197,7 +169,7 @@ def contacts_add(
                 "linked_messages": _linked_count(session, RecordKind.CONTACT, contact_id),
             }
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_created("Contact", result, as_json)
 
 
@@ -225,7 +197,7 @@ def companies_add(
                 "linked_messages": _linked_count(session, RecordKind.COMPANY, company_id),
             }
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_created("Company", result, as_json)
 
 
@@ -267,7 +239,7 @@ def deals_add(
                 "linked_messages": _linked_count(session, RecordKind.DEAL, deal_id),
             }
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_created("Deal", result, as_json)
 
 
@@ -302,9 +274,9 @@ def links_why(
             message_pk = _message_pk(session, tenant_id, message)
             explanations = link_service.why(session=session, tenant_id=tenant_id, message_pk=message_pk)
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        _print_json({"message": message_pk, "links": explanations})
+        print_json({"message": message_pk, "links": explanations})
         return
     if not explanations:
         out.print(f"Message {message_pk} is on no record.")
@@ -326,7 +298,7 @@ def _one_record(contact: int | None, deal: int | None, company: int | None) -> t
         if value is not None
     ]
     if len(given) != 1:
-        raise _fail("name exactly one record: --contact ID, --deal ID or --company ID.", 2)
+        raise fail("name exactly one record: --contact ID, --deal ID or --company ID.", 2)
     return given[0]
 
 
@@ -362,10 +334,10 @@ def links_link(
                 whole_thread=thread,
             )
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     result = {"message": message_pk, "record_kind": kind.value, "record_id": record_id, "linked": count}
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         out.print(f"{count} message(s) linked to {kind.value} {record_id}.")
 
@@ -396,10 +368,10 @@ def links_unlink(
                 whole_thread=thread,
             )
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     result = {"message": message_pk, "record_kind": kind.value, "record_id": record_id, "unlinked": count}
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         out.print(f"{count} link(s) to {kind.value} {record_id} removed.")
 
@@ -434,7 +406,7 @@ def _when(value: str | None, option: str) -> datetime | None:
     try:
         moment = dateparser.isoparse(value)
     except ValueError:
-        raise _fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO date-time.", 2) from None
+        raise fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO date-time.", 2) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -442,7 +414,7 @@ def _emit(rows: Sequence[Any], row_type: type[Any], fmt: OutputFormat) -> None:
     """Rows as a table, as CSV (header first, stdlib csv) or as a JSON list of objects."""
     names = [f.name for f in dataclasses.fields(row_type)]
     if fmt is OutputFormat.JSON:
-        _print_json(list(rows))
+        print_json(list(rows))
         return
     if fmt is OutputFormat.CSV:
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -464,7 +436,7 @@ def _run_report(fn: Any, row_type: type[Any], fmt: OutputFormat, tenant: int | N
         with session_scope() as session:
             rows = fn(session=session, tenant_id=_tenant_id(session, tenant), **kwargs)
     except CrmError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _emit(rows, row_type, fmt)
 
 
