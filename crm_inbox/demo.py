@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from crm import accounts, records
+from crm import accounts, records, reports
 from crm.db import make_engine, migrate, session_scope, set_engine
 from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
 from crm.secrets import Secret, SecretBox
@@ -107,6 +107,7 @@ def run_demo(directory: str, count: int, out: Console) -> None:
                 box=SecretBox.from_settings(settings),
             )
             account_id = account.id or 0
+            tenant_id = tenant.id or 0
 
         from sync.engine import SyncEngine
 
@@ -126,6 +127,9 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         skipped = session.exec(select(SkippedMessage)).all()
         latest = session.exec(select(Thread).order_by(col(Thread.last_date).desc()).limit(8)).all()
         views = accounts.list_accounts(session=session)
+        responsiveness = reports.first_response(
+            session=session, tenant_id=tenant_id, by=reports.ReportBy.COMPANY
+        )
         linked = session.exec(
             select(MessageLink.record_kind, func.count(func.distinct(MessageLink.message_pk))).group_by(
                 MessageLink.record_kind
@@ -148,6 +152,11 @@ def run_demo(directory: str, count: int, out: Console) -> None:
     for name, n in per_company:
         companies.add_row(name, str(n))
     out.print(companies)
+    answers = Table("company", "inbound threads", "answered", "median first response")
+    for row in responsiveness:
+        median = f"{row.median_seconds / 3600:.1f} h" if row.median_seconds is not None else "-"
+        answers.add_row(row.label, str(row.threads), str(row.answered), median)
+    out.print(answers)
     recent = Table("latest threads", "messages", "last message (UTC)")
     for thread in latest:
         recent.add_row(thread.subject[:60], str(thread.message_count), f"{thread.last_date:%Y-%m-%d %H:%M}")
