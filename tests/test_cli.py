@@ -111,3 +111,19 @@ def test_sync_exit_code_reports_failed_accounts(cli_env: dict[str, str], mailbox
     synced = run(cli_env, "sync", "--once")
     assert synced.returncode == 1
     assert "certificate" in synced.stdout and "not trusted" in synced.stdout
+
+
+def test_demo_command_syncs_a_local_mailbox(tmp_path: Path) -> None:
+    """The README's first command, small: its own Dovecot, its own SQLite file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_INBOX_")}
+    result = subprocess.run(
+        [*CLI, "demo", "--dir", str(tmp_path / "demo"), "--messages", "40"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Stored 40 messages" in result.stdout
+    assert "1 skipped" in result.stdout and "120 distinct recipients" in result.stdout
+    assert (tmp_path / "demo" / "crm-inbox.db").exists()
