@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     # Allow IMAP/SMTP hosts on private and loopback ranges (demo and tests need it).
     allow_private_hosts: bool = False
     # Processes parsing MIME beside the fetch/store loop (0: parse in the syncing process).
-    parse_workers: int = Field(default_factory=lambda: min(2, max((os.cpu_count() or 1) - 1, 0)), ge=0, le=16)
+    # Default: two on a multi-core machine (measured on 2 cores: 2 > 1 > 0, bench/RESULTS.md).
+    parse_workers: int = Field(default_factory=lambda: 0 if (os.cpu_count() or 1) < 2 else 2, ge=0, le=16)
     # How long one worker's claim on an account lasts without renewal.
     lease_seconds: int = Field(default=600, ge=30)
 

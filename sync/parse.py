@@ -1,26 +1,39 @@
 """Turn raw RFC 5322 message bytes into a `ParsedMessage`: pure, bounded, never raising.
 
-The sync engine feeds this whatever an IMAP server hands out: complete messages, a few fetched header
-fields of an oversized message, or plain garbage. A single bad message must never stop a folder sync,
-so `parse_message` catches everything and returns best-effort fields.
+The sync engine feeds this whatever an IMAP server hands out: complete messages, a few fetched
+header fields of an oversized message, or plain garbage. A single bad message must never stop a
+folder sync, so `parse_message` catches everything and returns best-effort fields.
 
-Why not `email.parser.BytesParser` for the MIME structure
-    The stdlib FeedParser recurses once per multipart level (RecursionError below 2,000 levels)
-    and checks every open boundary for every line, and it took ~11 s for a message with 50,000
-    parts on our Python 3.11. Limits must hold *while* parsing, so this module splits the header
-    block and the multipart bodies itself, with searches that run at C speed over offsets into the
-    original buffer (no copies per level) and an explicit stack bounded by `ParseLimits`. Work is
-    linear in the input size times `max_mime_depth`. Header *values* are decoded here too (8-bit bytes,
-    RFC 2047 words, RFC 2231 parameters) because `policy.default` raises or yields surrogates on
-    exactly the broken input we must survive. The stdlib still does the well-contained parts:
-    `email.utils.parsedate_to_datetime`, `binascii` base64 / quoted-printable, `codecs`, `urllib`
-    percent-decoding and `html.parser`.
+The standard library parses; this module bounds its input and maps its result
+    `email.feedparser` (compat32 policy) does the MIME structure, `email.utils.getaddresses` the
+    address lists, `email.header.decode_header` RFC 2047, `Message.get_filename` RFC 2231,
+    `get_payload(decode=True)` the transfer encodings, `parsedate_to_datetime` the dates.
+
+Why the input is bounded first
+    Crafted mail must cost bounded time and memory, and the stdlib is not bounded by itself: the
+    feedparser nests one generator per MIME level (RecursionError below ~2,000 levels), checks
+    every line against every open boundary and costs roughly a microsecond per line, so 50,000
+    parts took ~11 s. `_Bounder` therefore pre-scans the bytes once, mostly with searches that
+    run at C speed. It follows the structure exactly as the feedparser will see it (part headers
+    are read with the stdlib header parser, delimiter lines with the feedparser's own rules) and
+    edits the bytes before they are handed over:
+    - a top-level header block over `max_header_bytes` loses its later fields; part headers share
+      a second budget of the same size;
+    - a multipart or message/* part nested `max_mime_depth` deep loses its body (the part stays);
+    - at part `max_parts` + 1, or when a line budget weighted by nesting depth (what the
+      feedparser's work grows with) runs out, the rest is cut off and the open multiparts are
+      closed with their closing delimiters, so the parser sees a well-formed, shorter message.
+    Each kind of edit adds one parse error. The parser's message factory counts parts as well,
+    as a backstop. What the stdlib does with header values is bounded too: parameter headers
+    get at most `_MAX_PARAMS` parameters (`Message.get_param` is quadratic in them), RFC 2047
+    decoding is skipped where `decode_header`'s regex would go quadratic, and `getaddresses`
+    (microseconds per address) gets at most `_ADDRESS_CHARS` characters per message.
 
 What goes into `parse_errors` (a non-empty tuple flags the message as malformed in the CRM)
     Only real damage: empty input, no header block, a non-header line inside the header block,
-    a multipart without boundary / whose boundary never occurs / without closing boundary
+    a multipart without usable boundary / whose boundary never occurs / without closing boundary
     (truncated), undecodable base64, an address header with nothing usable in it, a cap from
-    `ParseLimits` being hit, or an internal parser failure.
+    `ParseLimits` (or the line budget) being hit, or an internal parser failure.
     Soft problems are repaired silently and are *not* errors: a missing Date (falls back to
     `internal_date`), an unparseable or implausible Date (before 1971 or after 2100; also falls back
     to `internal_date`), a missing or unusable Message-ID (`message_id_synthetic` shows it), unknown
@@ -32,17 +45,28 @@ that improving the decoders later never changes the hash of mail already stored.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import codecs
+import functools
 import hashlib
+import inspect
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from email.utils import parsedate_to_datetime
+from email import errors as email_errors
+from email.feedparser import BytesFeedParser
+from email.generator import BytesGenerator
+from email.header import decode_header
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import Compat32
+from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
-from urllib.parse import unquote_to_bytes
+from io import BytesIO
+from typing import TypeVar
 
 from dateutil import parser as dateutil_parser
 
@@ -75,27 +99,27 @@ class ParseLimits:
 DEFAULT_LIMITS = ParseLimits()
 
 # Headers that linking rules look at; everything else is dropped to keep the record small.
-_KEPT_HEADERS = (
-    "auto-submitted",
-    "list-id",
-    "list-unsubscribe",
-    "precedence",
-    "x-autoreply",
-    "x-auto-response-suppress",
-    "return-path",
-    "x-forwarded-for",
-    "x-forwarded-to",
-)
-_KEPT_HEADER_SET = frozenset(_KEPT_HEADERS)
+_KEPT_HEADERS = frozenset({
+    "auto-submitted", "list-id", "list-unsubscribe", "precedence", "x-autoreply",
+    "x-auto-response-suppress", "return-path", "x-forwarded-for", "x-forwarded-to",
+})  # fmt: skip
 # Headers whose values identify a copy of a message; servers add others (Received, X-*) per copy.
 _HASHED_HEADERS = ("from", "to", "cc", "date", "subject", "message-id")
 _MAX_ERRORS = 20  # a message with 10,000 broken parts needs one flag, not 10,000 strings
 _MAX_REFERENCES = 100
 _MAX_ID_CHARS = 998  # RFC 5322 line length; longer "ids" are garbage
 _MAX_DATE_CHARS = 256
+_MAX_BOUNDARY = 200  # RFC 2046 allows 70; a longer one that never occurs counts as unusable
+_MAX_PARAMS = 64  # parameters per Content-Type / Content-Disposition handed to get_param
+_ADDRESS_CHARS = 64 * 1024  # of address headers per message handed to getaddresses
+_RFC2047_WORK = 250_000  # "=?" count x value length above which decode_header is not tried
 _HTML_CLOSE_BUDGET = 20_000_000  # characters HTMLParser.close() may re-scan (see _html_to_text)
-_MAX_BOUNDARY = 200  # RFC 2046 allows 70; longer ones are hostile and costly to search for
-_B64_MAX_CHUNKS = 1000
+# Feedparser work per message, in units of ~0.1 us (see _Bounder._spend): ~0.6 s at most.
+_LINE_BUDGET = 6_000_000
+_LINE_WEIGHT = 6  # per line, plus one per open multipart
+_NESTED_WEIGHT = 4  # per line inside any multipart
+_SCAN_WINDOW = 64 * 1024
+_FEED_CHUNK = 64 * 1024
 _EARLIEST_YEAR = 1971  # 1970 dates come from clients with a zero clock
 _LATEST_YEAR = 2100
 
@@ -144,10 +168,6 @@ def normalize_subject(subject: str) -> str:
     return text[pos:].strip().casefold()
 
 
-# --------------------------------------------------------------------------------------------
-# Error collection
-
-
 class _Errors:
     """Deduplicated, capped list of parse problems."""
 
@@ -172,7 +192,7 @@ class _Errors:
 
 
 # --------------------------------------------------------------------------------------------
-# Charsets and text cleanup
+# Charsets and text cleanup (the stdlib has no "declared charset, else what it really is")
 
 # Labels Python does not know, or knows as a narrower codec than mailers actually use.
 _CHARSET_LABELS = {
@@ -263,280 +283,59 @@ def _clean_line(text: str) -> str:
     return text.strip()
 
 
-def _decode_8bit_header(raw: bytes) -> str:
-    """Header bytes to str. Raw 8-bit headers are usually UTF-8, otherwise cp1252/latin-1."""
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        return _decode_bytes(raw, None)
-
-
 # --------------------------------------------------------------------------------------------
-# RFC 2047 encoded words
-
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_B64_DROP = bytes(b for b in range(256) if b not in _B64_ALPHABET + b"=")
-_B64_WHITESPACE = b" \t\r\n\x0b\x0c"
-_B64_PADDING = re.compile(rb"=+")
+# Header values. The parser keeps them raw: str with 8-bit bytes as surrogate escapes.
 
 
-def _b64decode(data: bytes) -> tuple[bytes, bool]:
-    """Lenient base64: skips junk, repairs padding, decodes concatenated padded chunks.
+def _raw_bytes(value: object) -> bytes:
+    return str(value).encode("utf-8", "surrogateescape")
 
-    Returns (decoded, damaged). `damaged` is True when junk bytes were present or a chunk had an
-    impossible length, i.e. when the result is known to be incomplete or wrong.
+
+def _header_text(value: object) -> str:
+    """A raw header value as text: folding removed, 8-bit bytes read as UTF-8 (else cp1252)."""
+    text = str(value)
+    if not text.isascii():
+        text = _decode_bytes(_raw_bytes(text), None)
+    return text.replace("\r", "").replace("\n", "")
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded with `email.header.decode_header`; broken ones stay literal.
+
+    decode_header's regex rescans the rest of the value from every "=?", so values with many of
+    them and no "?=" would take quadratic time: those are left as they are.
     """
-    cleaned = data.translate(None, _B64_DROP)
-    damaged = len(cleaned) != len(data.translate(None, _B64_WHITESPACE))
-    body = cleaned.rstrip(b"=")
-    if b"=" not in body:
-        chunks = [body]
-    elif body.count(b"=") > 2 * _B64_MAX_CHUNKS:  # count first: splitting "A=A=A=..." is costly
-        chunks, damaged = [body.replace(b"=", b"")], True
-    else:
-        chunks = _B64_PADDING.split(body)
-    out: list[bytes] = []
-    for chunk in chunks:
-        if len(chunk) % 4 == 1:  # one stray sextet cannot encode anything
-            chunk, damaged = chunk[:-1], True
-        chunk += b"=" * (-len(chunk) % 4)
-        try:
-            out.append(binascii.a2b_base64(chunk))
-        except (binascii.Error, ValueError):
-            damaged = True
-    return b"".join(out), damaged
-
-
-def _decode_word(encoding: str, text: str) -> bytes:
-    raw = text.encode("utf-8", "surrogateescape")
-    if encoding in "bB":
-        return _b64decode(raw)[0]
+    if "=?" not in text or text.count("=?") * len(text) > _RFC2047_WORK:
+        return text
     try:
-        return binascii.a2b_qp(raw, header=True)
-    except (binascii.Error, ValueError):
-        return raw
-
-
-def _decode_rfc2047(text: str) -> str:
-    """Decode encoded words anywhere in `text`, tolerating the usual breakage.
-
-    Adjacent words in one charset are decoded together (mailers split multibyte characters
-    across words), whitespace between encoded words is dropped, malformed words stay literal.
-    """
-    if "=?" not in text:
+        chunks = decode_header(text)
+    except Exception:  # HeaderParseError on undecodable base64 words
         return text
     out: list[str] = []
-    pending = bytearray()
-    pending_charset: str | None = None
-    pos = 0
-    for match in _ENCODED_WORD.finditer(text):
-        between = text[pos : match.start()]
-        if pending_charset is not None and between and not between.isspace():
-            out.append(_decode_bytes(bytes(pending), pending_charset))
-            pending.clear()
-            pending_charset = None
-        if pending_charset is None:
-            out.append(between)
-        charset = match.group(1).split("*", 1)[0].lower()  # drop RFC 2231 language
-        if pending_charset is not None and charset != pending_charset:
-            out.append(_decode_bytes(bytes(pending), pending_charset))
-            pending.clear()
-        pending_charset = charset
-        pending += _decode_word(match.group(2), match.group(3))
-        pos = match.end()
-    if pending_charset is not None:
-        out.append(_decode_bytes(bytes(pending), pending_charset))
-    out.append(text[pos:])
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        elif charset is None:  # unencoded text, which decode_header turned into raw-unicode-escape
+            try:
+                out.append(chunk.decode("raw-unicode-escape"))
+            except UnicodeDecodeError:
+                out.append(chunk.decode("latin-1"))
+        else:
+            out.append(_decode_bytes(chunk, charset))
     return "".join(out)
 
 
-def _unstructured(raw: bytes) -> str:
-    """Value of a free-text header (Subject, List-Id, ...) as display text."""
-    return _clean_line(_decode_rfc2047(_decode_8bit_header(raw)))
-
-
-# --------------------------------------------------------------------------------------------
-# Header blocks
-
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-
-
-@dataclass(slots=True)
-class _HeaderBlock:
-    fields: list[tuple[str, bytes]]  # (lower-cased name, unfolded raw value), in order
-    body_start: int
-    malformed: bool = False  # a line that is neither a field nor a continuation ended the block
-    truncated: bool = False
-
-    def first(self, name: str) -> bytes | None:
-        for key, value in self.fields:
-            if key == name:
-                return value
-        return None
-
-    def all(self, name: str) -> list[bytes]:
-        return [value for key, value in self.fields if key == name]
-
-
-def _after_blank_line(buf: bytes, start: int, end: int) -> int:
-    candidates = [i + 2 for i in (buf.find(b"\n\n", start, end),) if i >= 0]
-    candidates += [i + 3 for i in (buf.find(b"\n\r\n", start, end),) if i >= 0]
-    return min(candidates) if candidates else end
-
-
-def _split_headers(buf: bytes, start: int, end: int, limit: int) -> _HeaderBlock:
-    """Split buf[start:end] into header fields and the offset where the body starts.
-
-    Works on offsets so nested parts never copy the message. Fields beyond `limit` bytes are
-    skipped (the body still starts after the real blank line). Without a blank line the whole
-    range is headers, which is what a fetch of a few header fields looks like.
-    """
-    block = _HeaderBlock(fields=[], body_start=end)
-    name: str | None = None
-    chunks: list[bytes] = []
-    pos = start
-    while pos < end:
-        newline = buf.find(b"\n", pos, end)
-        line_end = end if newline < 0 else newline
-        next_pos = end if newline < 0 else newline + 1
-        line = buf[pos:line_end]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            block.body_start = next_pos
-            break
-        if next_pos - start > limit:
-            block.truncated = True
-            block.body_start = _after_blank_line(buf, pos, end)
-            break
-        if line[0] in (0x20, 0x09):
-            if name is None:
-                block.malformed, block.body_start = True, pos
-                break
-            chunks.append(line)
-        else:
-            match = _FIELD_NAME.match(line)
-            if match is None:
-                block.malformed, block.body_start = True, pos
-                break
-            if name is not None:
-                block.fields.append((name, b"".join(chunks)))
-            name = match.group(1).decode("ascii").lower()
-            chunks = [line[match.end() :]]
-        pos = next_pos
-    if name is not None:
-        block.fields.append((name, b"".join(chunks)))
-    return block
-
-
-# --------------------------------------------------------------------------------------------
-# MIME parameters (RFC 2045 / RFC 2231)
-
-_PARAM_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^;"])+', re.S)
-_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
-_SECTION = re.compile(r"([0-9]{1,3})(\*?)")
-_MIME_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if value.startswith('"'):
-        value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
-        return _QUOTED_PAIR.sub(r"\1", value)
-    return value
-
-
-def _parse_params(value: str) -> tuple[str, dict[str, str]]:
-    """Main value (lower-cased) and parameters of Content-Type / Content-Disposition.
-
-    Linear, unlike `email.message.Message.get_params`, which is quadratic on unbalanced quotes.
-    RFC 2231 continuations and charsets are joined and decoded. Values are otherwise left raw:
-    a boundary must be matched byte for byte.
-    """
-    segments = _PARAM_SEGMENT.findall(value)
-    if not segments:
-        return "", {}
-    main = segments[0].split("(", 1)[0].strip().lower()
-    simple: dict[str, str] = {}
-    extended: dict[str, dict[int, tuple[bool, str]]] = {}
-    for segment in segments[1:]:
-        key, sep, raw_value = segment.partition("=")
-        if not sep:
-            continue
-        key = key.strip().lower()
-        if "*" in key:
-            base, _, section = key.partition("*")
-            if section == "":
-                number, encoded = 0, True
-            else:
-                match = _SECTION.fullmatch(section)
-                if match is None:
-                    continue
-                number, encoded = int(match.group(1)), bool(match.group(2))
-            extended.setdefault(base, {}).setdefault(number, (encoded, _unquote(raw_value)))
-        elif key:
-            simple.setdefault(key, _unquote(raw_value))
-    params = dict(simple)
-    for base, sections in extended.items():
-        charset: str | None = None
-        data = bytearray()
-        for index, number in enumerate(sorted(sections)):
-            encoded, text = sections[number]
-            if encoded:
-                if index == 0 and text.count("'") >= 2:
-                    charset, _language, text = text.split("'", 2)
-                data += unquote_to_bytes(text)
-            else:
-                data += text.encode("utf-8", "surrogateescape")
-        params[base] = _decode_bytes(bytes(data), charset or "utf-8")
-    return main, params
-
-
-@dataclass(slots=True)
-class _PartInfo:
-    content_type: str
-    params: dict[str, str]
-    disposition: str
-    filename: str | None
-    transfer_encoding: str
-    content_id: str | None
-
-
-def _part_info(block: _HeaderBlock, default_type: str) -> _PartInfo:
-    """What a MIME part's headers say about it, with stdlib-like defaults for broken values."""
-    raw_type = block.first("content-type")
-    content_type, params = _parse_params(_decode_8bit_header(raw_type)) if raw_type else ("", {})
-    if not _MIME_TYPE.fullmatch(content_type):
-        content_type = default_type
-    raw_disposition = block.first("content-disposition")
-    disposition, disposition_params = (
-        _parse_params(_decode_8bit_header(raw_disposition)) if raw_disposition else ("", {})
-    )
-    raw_filename = disposition_params.get("filename") or params.get("name") or ""
-    # RFC 2047 words inside a quoted filename are a violation, but Outlook and others send them.
-    filename = _clean_line(_decode_rfc2047(raw_filename)) or None
-    raw_cte = block.first("content-transfer-encoding")
-    cte = _decode_8bit_header(raw_cte).split("(", 1)[0].strip().lower() if raw_cte else ""
-    raw_cid = block.first("content-id")
-    content_id = _clean_line(_decode_8bit_header(raw_cid)).strip("<> \t") if raw_cid else ""
-    return _PartInfo(content_type, params, disposition, filename, cte, content_id or None)
+def _unstructured(value: object) -> str:
+    """Value of a free-text header (Subject, List-Id, a filename, ...) as display text."""
+    return _clean_line(_decode_words(_header_text(value)))
 
 
 # --------------------------------------------------------------------------------------------
 # Addresses
 
-_ADDRESS_TOKEN = re.compile(
-    r'"(?:[^"\\]|\\.)*"?'  # quoted string (may be unterminated)
-    r"|<[^<>]*>?"  # angle address
-    r"|\((?:[^()\\]|\\.)*\)?"  # comment (nesting is not worth the complexity)
-    r"|[,;:]"
-    r"|\s+"
-    r'|[^\s"<>(),;:]+'
-    r"|[<>()]",
-    re.S,
-)
 _EMAIL = re.compile(r'(?:"[^"]*"|[^\s"<>(),;:@\\]+)@[^\s"<>(),;:@\\]+')
+# Python 3.11.10+/3.12.6+ default to strict=True, which drops a whole header for one bad entry.
+_LENIENT = {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
 
 
 def _usable_email(candidate: str) -> str | None:
@@ -550,82 +349,47 @@ def _usable_email(candidate: str) -> str | None:
     return candidate.lower()
 
 
-def _display_name(parts: list[str]) -> str:
-    return " ".join(_clean_line(_decode_rfc2047("".join(parts))).split())
+def _address(name: str, addr: str) -> Address | None:
+    email = _usable_email(addr)
+    if email is None:
+        # getaddresses keeps "John Doe john@example.com" as one addr-spec; take the word with the @
+        words = addr.split()
+        with_at = [w for w in words if "@" in w]
+        if len(words) < 2 or len(with_at) != 1 or (email := _usable_email(with_at[0])) is None:
+            return None
+        name = name or " ".join(w for w in words if w is not with_at[0])
+    return Address(email=email, name=" ".join(_clean_line(_decode_words(name)).split()))
 
 
-def _parse_address_list(value: str) -> tuple[list[Address], bool]:
-    """Mailboxes in an address header, groups flattened. Returns (addresses, saw_group).
+class _AddressReader:
+    """Address headers through `getaddresses`, which costs microseconds per address (and per
+    stray "@"): at most `_ADDRESS_CHARS` characters of them per message, thousands of addresses.
+    Unusable entries are skipped: one broken recipient must not hide the others."""
 
-    Unusable entries are skipped: one broken recipient must not hide the others.
-    """
-    found: list[Address] = []
-    phrase: list[str] = []  # display-name pieces, whitespace kept as " "
-    words: list[str] = []  # whitespace-separated words for a bare addr-spec
-    comments: list[str] = []
-    angle: str | None = None
-    in_group = saw_group = False
+    def __init__(self, errors: _Errors) -> None:
+        self.errors = errors
+        self.remaining = _ADDRESS_CHARS
 
-    def flush() -> None:
-        nonlocal angle
-        email: str | None = None
-        name_parts = phrase
-        if angle is not None:
-            email = _usable_email(angle)
-        elif words:
-            bare = [w for w in words if w != " "]
-            with_at = [i for i, w in enumerate(bare) if "@" in w]
-            name_parts = []
-            if len(with_at) == 1 and len(bare) > 1:
-                # "John Doe john@example.com": the word with the @ is the address
-                email = _usable_email(bare[with_at[0]])
-                if email is not None:
-                    name_parts = [" ".join(w for i, w in enumerate(bare) if i != with_at[0])]
-            if email is None:
-                email = _usable_email("".join(bare))  # also obsolete "john @ example.com"
-        if email is not None:
-            name = _display_name(name_parts) or _display_name(comments[:1])
-            found.append(Address(email=email, name=name))
-        phrase.clear()
-        words.clear()
-        comments.clear()
-        angle = None
-
-    for match in _ADDRESS_TOKEN.finditer(value):
-        token = match.group()
-        first = token[0]
-        if first == ",":
-            flush()
-        elif first == ";":
-            flush()
-            in_group = False
-        elif first == ":":
-            if angle is None and not in_group:
-                phrase.clear()  # the group's display name
-                words.clear()
-                comments.clear()
-                in_group = saw_group = True
-        elif first == "<":
-            if len(token) > 1:
-                angle = token
-        elif first == "(":
-            if len(token) > 1:
-                comments.append(token[1:-1] if token.endswith(")") else token[1:])
-        elif first in ">)":
-            continue
-        elif first.isspace():
-            if phrase:
-                phrase.append(" ")
-            if words and words[-1] != " ":
-                words.append(" ")
-        elif first == '"':
-            phrase.append(_unquote(token))
-            words.append(token)
-        else:
-            phrase.append(token)
-            words.append(token)
-    flush()
-    return found, saw_group
+    def read(self, values: list[str], label: str, *, report: bool = True) -> tuple[Address, ...]:
+        found: list[Address] = []
+        for value in values:
+            text = _header_text(value)
+            if len(text) > self.remaining:
+                text = text[: max(0, text.rfind(",", 0, self.remaining))]
+                self.errors.add(
+                    f"address headers longer than {_ADDRESS_CHARS} characters; the rest was ignored"
+                )
+            self.remaining -= len(text)
+            try:
+                pairs = getaddresses([text], **_LENIENT)
+            except Exception:  # RecursionError on thousands of nested comments or groups
+                pairs = []
+            addresses = [a for a in (_address(name, addr) for name, addr in pairs) if a is not None]
+            # an empty group ("undisclosed-recipients:;") is a valid way of naming nobody
+            if report and not addresses and text.strip() and ":" not in text:
+                self.errors.add(f"no usable address in {label} header")
+            found.extend(addresses)
+        return tuple(found)
 
 
 # --------------------------------------------------------------------------------------------
@@ -807,196 +571,479 @@ def _html_to_text(html: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# MIME walk
+# Bounding the stdlib parser
+
+
+_T = TypeVar("_T")
+
+
+def _safely(get: Callable[[], _T], default: _T) -> _T:
+    """A stdlib accessor that raises on some broken input (RFC 2231 parameters mixing numbered
+    and unnumbered sections, a body-less part declaring base64, 8-bit charset names)."""
+    try:
+        return get()
+    except Exception:
+        return default
+
+
+class _Policy(Compat32):
+    """compat32, except that header values are handed out raw (never as `Header` objects) and
+    parameter headers are cut at `_MAX_PARAMS` parameters, since `get_param` (which the
+    feedparser calls for every multipart) rescans the value for every ";" inside quotes.
+    When re-emitting an attached message to measure it, headers are written as they came."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+        if name.lower() in ("content-type", "content-disposition") and value.count(";") > _MAX_PARAMS:
+            value = ";".join(value.split(";", _MAX_PARAMS + 1)[: _MAX_PARAMS + 1])
+        return value
+
+    def fold_binary(self, name: str, value: str) -> bytes:  # type: ignore[override]
+        return _raw_bytes(f"{name}: {value}{self.linesep}")
+
+
+_POLICY = _Policy()
+
+
+class _TooManyParts(Exception):
+    pass
+
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+# The feedparser cracks lines with StringIO(newline="").readlines(): "\r\n", "\r" and "\n" end them.
+_AT_LINE_START = rb"(?<![^\n\r])(?!(?<=\r)\n)"  # (not inside a CRLF)
+# Where a header block ends: the first line that email.feedparser.headerRE does not accept.
+_NOT_A_HEADER_LINE = re.compile(_AT_LINE_START + rb"(?!From |[\x21-\x39\x3b-\x7e]*:|[\t ])")
+
+
+def _after_blank_line(buf: bytes, start: int) -> int:
+    """End of the first empty line from the line start `start` on (or the end of `buf`)."""
+    start = max(0, start - 1)
+    ends = [i + n for i, n in ((buf.find(b"\n\n", start), 2), (buf.find(b"\n\r\n", start), 3)) if i >= 0]
+    return min(ends, default=len(buf))
+
+
+def _count_lines(buf: bytes, start: int, end: int) -> int:
+    return buf.count(b"\n", start, end) + buf.count(b"\r", start, end) - buf.count(b"\r\n", start, end) + 1
+
+
+_DASH_LINE = re.compile(rb"--(?<![^\n\r]--)")  # a line starting with "--"
+_MAX_REJECTED = 1000  # "--" that were no delimiter line, checked in Python before compiling
+# What may follow the boundary on a delimiter line (the feedparser's `boundaryre`, after "--B").
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")
+
+
+@functools.lru_cache(maxsize=64)
+def _delimiter_lines(boundaries: frozenset[bytes]) -> re.Pattern[bytes]:
+    """Only the delimiter lines of `boundaries`, at C speed: for mail full of "--" lines."""
+    alternatives = b"|".join(re.escape(b) for b in sorted(boundaries))
+    return re.compile(_DASH_LINE.pattern + rb"(?:" + alternatives + rb")" + _DELIMITER_TAIL.pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delimiter:
+    start: int
+    end: int  # after the line end
+    closing: bool
+    level: int  # index into the open levels
+
+
+def _read_headers(block: bytes, default_type: str = "text/plain") -> tuple[Message, int]:
+    """A header block read by the stdlib: (headers, length of what it left as body)."""
+    headers = BytesHeaderParser(policy=_POLICY).parsebytes(block)
+    headers.set_default_type(default_type)
+    rest = _safely(headers.get_payload, "")  # only a final "From ..." line is ever left over
+    return headers, len(rest) if isinstance(rest, str) and rest.isascii() else 0
 
 
 @dataclass(slots=True)
-class _Walk:
-    """Mutable state of one parse; kept out of the frozen result."""
+class _Level:
+    """An open container: a multipart (with its boundary) or an attached message (None)."""
 
-    buf: bytes
+    boundary: bytes | None
+    digest: bool = False
+
+
+class _Bounder:
+    """Pre-scan of the raw bytes that bounds what the feedparser will see (see module docstring).
+
+    It mirrors the feedparser: a delimiter line of any open multipart ends the current part
+    (and all parts nested in the multipart it belongs to), delimiter lines right after one are
+    swallowed, a header block ends at the first line that is not a header, and part headers
+    are read by the stdlib itself. The scan moves forward in windows, so each byte is searched
+    about once.
+    """
+
+    def __init__(self, raw: bytes, limits: ParseLimits) -> None:
+        self.raw = raw
+        self.limits = limits
+        self.stack: list[_Level] = []
+        self.edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in order
+        self.errors: list[str] = []
+        self.header_error: str | None = None
+        self.body_start = 0  # of the top-level message, in `raw`
+        self.parts = 1
+        self.header_budget = max(0, limits.max_header_bytes)
+        self.line_budget = _LINE_BUDGET
+        self.rejected = 0  # lines starting with "--" that were no delimiter
+
+    def run(self) -> bytes:
+        resume = self._top()
+        if resume is not None:
+            self._scan(resume)
+        if not self.edits:
+            return self.raw
+        pieces, pos = [], 0
+        for start, end, replacement in self.edits:
+            pieces += [self.raw[pos:start], replacement]
+            pos = end
+        pieces.append(self.raw[pos:])
+        return b"".join(pieces)
+
+    def _top(self) -> int | None:
+        raw, limit = self.raw, max(0, self.limits.max_header_bytes)
+        block = self._header_block(0, limit)
+        if block is not None:
+            kept = self.body_start = block
+        else:  # keep the fields that fit, then go on after the blank line that ends the block
+            kept = raw.rfind(b"\n", 0, limit) + 1
+            self.body_start = _after_blank_line(raw, kept)
+            self.header_error = f"header block larger than {limit} bytes; truncated"
+            eol = b"\r\n" if raw[kept - 2 : kept] == b"\r\n" else b"\n"
+            self.edits.append((kept, self.body_start, eol))
+        headers, rest = _read_headers(raw[:kept])
+        if block is not None:
+            self.body_start -= rest  # never expected: the parser ended the headers earlier
+        if not self._spend(0, kept):
+            return None
+        return self._open(headers, self.body_start, self.body_start)
+
+    def _header_block(self, start: int, budget: int) -> int | None:
+        """Where the body of the header block at `start` begins; None when the block is longer
+        than `budget` bytes. Like the feedparser, a blank line, a non-header line or a delimiter
+        line of an open multipart ends the block; only a blank line is skipped."""
+        raw = self.raw
+        limit = min(len(raw), start + budget)
+        end = _NOT_A_HEADER_LINE.search(raw, start, limit)
+        if end is None or (end.start() == limit and not _NOT_A_HEADER_LINE.match(raw, limit)):
+            if limit < len(raw):
+                return None
+            block_end = len(raw)
+        else:
+            block_end = end.start()
+        delimiter = self._find(start, block_end)
+        if delimiter is not None:
+            return delimiter.start
+        blank = _EOL.match(raw, block_end)
+        return blank.end() if blank else block_end
+
+    def _find(self, pos: int, end: int, *, at: bool = False) -> _Delimiter | None:
+        """The next delimiter line of an open multipart in raw[pos:end] (only at `pos` if `at`).
+
+        The line belongs to the outermost multipart whose boundary it matches: the innermost
+        one's matcher ends the current part, but each multipart then re-reads the line with
+        only its ancestors' matchers active, so it travels up to the outermost match.
+
+        "--" is found at C speed and checked here; after `_MAX_REJECTED` hits that were no
+        delimiter line, a compiled pattern for the open boundaries takes over.
+        """
+        order = [i for i, level in enumerate(self.stack) if level.boundary is not None]
+        raw = self.raw
+        while order:
+            if self.rejected < _MAX_REJECTED:
+                start = raw.find(b"--", pos, end)
+                if start < 0 or (at and start != pos):
+                    return None
+                if start > 0 and raw[start - 1] not in b"\r\n":
+                    self.rejected += 1
+                    pos = start + 1
+                    continue
+            else:
+                pattern = _delimiter_lines(frozenset(self.stack[i].boundary or b"" for i in order))
+                found = pattern.match(raw, pos, end) if at else pattern.search(raw, pos, end)
+                if found is None:
+                    return None
+                start = found.start()
+            for index in order:  # who gets the line
+                boundary = self.stack[index].boundary or b""
+                tail_start = start + 2 + len(boundary)
+                if tail_start <= end and raw.startswith(boundary, start + 2):
+                    tail = _DELIMITER_TAIL.match(raw, tail_start, end)
+                    if tail is not None:
+                        return _Delimiter(start, tail.end(), tail.group(1) is not None, index)
+            if at:
+                return None
+            self.rejected += 1
+            pos = start + 2
+        return None
+
+    def _scan(self, pos: int) -> None:
+        raw = self.raw
+        while True:
+            newline = raw.find(b"\n", pos + _SCAN_WINDOW)
+            window = len(raw) if newline < 0 else newline + 1
+            found = self._find(pos, window)
+            if not self._spend(pos, found.start if found else window):
+                return
+            if found is None:
+                if window >= len(raw):
+                    return
+                pos = window
+                continue
+            del self.stack[found.level + 1 :]
+            level = self.stack[found.level]
+            if found.closing:  # what follows is the parent's text
+                self.stack.pop()
+                pos = found.end
+                continue
+            start = found.end
+            while (again := self._find(start, len(raw), at=True)) and again.level == found.level:
+                start = again.end  # the parser swallows repeated delimiter lines
+            default_type = "message/rfc822" if level.digest else "text/plain"
+            resume = self._part(start, found.start, default_type)
+            if resume is None:
+                return
+            pos = resume
+
+    def _part(self, start: int, cut_at: int, default_type: str) -> int | None:
+        """The header block of a new part at `start`; returns where scanning resumes."""
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            return self._truncate(
+                cut_at, f"more than {self.limits.max_parts} MIME parts; the rest was ignored"
+            )
+        body_start = self._header_block(start, self.header_budget)
+        if body_start is None:
+            message = "MIME part headers exceed the header size limit; the rest was ignored"
+            return self._truncate(cut_at, message)
+        headers, rest = _read_headers(self.raw[start:body_start], default_type)
+        body_start -= rest
+        self.header_budget -= body_start - start
+        if not self._spend(start, body_start):
+            return None
+        return self._open(headers, body_start, cut_at)
+
+    def _open(self, headers: Message, body_start: int, cut_at: int) -> int | None:
+        """Enter the container a header block declares, if any, as the feedparser will."""
+        content_type = headers.get_content_type()
+        if content_type.startswith("multipart/"):
+            boundary = _safely(headers.get_boundary, None)  # the parser fails where this does
+            try:
+                level = _Level(boundary.encode("ascii", "surrogateescape"))  # type: ignore[union-attr]
+            except (AttributeError, UnicodeError):  # no boundary, or one that can never match
+                return body_start
+            level.digest = content_type == "multipart/digest"
+        elif content_type.startswith("message/") and content_type != "message/delivery-status":
+            level = _Level(None)
+        else:
+            return body_start
+        if len(self.stack) >= self.limits.max_mime_depth:
+            self.errors.append(
+                f"MIME nesting deeper than {self.limits.max_mime_depth} levels; inner parts ignored"
+            )
+            found = self._find(body_start, len(self.raw))
+            resume = found.start if found else len(self.raw)
+            if resume > body_start:
+                self.edits.append((body_start, resume, b""))
+            return resume
+        self.stack.append(level)
+        if level.boundary is None:  # an attached message: its header block follows at once
+            return self._part(body_start, cut_at, "text/plain")
+        return body_start
+
+    def _spend(self, start: int, end: int) -> bool:
+        """Charge the parser's work on raw[start:end] (at most a scan window or a header block)
+        to the line budget, or truncate at `start`. A line costs more inside multiparts, since
+        the feedparser tests it against every open boundary, and a line starting with "--" more
+        again: the boundaries are compared further, by the parser and by this scan."""
+        raw = self.raw
+        boundaries = [level.boundary for level in self.stack if level.boundary is not None]
+        cost = _count_lines(raw, start, end) * (
+            _LINE_WEIGHT + (_NESTED_WEIGHT if boundaries else 0) + len(boundaries)
+        )
+        if boundaries:
+            dashes = raw.count(b"\n--", start, end) + raw.count(b"\r--", start, end)
+            cost += dashes * 2 * (len(boundaries) + sum(map(len, boundaries)) // 64)
+        if end > start and cost > self.line_budget:
+            self._truncate(
+                start, "message too long or too deeply nested to parse in full; the rest was ignored"
+            )
+            return False
+        self.line_budget -= cost
+        return True
+
+    def _truncate(self, at: int, message: str) -> None:
+        """Drop raw[at:] and close the open multiparts, so the parser sees no damage of ours."""
+        self.errors.append(message)
+        self.edits = [edit for edit in self.edits if edit[0] < at]
+        tail = b"".join(b"--" + lvl.boundary + b"--\r\n" for lvl in reversed(self.stack) if lvl.boundary)
+        if tail and at > 0 and self.raw[at - 1 : at] not in (b"\n", b"\r"):
+            tail = b"\r\n" + tail
+        self.edits.append((at, len(self.raw), tail))
+        self.stack.clear()
+
+
+def _feed(data: bytes, limits: ParseLimits) -> tuple[Message, str | None]:
+    """The stdlib's parse of the bounded bytes: (root message, error that stopped it early).
+
+    Its message factory counts parts as a backstop: the pre-scan cuts at the same count, but
+    does not count the blocks of message/delivery-status parts."""
+    made: list[Message] = []
+
+    def factory(policy: Compat32) -> Message:
+        if len(made) >= max(1, limits.max_parts):
+            raise _TooManyParts
+        made.append(Message(policy=policy))
+        return made[-1]
+
+    parser = BytesFeedParser(policy=_POLICY.clone(message_factory=factory))
+    try:
+        for start in range(0, len(data), _FEED_CHUNK):
+            parser.feed(data[start : start + _FEED_CHUNK])
+        return parser.close(), None
+    except _TooManyParts:
+        error = f"more than {limits.max_parts} MIME parts; the rest was ignored"
+    except Exception as exc:  # defensive: keep whatever was parsed before the failure
+        error = f"MIME structure could not be parsed ({type(exc).__name__})"
+    if not made:
+        raise ValueError("no message was parsed")
+    return made[0], error
+
+
+# --------------------------------------------------------------------------------------------
+# From the stdlib's message tree to ParsedMessage
+
+_BASE64_DAMAGE = (email_errors.InvalidBase64CharactersDefect, email_errors.InvalidBase64LengthDefect)
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(b for b in range(256) if b not in _BASE64_ALPHABET)
+
+
+@dataclass(slots=True)
+class _Content:
     limits: ParseLimits
     errors: _Errors
-    header_budget: int
-    parts: int = 1  # the message itself
+    addresses: _AddressReader
     text_body: str | None = None
     html_body: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     senders: list[Address] = field(default_factory=list)
 
 
-def _delimiters(buf: bytes, start: int, end: int, boundary: bytes) -> Iterator[tuple[int, int, bool]]:
-    """(line start, line end, is_close) of each boundary delimiter line in buf[start:end].
-
-    The regex starts with a literal, so the search runs at C speed even when a crafted body is
-    full of near-miss lines like "--boundaryX".
-    """
-    tail = rb"(--)?[ \t]*\r?(?=\n|\Z)"
-    at_start = re.compile(rb"--" + re.escape(boundary) + tail).match(buf, start, end)
-    if at_start:
-        yield start, at_start.end(), at_start.group(1) is not None
-    for match in re.compile(rb"\n--" + re.escape(boundary) + tail).finditer(buf, start, end):
-        yield match.start(), match.end(), match.group(1) is not None
-
-
-def _split_multipart(walk: _Walk, start: int, end: int, boundary: bytes) -> list[tuple[int, int]] | None:
-    """Offsets of the body parts of one multipart, recording structural damage as errors.
-
-    None means the boundary never occurs, so the body is not MIME-structured at all.
-    """
-    buf = walk.buf
-    parts: list[tuple[int, int]] = []
-    part_start: int | None = None
-    closed = False
-    for line_start, line_end, is_close in _delimiters(buf, start, end, boundary):
-        if part_start is not None:
-            part_end = line_start
-            if part_end > part_start and buf[part_end - 1] == 0x0D:
-                part_end -= 1
-            if walk.parts >= walk.limits.max_parts:
-                walk.errors.add(f"more than {walk.limits.max_parts} MIME parts; the rest was ignored")
-                return parts
-            walk.parts += 1
-            parts.append((part_start, max(part_start, part_end)))
-        if is_close:
-            closed = True
-            break
-        part_start = min(line_end + 1, end)
-    if part_start is None:
-        walk.errors.add("multipart boundary never occurs in the body")
-        return None
-    if not closed:
-        if walk.parts >= walk.limits.max_parts:
-            walk.errors.add(f"more than {walk.limits.max_parts} MIME parts; the rest was ignored")
-        else:
-            walk.parts += 1
-            parts.append((part_start, end))
-        walk.errors.add("multipart is truncated: closing boundary missing")
-    return parts
-
-
-def _payload(walk: _Walk, info: _PartInfo, start: int, end: int) -> bytes:
-    """Part content with its Content-Transfer-Encoding undone; unknown encodings pass through."""
-    data = walk.buf[start:end]
-    if info.transfer_encoding == "base64":
-        decoded, damaged = _b64decode(data)
-        if damaged:
-            walk.errors.add(f"broken base64 in a {info.content_type} part")
-        return decoded
-    if info.transfer_encoding == "quoted-printable":
-        try:
-            return binascii.a2b_qp(data)
-        except (binascii.Error, ValueError):
-            return data
+def _payload(part: Message, content_type: str, errors: _Errors) -> bytes:
+    """Part content with its Content-Transfer-Encoding undone by `get_payload(decode=True)`."""
+    known = len(part.defects)
+    data = _safely(lambda: part.get_payload(decode=True), None)
+    if not isinstance(data, bytes):
+        return b""
+    damage = [d for d in part.defects[known:] if isinstance(d, _BASE64_DAMAGE)]
+    if not damage:
+        return data
+    compact = _raw_bytes(_safely(part.get_payload, "")).translate(None, b" \t\r\n\x0b\x0c")
+    try:  # whitespace inside lines is what got in the way: not damage
+        return base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        errors.add(f"broken base64 in a {content_type} part")
+    if any(isinstance(d, email_errors.InvalidBase64LengthDefect) for d in damage):
+        # the stdlib returns the encoded text here; decode all but the stray last character
+        usable = compact.translate(None, _NOT_BASE64)
+        usable = usable[: len(usable) - (len(usable) % 4 == 1)]
+        return binascii.a2b_base64(usable + b"=" * (-len(usable) % 4))
     return data
 
 
-def _body_text(walk: _Walk, info: _PartInfo, data: bytes, label: str) -> str:
+def _body_text(content: _Content, part: Message, data: bytes, label: str) -> str:
     """Decoded, cleaned body text truncated to `max_body_chars` (decoding only what is kept)."""
-    limit = max(0, walk.limits.max_body_chars)
+    limit = max(0, content.limits.max_body_chars)
     byte_cap = limit * 4 + 16  # no charset needs more than 4 bytes per character
     truncated = len(data) > byte_cap
-    text = _decode_bytes(
-        data[:byte_cap] if truncated else data, info.params.get("charset"), final=not truncated
-    )
-    text = _clean_text(text)
+    charset = _safely(part.get_content_charset, None)
+    text = _clean_text(_decode_bytes(data[:byte_cap] if truncated else data, charset, final=not truncated))
     if truncated or len(text) > limit:
         text = text[:limit]
-        walk.errors.add(f"{label} body longer than {limit} characters; truncated")
+        content.errors.add(f"{label} body longer than {limit} characters; truncated")
     return text
 
 
-def _leaf(walk: _Walk, info: _PartInfo, start: int, end: int) -> None:
-    content_type = info.content_type
-    attached = info.disposition == "attachment" or info.filename is not None
-    if content_type in ("text/plain", "text/html") and not attached:
-        if content_type == "text/plain" and walk.text_body is None:
-            walk.text_body = _body_text(walk, info, _payload(walk, info, start, end), "text/plain")
-        elif content_type == "text/html" and walk.html_body is None:
-            walk.html_body = _body_text(walk, info, _payload(walk, info, start, end), "text/html")
-        return  # later inline alternatives of the body are neither body nor attachment
-    payload = _payload(walk, info, start, end)
-    walk.attachments.append(
-        Attachment(
-            filename=info.filename,
-            content_type=content_type,
-            size=len(payload),
-            inline=info.disposition == "inline",
-            content_id=info.content_id,
-        )
+def _attachment(part: Message, content_type: str, size: int) -> Attachment:
+    filename = _safely(part.get_filename, None)
+    content_id = part.get("content-id")
+    return Attachment(
+        filename=_unstructured(filename) or None if filename is not None else None,
+        content_type=content_type,
+        size=size,
+        inline=part.get_content_disposition() == "inline",
+        content_id=_clean_line(_header_text(content_id)).strip("<> \t") or None if content_id else None,
     )
-    if content_type in ("message/rfc822", "message/global"):
-        _attached_sender(walk, payload)
 
 
-def _attached_sender(walk: _Walk, payload: bytes) -> None:
-    """Record the From of a forwarded-as-attachment message, without walking into its body."""
-    if walk.header_budget <= 0:
-        walk.errors.add("MIME part headers exceed the header size limit; the rest was ignored")
-        return
-    block = _split_headers(payload, 0, len(payload), walk.header_budget)
-    walk.header_budget -= block.body_start
-    raw_from = block.first("from")
-    if raw_from is None:
-        return
-    addresses, _ = _parse_address_list(_decode_8bit_header(raw_from))
-    for address in addresses:
-        if address not in walk.senders:
-            walk.senders.append(address)
+def _leaf(content: _Content, part: Message) -> None:
+    content_type = part.get_content_type()
+    attached = part.get_content_disposition() == "attachment" or _safely(part.get_filename, None) is not None
+    if content_type in ("text/plain", "text/html") and not attached:
+        if content_type == "text/plain" and content.text_body is None:
+            data = _payload(part, content_type, content.errors)
+            content.text_body = _body_text(content, part, data, content_type)
+        elif content_type == "text/html" and content.html_body is None:
+            data = _payload(part, content_type, content.errors)
+            content.html_body = _body_text(content, part, data, content_type)
+        return  # later inline alternatives of the body are neither body nor attachment
+    content.attachments.append(
+        _attachment(part, content_type, len(_payload(part, content_type, content.errors)))
+    )
 
 
-def _walk_mime(walk: _Walk, top: _HeaderBlock, end: int) -> None:
-    """Depth-first walk in document order with an explicit stack (no recursion limit to hit)."""
-    # (header block or None, start, end, depth, default content type)
-    stack: list[tuple[_HeaderBlock | None, int, int, int, str]] = [
-        (top, top.body_start, end, 0, "text/plain")
-    ]
-    limits = walk.limits
+def _message_size(messages: list[Message]) -> int:
+    try:
+        out = BytesIO()
+        for message in messages:
+            BytesGenerator(out, mangle_from_=False).flatten(message)
+        return len(out.getvalue())
+    except Exception:
+        return 0
+
+
+def _attached_message(content: _Content, part: Message) -> None:
+    """A message/* part: an attachment, plus the sender of a forwarded message. Not walked into."""
+    content_type = part.get_content_type()
+    inner = [m for m in part.get_payload() if isinstance(m, Message)]
+    content.attachments.append(_attachment(part, content_type, _message_size(inner)))
+    if content_type in ("message/rfc822", "message/global") and inner:
+        for address in content.addresses.read(inner[0].get_all("from") or [], "From", report=False):
+            if address not in content.senders:
+                content.senders.append(address)
+
+
+def _walk(content: _Content, root: Message) -> None:
+    """Depth-first in document order; depth is bounded by the pre-scan."""
+    stack = [root]
     while stack:
-        block, start, part_end, depth, default_type = stack.pop()
-        if block is None:
-            if walk.header_budget <= 0:
-                walk.errors.add("MIME part headers exceed the header size limit; the rest was ignored")
-                continue
-            block = _split_headers(walk.buf, start, part_end, walk.header_budget)
-            walk.header_budget -= block.body_start - start
-            start = block.body_start
-        info = _part_info(block, default_type)
-        if not info.content_type.startswith("multipart/"):
-            _leaf(walk, info, start, part_end)
-            continue
-        if depth >= limits.max_mime_depth:
-            walk.errors.add(f"MIME nesting deeper than {limits.max_mime_depth} levels; inner parts ignored")
-            continue
-        boundary = info.params.get("boundary", "")
-        if not boundary or len(boundary) > _MAX_BOUNDARY:
-            walk.errors.add("multipart without usable boundary parameter")
-            _leaf(
-                walk,
-                _PartInfo("text/plain", info.params, "", None, info.transfer_encoding, None),
-                start,
-                part_end,
-            )
-            continue
-        children = _split_multipart(walk, start, part_end, boundary.encode("utf-8", "surrogateescape"))
-        if children is None:  # show the unstructured body as text rather than nothing
-            _leaf(
-                walk,
-                _PartInfo("text/plain", info.params, "", None, info.transfer_encoding, None),
-                start,
-                part_end,
-            )
-            continue
-        child_type = "message/rfc822" if info.content_type == "multipart/digest" else "text/plain"
-        for child_start, child_end in reversed(children):
-            stack.append((None, child_start, child_end, depth + 1, child_type))
+        part = stack.pop()
+        if any(isinstance(d, email_errors.CloseBoundaryNotFoundDefect) for d in part.defects):
+            content.errors.add("multipart is truncated: closing boundary missing")
+        if part.is_multipart():
+            if part.get_content_maintype() == "message":
+                _attached_message(content, part)
+            else:
+                stack.extend(reversed([p for p in part.get_payload() if isinstance(p, Message)]))
+        elif part.get_content_maintype() == "multipart":  # the parser could not split it
+            data = _payload(part, "text/plain", content.errors)
+            if not data.strip():
+                continue  # header-only fetch, or a part emptied by the depth cap
+            boundary = _safely(part.get_boundary, None)
+            if boundary is None or len(boundary) > _MAX_BOUNDARY:
+                content.errors.add("multipart without usable boundary parameter")
+            else:
+                content.errors.add("multipart boundary never occurs in the body")
+            if content.text_body is None:  # show the unstructured body as text
+                content.text_body = _body_text(content, part, data, "text/plain")
+        else:
+            _leaf(content, part)
 
 
 # --------------------------------------------------------------------------------------------
 # Whole message
 
 
-def _content_hash(block: _HeaderBlock | None, body: bytes) -> str:
+def _content_hash(fields: list[tuple[str, str]], body: bytes) -> str:
     """sha256 over the identifying headers and the body, independent of per-copy server headers.
 
     Raw header bytes with collapsed whitespace survive refolding; the body is compared with
@@ -1004,26 +1051,11 @@ def _content_hash(block: _HeaderBlock | None, body: bytes) -> str:
     """
     digest = hashlib.sha256()
     for name in _HASHED_HEADERS:
-        values = block.all(name) if block else []
+        values = [_raw_bytes(value) for key, value in fields if key == name]
         digest.update(name.encode() + b":" + b"\x1f".join(b" ".join(v.split()) for v in values) + b"\n")
     digest.update(b"\n")
     digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
     return digest.hexdigest()
-
-
-def _addresses(block: _HeaderBlock, name: str, label: str, errors: _Errors) -> tuple[Address, ...]:
-    values = block.all(name)
-    found: list[Address] = []
-    for raw in values:
-        text = _decode_8bit_header(raw)
-        try:
-            addresses, saw_group = _parse_address_list(text)
-        except Exception:  # defensive: one header must not cost the whole message
-            addresses, saw_group = [], False
-        if not addresses and not saw_group and text.strip():
-            errors.add(f"no usable address in {label} header")
-        found.extend(addresses)
-    return tuple(found)
 
 
 def _as_bytes(raw: object) -> bytes:
@@ -1078,69 +1110,69 @@ def _fallback(raw: object, internal_date: datetime | None, exc: Exception) -> Pa
     )
 
 
-_NON_SPACE = re.compile(rb"\S")
-
-
 def _parse(raw: bytes, internal_date: datetime | None, limits: ParseLimits) -> ParsedMessage:
     errors = _Errors()
-    end = len(raw)
-    start = 0
-    if raw.startswith(b"From "):  # mbox separator line from an .eml export, not a header
-        newline = raw.find(b"\n")
-        start = end if newline < 0 else newline + 1
-    block = _split_headers(raw, start, end, max(0, limits.max_header_bytes))
+    bounder = _Bounder(raw, limits)
+    data = bounder.run()
+    root, feed_error = _feed(data, limits)
+    fields = [(str(name).strip().lower(), value) for name, value in root.raw_items()]
+
+    def all_of(name: str) -> list[str]:
+        return [value for key, value in fields if key == name]
+
+    def first(name: str) -> str | None:
+        values = all_of(name)
+        return values[0] if values else None
+
     if not raw.strip():
         errors.add("empty message")
-    elif not block.fields:
+    elif not fields:
         errors.add("no header block")
-    elif block.malformed:
+    elif any(isinstance(d, email_errors.MissingHeaderBodySeparatorDefect) for d in root.defects):
         errors.add("malformed header line; the rest was read as body")
-    if block.truncated:
-        errors.add(f"header block larger than {limits.max_header_bytes} bytes; truncated")
+    elif any(isinstance(d, email_errors.FirstHeaderLineIsContinuationDefect) for d in root.defects):
+        errors.add("malformed header line: the header block starts with a continuation line")
+    if bounder.header_error:
+        errors.add(bounder.header_error)
 
-    content_hash = _content_hash(block, raw[block.body_start :])
-
-    raw_subject = block.first("subject")
+    content_hash = _content_hash(fields, raw[bounder.body_start :])
+    raw_subject = first("subject")
     subject = _unstructured(raw_subject) if raw_subject is not None else ""
-
-    message_id: str | None = None
-    raw_id = block.first("message-id")
-    if raw_id is not None:
-        ids = _message_ids(_decode_8bit_header(raw_id))
-        message_id = ids[0] if ids else None
-    raw_reply = block.first("in-reply-to")
-    reply_ids = _message_ids(_decode_8bit_header(raw_reply)) if raw_reply is not None else []
-    references = _cap_references(
-        [i for v in block.all("references") for i in _message_ids(_decode_8bit_header(v))]
-    )
+    raw_id = first("message-id")
+    ids = _message_ids(_header_text(raw_id)) if raw_id is not None else []
+    message_id = ids[0] if ids else None
+    raw_reply = first("in-reply-to")
+    reply_ids = _message_ids(_header_text(raw_reply)) if raw_reply is not None else []
+    references = _cap_references([i for v in all_of("references") for i in _message_ids(_header_text(v))])
 
     date: datetime | None = None
-    raw_date = block.first("date")
+    raw_date = first("date")
     if raw_date is not None:
         try:
-            date = _parse_date(_decode_8bit_header(raw_date))
+            date = _parse_date(_header_text(raw_date))
         except Exception:
             date = None
     if date is None:
         date = _internal_utc(internal_date)
 
-    senders = _addresses(block, "from", "From", errors)
-    to = _addresses(block, "to", "To", errors)
-    cc = _addresses(block, "cc", "Cc", errors)
-    bcc = _addresses(block, "bcc", "Bcc", errors)
-    reply_to = _addresses(block, "reply-to", "Reply-To", errors)
+    addresses = _AddressReader(errors)
+    senders = addresses.read(all_of("from"), "From")
+    to = addresses.read(all_of("to"), "To")
+    cc = addresses.read(all_of("cc"), "Cc")
+    bcc = addresses.read(all_of("bcc"), "Bcc")
+    reply_to = addresses.read(all_of("reply-to"), "Reply-To")
+    headers = tuple((name, _unstructured(value)) for name, value in fields if name in _KEPT_HEADERS)
 
-    headers = tuple((name, _unstructured(value)) for name, value in block.fields if name in _KEPT_HEADER_SET)
-
-    walk = _Walk(buf=raw, limits=limits, errors=errors, header_budget=max(0, limits.max_header_bytes))
-    if _NON_SPACE.search(raw, block.body_start):  # header-only input has no structure to walk
-        try:
-            _walk_mime(walk, block, end)
-        except Exception as exc:
-            errors.add(f"MIME structure could not be parsed ({type(exc).__name__})")
-
-    html_body = walk.html_body or ""
-    text_body = walk.text_body
+    for message in [*bounder.errors, feed_error]:
+        if message:
+            errors.add(message)
+    content = _Content(limits=limits, errors=errors, addresses=addresses)
+    try:
+        _walk(content, root)
+    except Exception as exc:
+        errors.add(f"MIME structure could not be parsed ({type(exc).__name__})")
+    html_body = content.html_body or ""
+    text_body = content.text_body
     if text_body is None:
         text_body = _html_to_text(html_body)[: max(0, limits.max_body_chars)] if html_body else ""
 
@@ -1160,10 +1192,10 @@ def _parse(raw: bytes, internal_date: datetime | None, limits: ParseLimits) -> P
         references=references,
         text_body=text_body,
         html_body=html_body,
-        attachments=tuple(walk.attachments),
+        attachments=tuple(content.attachments),
         size=len(raw),
         recipient_count=count_recipients(to, cc, bcc),
         headers=headers,
-        attached_message_senders=tuple(walk.senders),
+        attached_message_senders=tuple(content.senders),
         parse_errors=errors.result(),
     )
