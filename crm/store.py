@@ -193,12 +193,14 @@ def break_lease(*, session: Session, account_id: int, owner: str) -> None:
     )
 
 
-def renew_lease(*, session: Session, account_id: int, owner: str, lease_seconds: int) -> None:
-    session.execute(
+def renew_lease(*, session: Session, account_id: int, owner: str, lease_seconds: int) -> bool:
+    """Extend our claim; False when the account is no longer ours."""
+    result = session.execute(
         update(MailAccount)
         .where(col(MailAccount.id) == account_id, col(MailAccount.lease_owner) == owner)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def release_account(*, session: Session, account_id: int, owner: str) -> None:

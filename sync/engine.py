@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
 
 from crm import store
 from crm.db import get_engine, session_scope
 from crm.models import MailAccount
-from crm.secrets import SecretBox
+from crm.secrets import SecretBox, SecretKeyError
 from crm.settings import Settings, get_settings
 from crm.types import AccountStatus, RunStatus, SkipReason, utcnow
 from sync import errors, imap
@@ -206,6 +207,7 @@ class SyncEngine:
         self.after_batch = list(after_batch)
         self._box = SecretBox.from_settings(self.settings)
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # scheduler threads share one engine
 
     def parse_later(
         self, jobs: list[tuple[int, bytes, datetime | None]]
@@ -213,12 +215,14 @@ class SyncEngine:
         """Parse in a worker process when configured (parsing is pure and CPU-bound: on a
         multi-core machine it then runs beside the fetching and storing), else right here."""
         if self.settings.parse_workers > 0 and jobs:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.settings.parse_workers,
-                    mp_context=multiprocessing.get_context("forkserver"),
-                )
-            return self._pool.submit(_parse_jobs, jobs)
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=self.settings.parse_workers,
+                        mp_context=multiprocessing.get_context("forkserver"),
+                    )
+                pool = self._pool
+            return pool.submit(_parse_jobs, jobs)
         done: Future[list[tuple[int, ParsedMessage]]] = Future()
         done.set_result(_parse_jobs(jobs))
         return done
@@ -336,7 +340,9 @@ class SyncEngine:
                 errors=summary.errors,
                 error_status=failure.status if failure else None,
             )
-            if failure is not None:
+            if isinstance(failure, errors.LeaseLost):
+                pass  # the worker that took over reports the account's state
+            elif failure is not None:
                 store.record_account_failure(
                     session=session,
                     account_id=account.id,
@@ -363,7 +369,10 @@ class SyncEngine:
 
     # -----------------------------------------------------------------------------------------
     def _sync_folders(self, account: _Account, identities: frozenset[str], summary: SyncSummary) -> None:
-        password = self._box.decrypt(account.secret_encrypted)
+        try:
+            password = self._box.decrypt(account.secret_encrypted)
+        except SecretKeyError as exc:
+            raise errors.CredentialsUnreadable(str(exc)) from exc
         with imap.connect(account.endpoint, password) as conn:
             folders = pick_folders(conn.list_folders())
             summary.folders = {role.value: name for role, name in folders.items()}
@@ -422,6 +431,7 @@ class _FolderPass:
         self.folder_id = 0
         self.uidvalidity = 0
         self.cursor_uid = 0
+        self.blocked = False  # a UID of this pass is left to retry: the cursor stays before it
 
     def _session(self):  # type: ignore[no-untyped-def]
         return session_scope(self.engine.db)
@@ -478,14 +488,21 @@ class _FolderPass:
         if selected.uidvalidity != self.uidvalidity:
             raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
         self.cursor_uid = 0 if plan.action is Action.RESYNC else plan.fetch_above
+        uids = self.conn.uids_above(self.cursor_uid)
+        highest_on_server = uids[-1] if uids else self.cursor_uid
         windowed = plan.action in (Action.INITIAL, Action.RESYNC) and self.account.sync_since is not None
         if windowed and self.account.sync_since is not None:
-            uids = [u for u in self.conn.uids_since(self.account.sync_since) if u > self.cursor_uid]
-        else:
-            uids = self.conn.uids_above(self.cursor_uid)
+            in_window = set(self.conn.uids_since(self.account.sync_since))
+            uids = [u for u in uids if u in in_window]
         self._fetch_all(uids)
         if self.engine.stop_event.is_set():
             return
+        if windowed and not self.blocked and highest_on_server > self.cursor_uid:
+            # Older mail is outside the window on purpose: the cursor moves past it (to a UID
+            # the server really listed, never to a UIDNEXT it merely claims), so the next pass
+            # is incremental instead of downloading the whole mailbox.
+            self._apply([], highest_on_server)
+            self.cursor_uid = highest_on_server
         messages = self._notice_expunged(selected.messages)
         self._refresh_flags(plan.flags_since, plan.full_flag_scan)
         with self._session() as session:
@@ -495,7 +512,7 @@ class _FolderPass:
                 uidnext=selected.uidnext or status.uidnext,
                 messages=messages,
                 highestmodseq=selected.highestmodseq or status.highestmodseq,
-                pending=bool(uids) and self.cursor_uid < uids[-1],
+                pending=self.blocked,
             )
 
     # -----------------------------------------------------------------------------------------
@@ -545,16 +562,19 @@ class _FolderPass:
             producer.join()
 
     def _fetch_batch(self, batch: list[int]) -> _Fetched:
-        """The network side of a batch (plus two short reads): what is new, what to download."""
+        """The network side of a batch (plus short reads): what is new, what to download. The
+        lease is renewed first, so a long download never outlives it."""
+        with self._session() as session:
+            self._renew(session)
         with self._session() as session:
             already = store.seen_uids(
                 session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=batch
             )
         todo = [u for u in batch if u not in already]
         fetched = _Fetched(batch=batch, done=set(already))
-        fetched.metas = {m.uid: m for m in self.conn.fetch_meta(todo)}
+        fetched.metas = {m.uid: m for m in self._fetch_meta(todo, fetched.failures)}
         for uid in todo:
-            if uid not in fetched.metas:
+            if uid not in fetched.metas and uid not in fetched.failures:
                 if self.conn.exists(uid):
                     fetched.failures[uid] = "the server returned no data for it"
                 else:
@@ -592,6 +612,19 @@ class _FolderPass:
         fetched.parsed = self.engine.parse_later(jobs)
         return fetched
 
+    def _fetch_meta(self, uids: list[int], failures: dict[int, str]) -> list[MessageMeta]:
+        try:
+            return self.conn.fetch_meta(uids)
+        except errors.ProtocolError:
+            # The server refused the batch: find the message(s) it chokes on, one by one.
+            metas: list[MessageMeta] = []
+            for uid in uids:
+                try:
+                    metas.extend(self.conn.fetch_meta([uid]))
+                except errors.ProtocolError as exc:
+                    failures[uid] = str(exc)
+            return metas
+
     def _finish_batch(self, fetched: _Fetched) -> None:
         """The database side of a batch: build the items, count failures, write, advance."""
         items = list(fetched.early)
@@ -617,7 +650,7 @@ class _FolderPass:
         items = _dedupe(items)
         quarantined = self._record_failures(fetched.failures)
         done = fetched.done | quarantined | {i.location.uid for i in items}
-        result = self._store(items, contiguous_done(fetched.batch, done, self.cursor_uid))
+        result = self._store(items, fetched.batch, done)
         self.summary.add(result)
         if result.stored_message_pks:
             for callback in self.engine.after_batch:
@@ -690,55 +723,67 @@ class _FolderPass:
                 identities=self.identities,
                 cursor=store.CursorUpdate(cursor) if cursor is not None else None,
             )
-            store.renew_lease(
-                session=session,
-                account_id=self.account.id,
-                owner=self.engine.worker_id,
-                lease_seconds=self.settings.lease_seconds,
-            )
+            self._renew(session)
         return result
 
-    def _store(self, items: list[store.Incoming], new_cursor: int) -> store.BatchResult:
-        """Write the batch and advance `self.cursor_uid`."""
+    def _renew(self, session: Session) -> None:
+        """Still ours? A worker that lost its claim (it stalled past the lease and another took
+        over) must stop before writing: raising rolls the batch back."""
+        if not store.renew_lease(
+            session=session,
+            account_id=self.account.id,
+            owner=self.engine.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+        ):
+            raise errors.LeaseLost()
+
+    def _cursor_after(self, batch: list[int], done: set[int]) -> int:
+        """Where the cursor may go after this batch: up to the first UID not done. Once a batch
+        left one behind (a failure to retry), no later batch of the pass moves it: the cursor
+        means "everything up to here is done", and the retry must find that UID again."""
+        return self.cursor_uid if self.blocked else contiguous_done(batch, done, self.cursor_uid)
+
+    def _moved_to(self, batch: list[int], cursor: int) -> None:
+        self.cursor_uid = cursor
+        if batch and cursor < batch[-1]:
+            self.blocked = True
+
+    def _store(self, items: list[store.Incoming], batch: list[int], done: set[int]) -> store.BatchResult:
+        """Write the batch and advance the cursor as far as it is done."""
+        cursor = self._cursor_after(batch, done)
         try:
-            result = self._apply(items, new_cursor)
+            result = self._apply(items, cursor)
+        except OperationalError as exc:
+            # Locked or unreachable database: not the message's fault, retry the pass later.
+            raise errors.StorageUnavailable(type(exc).__name__) from exc
         except (SQLAlchemyError, LookupError, ValueError) as exc:
             log.warning(
                 "account %s %s: batch write failed (%s); storing one by one", self.account.id, self.name, exc
             )
         else:
-            self.cursor_uid = new_cursor
+            self._moved_to(batch, cursor)
             return result
         # One message broke the batch (or another worker stored the same Message-ID first):
         # store each in its own transaction and count failures towards quarantine.
         total = store.BatchResult()
         failures: dict[int, str] = {}
-        stored: set[int] = set()
         for item in items:
             try:
                 result = self._apply([item], None)
+            except OperationalError as exc:
+                raise errors.StorageUnavailable(type(exc).__name__) from exc
             except (SQLAlchemyError, LookupError, ValueError) as exc:
                 failures[item.location.uid] = f"could not be stored ({type(exc).__name__})"
                 continue
-            stored.add(item.location.uid)
             total.new_messages += result.new_messages
             total.new_locations += result.new_locations
             total.skipped += result.skipped
             total.malformed += result.malformed
             total.stored_message_pks.extend(result.stored_message_pks)
         quarantined = self._record_failures(failures)
-        with self._session() as session:
-            already = store.seen_uids(
-                session=session,
-                folder_id=self.folder_id,
-                uidvalidity=self.uidvalidity,
-                uids=[i.location.uid for i in items],
-            )
-        done = already | stored | quarantined
-        uids = sorted(i.location.uid for i in items)
-        cursor = min(new_cursor, contiguous_done(uids, done, self.cursor_uid)) if uids else new_cursor
+        cursor = self._cursor_after(batch, (done - set(failures)) | quarantined)
         self._apply([], cursor)
-        self.cursor_uid = cursor
+        self._moved_to(batch, cursor)
         return total
 
     # -----------------------------------------------------------------------------------------

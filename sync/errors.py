@@ -120,6 +120,29 @@ class UidValidityUnstable(SyncError):
         )
 
 
+class CredentialsUnreadable(SyncError):
+    """The stored password cannot be decrypted (the encryption key changed)."""
+
+    status = AccountStatus.NEEDS_CREDENTIALS
+    transient = False
+
+
+class StorageUnavailable(SyncError):
+    """The database is locked or unreachable: nothing is wrong with the mail, retry later."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(
+            f"The database could not be written ({kind}); the sync will resume from the last saved batch."
+        )
+
+
+class LeaseLost(SyncError):
+    """Another worker took this account over (this one stalled past its lease)."""
+
+    def __init__(self) -> None:
+        super().__init__("Another worker took over this account; this worker stopped before writing.")
+
+
 class ProtocolError(SyncError):
     """The server answered something we cannot use (NO/BAD or a malformed response)."""
 

@@ -370,3 +370,55 @@ def test_parse_worker_pool_and_pipelined_batches_give_the_same_result(setup, set
         folder = session.exec(select(FolderState).where(FolderState.role == FolderRole.INBOX)).one()
     assert sorted(t.message_count for t in threads) == [1] * 20 + [2] * 10
     assert folder.highest_uid == 30
+
+
+def test_empty_history_window_does_not_download_everything_later(setup) -> None:  # type: ignore[no-untyped-def]
+    db, tenant_id, _account, box = setup
+    old = datetime(2020, 1, 5, tzinfo=UTC)
+    box.dovecot.append_many(box.name, "INBOX", [_msg(i, date=old) for i in range(4)], internal_date=old)
+    windowed = make_account(
+        db, tenant_id, box, email="w@acme.test", sync_since=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    assert SyncEngine(db=db).sync_account(windowed).new_messages == 0
+    box.dovecot.append(box.name, "INBOX", _msg(9))
+    summary = SyncEngine(db=db).sync_account(windowed)
+    assert summary.new_messages == 1
+    assert _count(db, Message) == 1
+
+
+def test_changed_encryption_key_asks_for_credentials(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, _tenant, account_id, _box = setup
+    from cryptography.fernet import Fernet
+
+    from crm.settings import reset_settings
+
+    monkeypatch.setenv("CRM_INBOX_SECRET_KEY", Fernet.generate_key().decode())
+    reset_settings()
+    summary = SyncEngine(db=db).sync_account(account_id)
+    assert summary.status == "failed" and "cannot be decrypted" in summary.errors[0]
+    with Session(db) as session:
+        assert session.get_one(MailAccount, account_id).status is AccountStatus.NEEDS_CREDENTIALS
+
+
+def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> None:  # type: ignore[no-untyped-def]
+    db, _tenant, account_id, box = setup
+    box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(6)])
+    settings.sync_batch_size = 2
+    engine = SyncEngine(db=db, settings=settings)
+    from crm.db import session_scope
+
+    def steal(_account: int, _role: object, done: int, _total: int) -> None:
+        if done == 2:  # after the first batch, another worker takes the account over
+            with session_scope(db) as session:
+                row = session.get_one(MailAccount, account_id)
+                row.lease_owner = "other-host:1:1"
+                session.add(row)
+
+    engine.progress = steal
+    summary = engine.sync_account(account_id)
+    assert summary.status == "failed" and "Another worker took over" in summary.errors[0]
+    assert _count(db, Message) == 2  # the first batch only; nothing written after the takeover
+    with Session(db) as session:
+        row = session.get_one(MailAccount, account_id)
+    assert row.lease_owner == "other-host:1:1"  # not released: it is not ours
+    assert row.status is not AccountStatus.ERROR

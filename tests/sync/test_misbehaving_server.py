@@ -23,9 +23,10 @@ from tests.factories import make_tenant
 class ScriptedSession:
     """Serves INBOX from a dict; fetching `broken` fails like a server NO response."""
 
-    def __init__(self, messages: dict[int, bytes], broken: int) -> None:
+    def __init__(self, messages: dict[int, bytes], broken: int, stage: str = "body") -> None:
         self.inbox = messages
         self.broken = broken
+        self.stage = stage  # which FETCH the server refuses for `broken`: "meta" or "body"
         self.messages: dict[int, bytes] = {}
 
     def __enter__(self) -> ScriptedSession:
@@ -58,6 +59,8 @@ class ScriptedSession:
         return uid in self.messages
 
     def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
+        if self.stage == "meta" and self.broken in uids:
+            raise errors.ProtocolError("fetching message sizes and headers")
         return [
             MessageMeta(uid, len(self.messages[u]), (), datetime(2026, 1, 1, tzinfo=UTC), b"")
             for u in uids
@@ -65,7 +68,7 @@ class ScriptedSession:
         ]
 
     def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
-        if self.broken in uids:
+        if self.stage == "body" and self.broken in uids:
             raise errors.ProtocolError("downloading messages")
         return {u: self.messages[u] for u in uids}
 
@@ -219,3 +222,59 @@ def test_lying_server_values_never_reach_the_cursor(
     assert folder().uidnext == 4
     with Session(db) as s:
         assert len(s.exec(select(Message)).all()) == 3
+
+
+@pytest.mark.parametrize("stage", ["meta", "body"])
+def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
+    db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    settings,
+    stage: str,  # type: ignore[no-untyped-def]
+) -> None:
+    from crm import accounts
+    from crm.db import session_scope
+    from crm.secrets import Secret, SecretBox
+    from crm.types import Security
+
+    messages = {
+        uid: build_message(
+            subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<g{uid}@test>"
+        )
+        for uid in range(1, 8)
+    }
+    server = ScriptedSession(messages, broken=2, stage=stage)
+    monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: server)
+    settings.sync_batch_size = 3  # batches [1,2,3] [4,5,6] [7]: the failure is in the first
+    tenant = make_tenant(db)
+    with session_scope(db) as s:
+        account_id = (
+            accounts.add_account(
+                session=s,
+                tenant_id=tenant,
+                data=accounts.AccountInput(
+                    email="s@acme.test",
+                    imap_host="h",
+                    imap_port=993,
+                    imap_security=Security.TLS,
+                    username="s",
+                ),
+                password=Secret("x"),
+                box=SecretBox.from_settings(),
+            ).id
+            or 0
+        )
+
+    def cursor() -> int:
+        with Session(db) as s:
+            return s.exec(select(FolderState.highest_uid).where(FolderState.role == FolderRole.INBOX)).one()
+
+    engine = SyncEngine(db=db, settings=settings)
+    first = engine.sync_account(account_id)
+    assert first.new_messages == 6  # everything but UID 2 is stored...
+    assert cursor() == 1  # ...and the cursor waits before it, even after later batches
+    for _ in range(settings.max_message_attempts - 1):
+        engine.sync_account(account_id)
+    assert cursor() == 7  # quarantined after the last attempt: the folder moves on
+    with Session(db) as s:
+        assert s.exec(select(ImapUid).where(ImapUid.state == UidState.QUARANTINED)).one().uid == 2
+        assert len(s.exec(select(Message)).all()) == 6
