@@ -24,6 +24,7 @@ from crm.errors import NotFound
 from crm.forwards import find_forwarded_senders
 from crm.linking import LinkReason, RecordKind
 from crm.models import (
+    Company,
     CompanyDomain,
     Contact,
     ContactEmail,
@@ -176,15 +177,21 @@ def _chunks(items: Sequence[object], size: int = 500) -> Iterable[list[object]]:
 
 
 def _thread_state(
-    session: Session, thread_ids: set[int]
+    session: Session, thread_ids: set[int], exclude_pks: frozenset[int] = frozenset()
 ) -> tuple[dict[int, set[int]], dict[int, set[tuple[RecordKind, int]]]]:
+    """Deals each thread is linked to, and its sticky unlinks. `exclude_pks`: messages being
+    re-decided, whose own links must not vouch for themselves."""
     deals: dict[int, set[int]] = defaultdict(set)
     suppressed: dict[int, set[tuple[RecordKind, int]]] = defaultdict(set)
     for chunk in _chunks(sorted(thread_ids)):
         for thread_id, deal_id in session.exec(
             select(Message.thread_id, MessageLink.record_id)
             .join(Message, col(Message.id) == col(MessageLink.message_pk))
-            .where(col(Message.thread_id).in_(chunk), MessageLink.record_kind == RecordKind.DEAL.value)
+            .where(
+                col(Message.thread_id).in_(chunk),
+                MessageLink.record_kind == RecordKind.DEAL.value,
+                col(MessageLink.message_pk).not_in(sorted(exclude_pks) or [0]),
+            )
         ).all():
             if thread_id is not None:
                 deals[thread_id].add(deal_id)
@@ -229,10 +236,13 @@ def link_messages(
     account_id: int | None = None,
     reconcile: bool = False,
     preloaded: Sequence[Message] | None = None,
+    create_leads: bool = False,
 ) -> LinkStats:
     """Decide and write the links of these messages. `reconcile` also removes rule-made links
     no longer proposed (after an address was removed); MANUAL links are never touched.
-    `preloaded`: the same messages as ORM objects the caller already holds (saves a reload)."""
+    `preloaded`: the same messages as ORM objects the caller already holds (saves a reload).
+    `create_leads`: only for newly synced mail (when the tenant enabled it); a backfill or a
+    re-decide after an address was removed must not turn that address into a lead."""
     stats = LinkStats()
     if not message_pks:
         return stats
@@ -249,7 +259,11 @@ def link_messages(
         _facts(m, account_id if account_id is not None else accounts.get(m.id or 0), ctx) for m in messages
     ]
     directory = _load_directory(session, tenant_id, ctx, facts)
-    thread_deals, suppressed = _thread_state(session, {m.thread_id for m in messages if m.thread_id})
+    thread_deals, suppressed = _thread_state(
+        session,
+        {m.thread_id for m in messages if m.thread_id},
+        frozenset(m.id or 0 for m in messages) if reconcile else frozenset(),
+    )
     existing = _existing_links(session, [m.id or 0 for m in messages])
     new_rows: list[dict[str, object]] = []
     for message, fact in zip(messages, facts, strict=True):
@@ -259,8 +273,9 @@ def link_messages(
             thread_deal_ids=frozenset(thread_deals.get(thread, ())),
             suppressed=frozenset(suppressed.get(thread, ())),
         )
-        decision = linking.decide_links(fact, per_message, create_leads=ctx.tenant.auto_create_leads)
-        if decision.lead_proposal is not None and ctx.tenant.auto_create_leads:
+        leads = create_leads and ctx.tenant.auto_create_leads
+        decision = linking.decide_links(fact, per_message, create_leads=leads)
+        if decision.lead_proposal is not None and leads:
             contact = _create_lead(session, tenant_id, decision.lead_proposal)
             stats.leads_created += 1
             assert isinstance(directory.contacts_by_email, dict)
@@ -333,7 +348,11 @@ def _apply(
                 }
             )
             added += 1
-        elif row.reason != LinkReason.MANUAL.value and _stronger(link.reason.value, row.reason):
+        elif row.reason != LinkReason.MANUAL.value and (
+            # Re-deciding (after a removal) states today's reason, even a weaker one.
+            _stronger(link.reason.value, row.reason)
+            or (reconcile and (row.reason, row.detail) != (link.reason.value, link.detail))
+        ):
             row.reason, row.detail = link.reason.value, link.detail
             session.add(row)
     if reconcile:
@@ -424,6 +443,20 @@ def _message(session: Session, tenant_id: int, message_pk: int) -> Message:
     return message
 
 
+_RECORD_MODELS: dict[RecordKind, type[Contact] | type[Company] | type[Deal]] = {
+    RecordKind.CONTACT: Contact,
+    RecordKind.COMPANY: Company,
+    RecordKind.DEAL: Deal,
+}
+
+
+def _record(session: Session, tenant_id: int, kind: RecordKind, record_id: int) -> None:
+    """The record must exist in this tenant: a link never points into another tenant."""
+    row = session.get(_RECORD_MODELS[kind], record_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"No {kind.value} with id {record_id}.")
+
+
 def _thread_messages(session: Session, tenant_id: int, thread_id: int) -> list[int]:
     return [
         pk
@@ -446,6 +479,7 @@ def link_manually(
 ) -> int:
     """Link a message (or its whole thread) to a record; lifts a sticky unlink of that record."""
     message = _message(session, tenant_id, message_pk)
+    _record(session, tenant_id, kind, record_id)
     pks = _thread_messages(session, tenant_id, message.thread_id or 0) if whole_thread else [message_pk]
     if message.thread_id is not None:
         session.execute(

@@ -60,6 +60,7 @@ def create_company(
 
 
 def add_company_domain(*, session: Session, tenant_id: int, company_id: int, domain: str) -> None:
+    _own_company(session, tenant_id, company_id)
     domain = _clean_domain(domain)
     taken = session.exec(
         select(CompanyDomain).where(CompanyDomain.tenant_id == tenant_id, CompanyDomain.domain == domain)
@@ -97,6 +98,8 @@ def create_contact(
     source: str = "manual",
 ) -> Contact:
     cleaned = [_clean_email(e) for e in emails]
+    _own_company(session, tenant_id, company_id)
+    _own_user(session, tenant_id, owner_user_id)
     _refuse_own_addresses(session, tenant_id, cleaned)
     for email in cleaned:
         _refuse_taken(session, tenant_id, email)
@@ -117,6 +120,22 @@ def create_contact(
     session.flush()
     link_service.backfill_addresses(session=session, tenant_id=tenant_id, emails=cleaned)
     return contact
+
+
+def _own_company(session: Session, tenant_id: int, company_id: int | None) -> None:
+    if company_id is None:
+        return
+    company = session.get(Company, company_id)
+    if company is None or company.tenant_id != tenant_id:
+        raise NotFound(f"No company with id {company_id}.")
+
+
+def _own_user(session: Session, tenant_id: int, user_id: int | None) -> None:
+    if user_id is None:
+        return
+    user = session.get(User, user_id)
+    if user is None or user.tenant_id != tenant_id:
+        raise NotFound(f"No user with id {user_id}.")
 
 
 def _refuse_taken(session: Session, tenant_id: int, email: str) -> None:
@@ -201,6 +220,8 @@ def create_deal(
 ) -> Deal:
     if status not in DEAL_STATUSES:
         raise InvalidInput(f"Deal status must be one of {', '.join(DEAL_STATUSES)}.")
+    _own_company(session, tenant_id, company_id)
+    _own_user(session, tenant_id, owner_user_id)
     deal = Deal(
         tenant_id=tenant_id,
         title=title,

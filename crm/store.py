@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -504,6 +504,7 @@ def apply_batch(
                 message_pks=result.stored_message_pks,
                 account_id=account_id,
                 preloaded=new_messages,
+                create_leads=True,
             )
         if located:
             session.execute(
@@ -595,7 +596,7 @@ def _skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedM
         account_id=account_id,
         message_id=item.message_id,
         subject=item.subject,
-        from_email=item.from_email,
+        from_email=item.from_email if len(item.from_email) <= MAX_ADDRESS else "",
         date=item.date,
         recipient_count=item.recipient_count,
         reason=item.reason,
@@ -603,7 +604,21 @@ def _skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedM
     )
 
 
+# Column width of stored addresses. RFC 5321 allows 254 characters; a longer From is damage,
+# kept in the raw bytes and flagged rather than failing the insert (PostgreSQL enforces it).
+MAX_ADDRESS = 320
+
+
 def _message_row(tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]) -> Message:
+    if len(data.from_email) > MAX_ADDRESS:
+        data = replace(
+            data,
+            from_email="",
+            parse_errors=(
+                *data.parse_errors,
+                f"From address longer than {MAX_ADDRESS} characters was not kept",
+            ),
+        )
     outbound = role is FolderRole.SENT or data.from_email.lower() in identities
     return Message(
         tenant_id=tenant_id,

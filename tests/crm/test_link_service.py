@@ -291,3 +291,48 @@ def test_auto_leads_from_unknown_senders(world, enabled: bool) -> None:  # type:
         assert ("contact", leads[0].id, "address") in links(db, "<m1@test>")
     else:
         assert leads == []
+
+
+def test_removing_an_address_unlinks_its_deal_and_makes_no_lead(world) -> None:  # type: ignore[no-untyped-def]
+    db, box, ids = world
+    with session_scope(db) as s:
+        tenant = s.get_one(Tenant, ids.tenant)
+        tenant.auto_create_leads = True
+        s.add(tenant)
+    box.dovecot.append(box.name, "INBOX", mail(1, from_="hank@globex.test"))
+    sync(db, ids.account)
+    assert {(k, i) for k, i, _ in links(db, "<m1@test>")} >= {("contact", ids.hank), ("deal", ids.renewal)}
+    with session_scope(db) as s:
+        records.remove_contact_email(
+            session=s, tenant_id=ids.tenant, contact_id=ids.hank, email="hank@globex.test"
+        )
+    # Only the domain link is left: the deal came through Hank's address and goes with it.
+    assert links(db, "<m1@test>") == {("company", ids.globex, "domain")}
+    with Session(db) as s:
+        assert s.exec(select(Contact).where(Contact.source == "lead")).all() == []
+
+
+def test_records_of_another_tenant_cannot_be_linked(world) -> None:  # type: ignore[no-untyped-def]
+    db, box, ids = world
+    from crm.errors import NotFound
+
+    other_tenant = make_tenant(db, name="Other")
+    with session_scope(db) as s:
+        stranger = records.create_contact(session=s, tenant_id=other_tenant, emails=["x@else.test"])
+    box.dovecot.append(box.name, "INBOX", mail(1, from_="hank@globex.test"))
+    sync(db, ids.account)
+    with session_scope(db) as s:
+        m1 = s.exec(select(Message).where(Message.message_id == "<m1@test>")).one()
+        with pytest.raises(NotFound):
+            link_service.link_manually(
+                session=s,
+                tenant_id=ids.tenant,
+                message_pk=m1.id or 0,
+                kind=RecordKind.CONTACT,
+                record_id=stranger.id or 0,
+                user_id=None,
+            )
+        with pytest.raises(NotFound):
+            records.create_contact(
+                session=s, tenant_id=ids.tenant, emails=["y@else.test"], company_id=999_999
+            )

@@ -161,3 +161,13 @@ def test_only_one_worker_holds_an_account(db: Engine) -> None:
         assert store.claim_account(session=s, account_id=account_id, owner="w2", lease_seconds=-1)
     with session_scope(db) as s:
         assert store.claim_account(session=s, account_id=account_id, owner="w3", lease_seconds=60)
+
+
+def test_overlong_from_address_is_flagged_not_fatal(db: Engine) -> None:
+    ids = _account(db)
+    result = _apply(db, ids, [_mail(1, "<long@x>", frm="a" * 400 + "@globex.test")])
+    assert result.new_messages == 1
+    with Session(db) as s:
+        message = s.exec(select(Message)).one()
+    assert message.from_email == "" and message.malformed
+    assert any("longer than 320" in e for e in message.parse_errors)
