@@ -28,7 +28,7 @@ from imapclient.imapclient import SocketTimeout
 from crm.secrets import Secret
 from crm.types import Security
 from sync import errors
-from sync.netguard import check_host
+from sync.netguard import check_host, pinned_context
 from sync.types import FolderInfo, FolderStatus, MessageMeta
 
 # Header fields fetched before any body: enough to recognise a message we already have
@@ -48,14 +48,6 @@ class ImapEndpoint:
     connect_timeout: float = 15.0
     read_timeout: float = 120.0
     allow_private_hosts: bool = False
-
-
-def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """Certificate and host name verification always on; `ca_file` replaces the system store
-    for self-hosted servers with a private CA."""
-    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 @contextmanager
@@ -290,13 +282,13 @@ class ImapSession:
 
 def connect(endpoint: ImapEndpoint, password: Secret) -> ImapSession:
     """Open, secure and log in. Raises a `SyncError` subclass on any failure."""
-    check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
+    address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
     timeout = SocketTimeout(connect=endpoint.connect_timeout, read=endpoint.read_timeout)
-    context = make_ssl_context(endpoint.ca_file)
+    context = pinned_context(endpoint.host, endpoint.ca_file)
     with translate_errors(endpoint, "connecting"):
         try:
             client = IMAPClient(
-                endpoint.host,
+                address,
                 port=endpoint.port,
                 ssl=endpoint.security is Security.TLS,
                 ssl_context=context if endpoint.security is Security.TLS else None,

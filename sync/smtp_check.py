@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from crm.secrets import Secret
 from crm.types import Security
 from sync import errors
-from sync.imap import make_ssl_context
-from sync.netguard import check_host
+from sync.netguard import check_host, pinned_context
 
 
 class SmtpStartTlsMissing(errors.SyncError):
@@ -136,18 +135,16 @@ def _translate(endpoint: SmtpEndpoint, doing: str) -> Iterator[None]:
 
 def smtp_login(endpoint: SmtpEndpoint, password: Secret) -> None:
     """Open, secure, log in and quit. Raises a `SyncError` subclass on any failure."""
-    check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
-    context = make_ssl_context(endpoint.ca_file)
+    address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
+    context = pinned_context(endpoint.host, endpoint.ca_file)
     client: smtplib.SMTP | None = None
     try:
         with _translate(endpoint, "connecting"):
             # The constructor connects and reads the greeting; on a bad greeting it closes itself.
             if endpoint.security is Security.TLS:
-                client = smtplib.SMTP_SSL(
-                    endpoint.host, endpoint.port, timeout=endpoint.timeout, context=context
-                )
+                client = smtplib.SMTP_SSL(address, endpoint.port, timeout=endpoint.timeout, context=context)
             else:
-                client = smtplib.SMTP(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+                client = smtplib.SMTP(address, endpoint.port, timeout=endpoint.timeout)
         with _translate(endpoint, "greeting the server"):
             client.ehlo()
         if endpoint.security is Security.STARTTLS:

@@ -32,6 +32,7 @@ def make_account(
     password: str | None = None,
     trust_ca: bool = True,
     port: int | None = None,
+    host: str = "127.0.0.1",
     **extra: Any,
 ) -> int:
     dovecot = mailbox.dovecot
@@ -43,7 +44,7 @@ def make_account(
             tenant_id=tenant_id,
             data=accounts.AccountInput(
                 email=email or f"{mailbox.name}@acme.test",
-                imap_host="127.0.0.1",
+                imap_host=host,
                 imap_port=port,
                 imap_security=security,
                 username=mailbox.name,

@@ -422,3 +422,12 @@ def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> Non
         row = session.get_one(MailAccount, account_id)
     assert row.lease_owner == "other-host:1:1"  # not released: it is not ours
     assert row.status is not AccountStatus.ERROR
+
+
+def test_tls_verifies_the_name_while_connecting_to_the_checked_address(setup) -> None:  # type: ignore[no-untyped-def]
+    """The host is resolved once (SSRF check) and the connection goes to that address; the
+    certificate is still verified against the name the user gave."""
+    db, tenant_id, _account, box = setup
+    box.dovecot.append(box.name, "INBOX", _msg(1))
+    by_name = make_account(db, tenant_id, box, email="n@acme.test", host="localhost")
+    assert SyncEngine(db=db).sync_account(by_name).status == "ok"

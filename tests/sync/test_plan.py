@@ -134,6 +134,7 @@ def test_pick_folders_inbox_is_case_insensitive_and_required() -> None:
         ("192.168.1.1", False, True),
         ("::1", False, True),
         ("fe80::1", False, True),
+        ("169.254.170.2", True, True),  # link-local (ECS credentials): blocked even when private is allowed
         ("0.0.0.0", True, True),
         ("93.184.216.34", False, False),
     ],
