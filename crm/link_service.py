@@ -72,6 +72,7 @@ def address_rows(message: Message) -> list[dict[str, object]]:
             "role": role,
             "email": email,
             "domain": linking.domain_of(email)[:255],
+            "base_domain": linking.registrable_domain(linking.domain_of(email))[:255],
         }
         for role, email in rows
         if len(email) <= 320
@@ -400,13 +401,18 @@ def messages_with_addresses(*, session: Session, tenant_id: int, emails: Iterabl
 
 def messages_with_domains(*, session: Session, tenant_id: int, domains: Iterable[str]) -> list[int]:
     """Mail whose sender (or forwarded original sender) is at one of these domains or their
-    subdomains; only those can link a company by domain."""
+    subdomains; only those can link a company by domain. The registrable-domain index narrows
+    the rows first; the exact/subdomain test then runs on those few."""
     found: set[int] = set()
     for domain in {d.lower() for d in domains}:
+        base = linking.registrable_domain(domain)
+        if not base:
+            continue
         found.update(
             session.exec(
                 select(MessageAddress.message_pk).where(
                     MessageAddress.tenant_id == tenant_id,
+                    MessageAddress.base_domain == base,
                     col(MessageAddress.role).in_(["from", "forwarded"]),
                     (col(MessageAddress.domain) == domain)
                     | col(MessageAddress.domain).endswith("." + domain),

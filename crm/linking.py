@@ -68,6 +68,7 @@ __all__ = [
     "is_public_suffix",
     "lookup_keys",
     "normalize_email",
+    "registrable_domain",
     "split_name",
 ]
 
@@ -393,6 +394,14 @@ _FREE_MAIL_BRAND_RE = re.compile(
     r"(?:gmx|yahoo|ymail|yandex|hotmail|outlook|live|msn|windowslive|aol|gmail|googlemail|rambler)"
     r"\.[a-z]{2,3}(?:\.[a-z]{2})?"
 )
+
+
+def registrable_domain(domain: str) -> str:
+    """The shortest parent of `domain` that is not a public suffix ("mail.globex.test" ->
+    "globex.test"; "" when there is none). Indexed with each address, so mail of a company domain
+    and all its subdomains is found with an equality lookup instead of a LIKE scan."""
+    candidates = domain_candidates(domain)
+    return candidates[-1] if candidates else ""
 
 
 def is_free_mail(domain: str) -> bool:

@@ -385,6 +385,7 @@ class MessageAddress(SQLModel, table=True):
         UniqueConstraint("message_pk", "role", "email"),
         Index("ix_message_address_email", "tenant_id", "email"),
         Index("ix_message_address_domain", "tenant_id", "domain"),
+        Index("ix_message_address_base_domain", "tenant_id", "base_domain"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -393,6 +394,8 @@ class MessageAddress(SQLModel, table=True):
     role: str = Field(max_length=10)  # from | to | cc | bcc | forwarded
     email: str = Field(max_length=320)
     domain: str = Field(max_length=255)
+    # registrable_domain(domain), 0004: finds a company domain's mail and its subdomains' by index.
+    base_domain: str = Field(default="", max_length=255)
 
 
 class MessageLink(SQLModel, table=True):

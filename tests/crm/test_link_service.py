@@ -336,3 +336,21 @@ def test_records_of_another_tenant_cannot_be_linked(world) -> None:  # type: ign
             records.create_contact(
                 session=s, tenant_id=ids.tenant, emails=["y@else.test"], company_id=999_999
             )
+
+
+def test_company_added_later_gets_its_domain_and_subdomain_mail(world) -> None:  # type: ignore[no-untyped-def]
+    db, box, ids = world
+    d = box.dovecot
+    d.append(box.name, "INBOX", mail(1, from_="ann@umbrella.test"))
+    d.append(box.name, "INBOX", mail(2, from_="bob@eu.mail.umbrella.test"))
+    d.append(box.name, "INBOX", mail(3, from_="eve@notumbrella.test"))
+    d.append(box.name, "Sent", mail(4, from_="sales@acme.test", to="ann@umbrella.test"))
+    sync(db, ids.account)
+    with session_scope(db) as s:
+        umbrella = records.create_company(
+            session=s, tenant_id=ids.tenant, name="Umbrella", domains=["umbrella.test"]
+        )
+    assert links(db, "<m1@test>") == {("company", umbrella.id, "domain")}
+    assert links(db, "<m2@test>") == {("company", umbrella.id, "domain")}
+    assert links(db, "<m3@test>") == set()
+    assert links(db, "<m4@test>") == set()  # only the sender's domain links a company
