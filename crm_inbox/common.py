@@ -17,8 +17,9 @@ from rich.console import Console
 
 from crm.secrets import Secret
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: sentences are printed whole (scripts grep them; a terminal wraps them anyway).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
