@@ -13,7 +13,7 @@ import csv
 import dataclasses
 import enum
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
@@ -308,6 +308,39 @@ CompanyOpt = Annotated[int | None, typer.Option("--company", help="Company id.")
 ThreadOpt = Annotated[bool, typer.Option("--thread", help="Every message of the message's thread.")]
 
 
+def _change_link(
+    service: Callable[..., int],
+    verb: str,
+    sentence: str,
+    message: str,
+    record: tuple[RecordKind, int],
+    thread: bool,
+    tenant: int | None,
+    as_json: bool,
+) -> None:
+    """Shared by `links link` and `links unlink`: same arguments, same output."""
+    kind, record_id = record
+    try:
+        with session_scope() as session:
+            tenant_id = _tenant_id(session, tenant)
+            message_pk = _message_pk(session, tenant_id, message)
+            count = service(
+                session=session,
+                tenant_id=tenant_id,
+                message_pk=message_pk,
+                kind=kind,
+                record_id=record_id,
+                user_id=None,
+                whole_thread=thread,
+            )
+    except CrmError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json({"message": message_pk, "record_kind": kind.value, "record_id": record_id, verb: count})
+    else:
+        out.print(sentence.format(count=count, record=f"{kind.value} {record_id}"))
+
+
 @links_app.command("link")
 def links_link(
     message: Annotated[str, typer.Argument(help="Message id, or its Message-ID header.")],
@@ -319,27 +352,17 @@ def links_link(
     as_json: JsonOpt = False,
 ) -> None:
     """Link a message (or its thread) to a record by hand; rules never remove such a link."""
-    kind, record_id = _one_record(contact, deal, company)
-    try:
-        with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
-            message_pk = _message_pk(session, tenant_id, message)
-            count = link_service.link_manually(
-                session=session,
-                tenant_id=tenant_id,
-                message_pk=message_pk,
-                kind=kind,
-                record_id=record_id,
-                user_id=None,
-                whole_thread=thread,
-            )
-    except CrmError as exc:
-        raise fail(str(exc)) from None
-    result = {"message": message_pk, "record_kind": kind.value, "record_id": record_id, "linked": count}
-    if as_json:
-        print_json(result)
-    else:
-        out.print(f"{count} message(s) linked to {kind.value} {record_id}.")
+    record = _one_record(contact, deal, company)
+    _change_link(
+        link_service.link_manually,
+        "linked",
+        "{count} message(s) linked to {record}.",
+        message,
+        record,
+        thread,
+        tenant,
+        as_json,
+    )
 
 
 @links_app.command("unlink")
@@ -353,27 +376,17 @@ def links_unlink(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a record from a message (or its thread); rules will not put it back on the thread."""
-    kind, record_id = _one_record(contact, deal, company)
-    try:
-        with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
-            message_pk = _message_pk(session, tenant_id, message)
-            count = link_service.unlink(
-                session=session,
-                tenant_id=tenant_id,
-                message_pk=message_pk,
-                kind=kind,
-                record_id=record_id,
-                user_id=None,
-                whole_thread=thread,
-            )
-    except CrmError as exc:
-        raise fail(str(exc)) from None
-    result = {"message": message_pk, "record_kind": kind.value, "record_id": record_id, "unlinked": count}
-    if as_json:
-        print_json(result)
-    else:
-        out.print(f"{count} link(s) to {kind.value} {record_id} removed.")
+    record = _one_record(contact, deal, company)
+    _change_link(
+        link_service.unlink,
+        "unlinked",
+        "{count} link(s) to {record} removed.",
+        message,
+        record,
+        thread,
+        tenant,
+        as_json,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
