@@ -127,6 +127,7 @@ class BatchResult:
     new_messages: int = 0
     new_locations: int = 0
     skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
     malformed: int = 0
     stored_message_pks: list[int] = field(default_factory=list)
 
@@ -445,6 +446,8 @@ def apply_batch(
                 if item.message_id not in skipped and item.message_id not in new_skipped:
                     new_skipped[item.message_id] = _skipped_row(tenant_id, account_id, item)
                     result.skipped += 1
+                    reason = item.reason.value
+                    result.skipped_reasons[reason] = result.skipped_reasons.get(reason, 0) + 1
                 located.append((item.location, UidState.SKIPPED, item.message_id))
                 continue
             message_id = item.data.message_id if isinstance(item, NewMail) else item.message_id

@@ -266,7 +266,7 @@ def sync(
                 s.email,
                 result,
                 str(s.new_messages),
-                str(s.skipped),
+                _skipped_text(s.skipped, s.skipped_reasons),
                 str(s.malformed),
                 str(s.quarantined),
                 str(s.expunged),
@@ -278,6 +278,15 @@ def sync(
                 out.print(f"account {s.account_id} ({s.email}): {error}", soft_wrap=True, highlight=False)
     if any(s.status == "failed" for s in summaries):
         raise typer.Exit(1)
+
+
+_REASONS = {"too_many_recipients": "over the recipient limit"}
+
+
+def _skipped_text(count: int, reasons: dict[str, int]) -> str:
+    if not count:
+        return "0"
+    return f"{count} (" + ", ".join(f"{n} {_REASONS.get(r, r)}" for r, n in sorted(reasons.items())) + ")"
 
 
 @app.command()

@@ -62,6 +62,7 @@ class SyncSummary:
     new_messages: int = 0
     new_locations: int = 0
     skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)  # e.g. too_many_recipients: 3
     malformed: int = 0
     quarantined: int = 0
     expunged: int = 0
@@ -75,6 +76,8 @@ class SyncSummary:
         self.new_messages += result.new_messages
         self.new_locations += result.new_locations
         self.skipped += result.skipped
+        for reason, count in result.skipped_reasons.items():
+            self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
         self.malformed += result.malformed
 
 
@@ -778,6 +781,8 @@ class _FolderPass:
             total.new_messages += result.new_messages
             total.new_locations += result.new_locations
             total.skipped += result.skipped
+            for reason, count in result.skipped_reasons.items():
+                total.skipped_reasons[reason] = total.skipped_reasons.get(reason, 0) + count
             total.malformed += result.malformed
             total.stored_message_pks.extend(result.stored_message_pks)
         quarantined = self._record_failures(failures)

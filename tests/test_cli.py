@@ -35,6 +35,8 @@ def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Pat
     d.append(
         mailbox_user.name, "INBOX", build_message(subject="Hello", from_="a@globex.test", to="s@acme.test")
     )
+    crowd = [f"c{i}@globex.test" for i in range(101)]
+    d.append(mailbox_user.name, "INBOX", build_message(subject="Mass", from_="n@globex.test", to=crowd))
     init = run(cli_env, "init", "--tenant", "Acme", "--admin-email", "boss@acme.test", "--json")
     assert init.returncode == 0, init.stderr
     assert json.loads(init.stdout)["created"] is True
@@ -74,6 +76,7 @@ def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Pat
     assert synced.returncode == 0, synced.stderr
     summary = json.loads(synced.stdout)
     assert [(s["account_id"], s["status"], s["new_messages"]) for s in summary] == [(account_id, "ok", 1)]
+    assert summary[0]["skipped"] == 1 and summary[0]["skipped_reasons"] == {"too_many_recipients": 1}
 
     listed = run(cli_env, "account", "list", "--json")
     accounts = json.loads(listed.stdout)
