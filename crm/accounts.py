@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from crm.errors import InvalidInput, NotFound, QuotaExceeded
-from crm.models import FolderState, MailAccount, Tenant, User
+from crm.models import FolderState, MailAccount, SkippedMessage, Tenant, User
 from crm.secrets import Secret, SecretBox
 from crm.types import AccountStatus, FolderRole, Security, utcnow
 
@@ -206,6 +206,46 @@ def list_accounts(*, session: Session, tenant_id: int | None = None) -> list[Acc
             folders=tuple(by_account.get(a.id or 0, [])),
         )
         for a in accounts
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedView:
+    account_id: int
+    message_id: str
+    date: datetime | None
+    from_email: str
+    subject: str
+    recipient_count: int
+    reason: str
+    detail: str
+
+
+def list_skipped(
+    *, session: Session, tenant_id: int, account_id: int | None = None, limit: int = 200
+) -> list[SkippedView]:
+    """Mail not synced as conversation mail (e.g. over the recipient limit), newest first: what
+    an admin checks when someone asks why a message is missing."""
+    query = (
+        select(SkippedMessage)
+        .where(SkippedMessage.tenant_id == tenant_id)
+        .order_by(col(SkippedMessage.created_at).desc())
+        .limit(limit)
+    )
+    if account_id is not None:
+        query = query.where(SkippedMessage.account_id == account_id)
+    return [
+        SkippedView(
+            account_id=row.account_id,
+            message_id=row.message_id,
+            date=row.date,
+            from_email=row.from_email,
+            subject=row.subject,
+            recipient_count=row.recipient_count,
+            reason=row.reason.value,
+            detail=row.detail,
+        )
+        for row in session.exec(query).all()
     ]
 
 

@@ -193,6 +193,31 @@ def account_list(as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+@account_app.command("skipped")
+def account_skipped(
+    account_id: Annotated[int | None, typer.Argument(help="Only this account.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 200,
+    tenant_id: Annotated[int | None, typer.Option("--tenant")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mail that was not synced as conversation mail, with the reason (e.g. over 100 recipients)."""
+    with session_scope() as session:
+        tenant = accounts.get_tenant(session=session, tenant_id=tenant_id)
+        rows = accounts.list_skipped(
+            session=session, tenant_id=tenant.id or 0, account_id=account_id, limit=limit
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("account", "date (UTC)", "from", "subject", "recipients", "reason")
+    for row in rows:
+        when = f"{row.date:%Y-%m-%d %H:%M}" if row.date else ""
+        table.add_row(
+            str(row.account_id), when, row.from_email, row.subject, str(row.recipient_count), row.reason
+        )
+    out.print(table)
+
+
 @account_app.command("reset-folder")
 def account_reset_folder(account_id: int, role: FolderRole) -> None:
     """Allow resyncs again on a folder paused for an unstable UIDVALIDITY."""

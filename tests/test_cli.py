@@ -85,6 +85,10 @@ def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Pat
         "inbox": True,
         "sent": True,
     }
+    skipped = json.loads(run(cli_env, "account", "skipped", "--json").stdout)
+    assert [(r["subject"], r["recipient_count"], r["reason"]) for r in skipped] == [
+        ("Mass", 101, "too_many_recipients")
+    ]
     table = run(cli_env, "account", "list")
     assert "s@acme.test" in table.stdout and "never" not in table.stdout
     # Nothing anywhere shows the password or its ciphertext.
