@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from crm import link_service
 from crm.csv_import import ContactRow, RowError, parse_contacts_csv
 from crm.errors import InvalidInput, NotFound
-from crm.linking import LinkReason, RecordKind, normalize_email
+from crm.linking import LinkReason, normalize_email
 from crm.models import (
     Company,
     CompanyDomain,
@@ -356,12 +356,3 @@ def _company_for_row(session: Session, tenant_id: int, row: ContactRow, report: 
             except InvalidInput as exc:
                 report.errors.append(RowError(row.line, str(exc)))
     return company.id
-
-
-def records_for_message(*, session: Session, message_pk: int) -> dict[RecordKind, list[int]]:
-    out: dict[RecordKind, list[int]] = {kind: [] for kind in RecordKind}
-    for kind, record_id in session.exec(
-        select(MessageLink.record_kind, MessageLink.record_id).where(MessageLink.message_pk == message_pk)
-    ).all():
-        out[RecordKind(kind)].append(record_id)
-    return out

@@ -243,6 +243,28 @@ def deals_add(
     _print_created("Deal", result, as_json)
 
 
+@deals_app.command("status")
+def deals_status(
+    deal_id: int,
+    status: Annotated[str, typer.Argument(help="open, won or lost.")],
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark a deal open, won or lost (closed deals get no new mail by rule, only by hand)."""
+    try:
+        with session_scope() as session:
+            deal = records.set_deal_status(
+                session=session, tenant_id=_tenant_id(session, tenant), deal_id=deal_id, status=status
+            )
+            result = {"id": deal.id, "title": deal.title, "status": deal.status}
+    except CrmError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"Deal {result['id']} ({result['title']}) is now {result['status']}.")
+
+
 # ---------------------------------------------------------------------------------------------
 # links
 

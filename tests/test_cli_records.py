@@ -143,6 +143,11 @@ def test_add_records_and_manual_links(run, db: Engine) -> None:  # type: ignore[
     unlinked = run("links", "unlink", "m1@test", "--contact", str(nina["id"]), "--thread", "--json")
     assert json.loads(unlinked.stdout)["unlinked"] == 4
 
+    won = run("deals", "status", str(deal_out["id"]), "won", "--json")
+    assert won.exit_code == 0 and json.loads(won.stdout)["status"] == "won"
+    bad = run("deals", "status", str(deal_out["id"]), "maybe")
+    assert bad.exit_code == 1 and "open, won, lost" in bad.stderr
+
     both = run("links", "link", "1", "--contact", "1", "--deal", "1")
     assert both.exit_code == 2 and "exactly one record" in both.stderr
     unknown = run("links", "why", "<nope@test>")
