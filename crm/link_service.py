@@ -20,6 +20,7 @@ from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from crm import linking
+from crm.accounts import lock_tenant
 from crm.errors import NotFound
 from crm.forwards import find_forwarded_senders
 from crm.linking import LinkReason, RecordKind
@@ -247,6 +248,7 @@ def link_messages(
     stats = LinkStats()
     if not message_pks:
         return stats
+    lock_tenant(session=session, tenant_id=tenant_id)
     ctx = _tenant_context(session, tenant_id)
     messages: list[Message] = list(preloaded or [])
     if not messages:
@@ -424,17 +426,21 @@ def messages_with_domains(*, session: Session, tenant_id: int, domains: Iterable
 
 def backfill_addresses(*, session: Session, tenant_id: int, emails: Iterable[str]) -> LinkStats:
     """Link mail already synced to a contact address added now: only that mail is touched."""
+    lock_tenant(session=session, tenant_id=tenant_id)
     pks = messages_with_addresses(session=session, tenant_id=tenant_id, emails=emails)
     return link_messages(session=session, tenant_id=tenant_id, message_pks=pks)
 
 
 def backfill_domains(*, session: Session, tenant_id: int, domains: Iterable[str]) -> LinkStats:
+    """Link mail already synced to a company domain added now (and its subdomains)."""
+    lock_tenant(session=session, tenant_id=tenant_id)
     pks = messages_with_domains(session=session, tenant_id=tenant_id, domains=domains)
     return link_messages(session=session, tenant_id=tenant_id, message_pks=pks)
 
 
 def relink_after_removal(*, session: Session, tenant_id: int, message_pks: Sequence[int]) -> LinkStats:
     """Re-decide mail after an address was removed: what was linked only through it goes."""
+    lock_tenant(session=session, tenant_id=tenant_id)
     return link_messages(session=session, tenant_id=tenant_id, message_pks=message_pks, reconcile=True)
 
 

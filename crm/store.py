@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, update
 from sqlmodel import Session, col, select
 
+from crm.accounts import lock_tenant
 from crm.link_service import address_rows, link_messages
 from crm.models import (
     FetchFailure,
@@ -273,8 +274,10 @@ def _cursor(folder: FolderState) -> FolderCursor:
 
 
 def folder_cursor(*, session: Session, account_id: int, role: FolderRole, name: str) -> FolderCursor:
-    """The saved state of (account, role), created on first use. A renamed server folder (e.g.
-    Sent found under another name) keeps its cursor only if UIDVALIDITY says it is the same."""
+    """The saved state of (account, role), created on first use. When the role now maps to
+    another server folder (Sent found under another name), its UIDs mean nothing here, even if
+    the two folders happen to share a UIDVALIDITY: the cursor starts over and the first pass
+    re-keys known mail by Message-ID instead of importing it again."""
     folder = session.exec(
         select(FolderState).where(FolderState.account_id == account_id, FolderState.role == role)
     ).first()
@@ -283,8 +286,17 @@ def folder_cursor(*, session: Session, account_id: int, role: FolderRole, name: 
         session.add(folder)
         session.flush()
     elif folder.name != name:
+        session.execute(delete(ImapUid).where(col(ImapUid.folder_id) == folder.id))
+        session.execute(delete(FetchFailure).where(col(FetchFailure.folder_id) == folder.id))
         folder.name = name
+        folder.uidvalidity = None
+        folder.highest_uid = 0
+        folder.uidnext = None
+        folder.messages = None
+        folder.highestmodseq = None
+        folder.initial_sync_done = False
         session.add(folder)
+        session.flush()
     return _cursor(folder)
 
 
@@ -339,6 +351,7 @@ def finish_folder_pass(
     error: str | None = None,
     completed: bool = True,
     pending: bool = False,
+    initial_done: bool = True,
 ) -> None:
     """Save what the server told us once a pass is over. Values a lying server may send (0,
     missing, or a HIGHESTMODSEQ going backwards) never replace good saved ones. `pending`: some
@@ -350,7 +363,7 @@ def finish_folder_pass(
     folder.last_error = error
     if completed:
         folder.last_success_at = now
-        folder.initial_sync_done = True
+        folder.initial_sync_done = folder.initial_sync_done or initial_done
         if pending:
             folder.uidnext = None
         elif uidnext and uidnext > 0 and (folder.uidnext is None or uidnext >= folder.uidnext):
@@ -425,6 +438,8 @@ def apply_batch(
     one flush for the new rows, bulk inserts for locations, references and addresses, then
     threading and linking for the batch as a whole."""
     result = BatchResult()
+    if items:
+        lock_tenant(session=session, tenant_id=tenant_id)
     with session.no_autoflush:
         existing = seen_uids(
             session=session,

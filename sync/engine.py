@@ -29,6 +29,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -225,10 +226,20 @@ class SyncEngine:
                         mp_context=multiprocessing.get_context("forkserver"),
                     )
                 pool = self._pool
-            return pool.submit(_parse_jobs, jobs)
+            try:
+                return pool.submit(_parse_jobs, jobs)
+            except BrokenProcessPool:
+                self.reset_pool()
         done: Future[list[tuple[int, ParsedMessage]]] = Future()
         done.set_result(_parse_jobs(jobs))
         return done
+
+    def reset_pool(self) -> None:
+        """Forget a broken pool; the next batch starts a fresh one."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -516,6 +527,9 @@ class _FolderPass:
                 messages=messages,
                 highestmodseq=selected.highestmodseq or status.highestmodseq,
                 pending=self.blocked,
+                # A windowed first sync with a UID left to retry is not over: the next pass
+                # must apply the window again, not import old mail above the cursor.
+                initial_done=not (windowed and self.blocked),
             )
 
     # -----------------------------------------------------------------------------------------
@@ -628,11 +642,28 @@ class _FolderPass:
                     failures[uid] = str(exc)
             return metas
 
+    def _parsed(self, fetched: _Fetched) -> list[tuple[int, ParsedMessage]]:
+        try:
+            return fetched.parsed.result()
+        except BrokenProcessPool:
+            # A parse worker died (e.g. killed for memory): replace the pool for later batches
+            # and parse this one here, so one crash never stops the syncing.
+            log.warning(
+                "account %s %s: a parse worker died; parsing this batch in process",
+                self.account.id,
+                self.name,
+            )
+            self.engine.reset_pool()
+            jobs = [
+                (uid, body, fetched.metas[uid].internal_date) for uid, body in sorted(fetched.bodies.items())
+            ]
+            return _parse_jobs(jobs)
+
     def _finish_batch(self, fetched: _Fetched) -> None:
         """The database side of a batch: build the items, count failures, write, advance."""
         items = list(fetched.early)
         known = fetched.known
-        for uid, parsed in fetched.parsed.result():
+        for uid, parsed in self._parsed(fetched):
             meta = fetched.metas[uid]
             location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
             if parsed.recipient_count > self.settings.max_recipients:
@@ -795,7 +826,10 @@ class _FolderPass:
     def _notice_expunged(self, server_count: int | None) -> int | None:
         with self._session() as session:
             ours = store.live_uids(session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity)
-        if server_count is not None and server_count == len(ours):
+        # Equal counts prove nothing was removed only when we hold every message of the folder:
+        # not with a history window (older mail was left out) nor with a UID still to retry.
+        complete = self.account.sync_since is None and not self.blocked
+        if complete and server_count is not None and server_count == len(ours):
             return server_count
         on_server = set(self.conn.all_uids())
         gone = ours - on_server

@@ -333,7 +333,8 @@ def _unstructured(value: object) -> str:
 # --------------------------------------------------------------------------------------------
 # Addresses
 
-_EMAIL = re.compile(r'(?:"[^"]*"|[^\s"<>(),;:@\\]+)@[^\s"<>(),;:@\\]+')
+# No control characters (NUL above all: PostgreSQL refuses it in text columns).
+_EMAIL = re.compile(r'(?:"[^"\x00-\x1f\x7f]*"|[^\s"<>(),;:@\\\x00-\x1f\x7f]+)@[^\s"<>(),;:@\\\x00-\x1f\x7f]+')
 # Python 3.11.10+/3.12.6+ default to strict=True, which drops a whole header for one bad entry.
 _LENIENT = {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
 

@@ -79,7 +79,12 @@ def plan_folder(saved: SavedState | None, status: FolderStatus, *, max_resyncs: 
     if not saved.initial_sync_done:
         # A first sync that was interrupted: carry on from the last committed batch.
         return Plan(
-            Action.INITIAL, uidvalidity=status.uidvalidity, fetch_above=saved.highest_uid, reason="resume"
+            Action.INITIAL,
+            uidvalidity=status.uidvalidity,
+            fetch_above=saved.highest_uid,
+            # Flags of mail stored before the interruption may have changed meanwhile.
+            full_flag_scan=True,
+            reason="resume",
         )
 
     modseq_backwards = bool(

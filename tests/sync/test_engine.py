@@ -431,3 +431,55 @@ def test_tls_verifies_the_name_while_connecting_to_the_checked_address(setup) ->
     box.dovecot.append(box.name, "INBOX", _msg(1))
     by_name = make_account(db, tenant_id, box, email="n@acme.test", host="localhost")
     assert SyncEngine(db=db).sync_account(by_name).status == "ok"
+
+
+def test_expunge_noticed_with_a_history_window(setup) -> None:  # type: ignore[no-untyped-def]
+    """With a window we hold fewer messages than the server: equal counts prove nothing."""
+    db, tenant_id, _account, box = setup
+    old = datetime(2020, 1, 5, tzinfo=UTC)
+    box.dovecot.append(box.name, "INBOX", _msg(1, date=old), internal_date=old)
+    recent = box.dovecot.append(box.name, "INBOX", _msg(2))
+    windowed = make_account(
+        db, tenant_id, box, email="w@acme.test", sync_since=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    assert SyncEngine(db=db).sync_account(windowed).new_messages == 1
+    box.dovecot.append(box.name, "INBOX", _msg(3))
+    box.dovecot.expunge(box.name, "INBOX", [recent])
+    summary = SyncEngine(db=db).sync_account(windowed)
+    assert summary.new_messages == 1 and summary.expunged == 1
+
+
+def test_a_dead_parse_worker_does_not_stop_syncing(setup, settings) -> None:  # type: ignore[no-untyped-def]
+    db, _tenant, account_id, box = setup
+    settings.parse_workers = 1
+    box.dovecot.append(box.name, "INBOX", _msg(1))
+    with SyncEngine(db=db, settings=settings) as engine:
+        assert engine.sync_account(account_id).new_messages == 1
+        assert engine._pool is not None
+        for process in list(engine._pool._processes.values()):  # the OS kills it (e.g. memory)
+            process.kill()
+            process.join()
+        box.dovecot.append_many(box.name, "INBOX", [_msg(2), _msg(3)])
+        summary = engine.sync_account(account_id)
+        assert summary.status == "ok" and summary.new_messages == 2
+        box.dovecot.append(box.name, "INBOX", _msg(4))
+        assert engine.sync_account(account_id).new_messages == 1  # a fresh pool took over
+
+
+def test_sent_folder_moving_to_another_name_starts_a_clean_cursor(setup) -> None:  # type: ignore[no-untyped-def]
+    db, _tenant, account_id, box = setup
+    box.dovecot.append(box.name, "Sent", _msg(1, from_="sales@acme.test"))
+    assert SyncEngine(db=db).sync_account(account_id).new_messages == 1
+    # The admin's mail client created "Sent Items" and the old folder lost its \Sent flag? Here
+    # simply: the name the role maps to changes; same mail, now also in the new folder.
+    from crm.db import session_scope
+
+    with session_scope(db) as session:
+        folder = session.exec(select(FolderState).where(FolderState.role == FolderRole.SENT)).one()
+        folder.name = "Old Sent"
+        session.add(folder)
+    summary = SyncEngine(db=db).sync_account(account_id)
+    assert summary.status == "ok" and summary.new_messages == 0 and summary.new_locations == 1
+    with Session(db) as session:
+        uids = session.exec(select(ImapUid).where(ImapUid.folder_id == folder.id)).all()
+    assert len(uids) == 1 and _count(db, Message) == 1

@@ -704,3 +704,12 @@ def test_parsed_message_normalizes_decoded_subject() -> None:
     parsed = parse_message(mail("Subject: =?utf-8?q?AW=3A_WG=3A_Angebot_f=C3=BCr_Sie?="))
     assert parsed.subject == "AW: WG: Angebot für Sie"
     assert parsed.normalized_subject == "angebot für sie"
+
+
+def test_control_characters_never_make_an_address() -> None:
+    """PostgreSQL refuses NUL in text: such an address must not reach the database."""
+    raw = b'From: a\x00b@x.test\r\nTo: ok@y.test, "q\x01"@z.test\r\nSubject: s\r\n\r\nbody\r\n'
+    parsed = parse_message(raw)
+    emails = [a.email for a in (*((parsed.from_,) if parsed.from_ else ()), *parsed.to)]
+    assert all("\x00" not in e and "\x01" not in e for e in emails)
+    assert "ok@y.test" in emails
