@@ -55,3 +55,22 @@ def make_account(
             box=SecretBox.from_settings(),
         )
         return account.id or 0
+
+
+def make_offline_account(db: Engine, tenant_id: int, *, email: str = "s@acme.test") -> int:
+    """An account whose server is never contacted (scripted-session and store tests)."""
+    with session_scope(db) as session:
+        account = accounts.add_account(
+            session=session,
+            tenant_id=tenant_id,
+            data=accounts.AccountInput(
+                email=email,
+                imap_host="imap.acme.test",
+                imap_port=993,
+                imap_security=Security.TLS,
+                username="s",
+            ),
+            password=Secret("not-used"),
+            box=SecretBox.from_settings(),
+        )
+        return account.id or 0

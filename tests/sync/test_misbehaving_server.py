@@ -17,7 +17,7 @@ from sync import engine as engine_module
 from sync import errors
 from sync.engine import SyncEngine
 from sync.types import FolderInfo, FolderStatus, MessageMeta
-from tests.factories import make_tenant
+from tests.factories import make_offline_account, make_tenant
 
 
 class ScriptedSession:
@@ -87,27 +87,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedSession:
 
 
 def test_failing_message_is_retried_then_quarantined(db: Engine, scripted: ScriptedSession, settings) -> None:  # type: ignore[no-untyped-def]
-    from crm import accounts
-    from crm.db import session_scope
-    from crm.secrets import Secret, SecretBox
-    from crm.types import Security
-
-    tenant = make_tenant(db)
-    with session_scope(db) as s:
-        account = accounts.add_account(
-            session=s,
-            tenant_id=tenant,
-            data=accounts.AccountInput(
-                email="s@acme.test",
-                imap_host="127.0.0.1",
-                imap_port=993,
-                imap_security=Security.TLS,
-                username="s",
-            ),
-            password=Secret("x"),
-            box=SecretBox.from_settings(),
-        )
-        account_id = account.id or 0
+    account_id = make_offline_account(db, make_tenant(db))
 
     def cursor() -> int:
         with Session(db) as s:
@@ -163,11 +143,6 @@ class LyingSession(ScriptedSession):
 def test_lying_server_values_never_reach_the_cursor(
     db: Engine, monkeypatch: pytest.MonkeyPatch, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    from crm import accounts
-    from crm.db import session_scope
-    from crm.secrets import Secret, SecretBox
-    from crm.types import Security
-
     messages = {
         uid: build_message(
             subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<l{uid}@test>"
@@ -176,24 +151,7 @@ def test_lying_server_values_never_reach_the_cursor(
     }
     server = LyingSession(messages)
     monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: server)
-    tenant = make_tenant(db)
-    with session_scope(db) as s:
-        account_id = (
-            accounts.add_account(
-                session=s,
-                tenant_id=tenant,
-                data=accounts.AccountInput(
-                    email="s@acme.test",
-                    imap_host="h",
-                    imap_port=993,
-                    imap_security=Security.TLS,
-                    username="s",
-                ),
-                password=Secret("x"),
-                box=SecretBox.from_settings(),
-            ).id
-            or 0
-        )
+    account_id = make_offline_account(db, make_tenant(db))
 
     def folder() -> FolderState:
         with Session(db) as s:
@@ -231,11 +189,6 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
     settings,
     stage: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    from crm import accounts
-    from crm.db import session_scope
-    from crm.secrets import Secret, SecretBox
-    from crm.types import Security
-
     messages = {
         uid: build_message(
             subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<g{uid}@test>"
@@ -245,24 +198,7 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
     server = ScriptedSession(messages, broken=2, stage=stage)
     monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: server)
     settings.sync_batch_size = 3  # batches [1,2,3] [4,5,6] [7]: the failure is in the first
-    tenant = make_tenant(db)
-    with session_scope(db) as s:
-        account_id = (
-            accounts.add_account(
-                session=s,
-                tenant_id=tenant,
-                data=accounts.AccountInput(
-                    email="s@acme.test",
-                    imap_host="h",
-                    imap_port=993,
-                    imap_security=Security.TLS,
-                    username="s",
-                ),
-                password=Secret("x"),
-                box=SecretBox.from_settings(),
-            ).id
-            or 0
-        )
+    account_id = make_offline_account(db, make_tenant(db))
 
     def cursor() -> int:
         with Session(db) as s:
