@@ -35,8 +35,7 @@ def _env(db: Engine, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_kill_9_mid_sync_then_resume(sqlite_db: Engine, mailbox_user) -> None:  # type: ignore[no-untyped-def]
-    db = sqlite_db
+def test_kill_9_mid_sync_then_resume(db: Engine, mailbox_user) -> None:  # type: ignore[no-untyped-def]
     total = 1200
     samples = list(generate_mailbox(total, seed=3))
     mailbox_user.dovecot.load_maildir(mailbox_user.name, "INBOX", [m.raw for m in samples])
