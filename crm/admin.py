@@ -263,10 +263,12 @@ class AccountChanges:
     sync_interval_seconds: int | None = None
 
 
-def connection_settings_of(*, session: Session, account_id: int, box: SecretBox) -> ConnectionSettings:
+def connection_settings_of(
+    *, session: Session, tenant_id: int, account_id: int, box: SecretBox
+) -> ConnectionSettings:
     """The stored settings of an account, password decrypted, for `account test`. Read in a short
     session, checked after it closed."""
-    account = accounts.get_account(session=session, account_id=account_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     return ConnectionSettings(
         imap_host=account.imap_host,
         imap_port=account.imap_port,
@@ -285,6 +287,7 @@ def connection_settings_of(*, session: Session, account_id: int, box: SecretBox)
 def edit_account(
     *,
     session: Session,
+    tenant_id: int,
     account_id: int,
     changes: AccountChanges,
     box: SecretBox,
@@ -294,7 +297,7 @@ def edit_account(
     """Change an account's settings; when a connection setting changes, log in with the new
     settings first. Folder cursors are left alone: a server that really changed reports another
     UIDVALIDITY and the engine resyncs that folder on its own."""
-    account = accounts.get_account(session=session, account_id=account_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     c = changes
     imap_host = c.imap_host.strip() if c.imap_host is not None else account.imap_host
     if not imap_host:
@@ -389,19 +392,19 @@ def edit_account(
 # Lifecycle and quota
 
 
-def deactivate_account(*, session: Session, account_id: int) -> MailAccount:
+def deactivate_account(*, session: Session, tenant_id: int, account_id: int) -> MailAccount:
     """Stop syncing and hide the account from inboxes; its mail, folder cursors, access grants and
     users' defaults stay, so reactivating brings everything back where it stopped."""
-    account = accounts.get_account(session=session, account_id=account_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     if account.active:
         accounts.deactivate_account(session=session, account_id=account_id)
         session.flush()
     return account
 
 
-def reactivate_account(*, session: Session, account_id: int) -> MailAccount:
+def reactivate_account(*, session: Session, tenant_id: int, account_id: int) -> MailAccount:
     """Sync again from the saved cursors; counts towards the quota again, so it is checked."""
-    account = accounts.get_account(session=session, account_id=account_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     if account.active:
         return account
     tenant = _lock_tenant(session, account.tenant_id)
@@ -414,10 +417,10 @@ def reactivate_account(*, session: Session, account_id: int) -> MailAccount:
     return account
 
 
-def delete_account(*, session: Session, account_id: int) -> None:
+def delete_account(*, session: Session, tenant_id: int, account_id: int) -> None:
     """Delete an account that never mattered: nobody has access and no mail of it was ever
     processed. Anything else must be deactivated instead, so no stored mail loses its source."""
-    account = accounts.get_account(session=session, account_id=account_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     holders = session.exec(
         select(User.email)
         .join(AccountAccess, col(AccountAccess.user_id) == col(User.id))
@@ -490,31 +493,34 @@ def set_quota(*, session: Session, tenant_id: int, quota: int) -> TenantView:
 # Access
 
 
-def _user(session: Session, user_id: int) -> User:
+def _user(session: Session, user_id: int, tenant_id: int) -> User:
     user = session.get(User, user_id)
-    if user is None:
+    if user is None or user.tenant_id != tenant_id:
         raise NotFound(f"No user with id {user_id}.")
     return user
 
 
-def find_user(*, session: Session, ref: str, tenant_id: int | None = None) -> User:
-    """A user by id or e-mail (the CLI accepts either)."""
+def find_user(*, session: Session, ref: str, tenant_id: int) -> User:
+    """A user of the tenant by id or e-mail (the CLI accepts either)."""
     if ref.isdigit():
-        return _user(session, int(ref))
-    query = select(User).where(User.email == ref.strip().lower())
-    if tenant_id is not None:
-        query = query.where(User.tenant_id == tenant_id)
-    found = session.exec(query).all()
-    if not found:
+        return _user(session, int(ref), tenant_id)
+    query = select(User).where(User.email == ref.strip().lower(), User.tenant_id == tenant_id)
+    found = session.exec(query).first()
+    if found is None:
         raise NotFound(f"No user with e-mail {ref}.")
-    if len(found) > 1:
-        raise InvalidInput(f"{ref} is a user of several tenants: give the user id instead.")
-    return found[0]
+    return found
 
 
-def _access(session: Session, user_id: int, account_id: int) -> AccountAccess | None:
+def _access(session: Session, user_id: int, account_id: int, tenant_id: int) -> AccountAccess | None:
+    """The grant of one user on one account, only when the account is in the tenant."""
     return session.exec(
-        select(AccountAccess).where(AccountAccess.user_id == user_id, AccountAccess.account_id == account_id)
+        select(AccountAccess)
+        .join(MailAccount, col(MailAccount.id) == col(AccountAccess.account_id))
+        .where(
+            AccountAccess.user_id == user_id,
+            AccountAccess.account_id == account_id,
+            MailAccount.tenant_id == tenant_id,
+        )
     ).first()
 
 
@@ -523,13 +529,13 @@ def _same_tenant(user: User, account: MailAccount) -> None:
         raise InvalidInput(f"User {user.email} and account {account.email} belong to different tenants.")
 
 
-def grant_access(*, session: Session, account_id: int, user_id: int) -> AccountAccess:
+def grant_access(*, session: Session, tenant_id: int, account_id: int, user_id: int) -> AccountAccess:
     """Give a user an account's mail (a shared mailbox has many users, a personal one one).
     Idempotent: granting twice returns the existing grant."""
-    account = accounts.get_account(session=session, account_id=account_id)
-    user = _user(session, user_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
+    user = _user(session, user_id, tenant_id)
     _same_tenant(user, account)
-    existing = _access(session, user_id, account_id)
+    existing = _access(session, user_id, account_id, tenant_id)
     if existing is not None:
         return existing
     access = AccountAccess(user_id=user_id, account_id=account_id)
@@ -538,11 +544,11 @@ def grant_access(*, session: Session, account_id: int, user_id: int) -> AccountA
     return access
 
 
-def revoke_access(*, session: Session, account_id: int, user_id: int) -> None:
+def revoke_access(*, session: Session, tenant_id: int, account_id: int, user_id: int) -> None:
     """Take the account away from a user; its mail stays where it is (it belongs to the tenant).
     The user's default account is cleared if it was this one."""
-    user = _user(session, user_id)
-    access = _access(session, user_id, account_id)
+    user = _user(session, user_id, tenant_id)
+    access = _access(session, user_id, account_id, tenant_id)
     if access is None:
         raise NotFound(f"User {user.email} has no access to account {account_id}.")
     session.delete(access)
@@ -552,25 +558,26 @@ def revoke_access(*, session: Session, account_id: int, user_id: int) -> None:
     session.flush()
 
 
-def accounts_visible_to(*, session: Session, user_id: int) -> list[MailAccount]:
+def accounts_visible_to(*, session: Session, tenant_id: int, user_id: int) -> list[MailAccount]:
     """The accounts whose mail a user sees: granted and active (a deactivated account leaves the
     inboxes until it is reactivated)."""
+    _user(session, user_id, tenant_id)
     return list(
         session.exec(
             select(MailAccount)
             .join(AccountAccess, col(AccountAccess.account_id) == col(MailAccount.id))
-            .where(AccountAccess.user_id == user_id, MailAccount.active)
+            .where(AccountAccess.user_id == user_id, MailAccount.tenant_id == tenant_id, MailAccount.active)
             .order_by(col(MailAccount.email))
         ).all()
     )
 
 
-def set_default_account(*, session: Session, user_id: int, account_id: int | None) -> User:
+def set_default_account(*, session: Session, tenant_id: int, user_id: int, account_id: int | None) -> User:
     """The account a user composes from by default; None clears it."""
-    user = _user(session, user_id)
+    user = _user(session, user_id, tenant_id)
     if account_id is not None:
-        account = accounts.get_account(session=session, account_id=account_id)
-        if _access(session, user_id, account_id) is None:
+        account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
+        if _access(session, user_id, account_id, tenant_id) is None:
             raise Refused(
                 f"{account.email} cannot be the default account of {user.email}: the user has no "
                 f"access to it. Grant access first (crm-inbox access grant {account_id} {user.email})."
@@ -586,24 +593,29 @@ def set_default_account(*, session: Session, user_id: int, account_id: int | Non
     return user
 
 
-def default_account(*, session: Session, user_id: int) -> MailAccount | None:
+def default_account(*, session: Session, tenant_id: int, user_id: int) -> MailAccount | None:
     """The user's default account if it is still usable (accessible and active), else None: a
     default kept through a deactivation comes back with the account."""
-    user = _user(session, user_id)
+    user = _user(session, user_id, tenant_id)
     if user.default_account_id is None:
         return None
     account = session.get(MailAccount, user.default_account_id)
-    if account is None or not account.active or _access(session, user_id, account.id or 0) is None:
+    if (
+        account is None
+        or account.tenant_id != tenant_id
+        or not account.active
+        or _access(session, user_id, account.id or 0, tenant_id) is None
+    ):
         return None
     return account
 
 
 def set_default_signature(
-    *, session: Session, user_id: int, account_id: int, signature_id: int | None
+    *, session: Session, tenant_id: int, user_id: int, account_id: int, signature_id: int | None
 ) -> AccountAccess:
     """A user's default signature when composing from one account; None clears it."""
-    user = _user(session, user_id)
-    access = _access(session, user_id, account_id)
+    user = _user(session, user_id, tenant_id)
+    access = _access(session, user_id, account_id, tenant_id)
     if access is None:
         raise Refused(
             f"User {user.email} has no access to account {account_id}, so no default signature can "
@@ -611,8 +623,9 @@ def set_default_signature(
         )
     if signature_id is not None:
         signature = session.get(Signature, signature_id)
-        if signature is None or signature.account_id != account_id:
-            own = list_signatures(session=session, account_id=account_id)
+        # Another tenant's signature is reported like a missing one (nothing leaks across tenants).
+        if signature is None or signature.tenant_id != tenant_id or signature.account_id != account_id:
+            own = list_signatures(session=session, tenant_id=tenant_id, account_id=account_id)
             names = ", ".join(f"{s.id} ({s.name})" for s in own)
             raise InvalidInput(
                 f"Signature {signature_id} is not a signature of account {account_id}. "
@@ -668,15 +681,19 @@ def _check_name(session: Session, account_id: int, name: str, own_id: int | None
 
 
 def add_signature(
-    *, session: Session, account_id: int, name: str, html: str, text: str | None = None
+    *, session: Session, tenant_id: int, account_id: int, name: str, html: str, text: str | None = None
 ) -> SignatureSaved:
     """Save a new signature (at most three per account). `text` is the plain-text template;
     without it the text version is derived from the HTML."""
     # Lock the account row so two concurrent adds cannot both pass the count (PostgreSQL).
-    account = session.exec(select(MailAccount).where(MailAccount.id == account_id).with_for_update()).first()
+    account = session.exec(
+        select(MailAccount)
+        .where(MailAccount.id == account_id, MailAccount.tenant_id == tenant_id)
+        .with_for_update()
+    ).first()
     if account is None:
         raise NotFound(f"No mail account with id {account_id}.")
-    existing = list_signatures(session=session, account_id=account_id)
+    existing = list_signatures(session=session, tenant_id=tenant_id, account_id=account_id)
     if len(existing) >= MAX_SIGNATURES_PER_ACCOUNT:
         names = ", ".join(f"{s.name!r} (id {s.id})" for s in existing)
         raise Refused(
@@ -693,9 +710,9 @@ def add_signature(
     return SignatureSaved(signature=signature, warnings=warnings)
 
 
-def _signature(session: Session, signature_id: int) -> Signature:
+def _signature(session: Session, signature_id: int, tenant_id: int) -> Signature:
     signature = session.get(Signature, signature_id)
-    if signature is None:
+    if signature is None or signature.tenant_id != tenant_id:
         raise NotFound(f"No signature with id {signature_id}.")
     return signature
 
@@ -703,13 +720,14 @@ def _signature(session: Session, signature_id: int) -> Signature:
 def update_signature(
     *,
     session: Session,
+    tenant_id: int,
     signature_id: int,
     name: str | None = None,
     html: str | None = None,
     text: str | None = None,
 ) -> SignatureSaved:
     """Rename and/or replace a signature's templates. New HTML without new text re-derives the text."""
-    signature = _signature(session, signature_id)
+    signature = _signature(session, signature_id, tenant_id)
     warnings: tuple[str, ...] = ()
     if name is not None:
         signature.name = _check_name(session, signature.account_id, name, signature.id)
@@ -723,9 +741,9 @@ def update_signature(
     return SignatureSaved(signature=signature, warnings=warnings)
 
 
-def delete_signature(*, session: Session, signature_id: int) -> None:
+def delete_signature(*, session: Session, tenant_id: int, signature_id: int) -> None:
     """Delete a signature; users who had it as default get no default for that account."""
-    signature = _signature(session, signature_id)
+    signature = _signature(session, signature_id, tenant_id)
     session.execute(
         update(AccountAccess)
         .where(col(AccountAccess.default_signature_id) == signature_id)
@@ -735,18 +753,24 @@ def delete_signature(*, session: Session, signature_id: int) -> None:
     session.flush()
 
 
-def list_signatures(*, session: Session, account_id: int) -> list[Signature]:
+def list_signatures(*, session: Session, tenant_id: int, account_id: int) -> list[Signature]:
+    """An account's signatures; an account of another tenant is not found."""
+    accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     return list(
         session.exec(
-            select(Signature).where(Signature.account_id == account_id).order_by(col(Signature.id))
+            select(Signature)
+            .where(Signature.account_id == account_id, Signature.tenant_id == tenant_id)
+            .order_by(col(Signature.id))
         ).all()
     )
 
 
-def merge_context(*, session: Session, user_id: int, account_id: int) -> signatures.MergeContext:
+def merge_context(
+    *, session: Session, tenant_id: int, user_id: int, account_id: int
+) -> signatures.MergeContext:
     """The mail-merge values of one mail: the sending user, their company (the tenant), the account."""
-    user = _user(session, user_id)
-    account = accounts.get_account(session=session, account_id=account_id)
+    user = _user(session, user_id, tenant_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
     _same_tenant(user, account)
     tenant = session.get_one(Tenant, account.tenant_id)
     return signatures.MergeContext(
@@ -774,10 +798,14 @@ def _render(signature: Signature, ctx: signatures.MergeContext) -> signatures.Re
     return signatures.RenderedSignature(html=rendered.html, text=text)
 
 
-def render_signature(*, session: Session, signature_id: int, user_id: int) -> signatures.RenderedSignature:
+def render_signature(
+    *, session: Session, tenant_id: int, signature_id: int, user_id: int
+) -> signatures.RenderedSignature:
     """A signature filled in for one sender (preview, or a mail about to be sent)."""
-    signature = _signature(session, signature_id)
-    ctx = merge_context(session=session, user_id=user_id, account_id=signature.account_id)
+    signature = _signature(session, signature_id, tenant_id)
+    ctx = merge_context(
+        session=session, tenant_id=tenant_id, user_id=user_id, account_id=signature.account_id
+    )
     return _render(signature, ctx)
 
 
@@ -798,18 +826,23 @@ class ComposeDefaults:
     others: tuple[SignatureChoice, ...]
 
 
-def compose_defaults(*, session: Session, user_id: int, account_id: int) -> ComposeDefaults:
-    user = _user(session, user_id)
-    account = accounts.get_account(session=session, account_id=account_id)
-    access = _access(session, user_id, account_id)
+def compose_defaults(*, session: Session, tenant_id: int, user_id: int, account_id: int) -> ComposeDefaults:
+    user = _user(session, user_id, tenant_id)
+    account = accounts.get_account(session=session, account_id=account_id, tenant_id=tenant_id)
+    access = _access(session, user_id, account_id, tenant_id)
     if access is None or not account.active:
         why = "the user has no access to it" if access is None else "it is deactivated"
         raise Refused(f"{user.email} cannot send from {account.email}: {why}.")
-    all_signatures: Sequence[Signature] = list_signatures(session=session, account_id=account_id)
+    all_signatures: Sequence[Signature] = list_signatures(
+        session=session, tenant_id=tenant_id, account_id=account_id
+    )
     default = next((s for s in all_signatures if s.id == access.default_signature_id), None)
     rendered = None
     if default is not None:
-        rendered = _render(default, merge_context(session=session, user_id=user_id, account_id=account_id))
+        rendered = _render(
+            default,
+            merge_context(session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id),
+        )
     return ComposeDefaults(
         account_id=account_id,
         signature=SignatureChoice(id=default.id or 0, name=default.name) if default else None,

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from sqlmodel import Session
 
-from crm import admin
+from crm import accounts, admin
 from crm.db import session_scope
 from crm.errors import CrmError
 from crm.models import MailAccount, Signature
@@ -35,11 +36,17 @@ signature_app = typer.Typer(no_args_is_help=True, help="E-mail signatures of an 
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (operator commands).")
 
 UserArg = Annotated[str, typer.Argument(help="User id or e-mail.")]
+TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
 MAX_SIGNATURE_BYTES = 256 * 1024
 
 
 def _refuse(exc: Exception) -> NoReturn:
     raise fail(str(exc)) from None
+
+
+def _tenant_id(session: Session, tenant: int | None) -> int:
+    """The tenant a command acts in, resolved once: every record id is looked up within it."""
+    return accounts.get_tenant(session=session, tenant_id=tenant).id or 0
 
 
 def _say(text: str) -> None:
@@ -109,21 +116,29 @@ def account_admin_commands(account_app: typer.Typer) -> None:
     """Add the lifecycle, test and edit commands to `crm_inbox.cli.account_app`."""
 
     @account_app.command("deactivate")
-    def account_deactivate(account_id: int, as_json: JsonOpt = False) -> None:
+    def account_deactivate(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         """Stop syncing an account and hide it from inboxes; its mail is kept."""
         try:
             with session_scope() as session:
-                data = _account_data(admin.deactivate_account(session=session, account_id=account_id))
+                data = _account_data(
+                    admin.deactivate_account(
+                        session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                    )
+                )
         except CrmError as exc:
             _refuse(exc)
         _emit(as_json, data, f"Account {account_id} ({data['email']}) deactivated; its mail is kept.")
 
     @account_app.command("activate")
-    def account_activate(account_id: int, as_json: JsonOpt = False) -> None:
+    def account_activate(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         """Reactivate an account: sync resumes where it stopped (counts towards the quota)."""
         try:
             with session_scope() as session:
-                data = _account_data(admin.reactivate_account(session=session, account_id=account_id))
+                data = _account_data(
+                    admin.reactivate_account(
+                        session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                    )
+                )
         except CrmError as exc:
             _refuse(exc)
         _emit(
@@ -131,24 +146,29 @@ def account_admin_commands(account_app: typer.Typer) -> None:
         )
 
     @account_app.command("delete")
-    def account_delete(account_id: int, as_json: JsonOpt = False) -> None:
+    def account_delete(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         """Delete an account nobody uses and whose mail was never processed."""
         try:
             with session_scope() as session:
-                admin.delete_account(session=session, account_id=account_id)
+                admin.delete_account(
+                    session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                )
         except CrmError as exc:
             _refuse(exc)
         _emit(as_json, {"id": account_id, "deleted": True}, f"Account {account_id} deleted.")
 
     @account_app.command("test")
-    def account_test(account_id: int, as_json: JsonOpt = False) -> None:
+    def account_test(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         """Log in with the stored settings (IMAP, and SMTP when set) and report the problem, if any."""
         from sync.check import verify_connection
 
         try:
             with session_scope() as session:
                 settings = admin.connection_settings_of(
-                    session=session, account_id=account_id, box=SecretBox.from_settings()
+                    session=session,
+                    tenant_id=_tenant_id(session, tenant),
+                    account_id=account_id,
+                    box=SecretBox.from_settings(),
                 )
         except CrmError as exc:
             _refuse(exc)
@@ -187,6 +207,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
         ] = False,
         no_check: Annotated[bool, typer.Option("--no-check", help="Save without logging in first.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
+        tenant: TenantOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Change an account's settings; new connection settings are checked by logging in first."""
@@ -212,6 +233,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
             with session_scope() as session:
                 saved = admin.edit_account(
                     session=session,
+                    tenant_id=_tenant_id(session, tenant),
                     account_id=account_id,
                     changes=changes,
                     box=SecretBox.from_settings(),
@@ -232,12 +254,15 @@ def account_admin_commands(account_app: typer.Typer) -> None:
 
 
 @access_app.command("grant")
-def access_grant(account_id: int, user: UserArg, as_json: JsonOpt = False) -> None:
+def access_grant(account_id: int, user: UserArg, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Let a user see an account's mail and send from it."""
     try:
         with session_scope() as session:
-            found = admin.find_user(session=session, ref=user)
-            admin.grant_access(session=session, account_id=account_id, user_id=found.id or 0)
+            tenant_id = _tenant_id(session, tenant)
+            found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
+            admin.grant_access(
+                session=session, tenant_id=tenant_id, account_id=account_id, user_id=found.id or 0
+            )
             data = {"account_id": account_id, "user_id": found.id, "user": found.email, "granted": True}
     except CrmError as exc:
         _refuse(exc)
@@ -245,12 +270,15 @@ def access_grant(account_id: int, user: UserArg, as_json: JsonOpt = False) -> No
 
 
 @access_app.command("revoke")
-def access_revoke(account_id: int, user: UserArg, as_json: JsonOpt = False) -> None:
+def access_revoke(account_id: int, user: UserArg, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Take an account away from a user; its mail stays."""
     try:
         with session_scope() as session:
-            found = admin.find_user(session=session, ref=user)
-            admin.revoke_access(session=session, account_id=account_id, user_id=found.id or 0)
+            tenant_id = _tenant_id(session, tenant)
+            found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
+            admin.revoke_access(
+                session=session, tenant_id=tenant_id, account_id=account_id, user_id=found.id or 0
+            )
             data = {"account_id": account_id, "user_id": found.id, "user": found.email, "granted": False}
     except CrmError as exc:
         _refuse(exc)
@@ -262,6 +290,7 @@ def access_default(
     user: UserArg,
     account_id: Annotated[int | None, typer.Argument(help="Omit with --clear.")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the user's default account.")] = False,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set the account a user composes from by default."""
@@ -269,9 +298,13 @@ def access_default(
         raise fail("give either an ACCOUNT_ID or --clear.", 2)
     try:
         with session_scope() as session:
-            found = admin.find_user(session=session, ref=user)
+            tenant_id = _tenant_id(session, tenant)
+            found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             admin.set_default_account(
-                session=session, user_id=found.id or 0, account_id=None if clear else account_id
+                session=session,
+                tenant_id=tenant_id,
+                user_id=found.id or 0,
+                account_id=None if clear else account_id,
             )
             data = {"user_id": found.id, "user": found.email, "default_account_id": found.default_account_id}
     except CrmError as exc:
@@ -281,15 +314,19 @@ def access_default(
 
 
 @access_app.command("list")
-def access_list(user: UserArg, as_json: JsonOpt = False) -> None:
+def access_list(user: UserArg, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """The active accounts a user sees, and their default."""
     try:
         with session_scope() as session:
-            found = admin.find_user(session=session, ref=user)
+            tenant_id = _tenant_id(session, tenant)
+            found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             visible = [
-                _account_data(a) for a in admin.accounts_visible_to(session=session, user_id=found.id or 0)
+                _account_data(a)
+                for a in admin.accounts_visible_to(
+                    session=session, tenant_id=tenant_id, user_id=found.id or 0
+                )
             ]
-            default = admin.default_account(session=session, user_id=found.id or 0)
+            default = admin.default_account(session=session, tenant_id=tenant_id, user_id=found.id or 0)
             data = {
                 "user": found.email,
                 "default_account_id": default.id if default else None,
@@ -338,6 +375,7 @@ def signature_add(
     name: Annotated[str, typer.Option("--name")],
     html_file: HtmlFileOpt = None,
     text_file: TextFileOpt = None,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a signature (sanitized; merge tags such as {{ sender.first_name }} checked)."""
@@ -348,7 +386,12 @@ def signature_add(
     try:
         with session_scope() as session:
             saved = admin.add_signature(
-                session=session, account_id=account_id, name=name, html=html, text=text
+                session=session,
+                tenant_id=_tenant_id(session, tenant),
+                account_id=account_id,
+                name=name,
+                html=html,
+                text=text,
             )
     except CrmError as exc:
         _refuse(exc)
@@ -361,6 +404,7 @@ def signature_edit(
     name: Annotated[str | None, typer.Option("--name")] = None,
     html_file: HtmlFileOpt = None,
     text_file: TextFileOpt = None,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rename a signature or replace its templates."""
@@ -369,7 +413,12 @@ def signature_edit(
     try:
         with session_scope() as session:
             saved = admin.update_signature(
-                session=session, signature_id=signature_id, name=name, html=html, text=text
+                session=session,
+                tenant_id=_tenant_id(session, tenant),
+                signature_id=signature_id,
+                name=name,
+                html=html,
+                text=text,
             )
     except CrmError as exc:
         _refuse(exc)
@@ -377,21 +426,31 @@ def signature_edit(
 
 
 @signature_app.command("delete")
-def signature_delete(signature_id: int, as_json: JsonOpt = False) -> None:
+def signature_delete(signature_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Delete a signature (users who had it as default get none)."""
     try:
         with session_scope() as session:
-            admin.delete_signature(session=session, signature_id=signature_id)
+            admin.delete_signature(
+                session=session, tenant_id=_tenant_id(session, tenant), signature_id=signature_id
+            )
     except CrmError as exc:
         _refuse(exc)
     _emit(as_json, {"id": signature_id, "deleted": True}, f"Signature {signature_id} deleted.")
 
 
 @signature_app.command("list")
-def signature_list(account_id: int, as_json: JsonOpt = False) -> None:
+def signature_list(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """An account's signatures."""
-    with session_scope() as session:
-        rows = [_signature_data(s) for s in admin.list_signatures(session=session, account_id=account_id)]
+    try:
+        with session_scope() as session:
+            rows = [
+                _signature_data(s)
+                for s in admin.list_signatures(
+                    session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                )
+            ]
+    except CrmError as exc:
+        _refuse(exc)
     text = "\n".join(f"{r['id']}  {r['name']}" for r in rows) or f"Account {account_id} has no signature."
     _emit(as_json, rows, text)
 
@@ -400,14 +459,16 @@ def signature_list(account_id: int, as_json: JsonOpt = False) -> None:
 def signature_render(
     signature_id: int,
     user: Annotated[str, typer.Option("--user", help="The sender (id or e-mail).")],
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fill in a signature for one sender: HTML and text."""
     try:
         with session_scope() as session:
-            found = admin.find_user(session=session, ref=user)
+            tenant_id = _tenant_id(session, tenant)
+            found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             rendered = admin.render_signature(
-                session=session, signature_id=signature_id, user_id=found.id or 0
+                session=session, tenant_id=tenant_id, signature_id=signature_id, user_id=found.id or 0
             )
     except CrmError as exc:
         _refuse(exc)
@@ -423,6 +484,7 @@ def signature_default(
     signature_id: Annotated[int | None, typer.Argument(help="Omit with --clear.")] = None,
     user: Annotated[str, typer.Option("--user", help="Whose default (id or e-mail).")] = "",
     clear: Annotated[bool, typer.Option("--clear", help="Remove the user's default.")] = False,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set a user's default signature for one account."""
@@ -432,9 +494,11 @@ def signature_default(
         raise fail("give either a SIGNATURE_ID or --clear.", 2)
     try:
         with session_scope() as session:
-            found = admin.find_user(session=session, ref=user)
+            tenant_id = _tenant_id(session, tenant)
+            found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             access = admin.set_default_signature(
                 session=session,
+                tenant_id=tenant_id,
                 user_id=found.id or 0,
                 account_id=account_id,
                 signature_id=None if clear else signature_id,

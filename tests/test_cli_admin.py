@@ -203,7 +203,9 @@ def test_signature_commands(db: Engine, tmp_path: Path) -> None:
         == added["id"]
     )
     with session_scope(db) as session:
-        defaults = admin.compose_defaults(session=session, user_id=user_id, account_id=account_id)
+        defaults = admin.compose_defaults(
+            session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+        )
     assert defaults.rendered is not None and defaults.rendered.text == "Ann Lee, CEO – Acme GmbH"
     foreign = refused("signature", "default", account_id, 12345, "--user", "ann@acme.test")
     assert f"Signature 12345 is not a signature of account {account_id}" in foreign
@@ -213,7 +215,10 @@ def test_signature_commands(db: Engine, tmp_path: Path) -> None:
     assert ok_json("signature", "delete", added["id"]) == {"id": added["id"], "deleted": True}
     with session_scope(db) as session:
         assert (
-            admin.compose_defaults(session=session, user_id=user_id, account_id=account_id).signature is None
+            admin.compose_defaults(
+                session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+            ).signature
+            is None
         )
     too_big = tmp_path / "big.html"
     too_big.write_bytes(b"<p>" + b"a" * (cli_admin.MAX_SIGNATURE_BYTES + 10) + b"</p>")

@@ -122,19 +122,19 @@ def test_quota_counts_active_accounts_only(db: Engine) -> None:
     assert "The plan of Acme allows 2 active mail account(s) and 2 are in use" in str(refused.value)
     assert "crm-inbox tenant quota" in str(refused.value)
 
-    run(db, lambda s: admin.deactivate_account(session=s, account_id=first))
+    run(db, lambda s: admin.deactivate_account(session=s, tenant_id=tenant_id, account_id=first))
     third = add_offline(db, tenant_id, "c@acme.test")  # the deactivated one does not count
     assert third
 
     with pytest.raises(QuotaExceeded, match="allows 2 active mail account"):
-        run(db, lambda s: admin.reactivate_account(session=s, account_id=first))
+        run(db, lambda s: admin.reactivate_account(session=s, tenant_id=tenant_id, account_id=first))
     with session_scope(db) as session:
         assert session.get_one(MailAccount, first).active is False
 
     view = run(db, lambda s: admin.set_quota(session=s, tenant_id=tenant_id, quota=3))
     assert isinstance(view, admin.TenantView)
     assert (view.account_quota, view.active_accounts, view.inactive_accounts) == (3, 2, 1)
-    run(db, lambda s: admin.reactivate_account(session=s, account_id=first))
+    run(db, lambda s: admin.reactivate_account(session=s, tenant_id=tenant_id, account_id=first))
     with session_scope(db) as session:
         assert admin.tenant_view(session=session, tenant_id=tenant_id).active_accounts == 3
         with pytest.raises(InvalidInput, match="0 or more"):
@@ -258,7 +258,9 @@ def test_connect_account_with_smtp_checks_and_stores_smtp_login(
             assert (account.smtp_security, account.smtp_username) == (Security.STARTTLS, SMTP_USER)
             assert SMTP_PASSWORD not in (account.smtp_secret_encrypted or "")
     with session_scope(db) as session:
-        conn = admin.connection_settings_of(session=session, account_id=account_id, box=box)
+        conn = admin.connection_settings_of(
+            session=session, tenant_id=tenant_id, account_id=account_id, box=box
+        )
     assert conn.smtp_password == Secret(SMTP_PASSWORD) and conn.password == Secret(mailbox_user.password)
 
 
@@ -299,7 +301,13 @@ def test_edit_account_rechecks_only_connection_changes(
     def edit(changes: admin.AccountChanges, force: bool = False) -> admin.SaveResult:
         with session_scope(db) as session:
             return admin.edit_account(
-                session=session, account_id=account_id, changes=changes, box=box, verify=verify, force=force
+                session=session,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                changes=changes,
+                box=box,
+                verify=verify,
+                force=force,
             )
 
     result = edit(admin.AccountChanges(display_name="Sales team", sync_interval_seconds=120))
@@ -349,24 +357,29 @@ def test_deactivate_hides_keeps_mail_and_resumes(db: Engine, mailbox_user: Mailb
     tenant_id = make_tenant(db)
     account_id = make_account(db, tenant_id, mailbox_user)
     user_id = make_user(db, tenant_id, "ann@acme.test")
-    run(db, lambda s: admin.grant_access(session=s, account_id=account_id, user_id=user_id))
+    run(
+        db,
+        lambda s: admin.grant_access(session=s, tenant_id=tenant_id, account_id=account_id, user_id=user_id),
+    )
     deliver(mailbox_user, "first")
     assert SyncEngine(db=db).sync_account(account_id).new_messages == 1
     with session_scope(db) as session:
         cursors = {f.role: f.highest_uid for f in session.exec(select(FolderState)).all()}
 
-    run(db, lambda s: admin.deactivate_account(session=s, account_id=account_id))
+    run(db, lambda s: admin.deactivate_account(session=s, tenant_id=tenant_id, account_id=account_id))
     with session_scope(db) as session:
-        assert admin.accounts_visible_to(session=session, user_id=user_id) == []
+        assert admin.accounts_visible_to(session=session, tenant_id=tenant_id, user_id=user_id) == []
         account = session.get_one(MailAccount, account_id)
         assert account.deactivated_at is not None
     deliver(mailbox_user, "second, while deactivated")
     skipped = SyncEngine(db=db).sync_account(account_id)
     assert (skipped.status, skipped.skip_reason) == ("skipped", "account is deactivated")
 
-    run(db, lambda s: admin.reactivate_account(session=s, account_id=account_id))
+    run(db, lambda s: admin.reactivate_account(session=s, tenant_id=tenant_id, account_id=account_id))
     with session_scope(db) as session:
-        assert [a.id for a in admin.accounts_visible_to(session=session, user_id=user_id)] == [account_id]
+        assert [
+            a.id for a in admin.accounts_visible_to(session=session, tenant_id=tenant_id, user_id=user_id)
+        ] == [account_id]
         assert {f.role: f.highest_uid for f in session.exec(select(FolderState)).all()} == cursors
         assert session.get_one(MailAccount, account_id).deactivated_at is None
     resumed = SyncEngine(db=db).sync_account(account_id)
@@ -377,14 +390,20 @@ def test_delete_refused_while_a_user_has_access(db: Engine) -> None:
     tenant_id = make_tenant(db)
     account_id = add_offline(db, tenant_id, "shared@acme.test")
     user_id = make_user(db, tenant_id, "bob@acme.test")
-    run(db, lambda s: admin.grant_access(session=s, account_id=account_id, user_id=user_id))
+    run(
+        db,
+        lambda s: admin.grant_access(session=s, tenant_id=tenant_id, account_id=account_id, user_id=user_id),
+    )
     with pytest.raises(Refused) as refused:
-        run(db, lambda s: admin.delete_account(session=s, account_id=account_id))
+        run(db, lambda s: admin.delete_account(session=s, tenant_id=tenant_id, account_id=account_id))
     message = str(refused.value)
     assert "cannot be deleted: 1 user(s) have access to it (bob@acme.test)" in message
     assert "Deactivate it instead (crm-inbox account deactivate)" in message
-    run(db, lambda s: admin.revoke_access(session=s, account_id=account_id, user_id=user_id))
-    run(db, lambda s: admin.delete_account(session=s, account_id=account_id))
+    run(
+        db,
+        lambda s: admin.revoke_access(session=s, tenant_id=tenant_id, account_id=account_id, user_id=user_id),
+    )
+    run(db, lambda s: admin.delete_account(session=s, tenant_id=tenant_id, account_id=account_id))
     with session_scope(db) as session:
         assert session.get(MailAccount, account_id) is None
 
@@ -395,7 +414,7 @@ def test_delete_refused_once_mail_was_processed(db: Engine, mailbox_user: Mailbo
     deliver(mailbox_user, "hello")
     assert SyncEngine(db=db).sync_account(account_id).new_messages == 1
     with pytest.raises(Refused) as refused:
-        run(db, lambda s: admin.delete_account(session=s, account_id=account_id))
+        run(db, lambda s: admin.delete_account(session=s, tenant_id=tenant_id, account_id=account_id))
     assert "mail of this account has already been processed" in str(refused.value)
     assert "Deactivate it instead" in str(refused.value)
     with session_scope(db) as session:
@@ -415,12 +434,17 @@ def test_delete_removes_sync_bookkeeping_and_signatures(db: Engine, mailbox_user
         tenant = session.get_one(Tenant, tenant_id)
         tenant.bcc_account_id = account_id
         session.add(tenant)
-    run(db, lambda s: admin.add_signature(session=s, account_id=account_id, name="Short", html="<p>Hi</p>"))
+    run(
+        db,
+        lambda s: admin.add_signature(
+            session=s, tenant_id=tenant_id, account_id=account_id, name="Short", html="<p>Hi</p>"
+        ),
+    )
     user_id = make_user(db, tenant_id, "eve@acme.test")
     with session_scope(db) as session:
         session.get_one(User, user_id).default_account_id = account_id
 
-    run(db, lambda s: admin.delete_account(session=s, account_id=account_id))
+    run(db, lambda s: admin.delete_account(session=s, tenant_id=tenant_id, account_id=account_id))
     with session_scope(db) as session:
         for table in (FolderState, SyncRun, FetchFailure, Signature):
             rows = session.exec(select(table).where(col(table.account_id) == account_id)).all()
@@ -429,7 +453,7 @@ def test_delete_removes_sync_bookkeeping_and_signatures(db: Engine, mailbox_user
         assert session.get_one(Tenant, tenant_id).bcc_account_id is None
         assert session.get_one(User, user_id).default_account_id is None
     with pytest.raises(NotFound):
-        run(db, lambda s: admin.delete_account(session=s, account_id=account_id))
+        run(db, lambda s: admin.delete_account(session=s, tenant_id=tenant_id, account_id=account_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,44 +470,52 @@ def test_access_grant_revoke_and_default_account(db: Engine) -> None:
     stranger = make_user(db, other_tenant, "zed@other.test")
 
     with session_scope(db) as session:
-        first = admin.grant_access(session=session, account_id=shared, user_id=ann)
+        first = admin.grant_access(session=session, tenant_id=tenant_id, account_id=shared, user_id=ann)
         assert (
-            admin.grant_access(session=session, account_id=shared, user_id=ann).id == first.id
+            admin.grant_access(session=session, tenant_id=tenant_id, account_id=shared, user_id=ann).id
+            == first.id
         )  # idempotent
-        admin.grant_access(session=session, account_id=shared, user_id=bob)
-        admin.grant_access(session=session, account_id=personal, user_id=ann)
-        with pytest.raises(InvalidInput, match="belong to different tenants"):
-            admin.grant_access(session=session, account_id=shared, user_id=stranger)
-        assert [a.email for a in admin.accounts_visible_to(session=session, user_id=ann)] == [
+        admin.grant_access(session=session, tenant_id=tenant_id, account_id=shared, user_id=bob)
+        admin.grant_access(session=session, tenant_id=tenant_id, account_id=personal, user_id=ann)
+        # A user of another tenant is not found in this one (it once was "belong to different tenants").
+        with pytest.raises(NotFound, match=re.escape(f"No user with id {stranger}.")):
+            admin.grant_access(session=session, tenant_id=tenant_id, account_id=shared, user_id=stranger)
+        with pytest.raises(NotFound, match=re.escape(f"No mail account with id {shared}.")):
+            admin.grant_access(session=session, tenant_id=other_tenant, account_id=shared, user_id=stranger)
+        assert [
+            a.email for a in admin.accounts_visible_to(session=session, tenant_id=tenant_id, user_id=ann)
+        ] == [
             "ann@acme.test",
             "sales@acme.test",
         ]
         with pytest.raises(Refused, match=re.escape("bob@acme.test: the user has no access to it")):
-            admin.set_default_account(session=session, user_id=bob, account_id=personal)
-        admin.set_default_account(session=session, user_id=ann, account_id=shared)
-        assert admin.default_account(session=session, user_id=ann).id == shared  # type: ignore[union-attr]
+            admin.set_default_account(session=session, tenant_id=tenant_id, user_id=bob, account_id=personal)
+        admin.set_default_account(session=session, tenant_id=tenant_id, user_id=ann, account_id=shared)
+        assert admin.default_account(session=session, tenant_id=tenant_id, user_id=ann).id == shared  # type: ignore[union-attr]
 
-    run(db, lambda s: admin.deactivate_account(session=s, account_id=personal))
+    run(db, lambda s: admin.deactivate_account(session=s, tenant_id=tenant_id, account_id=personal))
     with session_scope(db) as session:
         with pytest.raises(Refused, match="it is deactivated"):
-            admin.set_default_account(session=session, user_id=ann, account_id=personal)
-        assert [a.id for a in admin.accounts_visible_to(session=session, user_id=ann)] == [shared]
+            admin.set_default_account(session=session, tenant_id=tenant_id, user_id=ann, account_id=personal)
+        assert [
+            a.id for a in admin.accounts_visible_to(session=session, tenant_id=tenant_id, user_id=ann)
+        ] == [shared]
 
     # A default kept through a deactivation is unusable meanwhile and comes back with the account.
-    run(db, lambda s: admin.deactivate_account(session=s, account_id=shared))
+    run(db, lambda s: admin.deactivate_account(session=s, tenant_id=tenant_id, account_id=shared))
     with session_scope(db) as session:
-        assert admin.default_account(session=session, user_id=ann) is None
-    run(db, lambda s: admin.reactivate_account(session=s, account_id=shared))
+        assert admin.default_account(session=session, tenant_id=tenant_id, user_id=ann) is None
+    run(db, lambda s: admin.reactivate_account(session=s, tenant_id=tenant_id, account_id=shared))
     with session_scope(db) as session:
-        assert admin.default_account(session=session, user_id=ann).id == shared  # type: ignore[union-attr]
+        assert admin.default_account(session=session, tenant_id=tenant_id, user_id=ann).id == shared  # type: ignore[union-attr]
 
-        admin.revoke_access(session=session, account_id=shared, user_id=ann)
+        admin.revoke_access(session=session, tenant_id=tenant_id, account_id=shared, user_id=ann)
         assert session.get_one(User, ann).default_account_id is None
-        assert admin.default_account(session=session, user_id=ann) is None
+        assert admin.default_account(session=session, tenant_id=tenant_id, user_id=ann) is None
         with pytest.raises(NotFound, match=re.escape("ann@acme.test has no access to account")):
-            admin.revoke_access(session=session, account_id=shared, user_id=ann)
-        assert admin.find_user(session=session, ref="BOB@acme.test").id == bob
-        assert admin.find_user(session=session, ref=str(bob)).id == bob
+            admin.revoke_access(session=session, tenant_id=tenant_id, account_id=shared, user_id=ann)
+        assert admin.find_user(session=session, tenant_id=tenant_id, ref="BOB@acme.test").id == bob
+        assert admin.find_user(session=session, tenant_id=tenant_id, ref=str(bob)).id == bob
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,14 +545,20 @@ def team(db: Engine) -> tuple[int, int, int]:
         job_title="Head of Sales",
         phone="+49 30 1",
     )
-    run(db, lambda s: admin.grant_access(session=s, account_id=account_id, user_id=user_id))
+    run(
+        db,
+        lambda s: admin.grant_access(session=s, tenant_id=tenant_id, account_id=account_id, user_id=user_id),
+    )
     return tenant_id, account_id, user_id
 
 
 def test_signature_is_sanitized_and_text_stored(db: Engine, team: tuple[int, int, int]) -> None:
-    _, account_id, _ = team
+    tenant_id, account_id, _ = team
     saved = run(
-        db, lambda s: admin.add_signature(session=s, account_id=account_id, name="Formal", html=FORMAL)
+        db,
+        lambda s: admin.add_signature(
+            session=s, tenant_id=tenant_id, account_id=account_id, name="Formal", html=FORMAL
+        ),
     )
     assert isinstance(saved, admin.SignatureSaved) and saved.warnings == ()
     with session_scope(db) as session:
@@ -531,47 +569,67 @@ def test_signature_is_sanitized_and_text_stored(db: Engine, team: tuple[int, int
 
 
 def test_signature_limit_svg_and_unknown_tags(db: Engine, team: tuple[int, int, int]) -> None:
-    _, account_id, _ = team
+    tenant_id, account_id, _ = team
     with session_scope(db) as session:
         with pytest.raises(admin.SignatureInvalid, match="Inline SVG graphics cannot be used"):
             admin.add_signature(
-                session=session, account_id=account_id, name="Logo", html="<svg><rect/></svg>"
+                session=session,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                name="Logo",
+                html="<svg><rect/></svg>",
             )
         with pytest.raises(admin.SignatureInvalid) as unknown:
             admin.add_signature(
-                session=session, account_id=account_id, name="X", html="{{ sender.nickname }}"
+                session=session,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                name="X",
+                html="{{ sender.nickname }}",
             )
         assert "unknown merge tag {{ sender.nickname }}" in str(unknown.value)
         for tag in KNOWN_TAGS:
             assert "{{ " + tag + " }}" in str(unknown.value)
         svg = admin.add_signature(
             session=session,
+            tenant_id=tenant_id,
             account_id=account_id,
             name="Logo",
             html='<img src="https://acme.test/logo.svg" alt="">',
         )
         assert len(svg.warnings) == 1 and "SVG image" in svg.warnings[0]
         admin.add_signature(
-            session=session, account_id=account_id, name="Short", html="<p>{{ sender.first_name }}</p>"
+            session=session,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            name="Short",
+            html="<p>{{ sender.first_name }}</p>",
         )
         with pytest.raises(InvalidInput, match="already has a signature named 'Short'"):
-            admin.add_signature(session=session, account_id=account_id, name="Short", html="<p>x</p>")
-        admin.add_signature(session=session, account_id=account_id, name="Formal", html=FORMAL)
+            admin.add_signature(
+                session=session, tenant_id=tenant_id, account_id=account_id, name="Short", html="<p>x</p>"
+            )
+        admin.add_signature(
+            session=session, tenant_id=tenant_id, account_id=account_id, name="Formal", html=FORMAL
+        )
         with pytest.raises(Refused) as fourth:
-            admin.add_signature(session=session, account_id=account_id, name="Fourth", html="<p>4</p>")
+            admin.add_signature(
+                session=session, tenant_id=tenant_id, account_id=account_id, name="Fourth", html="<p>4</p>"
+            )
         assert "already has 3 signatures, the most an account can have" in str(fourth.value)
         assert "'Logo'" in str(fourth.value) and "Edit or delete one of them instead" in str(fourth.value)
-        assert len(admin.list_signatures(session=session, account_id=account_id)) == 3
+        assert len(admin.list_signatures(session=session, tenant_id=tenant_id, account_id=account_id)) == 3
 
 
 def test_update_and_delete_signature(db: Engine, team: tuple[int, int, int]) -> None:
-    _, account_id, user_id = team
+    tenant_id, account_id, user_id = team
     with session_scope(db) as session:
         sig = admin.add_signature(
-            session=session, account_id=account_id, name="Short", html="<p>A</p>"
+            session=session, tenant_id=tenant_id, account_id=account_id, name="Short", html="<p>A</p>"
         ).signature
         updated = admin.update_signature(
             session=session,
+            tenant_id=tenant_id,
             signature_id=sig.id or 0,
             name="Brief",
             html="<p>{{ sender.first_name }}<script>x</script></p>",
@@ -579,25 +637,29 @@ def test_update_and_delete_signature(db: Engine, team: tuple[int, int, int]) -> 
         assert (updated.signature.name, updated.signature.html) == ("Brief", "<p>{{ sender.first_name }}</p>")
         assert updated.signature.text == "{{ sender.first_name }}"
         with pytest.raises(admin.SignatureInvalid, match="unknown merge tag"):
-            admin.update_signature(session=session, signature_id=sig.id or 0, html="{{ company.ceo }}")
+            admin.update_signature(
+                session=session, tenant_id=tenant_id, signature_id=sig.id or 0, html="{{ company.ceo }}"
+            )
         admin.set_default_signature(
-            session=session, user_id=user_id, account_id=account_id, signature_id=sig.id
+            session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id, signature_id=sig.id
         )
-        admin.delete_signature(session=session, signature_id=sig.id or 0)
+        admin.delete_signature(session=session, tenant_id=tenant_id, signature_id=sig.id or 0)
         access = session.exec(select(AccountAccess).where(AccountAccess.user_id == user_id)).one()
         assert access.default_signature_id is None
         with pytest.raises(NotFound):
-            admin.delete_signature(session=session, signature_id=sig.id or 0)
+            admin.delete_signature(session=session, tenant_id=tenant_id, signature_id=sig.id or 0)
 
 
 def test_render_with_real_user_tenant_and_account(db: Engine, team: tuple[int, int, int]) -> None:
-    _, account_id, user_id = team
+    tenant_id, account_id, user_id = team
     with session_scope(db) as session:
         sig = admin.add_signature(
-            session=session, account_id=account_id, name="Formal", html=FORMAL
+            session=session, tenant_id=tenant_id, account_id=account_id, name="Formal", html=FORMAL
         ).signature
         session.get_one(User, user_id).last_name = "Lee <script>"  # merge values are escaped
-        rendered = admin.render_signature(session=session, signature_id=sig.id or 0, user_id=user_id)
+        rendered = admin.render_signature(
+            session=session, tenant_id=tenant_id, signature_id=sig.id or 0, user_id=user_id
+        )
     assert "<b>Ann Lee &lt;script&gt;</b>" in rendered.html
     assert "Head of Sales, Acme GmbH" in rendered.html
     assert "Tel. +49 30 1" in rendered.html
@@ -611,34 +673,54 @@ def test_default_signature_rules_and_compose_defaults(db: Engine, team: tuple[in
     bob = make_user(db, tenant_id, "bob@acme.test")
     with session_scope(db) as session:
         formal = admin.add_signature(
-            session=session, account_id=account_id, name="Formal", html=FORMAL
+            session=session, tenant_id=tenant_id, account_id=account_id, name="Formal", html=FORMAL
         ).signature
         short = admin.add_signature(
-            session=session, account_id=account_id, name="Short", html="<p>{{ sender.first_name }}</p>"
+            session=session,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            name="Short",
+            html="<p>{{ sender.first_name }}</p>",
         ).signature
         foreign = admin.add_signature(
-            session=session, account_id=other_account, name="Support", html="<p>S</p>"
+            session=session, tenant_id=tenant_id, account_id=other_account, name="Support", html="<p>S</p>"
         )
 
-        none_yet = admin.compose_defaults(session=session, user_id=user_id, account_id=account_id)
+        none_yet = admin.compose_defaults(
+            session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+        )
         assert (none_yet.signature, none_yet.rendered) == (None, None)
         assert [c.name for c in none_yet.others] == ["Formal", "Short"]
 
         with pytest.raises(InvalidInput) as not_its:
             admin.set_default_signature(
-                session=session, user_id=user_id, account_id=account_id, signature_id=foreign.signature.id
+                session=session,
+                tenant_id=tenant_id,
+                user_id=user_id,
+                account_id=account_id,
+                signature_id=foreign.signature.id,
             )
         assert f"is not a signature of account {account_id}" in str(not_its.value)
         assert f"{formal.id} (Formal), {short.id} (Short)" in str(not_its.value)
         with pytest.raises(Refused, match=re.escape("bob@acme.test has no access")):
             admin.set_default_signature(
-                session=session, user_id=bob, account_id=account_id, signature_id=short.id
+                session=session,
+                tenant_id=tenant_id,
+                user_id=bob,
+                account_id=account_id,
+                signature_id=short.id,
             )
 
         admin.set_default_signature(
-            session=session, user_id=user_id, account_id=account_id, signature_id=short.id
+            session=session,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            account_id=account_id,
+            signature_id=short.id,
         )
-        defaults = admin.compose_defaults(session=session, user_id=user_id, account_id=account_id)
+        defaults = admin.compose_defaults(
+            session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+        )
         assert defaults.signature == admin.SignatureChoice(id=short.id or 0, name="Short")
         assert defaults.rendered is not None
         assert (defaults.rendered.html, defaults.rendered.text) == ("<p>Ann</p>", "Ann")
@@ -647,7 +729,110 @@ def test_default_signature_rules_and_compose_defaults(db: Engine, team: tuple[in
         with pytest.raises(
             Refused, match=re.escape("bob@acme.test cannot send from sales@acme.test: the user has no access")
         ):
-            admin.compose_defaults(session=session, user_id=bob, account_id=account_id)
-        admin.deactivate_account(session=session, account_id=account_id)
+            admin.compose_defaults(session=session, tenant_id=tenant_id, user_id=bob, account_id=account_id)
+        admin.deactivate_account(session=session, tenant_id=tenant_id, account_id=account_id)
         with pytest.raises(Refused, match="it is deactivated"):
-            admin.compose_defaults(session=session, user_id=user_id, account_id=account_id)
+            admin.compose_defaults(
+                session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. tenant scoping: a record id of another tenant is not found
+
+
+def test_records_of_another_tenant_are_not_found(db: Engine, team: tuple[int, int, int]) -> None:
+    tenant_id, account_id, user_id = team
+    signature_id = (
+        run(
+            db,
+            lambda s: admin.add_signature(
+                session=s, tenant_id=tenant_id, account_id=account_id, name="Short", html="<p>A</p>"
+            ),
+        )
+    ).signature.id or 0  # type: ignore[attr-defined]
+    other = make_tenant(db, name="Other")
+    other_account = add_offline(db, other, "x@other.test")
+    other_user = make_user(db, other, "zed@other.test")
+    box = SecretBox.from_settings()
+
+    cases: list[tuple[str, Callable[[Session], object]]] = [
+        # an account of the other tenant, asked for in ours
+        (
+            f"No mail account with id {other_account}.",
+            lambda s: admin.deactivate_account(session=s, tenant_id=tenant_id, account_id=other_account),
+        ),
+        (
+            f"No mail account with id {other_account}.",
+            lambda s: admin.delete_account(session=s, tenant_id=tenant_id, account_id=other_account),
+        ),
+        (
+            f"No mail account with id {other_account}.",
+            lambda s: admin.connection_settings_of(
+                session=s, tenant_id=tenant_id, account_id=other_account, box=box
+            ),
+        ),
+        (
+            f"No mail account with id {other_account}.",
+            lambda s: admin.list_signatures(session=s, tenant_id=tenant_id, account_id=other_account),
+        ),
+        (
+            f"No mail account with id {other_account}.",
+            lambda s: admin.add_signature(
+                session=s, tenant_id=tenant_id, account_id=other_account, name="X", html="<p>x</p>"
+            ),
+        ),
+        (
+            f"No mail account with id {other_account}.",
+            lambda s: admin.grant_access(
+                session=s, tenant_id=tenant_id, account_id=other_account, user_id=user_id
+            ),
+        ),
+        # a user of the other tenant
+        (
+            f"No user with id {other_user}.",
+            lambda s: admin.accounts_visible_to(session=s, tenant_id=tenant_id, user_id=other_user),
+        ),
+        (
+            f"No user with id {other_user}.",
+            lambda s: admin.default_account(session=s, tenant_id=tenant_id, user_id=other_user),
+        ),
+        (
+            f"No user with id {other_user}.",
+            lambda s: admin.find_user(session=s, tenant_id=tenant_id, ref=str(other_user)),
+        ),
+        (
+            "No user with e-mail zed@other.test.",
+            lambda s: admin.find_user(session=s, tenant_id=tenant_id, ref="zed@other.test"),
+        ),
+        # our signature and user, asked for from the other tenant
+        (
+            f"No signature with id {signature_id}.",
+            lambda s: admin.update_signature(
+                session=s, tenant_id=other, signature_id=signature_id, name="Stolen"
+            ),
+        ),
+        (
+            f"No signature with id {signature_id}.",
+            lambda s: admin.delete_signature(session=s, tenant_id=other, signature_id=signature_id),
+        ),
+        (
+            f"No signature with id {signature_id}.",
+            lambda s: admin.render_signature(
+                session=s, tenant_id=other, signature_id=signature_id, user_id=other_user
+            ),
+        ),
+        (
+            f"No user with id {user_id}.",
+            lambda s: admin.compose_defaults(
+                session=s, tenant_id=other, user_id=user_id, account_id=account_id
+            ),
+        ),
+    ]
+    for message, call in cases:
+        with pytest.raises(NotFound, match=re.escape(message)):
+            run(db, call)
+
+    with session_scope(db) as session:  # nothing was changed by the refused calls
+        assert session.get_one(MailAccount, other_account).active
+        assert session.get_one(Signature, signature_id).name == "Short"
