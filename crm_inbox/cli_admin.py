@@ -20,33 +20,36 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from sqlmodel import Session
 
-from crm import accounts, admin
+from crm import admin
 from crm.db import session_scope
 from crm.errors import CrmError
 from crm.models import MailAccount, Signature
 from crm.secrets import Secret, SecretBox
 from crm.settings import get_settings
 from crm.types import Security
-from crm_inbox.common import JsonOpt, err, fail, jsonable, out, print_json, read_password
+from crm_inbox.common import (
+    JsonOpt,
+    TenantOpt,
+    err,
+    fail,
+    jsonable,
+    out,
+    print_json,
+    read_password,
+    tenant_id_of,
+)
 
 access_app = typer.Typer(no_args_is_help=True, help="Which users see which mail accounts.")
 signature_app = typer.Typer(no_args_is_help=True, help="E-mail signatures of an account (up to three).")
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants (operator commands).")
 
 UserArg = Annotated[str, typer.Argument(help="User id or e-mail.")]
-TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
 MAX_SIGNATURE_BYTES = 256 * 1024
 
 
 def _refuse(exc: Exception) -> NoReturn:
     raise fail(str(exc)) from None
-
-
-def _tenant_id(session: Session, tenant: int | None) -> int:
-    """The tenant a command acts in, resolved once: every record id is looked up within it."""
-    return accounts.get_tenant(session=session, tenant_id=tenant).id or 0
 
 
 def _say(text: str) -> None:
@@ -122,7 +125,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
             with session_scope() as session:
                 data = _account_data(
                     admin.deactivate_account(
-                        session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                        session=session, tenant_id=tenant_id_of(session, tenant), account_id=account_id
                     )
                 )
         except CrmError as exc:
@@ -136,7 +139,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
             with session_scope() as session:
                 data = _account_data(
                     admin.reactivate_account(
-                        session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                        session=session, tenant_id=tenant_id_of(session, tenant), account_id=account_id
                     )
                 )
         except CrmError as exc:
@@ -151,7 +154,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
         try:
             with session_scope() as session:
                 admin.delete_account(
-                    session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                    session=session, tenant_id=tenant_id_of(session, tenant), account_id=account_id
                 )
         except CrmError as exc:
             _refuse(exc)
@@ -166,7 +169,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
             with session_scope() as session:
                 settings = admin.connection_settings_of(
                     session=session,
-                    tenant_id=_tenant_id(session, tenant),
+                    tenant_id=tenant_id_of(session, tenant),
                     account_id=account_id,
                     box=SecretBox.from_settings(),
                 )
@@ -233,7 +236,7 @@ def account_admin_commands(account_app: typer.Typer) -> None:
             with session_scope() as session:
                 saved = admin.edit_account(
                     session=session,
-                    tenant_id=_tenant_id(session, tenant),
+                    tenant_id=tenant_id_of(session, tenant),
                     account_id=account_id,
                     changes=changes,
                     box=SecretBox.from_settings(),
@@ -258,7 +261,7 @@ def access_grant(account_id: int, user: UserArg, tenant: TenantOpt = None, as_js
     """Let a user see an account's mail and send from it."""
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             admin.grant_access(
                 session=session, tenant_id=tenant_id, account_id=account_id, user_id=found.id or 0
@@ -274,7 +277,7 @@ def access_revoke(account_id: int, user: UserArg, tenant: TenantOpt = None, as_j
     """Take an account away from a user; its mail stays."""
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             admin.revoke_access(
                 session=session, tenant_id=tenant_id, account_id=account_id, user_id=found.id or 0
@@ -298,7 +301,7 @@ def access_default(
         raise fail("give either an ACCOUNT_ID or --clear.", 2)
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             admin.set_default_account(
                 session=session,
@@ -318,7 +321,7 @@ def access_list(user: UserArg, tenant: TenantOpt = None, as_json: JsonOpt = Fals
     """The active accounts a user sees, and their default."""
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             visible = [
                 _account_data(a)
@@ -387,7 +390,7 @@ def signature_add(
         with session_scope() as session:
             saved = admin.add_signature(
                 session=session,
-                tenant_id=_tenant_id(session, tenant),
+                tenant_id=tenant_id_of(session, tenant),
                 account_id=account_id,
                 name=name,
                 html=html,
@@ -414,7 +417,7 @@ def signature_edit(
         with session_scope() as session:
             saved = admin.update_signature(
                 session=session,
-                tenant_id=_tenant_id(session, tenant),
+                tenant_id=tenant_id_of(session, tenant),
                 signature_id=signature_id,
                 name=name,
                 html=html,
@@ -431,7 +434,7 @@ def signature_delete(signature_id: int, tenant: TenantOpt = None, as_json: JsonO
     try:
         with session_scope() as session:
             admin.delete_signature(
-                session=session, tenant_id=_tenant_id(session, tenant), signature_id=signature_id
+                session=session, tenant_id=tenant_id_of(session, tenant), signature_id=signature_id
             )
     except CrmError as exc:
         _refuse(exc)
@@ -446,7 +449,7 @@ def signature_list(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt =
             rows = [
                 _signature_data(s)
                 for s in admin.list_signatures(
-                    session=session, tenant_id=_tenant_id(session, tenant), account_id=account_id
+                    session=session, tenant_id=tenant_id_of(session, tenant), account_id=account_id
                 )
             ]
     except CrmError as exc:
@@ -465,7 +468,7 @@ def signature_render(
     """Fill in a signature for one sender: HTML and text."""
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             rendered = admin.render_signature(
                 session=session, tenant_id=tenant_id, signature_id=signature_id, user_id=found.id or 0
@@ -494,7 +497,7 @@ def signature_default(
         raise fail("give either a SIGNATURE_ID or --clear.", 2)
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             found = admin.find_user(session=session, ref=user, tenant_id=tenant_id)
             access = admin.set_default_signature(
                 session=session,

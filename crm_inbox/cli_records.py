@@ -24,13 +24,13 @@ from rich.table import Table
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from crm import accounts, link_service, records, reports
+from crm import link_service, records, reports
 from crm.csv_import import CsvImportError
 from crm.db import session_scope
 from crm.errors import CrmError, NotFound
 from crm.linking import RecordKind
 from crm.models import Message, MessageLink
-from crm_inbox.common import JsonOpt, fail, jsonable, out, print_json
+from crm_inbox.common import JsonOpt, TenantOpt, fail, jsonable, out, print_json, tenant_id_of
 
 contacts_app = typer.Typer(no_args_is_help=True, help="Contacts: add, import a CSV export.")
 companies_app = typer.Typer(no_args_is_help=True, help="Companies and their mail domains.")
@@ -53,9 +53,6 @@ def register(app: typer.Typer) -> None:
         app.add_typer(sub, name=name)
 
 
-TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
-
-
 # ---------------------------------------------------------------------------------------------
 # Output helpers
 
@@ -68,10 +65,6 @@ def _cell(value: Any) -> str:
     if isinstance(plain, float):
         return f"{plain:g}" if plain == int(plain) else f"{plain:.1f}"
     return str(plain)
-
-
-def _tenant_id(session: Session, tenant: int | None) -> int:
-    return accounts.get_tenant(session=session, tenant_id=tenant).id or 0
 
 
 def _linked_count(session: Session, kind: RecordKind, record_id: int) -> int:
@@ -112,7 +105,7 @@ def contacts_import(
         with session_scope() as session:
             report = records.import_contacts(
                 session=session,
-                tenant_id=_tenant_id(session, tenant),
+                tenant_id=tenant_id_of(session, tenant),
                 data=data,
                 allow_test_domains=allow_test_domains,
             )
@@ -153,7 +146,7 @@ def contacts_add(
         with session_scope() as session:
             contact = records.create_contact(
                 session=session,
-                tenant_id=_tenant_id(session, tenant),
+                tenant_id=tenant_id_of(session, tenant),
                 emails=email,
                 first_name=first_name,
                 last_name=last_name,
@@ -188,7 +181,7 @@ def companies_add(
     try:
         with session_scope() as session:
             company = records.create_company(
-                session=session, tenant_id=_tenant_id(session, tenant), name=name, domains=domain or []
+                session=session, tenant_id=tenant_id_of(session, tenant), name=name, domains=domain or []
             )
             company_id = company.id or 0
             result = {
@@ -222,7 +215,7 @@ def deals_add(
         with session_scope() as session:
             deal = records.create_deal(
                 session=session,
-                tenant_id=_tenant_id(session, tenant),
+                tenant_id=tenant_id_of(session, tenant),
                 title=title,
                 contact_ids=contact,
                 amount=amount,
@@ -254,7 +247,7 @@ def deals_status(
     try:
         with session_scope() as session:
             deal = records.set_deal_status(
-                session=session, tenant_id=_tenant_id(session, tenant), deal_id=deal_id, status=status
+                session=session, tenant_id=tenant_id_of(session, tenant), deal_id=deal_id, status=status
             )
             result = {"id": deal.id, "title": deal.title, "status": deal.status}
     except CrmError as exc:
@@ -292,7 +285,7 @@ def links_why(
     """Why each record is on this message."""
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             message_pk = _message_pk(session, tenant_id, message)
             explanations = link_service.why(session=session, tenant_id=tenant_id, message_pk=message_pk)
     except CrmError as exc:
@@ -344,7 +337,7 @@ def _change_link(
     kind, record_id = record
     try:
         with session_scope() as session:
-            tenant_id = _tenant_id(session, tenant)
+            tenant_id = tenant_id_of(session, tenant)
             message_pk = _message_pk(session, tenant_id, message)
             count = service(
                 session=session,
@@ -469,7 +462,7 @@ def _emit(rows: Sequence[Any], row_type: type[Any], fmt: OutputFormat) -> None:
 def _run_report(fn: Any, row_type: type[Any], fmt: OutputFormat, tenant: int | None, **kwargs: Any) -> None:
     try:
         with session_scope() as session:
-            rows = fn(session=session, tenant_id=_tenant_id(session, tenant), **kwargs)
+            rows = fn(session=session, tenant_id=tenant_id_of(session, tenant), **kwargs)
     except CrmError as exc:
         raise fail(str(exc)) from None
     _emit(rows, row_type, fmt)

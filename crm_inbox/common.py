@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from sqlmodel import Session
 
+from crm import accounts
 from crm.secrets import Secret
 
 # soft_wrap: sentences are printed whole (scripts grep them; a terminal wraps them anyway).
@@ -22,6 +24,12 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
+
+
+def tenant_id_of(session: Session, tenant: int | None) -> int:
+    """The tenant a command acts in, resolved once: every record id is looked up within it."""
+    return accounts.get_tenant(session=session, tenant_id=tenant).id or 0
 
 
 def jsonable(value: Any) -> Any:
