@@ -4,7 +4,7 @@ backfill of one new contact, and the time of each report query.
     .venv/bin/python bench/linking_bench.py                                      # 20,000 / 10,000
     .venv/bin/python bench/linking_bench.py --messages 100000 --contacts 50000   # issue target
 
-One run, one machine, fresh temporary SQLite files (migrated with `crm.db.migrate`):
+One run, one machine, fresh temporary SQLite files (migrated with `core.db.migrate`):
 
 * CRM records: `--contacts` contacts (one address each), a company per five contacts (one domain
   each), a deal per ten contacts (one or two contacts, 80 % open), ten users owning the
@@ -45,8 +45,13 @@ from sqlalchemy import Engine, func, insert, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pydantic import SecretStr  # noqa: E402
+
+from core.db import make_engine, migrate, session_scope  # noqa: E402
+from core.secrets import SecretBox  # noqa: E402
+from core.settings import reset_settings  # noqa: E402
+from core.types import FolderRole, Security  # noqa: E402
 from crm import accounts, link_service, records, reports, store  # noqa: E402
-from crm.db import make_engine, migrate, session_scope  # noqa: E402
 from crm.models import (  # noqa: E402
     Company,
     CompanyDomain,
@@ -57,10 +62,7 @@ from crm.models import (  # noqa: E402
     Message,
     MessageLink,
 )
-from crm.secrets import Secret, SecretBox  # noqa: E402
-from crm.settings import reset_settings  # noqa: E402
 from crm.store import Location, MessageData, NewMail  # noqa: E402
-from crm.types import FolderRole, Security  # noqa: E402
 
 BATCH = 200  # the sync engine's default batch size (settings.sync_batch_size)
 USERS = 10
@@ -106,7 +108,7 @@ def make_records(engine: Engine, contacts: int, rng: random.Random) -> World:
                 imap_security=Security.TLS,
                 username="sales",
             ),
-            password=Secret("unused"),
+            password=SecretStr("unused"),
             box=SecretBox.from_settings(),
         )
         user_ids = tuple(

@@ -36,13 +36,15 @@ from imapclient import IMAPClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pydantic import SecretStr  # noqa: E402
+
+from core.db import make_engine, migrate, session_scope  # noqa: E402
+from core.secrets import SecretBox  # noqa: E402
+from core.settings import reset_settings  # noqa: E402
+from core.types import Security  # noqa: E402
 from crm import accounts  # noqa: E402
-from crm.db import make_engine, migrate, session_scope  # noqa: E402
-from crm.secrets import Secret, SecretBox  # noqa: E402
-from crm.settings import reset_settings  # noqa: E402
-from crm.types import Security  # noqa: E402
-from crm_inbox.devmail import LocalDovecot  # noqa: E402
-from crm_inbox.samples import generate_mailbox  # noqa: E402
+from devtools.devmail import LocalDovecot  # noqa: E402
+from devtools.samples import generate_mailbox  # noqa: E402
 
 
 @dataclass
@@ -121,7 +123,7 @@ def setup_db(workdir: Path, dovecot: LocalDovecot, box: Mailbox) -> tuple[dict[s
                 username=box.user,
                 ca_file=str(dovecot.ca_file),
             ),
-            password=Secret(box.password),
+            password=SecretStr(box.password),
             box=SecretBox.from_settings(),
         )
         account_id = account.id or 0

@@ -1,7 +1,7 @@
 """Tenants, users and mail accounts: the services the CLI and the HTTP API both call.
 
 Keyword-only functions taking a session; the caller owns the transaction. Passwords arrive as
-`Secret` and leave only encrypted.
+`SecretStr` and leave only encrypted.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import SecretStr
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from core.secrets import SecretBox
+from core.types import AccountStatus, FolderRole, Security, utcnow
 from crm.errors import InvalidInput, NotFound, QuotaExceeded
 from crm.models import FolderState, MailAccount, SkippedMessage, Tenant, User
-from crm.secrets import Secret, SecretBox
-from crm.types import AccountStatus, FolderRole, Security, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ def ensure_quota(*, session: Session, tenant: Tenant, adding: int = 1) -> None:
 
 
 def add_account(
-    *, session: Session, tenant_id: int, data: AccountInput, password: Secret, box: SecretBox
+    *, session: Session, tenant_id: int, data: AccountInput, password: SecretStr, box: SecretBox
 ) -> MailAccount:
     tenant = get_tenant(session=session, tenant_id=tenant_id)
     email = data.email.strip().lower()
@@ -168,7 +169,7 @@ def get_account(*, session: Session, account_id: int, tenant_id: int | None = No
     return account
 
 
-def set_password(*, session: Session, account_id: int, password: Secret, box: SecretBox) -> MailAccount:
+def set_password(*, session: Session, account_id: int, password: SecretStr, box: SecretBox) -> MailAccount:
     """New credentials end the 'needs new credentials' wait: the next sync tries again."""
     account = get_account(session=session, account_id=account_id)
     account.secret_encrypted = box.encrypt(password)

@@ -6,7 +6,7 @@ the transaction (commit or roll back), exactly like `crm.accounts`, which these 
 Connection checks and layering. `crm` must not import `sync`, yet an account must not be saved
 with settings that cannot log in. So `connect_account` and `edit_account` take an optional
 `verify` callable (dependency injection): it receives a plain `ConnectionSettings` (decrypted
-password included, as a `Secret`) and returns anything with `ok` and `message`
+password included, as a `SecretStr`) and returns anything with `ok` and `message`
 (`sync.check.CheckResult` in practice: `sync.check.verify_connection`). `verify=None` means "do
 not check" (an explicit choice of the caller, like `--no-check`). A failing check raises
 `ConnectionCheckFailed` and nothing is written, unless `force=True`: then the settings are saved
@@ -25,10 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from pydantic import SecretStr
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 import signatures
+from core.secrets import SecretBox
+from core.types import AccountStatus, Security, utcnow
 from crm import accounts
 from crm.errors import InvalidInput, NotFound, Refused
 from crm.models import (
@@ -43,8 +46,6 @@ from crm.models import (
     Tenant,
     User,
 )
-from crm.secrets import Secret, SecretBox
-from crm.types import AccountStatus, Security, utcnow
 
 MAX_SIGNATURES_PER_ACCOUNT = 3
 DEFAULT_SMTP_PORTS = {Security.TLS: 465, Security.STARTTLS: 587, Security.PLAIN: 25}
@@ -83,13 +84,13 @@ class ConnectionSettings:
     imap_port: int
     imap_security: Security
     username: str
-    password: Secret
+    password: SecretStr
     ca_file: str | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
     smtp_security: Security | None = None
     smtp_username: str | None = None
-    smtp_password: Secret | None = None
+    smtp_password: SecretStr | None = None
 
 
 class CheckOutcome(Protocol):
@@ -113,7 +114,7 @@ class SmtpInput:
     port: int | None = None
     security: Security | None = None
     username: str | None = None  # None: the IMAP username
-    password: Secret | None = None  # None: the IMAP password
+    password: SecretStr | None = None  # None: the IMAP password
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ def connect_account(
     session: Session,
     tenant_id: int,
     data: accounts.AccountInput,
-    password: Secret,
+    password: SecretStr,
     box: SecretBox,
     smtp: SmtpInput | None = None,
     verify: Verifier | None = None,
@@ -252,13 +253,13 @@ class AccountChanges:
     imap_port: int | None = None
     imap_security: Security | None = None
     username: str | None = None
-    password: Secret | None = None
+    password: SecretStr | None = None
     ca_file: str | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
     smtp_security: Security | None = None
     smtp_username: str | None = None
-    smtp_password: Secret | None = None
+    smtp_password: SecretStr | None = None
     clear_smtp_password: bool = False
     sync_interval_seconds: int | None = None
 
@@ -337,7 +338,7 @@ def edit_account(
     if verify is not None and connection_changed:
         password = c.password or box.decrypt(account.secret_encrypted)
         if c.smtp_password is not None:
-            smtp_password: Secret | None = c.smtp_password
+            smtp_password: SecretStr | None = c.smtp_password
         elif c.clear_smtp_password or not account.smtp_secret_encrypted:
             smtp_password = None
         else:

@@ -1,23 +1,38 @@
-"""Errors raised by the CRM services. Each message is a sentence a user can act on."""
+"""The error families of `crm`, on the product-wide base in `core.errors` (code + fields).
+
+TRANSITIONAL (issue 7): a bare message is accepted with the code "unspecified" until every raise
+carries its own code; then this module only re-exports `core.errors`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
 
-class CrmError(Exception):
-    """Root of every error `crm` raises on purpose."""
+from core import errors as core_errors
+from core.errors import DomainError
 
 
-class NotFound(CrmError):
+class _Transitional:
+    def __init__(self, *args: Any, **fields: Any) -> None:
+        if len(args) == 1:
+            args = ("unspecified", args[0])
+        super().__init__(*args, **fields)
+
+
+class NotFound(_Transitional, core_errors.NotFound):
     pass
 
 
-class QuotaExceeded(CrmError):
+class InvalidInput(_Transitional, core_errors.InvalidInput):
     pass
 
 
-class InvalidInput(CrmError):
+class Refused(_Transitional, core_errors.Conflict):
     pass
 
 
-class Refused(CrmError):
-    """An operation that the rules forbid in the current state (with the reason and a hint)."""
+class QuotaExceeded(_Transitional, core_errors.QuotaExceeded):
+    pass
+
+
+CrmError = DomainError

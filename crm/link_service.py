@@ -1,4 +1,4 @@
-"""Linking, as a database service: loads what `crm.linking.decide_links` needs, applies its
+"""Linking, as a database service: loads what `crm.rules.linking.decide_links` needs, applies its
 decisions, and keeps them up to date when records change.
 
 * `link_messages` runs inside the sync's batch transaction, so mail is never stored without its
@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
-from crm import linking
+from core.types import utcnow
 from crm.accounts import lock_tenant
 from crm.errors import NotFound
-from crm.forwards import find_forwarded_senders
-from crm.linking import LinkReason, RecordKind
 from crm.models import (
     Company,
     CompanyDomain,
@@ -40,7 +38,9 @@ from crm.models import (
     Tenant,
     User,
 )
-from crm.types import utcnow
+from crm.rules import linking
+from crm.rules.forwards import find_forwarded_senders
+from crm.rules.linking import LinkReason, RecordKind
 
 
 def _stronger(a: str, b: str) -> bool:

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from sqlmodel import Session, col, select
 
 from crm import link_service
-from crm.csv_import import ContactRow, RowError, parse_contacts_csv
 from crm.errors import InvalidInput, NotFound
-from crm.linking import LinkReason, normalize_email
 from crm.models import (
     Company,
     CompanyDomain,
@@ -25,6 +23,8 @@ from crm.models import (
     MessageLink,
     User,
 )
+from crm.rules.csv_import import ContactRow, RowError, parse_contacts_csv
+from crm.rules.linking import LinkReason, normalize_email
 
 DEAL_STATUSES = ("open", "won", "lost")
 

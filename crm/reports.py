@@ -52,8 +52,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CTE
 from sqlmodel import Session, col
 
+from core.types import Direction, UTCDateTime, utcnow
 from crm.models import Company, Contact, Deal, Message, MessageLink, Thread, User
-from crm.types import Direction, UTCDateTime, utcnow
 
 __all__ = [
     "ActivityRow",

@@ -20,6 +20,16 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, update
 from sqlmodel import Session, col, select
 
+from core.types import (
+    AccountStatus,
+    Direction,
+    FolderRole,
+    FolderSyncStatus,
+    RunStatus,
+    SkipReason,
+    UidState,
+    utcnow,
+)
 from crm.accounts import lock_tenant
 from crm.link_service import address_rows, link_messages
 from crm.models import (
@@ -35,16 +45,6 @@ from crm.models import (
     User,
 )
 from crm.threads import assign_threads
-from crm.types import (
-    AccountStatus,
-    Direction,
-    FolderRole,
-    FolderSyncStatus,
-    RunStatus,
-    SkipReason,
-    UidState,
-    utcnow,
-)
 
 
 @dataclass(frozen=True, slots=True)

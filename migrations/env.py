@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection handed over by `crm.db.migrate`, or on the
+"""Alembic environment: runs on the connection handed over by `core.db.migrate`, or on the
 database named by CRM_INBOX_DATABASE_URL when run as `alembic upgrade head`."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import crm.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from crm.db import make_engine
+from core.db import make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -29,7 +29,7 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     that may change later (a StrEnum column is a VARCHAR(32), a UTC column a DATETIME)."""
     from sqlalchemy import String
 
-    from crm.types import StrEnumType, UTCDateTime
+    from core.types import StrEnumType, UTCDateTime
 
     if type_ == "type":
         if isinstance(obj, StrEnumType):

@@ -11,10 +11,11 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
+from core.settings import Settings, get_settings
+from core.types import Security
 from crm.admin import ConnectionSettings
-from crm.secrets import Secret
-from crm.settings import Settings, get_settings
-from crm.types import Security
 from sync import errors, imap
 from sync.folders import pick_folders
 from sync.smtp_check import SmtpAuthUnavailable, SmtpEndpoint, SmtpStartTlsMissing, smtp_login
@@ -66,7 +67,7 @@ class CheckResult:
     service: str | None = None  # "imap" or "smtp": where that problem is
 
 
-def check_imap(endpoint: imap.ImapEndpoint, password: Secret) -> CheckResult:
+def check_imap(endpoint: imap.ImapEndpoint, password: SecretStr) -> CheckResult:
     try:
         with imap.connect(endpoint, password) as conn:
             folders = pick_folders(conn.list_folders())
@@ -79,7 +80,7 @@ def check_imap(endpoint: imap.ImapEndpoint, password: Secret) -> CheckResult:
     return CheckResult(ok=True, message=message, inbox=folders[FolderRole.INBOX], sent=sent)
 
 
-def check_smtp(endpoint: SmtpEndpoint, password: Secret) -> CheckResult:
+def check_smtp(endpoint: SmtpEndpoint, password: SecretStr) -> CheckResult:
     try:
         smtp_login(endpoint, password)
     except errors.SyncError as exc:

@@ -37,12 +37,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
+from core.db import get_engine, session_scope
+from core.secrets import SecretBox, SecretKeyError
+from core.settings import Settings, get_settings
+from core.types import AccountStatus, RunStatus, SkipReason, utcnow
 from crm import store
-from crm.db import get_engine, session_scope
 from crm.models import MailAccount
-from crm.secrets import SecretBox, SecretKeyError
-from crm.settings import Settings, get_settings
-from crm.types import AccountStatus, RunStatus, SkipReason, utcnow
 from sync import errors, imap
 from sync.folders import pick_folders
 from sync.parse import parse_message

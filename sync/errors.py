@@ -7,7 +7,7 @@ NO/BAD text may come from anything listening on that port).
 
 from __future__ import annotations
 
-from crm.types import AccountStatus
+from core.types import AccountStatus
 
 
 class SyncError(Exception):

@@ -24,9 +24,9 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 from imapclient.imapclient import SocketTimeout
+from pydantic import SecretStr
 
-from crm.secrets import Secret
-from crm.types import Security
+from core.types import Security
 from sync import errors
 from sync.netguard import check_host, pinned_context
 from sync.types import FolderInfo, FolderStatus, MessageMeta
@@ -280,7 +280,7 @@ class ImapSession:
                 self._client.shutdown()
 
 
-def connect(endpoint: ImapEndpoint, password: Secret) -> ImapSession:
+def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
     """Open, secure and log in. Raises a `SyncError` subclass on any failure."""
     address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
     timeout = SocketTimeout(connect=endpoint.connect_timeout, read=endpoint.read_timeout)
@@ -304,7 +304,7 @@ def connect(endpoint: ImapEndpoint, password: Secret) -> ImapSession:
             with translate_errors(endpoint, "starting TLS"):
                 client.starttls(context)
         with translate_errors(endpoint, "logging in"):
-            client.login(endpoint.username, password.reveal())
+            client.login(endpoint.username, password.get_secret_value())
     except BaseException:
         session.logout()
         raise

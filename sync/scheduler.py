@@ -21,9 +21,9 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from core.db import session_scope
+from core.types import utcnow
 from crm import accounts
-from crm.db import session_scope
-from crm.types import utcnow
 from sync.engine import SyncEngine
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from crm.secrets import Secret
-from crm.types import Security
+from pydantic import SecretStr
+
+from core.types import Security
 from sync import errors
 from sync.netguard import check_host, pinned_context
 
@@ -133,7 +134,7 @@ def _translate(endpoint: SmtpEndpoint, doing: str) -> Iterator[None]:
         raise errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}") from exc
 
 
-def smtp_login(endpoint: SmtpEndpoint, password: Secret) -> None:
+def smtp_login(endpoint: SmtpEndpoint, password: SecretStr) -> None:
     """Open, secure, log in and quit. Raises a `SyncError` subclass on any failure."""
     address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
     context = pinned_context(endpoint.host, endpoint.ca_file)
@@ -158,7 +159,7 @@ def smtp_login(endpoint: SmtpEndpoint, password: Secret) -> None:
         if not offered & _MECHANISMS:
             raise SmtpAuthUnavailable(endpoint.host, endpoint.port)
         with _translate(endpoint, "logging in"):
-            client.login(endpoint.username, password.reveal())
+            client.login(endpoint.username, password.get_secret_value())
         # Logged in is what we wanted to know; a server hanging up on QUIT changes nothing.
         with contextlib.suppress(smtplib.SMTPException, OSError):
             client.quit()

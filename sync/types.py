@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crm.types import FolderRole
+from core.types import FolderRole
 
 __all__ = [
     "Address",

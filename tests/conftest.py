@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import SQLModel
 
-from crm.db import make_engine, migrate, set_engine
-from crm.settings import Settings, get_settings, reset_settings
+from core.db import make_engine, migrate, set_engine
+from core.settings import Settings, get_settings, reset_settings
 
 pytest_plugins = ["tests.dovecot_fixtures"]
 

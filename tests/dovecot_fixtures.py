@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from crm_inbox.devmail import (
+from devtools.devmail import (
     DovecotNotInstalledError,
     DovecotStartError,
     LocalDovecot,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from core.db import session_scope
+from core.secrets import SecretBox
+from core.types import Security
 from crm import accounts
-from crm.db import session_scope
-from crm.secrets import Secret, SecretBox
-from crm.types import Security
 
 
 def make_tenant(
@@ -51,7 +52,7 @@ def make_account(
                 ca_file=str(dovecot.ca_file) if trust_ca else None,
                 **extra,
             ),
-            password=Secret(password if password is not None else mailbox.password),
+            password=SecretStr(password if password is not None else mailbox.password),
             box=SecretBox.from_settings(),
         )
         return account.id or 0
@@ -70,7 +71,7 @@ def make_offline_account(db: Engine, tenant_id: int, *, email: str = "s@acme.tes
                 imap_security=Security.TLS,
                 username="s",
             ),
-            password=Secret("not-used"),
+            password=SecretStr("not-used"),
             box=SecretBox.from_settings(),
         )
         return account.id or 0

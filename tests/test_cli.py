@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from crm_inbox.samples import build_message
+from devtools.samples import build_message
 
 CLI = [sys.executable, "-m", "crm_inbox"]
 
@@ -124,8 +124,9 @@ def test_demo_command_syncs_a_local_mailbox(tmp_path: Path) -> None:
     """The README's first command, small: its own Dovecot, its own SQLite file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_INBOX_")}
     result = subprocess.run(
-        [*CLI, "demo", "--dir", str(tmp_path / "demo"), "--messages", "40"],
+        [sys.executable, "-m", "devtools.demo", "--dir", str(tmp_path / "demo"), "--messages", "40"],
         env=env,
+        cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
         timeout=180,

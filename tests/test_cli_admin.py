@@ -1,4 +1,4 @@
-"""The admin CLI (`crm_inbox.cli_admin`) end to end, through a small Typer app assembled exactly as
+"""The admin CLI (`crm_inbox.cli.admin`) end to end, through a small Typer app assembled exactly as
 `crm_inbox.cli` registers it, on SQLite and PostgreSQL (connection checks: the real Dovecot)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import typer
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
+from core.db import session_scope
 from crm import admin
-from crm.db import session_scope
 from crm.models import MailAccount
-from crm_inbox import cli_admin
+from crm_inbox.cli import admin as cli_admin
 from tests.crm.test_admin import add_offline, make_user
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant

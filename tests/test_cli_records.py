@@ -14,10 +14,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from core.db import session_scope
 from crm import accounts
-from crm.db import session_scope
 from crm.models import Contact, Message
-from crm_inbox import cli, cli_records
+from crm_inbox import cli
+from crm_inbox.cli import records as cli_records
 from tests.crm.test_reports import build_world
 
 CSV_DIR = Path(__file__).resolve().parent / "fixtures" / "csv"

@@ -24,8 +24,8 @@ from cryptography import x509
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from crm_inbox.devmail import LocalDovecot, ensure_dovecot_installed
-from crm_inbox.samples import (
+from devtools.devmail import LocalDovecot, ensure_dovecot_installed
+from devtools.samples import (
     Attachment,
     build_message,
     encoded_word,

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, inspect
 from sqlmodel import SQLModel
 
 import crm.models  # noqa: F401  (registers the tables)
-from crm.db import alembic_config
+from core.db import alembic_config
 
 
 def test_models_and_migrations_agree(db: Engine) -> None:

@@ -21,8 +21,8 @@ def upgrade() -> None:
             sa.Column("base_domain", sa.String(length=255), nullable=False, server_default="")
         )
         batch_op.create_index("ix_message_address_base_domain", ["tenant_id", "base_domain"], unique=False)
-    # Existing rows: one UPDATE per distinct domain (the rule lives in crm.linking).
-    from crm.linking import registrable_domain
+    # Existing rows: one UPDATE per distinct domain (the rule lives in crm.rules.linking).
+    from crm.rules.linking import registrable_domain
 
     bind = op.get_bind()
     table = sa.table("message_address", sa.column("domain", sa.String), sa.column("base_domain", sa.String))

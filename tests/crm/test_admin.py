@@ -11,11 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from core.db import session_scope
+from core.secrets import SecretBox
+from core.settings import Settings
+from core.types import AccountStatus, Security
 from crm import accounts, admin
-from crm.db import session_scope
 from crm.errors import InvalidInput, NotFound, QuotaExceeded, Refused
 from crm.models import (
     AccountAccess,
@@ -27,10 +31,7 @@ from crm.models import (
     Tenant,
     User,
 )
-from crm.secrets import Secret, SecretBox
-from crm.settings import Settings
-from crm.types import AccountStatus, Security
-from crm_inbox.samples import build_message
+from devtools.samples import build_message
 from signatures import KNOWN_TAGS
 from sync.check import CheckResult, Problem, make_verifier
 from sync.engine import SyncEngine
@@ -67,7 +68,7 @@ def add_offline(db: Engine, tenant_id: int, email: str) -> int:
             session=session,
             tenant_id=tenant_id,
             data=offline_input(email),
-            password=Secret("pw"),
+            password=SecretStr("pw"),
             box=SecretBox.from_settings(),
         )
         assert not saved.checked
@@ -149,7 +150,7 @@ def test_quota_refusal_comes_before_the_connection_check(db: Engine, settings: S
             session=session,
             tenant_id=tenant_id,
             data=offline_input("a@acme.test"),
-            password=Secret("pw"),
+            password=SecretStr("pw"),
             box=SecretBox.from_settings(),
             verify=verify,
         )
@@ -172,7 +173,7 @@ def test_connect_account_checks_login_first(
             session=session,
             tenant_id=tenant_id,
             data=dovecot_input(mailbox_user),
-            password=Secret(wrong),
+            password=SecretStr(wrong),
             box=box,
             verify=verify,
         )
@@ -190,7 +191,7 @@ def test_connect_account_checks_login_first(
             session=session,
             tenant_id=tenant_id,
             data=dovecot_input(mailbox_user, email="forced@acme.test"),
-            password=Secret(wrong),
+            password=SecretStr(wrong),
             box=box,
             verify=verify,
             force=True,
@@ -204,13 +205,13 @@ def test_connect_account_checks_login_first(
             session=session,
             tenant_id=tenant_id,
             data=dovecot_input(mailbox_user),
-            password=Secret(mailbox_user.password),
+            password=SecretStr(mailbox_user.password),
             box=box,
             verify=verify,
         )
         assert saved.checked and saved.check is not None and saved.check.ok
         assert saved.account.last_error is None
-        assert box.decrypt(saved.account.secret_encrypted) == Secret(mailbox_user.password)
+        assert box.decrypt(saved.account.secret_encrypted) == SecretStr(mailbox_user.password)
     assert len(verify.calls) == 3
 
 
@@ -225,14 +226,14 @@ def test_connect_account_with_smtp_checks_and_stores_smtp_login(
             port=server.port,
             security=Security.STARTTLS,
             username=SMTP_USER,
-            password=Secret("wrong-smtp-pw"),
+            password=SecretStr("wrong-smtp-pw"),
         )
         with session_scope(db) as session, pytest.raises(admin.ConnectionCheckFailed) as refused:
             admin.connect_account(
                 session=session,
                 tenant_id=tenant_id,
                 data=dovecot_input(mailbox_user),
-                password=Secret(mailbox_user.password),
+                password=SecretStr(mailbox_user.password),
                 box=box,
                 smtp=smtp,
                 verify=make_verifier(settings),
@@ -245,10 +246,10 @@ def test_connect_account_with_smtp_checks_and_stores_smtp_login(
                 session=session,
                 tenant_id=tenant_id,
                 data=dovecot_input(mailbox_user),
-                password=Secret(mailbox_user.password),
+                password=SecretStr(mailbox_user.password),
                 box=box,
                 smtp=admin.SmtpInput(
-                    host="127.0.0.1", port=server.port, username=SMTP_USER, password=Secret(SMTP_PASSWORD)
+                    host="127.0.0.1", port=server.port, username=SMTP_USER, password=SecretStr(SMTP_PASSWORD)
                 ),
                 verify=make_verifier(settings),
             )
@@ -261,7 +262,9 @@ def test_connect_account_with_smtp_checks_and_stores_smtp_login(
         conn = admin.connection_settings_of(
             session=session, tenant_id=tenant_id, account_id=account_id, box=box
         )
-    assert conn.smtp_password == Secret(SMTP_PASSWORD) and conn.password == Secret(mailbox_user.password)
+    assert conn.smtp_password == SecretStr(SMTP_PASSWORD) and conn.password == SecretStr(
+        mailbox_user.password
+    )
 
 
 def test_blocked_host_is_refused_before_saving(db: Engine, settings: Settings) -> None:
@@ -282,7 +285,7 @@ def test_blocked_host_is_refused_before_saving(db: Engine, settings: Settings) -
                 session=session,
                 tenant_id=tenant_id,
                 data=data,
-                password=Secret("pw"),
+                password=SecretStr("pw"),
                 box=SecretBox.from_settings(),
                 verify=make_verifier(config),
             )
@@ -320,11 +323,11 @@ def test_edit_account_rechecks_only_connection_changes(
     assert f"127.0.0.1:{closed} refused the connection" in str(refused.value)
     assert refused.value.check.problem is Problem.PORT  # type: ignore[attr-defined]
     with pytest.raises(admin.ConnectionCheckFailed, match="Authentication failed"):
-        edit(admin.AccountChanges(password=Secret("bad-one-1")))
+        edit(admin.AccountChanges(password=SecretStr("bad-one-1")))
     with session_scope(db) as session:
         account = session.get_one(MailAccount, account_id)
         assert account.imap_port == mailbox_user.dovecot.ssl_port
-        assert box.decrypt(account.secret_encrypted) == Secret(mailbox_user.password)
+        assert box.decrypt(account.secret_encrypted) == SecretStr(mailbox_user.password)
 
     forced = edit(admin.AccountChanges(imap_port=closed), force=True)
     assert forced.account.imap_port == closed and "refused the connection" in (
@@ -341,7 +344,7 @@ def test_edit_account_rechecks_only_connection_changes(
         )
     )
     assert fixed.check is not None and fixed.check.ok
-    assert verify.calls[-1].password == Secret(mailbox_user.password)
+    assert verify.calls[-1].password == SecretStr(mailbox_user.password)
     assert (fixed.account.status, fixed.account.auth_failures) == (AccountStatus.NEW, 0)
     with pytest.raises(InvalidInput, match="not a valid port"):
         edit(admin.AccountChanges(imap_port=70000))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crm.csv_import import (
+from crm.rules.csv_import import (
     ACCEPTED_HEADERS,
     ContactRow,
     CsvField,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm.forwards import MAX_SCAN_CHARS, find_forwarded_senders, parse_mailbox
+from crm.rules.forwards import MAX_SCAN_CHARS, find_forwarded_senders, parse_mailbox
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "forwards"
 

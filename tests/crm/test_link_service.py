@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.db import session_scope
 from crm import link_service, records
-from crm.db import session_scope
-from crm.linking import RecordKind
 from crm.models import Contact, Message, MessageLink, Tenant
-from crm_inbox.samples import build_message
+from crm.rules.linking import RecordKind
+from devtools.samples import build_message
 from sync.engine import SyncEngine
 from tests.factories import make_account, make_tenant
 

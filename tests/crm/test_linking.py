@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crm.linking import (
+from crm.rules.linking import (
     Address,
     ContactRef,
     DealRef,

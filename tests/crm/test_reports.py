@@ -30,11 +30,14 @@ from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.db import session_scope
+from core.secrets import SecretBox
+from core.types import Direction, FolderRole, Security
 from crm import accounts, records, store
-from crm.db import session_scope
 from crm.models import Message, MessageLink, Thread
 from crm.reports import (
     ActivityRow,
@@ -47,9 +50,7 @@ from crm.reports import (
     thread_responses,
     unanswered,
 )
-from crm.secrets import Secret, SecretBox
 from crm.store import Location, MessageData, NewMail
-from crm.types import Direction, FolderRole, Security
 
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:
@@ -135,7 +136,7 @@ def build_world(db: Engine) -> SimpleNamespace:
                 imap_security=Security.TLS,
                 username="sales",
             ),
-            password=Secret("not used"),
+            password=SecretStr("not used"),
             box=SecretBox.from_settings(),
         )
         alice = accounts.create_user(session=s, tenant_id=tenant_id, email="alice@acme.test")

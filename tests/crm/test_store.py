@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.db import session_scope
+from core.secrets import SecretBox
+from core.types import FolderRole, Security
 from crm import accounts, store
-from crm.db import session_scope
 from crm.models import FolderState, ImapUid, Message, Thread
-from crm.secrets import Secret, SecretBox
-from crm.types import FolderRole, Security
 from tests.factories import make_tenant
 
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
@@ -30,7 +31,7 @@ def _account(db: Engine) -> tuple[int, int, int]:
                 imap_security=Security.TLS,
                 username="s",
             ),
-            password=Secret("pw"),
+            password=SecretStr("pw"),
             box=SecretBox.from_settings(),
         )
         folder = store.folder_cursor(

@@ -20,12 +20,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
 
+from core.settings import Settings
+from core.types import Security
 from crm.admin import ConnectionSettings
-from crm.secrets import Secret
-from crm.settings import Settings
-from crm.types import Security
-from crm_inbox.devmail import LocalDovecot
+from devtools.devmail import LocalDovecot
 from sync.check import CheckResult, Problem, check_imap, check_smtp, verify_connection
 from sync.imap import ImapEndpoint
 from sync.smtp_check import SmtpEndpoint
@@ -166,20 +166,20 @@ def imap_endpoint(mailbox: MailboxUser, **kw: Any) -> ImapEndpoint:
 
 
 def test_imap_ok_implicit_tls(mailbox_user: MailboxUser) -> None:
-    result = check_imap(imap_endpoint(mailbox_user), Secret(mailbox_user.password))
+    result = check_imap(imap_endpoint(mailbox_user), SecretStr(mailbox_user.password))
     assert result.ok, result.message
     assert (result.inbox, result.sent, result.problem) == ("INBOX", "Sent", None)
 
 
 def test_imap_ok_starttls(mailbox_user: MailboxUser) -> None:
     endpoint = imap_endpoint(mailbox_user, port=mailbox_user.dovecot.port, security=Security.STARTTLS)
-    result = check_imap(endpoint, Secret(mailbox_user.password))
+    result = check_imap(endpoint, SecretStr(mailbox_user.password))
     assert result.ok, result.message
 
 
 def test_imap_wrong_password(mailbox_user: MailboxUser) -> None:
     wrong = "not-the-Right-one-93"
-    result = check_imap(imap_endpoint(mailbox_user), Secret(wrong))
+    result = check_imap(imap_endpoint(mailbox_user), SecretStr(wrong))
     assert not result.ok
     assert (result.problem, result.service) == (Problem.AUTHENTICATION, "imap")
     assert f"Authentication failed for {mailbox_user.name} on 127.0.0.1" in result.message
@@ -187,7 +187,7 @@ def test_imap_wrong_password(mailbox_user: MailboxUser) -> None:
 
 
 def test_imap_untrusted_certificate(mailbox_user: MailboxUser) -> None:
-    result = check_imap(imap_endpoint(mailbox_user, ca_file=None), Secret(mailbox_user.password))
+    result = check_imap(imap_endpoint(mailbox_user, ca_file=None), SecretStr(mailbox_user.password))
     assert not result.ok
     assert result.problem is Problem.CERTIFICATE
     assert "not trusted" in result.message and "--ca-file" in result.message
@@ -196,7 +196,7 @@ def test_imap_untrusted_certificate(mailbox_user: MailboxUser) -> None:
 
 def test_imap_connection_refused(mailbox_user: MailboxUser) -> None:
     port = free_port()
-    result = check_imap(imap_endpoint(mailbox_user, port=port), Secret(mailbox_user.password))
+    result = check_imap(imap_endpoint(mailbox_user, port=port), SecretStr(mailbox_user.password))
     assert result.problem is Problem.PORT
     assert f"127.0.0.1:{port} refused the connection" in result.message
 
@@ -205,13 +205,13 @@ def test_imap_timeout(mailbox_user: MailboxUser) -> None:
     with silent_listener() as listener:
         port = listener.getsockname()[1]
         endpoint = imap_endpoint(mailbox_user, port=port, connect_timeout=0.5, read_timeout=0.5)
-        result = check_imap(endpoint, Secret(mailbox_user.password))
+        result = check_imap(endpoint, SecretStr(mailbox_user.password))
     assert result.problem is Problem.TIMEOUT, result.message
     assert "did not answer" in result.message
 
 
 def test_imap_unknown_host(mailbox_user: MailboxUser) -> None:
-    result = check_imap(imap_endpoint(mailbox_user, host="no-such-host.invalid"), Secret("x"))
+    result = check_imap(imap_endpoint(mailbox_user, host="no-such-host.invalid"), SecretStr("x"))
     assert result.problem is Problem.HOST
     assert "could not be resolved" in result.message
 
@@ -220,7 +220,7 @@ def test_imap_metadata_address_always_blocked(mailbox_user: MailboxUser) -> None
     endpoint = imap_endpoint(
         mailbox_user, host="169.254.169.254", allow_private_hosts=True, connect_timeout=0.5
     )
-    result = check_imap(endpoint, Secret(mailbox_user.password))
+    result = check_imap(endpoint, SecretStr(mailbox_user.password))
     assert result.problem is Problem.BLOCKED_HOST
     assert "cloud metadata address" in result.message
 
@@ -235,7 +235,7 @@ def test_imap_loopback_blocked_unless_allowed(mailbox_user: MailboxUser, setting
                 imap_port=port,
                 imap_security=Security.TLS,
                 username=mailbox_user.name,
-                password=Secret(mailbox_user.password),
+                password=SecretStr(mailbox_user.password),
             ),
             config=strict,
         )
@@ -252,7 +252,7 @@ def test_imap_loopback_blocked_unless_allowed(mailbox_user: MailboxUser, setting
 @pytest.mark.parametrize("security", [Security.PLAIN, Security.STARTTLS, Security.TLS])
 def test_smtp_login_ok(dovecot: LocalDovecot, security: Security) -> None:
     with smtp_server(dovecot, security, auth_require_tls=False) as server:
-        result = check_smtp(server.endpoint(dovecot.ca_file), Secret(SMTP_PASSWORD))
+        result = check_smtp(server.endpoint(dovecot.ca_file), SecretStr(SMTP_PASSWORD))
         assert server.auth.attempts, "AUTH must have happened"
     assert result.ok, result.message
     assert result.message == f"SMTP login to 127.0.0.1:{server.port} accepted"
@@ -260,9 +260,9 @@ def test_smtp_login_ok(dovecot: LocalDovecot, security: Security) -> None:
 
 @pytest.mark.parametrize("security", [Security.PLAIN, Security.STARTTLS, Security.TLS])
 def test_smtp_wrong_password(dovecot: LocalDovecot, security: Security) -> None:
-    wrong = "wrong-Secret-55"
+    wrong = "wrong-SecretStr-55"
     with smtp_server(dovecot, security, auth_require_tls=False) as server:
-        result = check_smtp(server.endpoint(dovecot.ca_file), Secret(wrong))
+        result = check_smtp(server.endpoint(dovecot.ca_file), SecretStr(wrong))
     assert (result.ok, result.problem, result.service) == (False, Problem.AUTHENTICATION, "smtp")
     assert f"Authentication failed for {SMTP_USER} on 127.0.0.1" in result.message
     assert_clean(result, wrong, SMTP_PASSWORD)
@@ -271,7 +271,7 @@ def test_smtp_wrong_password(dovecot: LocalDovecot, security: Security) -> None:
 @pytest.mark.parametrize("security", [Security.STARTTLS, Security.TLS])
 def test_smtp_untrusted_certificate(dovecot: LocalDovecot, security: Security) -> None:
     with smtp_server(dovecot, security) as server:
-        result = check_smtp(server.endpoint(None), Secret(SMTP_PASSWORD))
+        result = check_smtp(server.endpoint(None), SecretStr(SMTP_PASSWORD))
         assert server.auth.attempts == []
     assert result.problem is Problem.CERTIFICATE, result.message
     assert_clean(result, SMTP_PASSWORD)
@@ -280,7 +280,7 @@ def test_smtp_untrusted_certificate(dovecot: LocalDovecot, security: Security) -
 def test_smtp_starttls_missing_is_refused_never_plaintext(dovecot: LocalDovecot) -> None:
     with smtp_server(dovecot, Security.PLAIN, auth_require_tls=False) as server:
         endpoint = server.endpoint(dovecot.ca_file, security=Security.STARTTLS)
-        result = check_smtp(endpoint, Secret(SMTP_PASSWORD))
+        result = check_smtp(endpoint, SecretStr(SMTP_PASSWORD))
         assert server.auth.attempts == [], "the password must not be sent in plaintext"
     assert result.problem is Problem.TLS
     assert "does not offer STARTTLS" in result.message and "never falls back" in result.message
@@ -289,7 +289,7 @@ def test_smtp_starttls_missing_is_refused_never_plaintext(dovecot: LocalDovecot)
 
 def test_smtp_plain_against_server_requiring_tls_for_auth(dovecot: LocalDovecot) -> None:
     with smtp_server(dovecot, Security.PLAIN, auth_require_tls=True) as server:
-        result = check_smtp(server.endpoint(dovecot.ca_file), Secret(SMTP_PASSWORD))
+        result = check_smtp(server.endpoint(dovecot.ca_file), SecretStr(SMTP_PASSWORD))
         assert server.auth.attempts == []
     assert result.problem is Problem.AUTHENTICATION
     assert "offers no password login on this connection" in result.message
@@ -297,7 +297,7 @@ def test_smtp_plain_against_server_requiring_tls_for_auth(dovecot: LocalDovecot)
 
 def test_smtp_implicit_tls_against_plain_server(dovecot: LocalDovecot) -> None:
     with smtp_server(dovecot, Security.PLAIN, auth_require_tls=False) as server:
-        result = check_smtp(server.endpoint(dovecot.ca_file, security=Security.TLS), Secret(SMTP_PASSWORD))
+        result = check_smtp(server.endpoint(dovecot.ca_file, security=Security.TLS), SecretStr(SMTP_PASSWORD))
     assert result.problem is Problem.TLS, result.message
     assert "465 is usually implicit TLS" in result.message
     assert_clean(result, SMTP_PASSWORD)
@@ -307,7 +307,7 @@ def test_smtp_connection_refused_and_timeout(dovecot: LocalDovecot) -> None:
     port = free_port()
     refused = check_smtp(
         SmtpEndpoint("127.0.0.1", port, Security.STARTTLS, SMTP_USER, allow_private_hosts=True),
-        Secret(SMTP_PASSWORD),
+        SecretStr(SMTP_PASSWORD),
     )
     assert refused.problem is Problem.PORT
     with silent_listener() as listener:
@@ -319,7 +319,7 @@ def test_smtp_connection_refused_and_timeout(dovecot: LocalDovecot) -> None:
             timeout=0.5,
             allow_private_hosts=True,
         )
-        timed_out = check_smtp(silent, Secret(SMTP_PASSWORD))
+        timed_out = check_smtp(silent, SecretStr(SMTP_PASSWORD))
     assert timed_out.problem is Problem.TIMEOUT, timed_out.message
     assert "did not answer within 0.5 s" in timed_out.message
 
@@ -327,13 +327,14 @@ def test_smtp_connection_refused_and_timeout(dovecot: LocalDovecot) -> None:
 def test_smtp_blocked_hosts(dovecot: LocalDovecot) -> None:
     metadata = check_smtp(
         SmtpEndpoint("169.254.169.254", 587, Security.STARTTLS, SMTP_USER, allow_private_hosts=True),
-        Secret(SMTP_PASSWORD),
+        SecretStr(SMTP_PASSWORD),
     )
     assert metadata.problem is Problem.BLOCKED_HOST
     assert "cloud metadata" in metadata.message
     with smtp_server(dovecot, Security.PLAIN, auth_require_tls=False) as server:
         loopback = check_smtp(
-            server.endpoint(None, allow_private_hosts=False, security=Security.PLAIN), Secret(SMTP_PASSWORD)
+            server.endpoint(None, allow_private_hosts=False, security=Security.PLAIN),
+            SecretStr(SMTP_PASSWORD),
         )
         assert server.auth.attempts == []
     assert loopback.problem is Problem.BLOCKED_HOST
@@ -352,16 +353,16 @@ def test_verify_connection_reports_smtp_problem(mailbox_user: MailboxUser, setti
             imap_port=dovecot.ssl_port or 0,
             imap_security=Security.TLS,
             username=mailbox_user.name,
-            password=Secret(mailbox_user.password),
+            password=SecretStr(mailbox_user.password),
             ca_file=str(dovecot.ca_file),
             smtp_host="127.0.0.1",
             smtp_port=server.port,
             smtp_security=Security.STARTTLS,
             smtp_username=SMTP_USER,
-            smtp_password=Secret(SMTP_PASSWORD),
+            smtp_password=SecretStr(SMTP_PASSWORD),
         )
         good = verify_connection(base, config=settings)
-        bad = verify_connection(replace(base, smtp_password=Secret("nope-nope")), config=settings)
+        bad = verify_connection(replace(base, smtp_password=SecretStr("nope-nope")), config=settings)
     assert good.ok, good.message
     assert good.message.startswith("IMAP: Logged in; INBOX found, Sent folder: Sent. SMTP: SMTP login")
     assert (bad.ok, bad.problem, bad.service) == (False, Problem.AUTHENTICATION, "smtp")

@@ -13,9 +13,9 @@ from pathlib import Path
 from sqlalchemy import Engine, func, text
 from sqlmodel import Session, select
 
+from core.types import RunStatus
 from crm.models import ImapUid, Message, SyncRun
-from crm.types import RunStatus
-from crm_inbox.samples import generate_mailbox
+from devtools.samples import generate_mailbox
 from sync.engine import SyncEngine
 from sync.scheduler import Worker
 from tests.factories import make_account, make_tenant

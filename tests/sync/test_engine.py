@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from core.types import AccountStatus, Direction, FolderRole, RunStatus, Security, UidState
 from crm.models import FolderState, ImapUid, MailAccount, Message, SkippedMessage, SyncRun, Thread
-from crm.types import AccountStatus, Direction, FolderRole, RunStatus, Security, UidState
-from crm_inbox.samples import build_message, malformed_messages
+from devtools.samples import build_message, malformed_messages
 from sync.engine import SyncEngine
 from tests.factories import make_account, make_tenant
 
@@ -232,13 +232,15 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
     assert account.status is AccountStatus.NEEDS_CREDENTIALS
     assert engine.sync_account(bad, ignore_backoff=True).skip_reason == "account needs new credentials"
 
+    from pydantic import SecretStr
+
+    from core.db import session_scope
+    from core.secrets import SecretBox
     from crm import accounts
-    from crm.db import session_scope
-    from crm.secrets import Secret, SecretBox
 
     with session_scope(db) as session:
         accounts.set_password(
-            session=session, account_id=bad, password=Secret(box.password), box=SecretBox.from_settings()
+            session=session, account_id=bad, password=SecretStr(box.password), box=SecretBox.from_settings()
         )
     assert engine.sync_account(bad).status == "ok"
 
@@ -330,8 +332,8 @@ def test_history_window_limits_first_sync(setup) -> None:  # type: ignore[no-unt
 
 def test_deactivated_account_is_not_synced(setup) -> None:  # type: ignore[no-untyped-def]
     db, _tenant, account_id, box = setup
+    from core.db import session_scope
     from crm import accounts
-    from crm.db import session_scope
 
     with session_scope(db) as session:
         accounts.deactivate_account(session=session, account_id=account_id)
@@ -390,7 +392,7 @@ def test_changed_encryption_key_asks_for_credentials(setup, monkeypatch) -> None
     db, _tenant, account_id, _box = setup
     from cryptography.fernet import Fernet
 
-    from crm.settings import reset_settings
+    from core.settings import reset_settings
 
     monkeypatch.setenv("CRM_INBOX_SECRET_KEY", Fernet.generate_key().decode())
     reset_settings()
@@ -405,7 +407,7 @@ def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> Non
     box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(6)])
     settings.sync_batch_size = 2
     engine = SyncEngine(db=db, settings=settings)
-    from crm.db import session_scope
+    from core.db import session_scope
 
     def steal(_account: int, _role: object, done: int, _total: int) -> None:
         if done == 2:  # after the first batch, another worker takes the account over
@@ -472,7 +474,7 @@ def test_sent_folder_moving_to_another_name_starts_a_clean_cursor(setup) -> None
     assert SyncEngine(db=db).sync_account(account_id).new_messages == 1
     # The admin's mail client created "Sent Items" and the old folder lost its \Sent flag? Here
     # simply: the name the role maps to changes; same mail, now also in the new folder.
-    from crm.db import session_scope
+    from core.db import session_scope
 
     with session_scope(db) as session:
         folder = session.exec(select(FolderState).where(FolderState.role == FolderRole.SENT)).one()

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.types import FolderRole, UidState
 from crm.models import FetchFailure, FolderState, ImapUid, Message
-from crm.types import FolderRole, UidState
-from crm_inbox.samples import build_message
+from devtools.samples import build_message
 from sync import engine as engine_module
 from sync import errors
 from sync.engine import SyncEngine

@@ -24,13 +24,13 @@ from rich.table import Table
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from core.db import session_scope
 from crm import link_service, records, reports
-from crm.csv_import import CsvImportError
-from crm.db import session_scope
 from crm.errors import CrmError, NotFound
-from crm.linking import RecordKind
 from crm.models import Message, MessageLink
-from crm_inbox.common import JsonOpt, TenantOpt, fail, jsonable, out, print_json, tenant_id_of
+from crm.rules.csv_import import CsvImportError
+from crm.rules.linking import RecordKind
+from crm_inbox.cli.common import JsonOpt, TenantOpt, fail, jsonable, out, print_json, tenant_id_of
 
 contacts_app = typer.Typer(no_args_is_help=True, help="Contacts: add, import a CSV export.")
 companies_app = typer.Typer(no_args_is_help=True, help="Companies and their mail domains.")

@@ -42,8 +42,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from crm.forwards import find_forwarded_senders
-from crm.types import Direction
+from core.types import Direction
+from crm.rules.forwards import find_forwarded_senders
 
 __all__ = [
     "FREE_MAIL_DOMAINS",

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
-from crm.settings import get_settings
+from core.settings import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

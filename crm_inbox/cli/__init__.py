@@ -17,15 +17,15 @@ from dateutil import parser as dateparser
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core.db import get_engine, migrate, session_scope
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import Security
 from crm import accounts
-from crm.db import get_engine, migrate, session_scope
 from crm.errors import CrmError
-from crm.secrets import SecretBox
-from crm.settings import get_settings
-from crm.types import Security
-from crm_inbox import cli_admin
-from crm_inbox.cli_records import register as register_record_commands
-from crm_inbox.common import JsonOpt, err, fail, out, print_json, read_password
+from crm_inbox.cli import admin as cli_admin
+from crm_inbox.cli.common import JsonOpt, err, fail, out, print_json, read_password
+from crm_inbox.cli.records import register as register_record_commands
 from sync.types import FolderRole
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync.")
@@ -323,17 +323,6 @@ def run() -> None:
     logging.getLogger().setLevel(logging.INFO)
     with SyncEngine() as engine:
         Worker(engine).run()
-
-
-@app.command()
-def demo(
-    directory: Annotated[str, typer.Option("--dir", help="Where the demo keeps its files.")] = "demo-data",
-    messages: Annotated[int, typer.Option(help="Sample messages in the demo mailbox.")] = 300,
-) -> None:
-    """Start a local Dovecot filled with sample mail, sync it into SQLite, show the result."""
-    from crm_inbox.demo import run_demo
-
-    run_demo(directory, messages, out)
 
 
 def main() -> None:

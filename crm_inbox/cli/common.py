@@ -13,11 +13,11 @@ from datetime import date
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from sqlmodel import Session
 
 from crm import accounts
-from crm.secrets import Secret
 
 # soft_wrap: sentences are printed whole (scripts grep them; a terminal wraps them anyway).
 out = Console(soft_wrap=True)
@@ -56,17 +56,17 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def read_password(password_stdin: bool, password_env: str | None) -> Secret:
+def read_password(password_stdin: bool, password_env: str | None) -> SecretStr:
     if password_env:
         value = os.environ.get(password_env)
         if not value:
             raise fail(f"environment variable {password_env} is not set or empty.")
-        return Secret(value)
+        return SecretStr(value)
     if password_stdin:
         value = sys.stdin.readline().rstrip("\r\n")
         if not value:
             raise fail("no password on standard input.")
-        return Secret(value)
+        return SecretStr(value)
     raise fail(
         "give the password with --password-stdin or --password-env NAME; "
         "it is never accepted as a command-line argument."

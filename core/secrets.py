@@ -2,8 +2,8 @@
 
 Fernet (AES-128-CBC + HMAC-SHA256) from `cryptography`. The key comes from
 ``CRM_INBOX_SECRET_KEY`` or from a key file created with mode 0600 on first use. Plaintext
-secrets only ever live in memory for the duration of a connection; `SecretStr`-like wrappers keep
-them out of reprs and log lines.
+secrets only ever live in memory for the duration of a connection, as pydantic's `SecretStr`,
+which keeps them out of reprs and log lines.
 """
 
 from __future__ import annotations
@@ -12,36 +12,15 @@ import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from pydantic import SecretStr
 
-from crm.errors import CrmError
-from crm.settings import Settings, get_settings
-
-
-class SecretKeyError(CrmError):
-    """The encryption key is missing, unreadable or wrong."""
+from core.errors import InternalError
+from core.settings import Settings, get_settings
 
 
-class Secret:
-    """A plaintext secret that never shows itself in repr/str (so never in a log line)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+class SecretKeyError(InternalError):
+    """The encryption key is missing, unreadable or wrong (code `secret_key_invalid`, or
+    `secret_undecryptable` when a stored secret was encrypted with another key)."""
 
 
 def _load_or_create_key(path: Path) -> bytes:
@@ -67,9 +46,10 @@ class SecretBox:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as exc:
             raise SecretKeyError(
+                "secret_key_invalid",
                 "The secret key is not a valid Fernet key (32 url-safe base64 bytes). "
                 "Generate one with `python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())'`."
+                "print(Fernet.generate_key().decode())'`.",
             ) from exc
 
     @classmethod
@@ -79,14 +59,15 @@ class SecretBox:
             return cls(settings.secret_key.encode())
         return cls(_load_or_create_key(settings.resolved_key_file))
 
-    def encrypt(self, secret: Secret) -> str:
-        return self._fernet.encrypt(secret.reveal().encode("utf-8")).decode("ascii")
+    def encrypt(self, secret: SecretStr) -> str:
+        return self._fernet.encrypt(secret.get_secret_value().encode("utf-8")).decode("ascii")
 
-    def decrypt(self, token: str) -> Secret:
+    def decrypt(self, token: str) -> SecretStr:
         try:
-            return Secret(self._fernet.decrypt(token.encode("ascii")).decode("utf-8"))
+            return SecretStr(self._fernet.decrypt(token.encode("ascii")).decode("utf-8"))
         except InvalidToken as exc:
             raise SecretKeyError(
+                "secret_undecryptable",
                 "A stored password cannot be decrypted with the current key: the key changed "
-                "since it was saved. Restore the old key or enter the account's password again."
+                "since it was saved. Restore the old key or enter the account's password again.",
             ) from exc

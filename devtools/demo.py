@@ -7,19 +7,20 @@ import os
 import secrets
 from pathlib import Path
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from core.db import make_engine, migrate, session_scope, set_engine
+from core.secrets import SecretBox
+from core.settings import get_settings, reset_settings
+from core.types import Security
 from crm import accounts, records, reports
-from crm.db import make_engine, migrate, session_scope, set_engine
 from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
-from crm.secrets import Secret, SecretBox
-from crm.settings import get_settings, reset_settings
-from crm.types import Security
-from crm_inbox.devmail import LocalDovecot
-from crm_inbox.samples import COMPANIES, build_message, generate_mailbox
+from devtools.devmail import LocalDovecot
+from devtools.samples import COMPANIES, build_message, generate_mailbox
 
 _PLURAL = {"company": "companies", "contact": "contacts", "deal": "deals"}
 
@@ -103,7 +104,7 @@ def run_demo(directory: str, count: int, out: Console) -> None:
                     username="sales",
                     ca_file=str(dovecot.ca_file),
                 ),
-                password=Secret(password),
+                password=SecretStr(password),
                 box=SecretBox.from_settings(settings),
             )
             account_id = account.id or 0
@@ -167,3 +168,18 @@ def run_demo(directory: str, count: int, out: Console) -> None:
             + ", ".join(f"{f.name} (last sync {f.last_success_at:%H:%M:%S})" for f in view.folders)
         )
     out.print(f"Database: {db_path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m devtools.demo [--dir DIR] [--messages N]` (what `./scripts/demo` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__)
+    parser.add_argument("--dir", default="demo-data", help="Where the demo keeps its files.")
+    parser.add_argument("--messages", type=int, default=300, help="Sample messages in the demo mailbox.")
+    args = parser.parse_args(argv)
+    run_demo(args.dir, args.messages, Console(soft_wrap=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ from email.utils import parseaddr
 
 from email_validator import EmailNotValidError, validate_email
 
-from crm.linking import split_name
+from crm.rules.linking import split_name
 
 __all__ = [
     "ACCEPTED_HEADERS",

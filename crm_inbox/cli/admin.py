@@ -7,7 +7,7 @@ The connection check of `account edit` is composed here: `sync.check.make_verifi
 into `crm.admin.edit_account` (`crm` does not import `sync`). `account test` reads the stored
 settings in one session, closes it, then talks to the servers.
 
-Output and password helpers come from `crm_inbox.common`, so this module never imports
+Output and password helpers come from `crm_inbox.cli.common`, so this module never imports
 `cli.py` (which registers these commands).
 
 Signature HTML is read from a file or standard input (`-`), never from an argument.
@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import SecretStr
 
+from core.db import session_scope
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import Security
 from crm import admin
-from crm.db import session_scope
 from crm.errors import CrmError
 from crm.models import MailAccount, Signature
-from crm.secrets import Secret, SecretBox
-from crm.settings import get_settings
-from crm.types import Security
-from crm_inbox.common import (
+from crm_inbox.cli.common import (
     JsonOpt,
     TenantOpt,
     err,
@@ -105,7 +106,7 @@ def _read_template(source: str | None, what: str) -> str | None:
         raise fail(f"the {what} is not UTF-8 text.") from None
 
 
-def _optional_password(stdin: bool, env: str | None) -> Secret | None:
+def _optional_password(stdin: bool, env: str | None) -> SecretStr | None:
     if not stdin and not env:
         return None
     return read_password(stdin, env)

@@ -1,0 +1,45 @@
+"""SQLModel tables, grouped: tenancy, mail, records, sync state. Schema changes go through Alembic
+(migrations/), never `create_all`.
+
+Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API) get views.
+"""
+
+from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
+from crm.models.records import (
+    Company,
+    CompanyDomain,
+    Contact,
+    ContactEmail,
+    Deal,
+    DealContact,
+    LinkSuppression,
+    MessageAddress,
+    MessageLink,
+)
+from crm.models.sync_state import FetchFailure, FolderState, ImapUid, SyncRun
+from crm.models.tenancy import AccountAccess, MailAccount, Signature, Tenant, User
+
+__all__ = [
+    "AccountAccess",
+    "Company",
+    "CompanyDomain",
+    "Contact",
+    "ContactEmail",
+    "Deal",
+    "DealContact",
+    "FetchFailure",
+    "FolderState",
+    "ImapUid",
+    "LinkSuppression",
+    "MailAccount",
+    "Message",
+    "MessageAddress",
+    "MessageLink",
+    "MessageRef",
+    "Signature",
+    "SkippedMessage",
+    "SyncRun",
+    "Tenant",
+    "Thread",
+    "User",
+]

@@ -1,0 +1,111 @@
+"""Stored mail: threads, messages (once per tenant), their references, and mail skipped on purpose."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.types import (
+    Direction,
+    SkipReason,
+    StrEnumType,
+)
+from crm.models._columns import created, json_column, timestamp
+
+
+class Thread(SQLModel, table=True):
+    __tablename__ = "thread"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    subject: str = Field(default="", sa_type=Text)
+    normalized_subject: str = Field(default="", sa_type=Text)
+    first_date: datetime | None = timestamp()
+    last_date: datetime | None = timestamp(index=True)
+    message_count: int = Field(default=0)
+
+
+class Message(SQLModel, table=True):
+    """One e-mail, stored once per tenant whatever the number of folders/accounts holding it."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "message_id"),
+        Index("ix_message_subject_fallback", "tenant_id", "normalized_subject", "participants_key"),
+        Index("ix_message_thread_date", "thread_id", "date"),
+        Index("ix_message_tenant_date", "tenant_id", "date"),
+        Index("ix_message_content_hash", "tenant_id", "content_hash"),
+        Index("ix_message_tenant_from", "tenant_id", "from_email"),
+        Index("ix_message_attributed_user", "tenant_id", "attributed_user_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    message_id: str = Field(sa_type=Text)
+    message_id_synthetic: bool = Field(default=False)
+    content_hash: str = Field(max_length=64)
+    subject: str = Field(default="", sa_type=Text)
+    normalized_subject: str = Field(default="", sa_type=Text)
+    participants_key: str = Field(default="", max_length=64)
+    date: datetime | None = timestamp()
+    from_email: str = Field(default="", max_length=320, index=True)
+    from_name: str = Field(default="", sa_type=Text)
+    to_addrs: list[dict[str, str]] = json_column(list)
+    cc_addrs: list[dict[str, str]] = json_column(list)
+    bcc_addrs: list[dict[str, str]] = json_column(list)
+    reply_to: list[dict[str, str]] = json_column(list)
+    in_reply_to: str | None = Field(default=None, sa_type=Text)
+    references: list[str] = json_column(list)
+    text_body: str = Field(default="", sa_type=Text)
+    html_body: str = Field(default="", sa_type=Text)
+    attachments: list[dict[str, Any]] = json_column(list)
+    headers: dict[str, str] = json_column(dict)
+    attached_message_senders: list[dict[str, str]] = json_column(list)
+    size: int = Field(default=0)
+    recipient_count: int = Field(default=0)
+    direction: Direction = Field(default=Direction.INBOUND, sa_type=StrEnumType(Direction), nullable=False)
+    thread_id: int | None = Field(default=None, foreign_key="thread.id")
+    # Malformed mail is stored with a flag and its raw bytes, never dropped.
+    malformed: bool = Field(default=False, index=True)
+    parse_errors: list[str] = json_column(list)
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # Oversized mail: headers only, the body was not downloaded.
+    headers_only: bool = Field(default=False)
+    # The tenant user a BCC-dropbox message was sent by (0002).
+    attributed_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = created()
+
+
+class MessageRef(SQLModel, table=True):
+    """Message-IDs a message points at (In-Reply-To + References), indexed for threading both
+    ways: a reply that arrives before its parent still joins the parent's thread later."""
+
+    __tablename__ = "message_ref"
+    __table_args__ = (Index("ix_message_ref_lookup", "tenant_id", "ref_message_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    ref_message_id: str = Field(sa_type=Text)
+
+
+class SkippedMessage(SQLModel, table=True):
+    """Mail deliberately not stored as conversation mail (e.g. over 100 recipients)."""
+
+    __tablename__ = "skipped_message"
+    __table_args__ = (UniqueConstraint("tenant_id", "message_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    account_id: int = Field(foreign_key="mail_account.id", index=True)
+    message_id: str = Field(sa_type=Text)
+    subject: str = Field(default="", sa_type=Text)
+    from_email: str = Field(default="", max_length=320)
+    date: datetime | None = timestamp()
+    recipient_count: int = Field(default=0)
+    reason: SkipReason = Field(sa_type=StrEnumType(SkipReason), nullable=False)
+    detail: str = Field(default="", sa_type=Text)
+    created_at: datetime = created()
