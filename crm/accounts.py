@@ -82,14 +82,6 @@ def get_tenant(*, session: Session, tenant_id: int | None) -> Tenant:
     return tenant
 
 
-def lock_tenant(*, session: Session, tenant_id: int) -> None:
-    """Serialize the writers of one tenant's mail and records (PostgreSQL: a row lock held to
-    the end of the transaction; SQLite has one writer anyway and ignores FOR UPDATE). Without
-    it, a sync batch and a backfill committing at the same time each miss the other's rows: a
-    new contact's mail stays unlinked, a reply and its parent stay in two threads."""
-    session.exec(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update()).first()
-
-
 def create_user(
     *,
     session: Session,
@@ -256,16 +248,6 @@ def list_skipped(
         )
         for row in session.exec(query).all()
     ]
-
-
-def syncable_account_ids(*, session: Session) -> list[tuple[int, int]]:
-    """(account id, interval seconds) of every active account, for the scheduler."""
-    rows = session.exec(
-        select(MailAccount.id, MailAccount.sync_interval_seconds)
-        .where(MailAccount.active)
-        .order_by(col(MailAccount.id))
-    ).all()
-    return [(int(i), int(s)) for i, s in rows if i is not None]
 
 
 def deactivate_account(*, session: Session, account_id: int) -> MailAccount:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from pydantic import SecretStr
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 import signatures
+from core.connection import CheckOutcome, ConnectionSettings
 from core.secrets import SecretBox
 from core.types import AccountStatus, Security, utcnow
 from crm import accounts
@@ -72,35 +72,6 @@ class SignatureInvalid(InvalidInput):
 
 # ---------------------------------------------------------------------------------------------
 # Connection checks (the verifier is injected; see the module docstring)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionSettings:
-    """Everything a connection check needs, in plain values (no sync types cross into crm).
-
-    `smtp_username`/`smtp_password` None mean "same as IMAP", as on `MailAccount`."""
-
-    imap_host: str
-    imap_port: int
-    imap_security: Security
-    username: str
-    password: SecretStr
-    ca_file: str | None = None
-    smtp_host: str | None = None
-    smtp_port: int | None = None
-    smtp_security: Security | None = None
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-
-
-class CheckOutcome(Protocol):
-    """What a verifier returns: `sync.check.CheckResult` satisfies it."""
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def message(self) -> str: ...
 
 
 Verifier = Callable[[ConnectionSettings], CheckOutcome]

@@ -20,8 +20,8 @@ from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from core.types import utcnow
-from crm.accounts import lock_tenant
 from crm.errors import NotFound
+from crm.locks import lock_tenant
 from crm.models import (
     Company,
     CompanyDomain,

@@ -30,8 +30,8 @@ from core.types import (
     UidState,
     utcnow,
 )
-from crm.accounts import lock_tenant
 from crm.link_service import address_rows, link_messages
+from crm.locks import lock_tenant
 from crm.models import (
     FetchFailure,
     FolderState,
@@ -849,3 +849,13 @@ def record_account_failure(
         account.auth_failures = 0
     account.next_attempt_at = now + backoff_delay(account.consecutive_failures)
     session.add(account)
+
+
+def syncable_account_ids(*, session: Session) -> list[tuple[int, int]]:
+    """(account id, interval seconds) of every active account, for the scheduler."""
+    rows = session.exec(
+        select(MailAccount.id, MailAccount.sync_interval_seconds)
+        .where(MailAccount.active)
+        .order_by(col(MailAccount.id))
+    ).all()
+    return [(int(i), int(s)) for i, s in rows if i is not None]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from core.connection import ConnectionSettings
 from core.settings import Settings, get_settings
 from core.types import Security
-from crm.admin import ConnectionSettings
 from sync import errors, imap
 from sync.folders import pick_folders
 from sync.smtp_check import SmtpAuthUnavailable, SmtpEndpoint, SmtpStartTlsMissing, smtp_login

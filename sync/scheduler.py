@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from core.db import session_scope
 from core.types import utcnow
-from crm import accounts
+from crm import store
 from sync.engine import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Worker:
 
     def refresh_jobs(self) -> None:
         with session_scope(self.engine.db) as session:
-            wanted = dict(accounts.syncable_account_ids(session=session))
+            wanted = dict(store.syncable_account_ids(session=session))
         for account_id in list(self._intervals):
             if account_id not in wanted:
                 self.scheduler.remove_job(self._job_id(account_id))

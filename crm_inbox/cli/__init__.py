@@ -21,7 +21,7 @@ from core.db import get_engine, migrate, session_scope
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
-from crm import accounts
+from crm import accounts, store
 from crm.errors import CrmError
 from crm_inbox.cli import admin as cli_admin
 from crm_inbox.cli.common import JsonOpt, err, fail, out, print_json, read_password
@@ -223,7 +223,6 @@ def account_reset_folder(account_id: int, role: FolderRole) -> None:
     """Allow resyncs again on a folder paused for an unstable UIDVALIDITY."""
     from sqlmodel import select
 
-    from crm import store
     from crm.models import FolderState
 
     with session_scope() as session:
@@ -249,9 +248,7 @@ def sync(
 
     with session_scope() as session:
         ids = (
-            [account]
-            if account is not None
-            else [i for i, _ in accounts.syncable_account_ids(session=session)]
+            [account] if account is not None else [i for i, _ in store.syncable_account_ids(session=session)]
         )
     show_progress = not as_json and err.is_terminal
     summaries = []

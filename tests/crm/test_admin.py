@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from core.connection import ConnectionSettings
 from core.db import session_scope
 from core.secrets import SecretBox
 from core.settings import Settings
@@ -48,9 +49,9 @@ class RecordingVerifier:
     """The real verifier, remembering what it was asked to check (to prove when it was not)."""
 
     settings: Settings
-    calls: list[admin.ConnectionSettings] = field(default_factory=list)
+    calls: list[ConnectionSettings] = field(default_factory=list)
 
-    def __call__(self, conn: admin.ConnectionSettings) -> CheckResult:
+    def __call__(self, conn: ConnectionSettings) -> CheckResult:
         self.calls.append(conn)
         return make_verifier(self.settings)(conn)
 

@@ -22,9 +22,9 @@ from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
+from core.connection import ConnectionSettings
 from core.settings import Settings
 from core.types import Security
-from crm.admin import ConnectionSettings
 from devtools.devmail import LocalDovecot
 from sync.check import CheckResult, Problem, check_imap, check_smtp, verify_connection
 from sync.imap import ImapEndpoint

@@ -1,0 +1,40 @@
+"""What a mail-server connection check needs and returns, in plain values shared by `crm` (which
+saves settings only after a check) and `sync` (which performs it): neither imports the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from core.types import Security
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Everything a connection check needs, in plain values (no sync types cross into crm).
+
+    `smtp_username`/`smtp_password` None mean "same as IMAP", as on `MailAccount`."""
+
+    imap_host: str
+    imap_port: int
+    imap_security: Security
+    username: str
+    password: SecretStr
+    ca_file: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_security: Security | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+
+
+class CheckOutcome(Protocol):
+    """What a verifier returns: `sync.check.CheckResult` satisfies it."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def message(self) -> str: ...

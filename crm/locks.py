@@ -1,0 +1,15 @@
+"""Locks that order writers of one tenant's data (sync batches, backfills, account changes)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from crm.models import Tenant
+
+
+def lock_tenant(*, session: Session, tenant_id: int) -> None:
+    """Serialize the writers of one tenant's mail and records (PostgreSQL: a row lock held to
+    the end of the transaction; SQLite has one writer anyway and ignores FOR UPDATE). Without
+    it, a sync batch and a backfill committing at the same time each miss the other's rows: a
+    new contact's mail stays unlinked, a reply and its parent stay in two threads."""
+    session.exec(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update()).first()
