@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from core import problems
 from core.secrets import SecretBox
 from core.types import AccountStatus, FolderRole, Security, utcnow
 from crm.errors import InvalidInput, NotFound, QuotaExceeded
@@ -189,7 +190,7 @@ def list_accounts(*, session: Session, tenant_id: int | None = None) -> list[Acc
                 role=folder.role,
                 name=folder.name,
                 last_success_at=folder.last_success_at,
-                last_error=folder.last_error,
+                last_error=problems.render(folder.last_error_code, folder.last_error_params),
                 status=folder.status.value,
             )
         )
@@ -200,7 +201,7 @@ def list_accounts(*, session: Session, tenant_id: int | None = None) -> list[Acc
             display_name=a.display_name,
             active=a.active,
             status=a.status,
-            last_error=a.last_error,
+            last_error=problems.render(a.last_error_code, a.last_error_params),
             last_success_at=a.last_success_at,
             next_attempt_at=a.next_attempt_at,
             imap=f"{a.imap_host}:{a.imap_port} ({a.imap_security.value})",

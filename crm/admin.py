@@ -135,7 +135,7 @@ def _run_check(session: Session, verify: Verifier, settings: ConnectionSettings,
 def _record_forced_failure(account: MailAccount, check: CheckOutcome | None) -> None:
     """A forced save keeps the failed check visible in `account list` until a sync succeeds."""
     if check is not None and not check.ok:
-        account.last_error = check.message
+        account.last_error_code, account.last_error_params = "stored_text", {"text": check.message}
         account.last_error_at = utcnow()
 
 

@@ -337,7 +337,7 @@ def reset_folder(*, session: Session, folder_id: int) -> None:
     folder = session.get_one(FolderState, folder_id)
     folder.status = FolderSyncStatus.OK
     folder.uidvalidity_resyncs = 0
-    folder.last_error = None
+    folder.last_error_code, folder.last_error_params = None, {}
     session.add(folder)
 
 
@@ -360,7 +360,7 @@ def finish_folder_pass(
     folder = session.get_one(FolderState, folder_id)
     now = utcnow()
     folder.last_synced_at = now
-    folder.last_error = error
+    folder.last_error_code, folder.last_error_params = "stored_text", {"text": error}
     if completed:
         folder.last_success_at = now
         folder.initial_sync_done = folder.initial_sync_done or initial_done
@@ -800,7 +800,7 @@ def record_account_success(*, session: Session, account_id: int) -> None:
 
     account = session.get_one(MailAccount, account_id)
     account.status = AccountStatus.OK
-    account.last_error = None
+    account.last_error_code, account.last_error_params = None, {}
     account.last_success_at = utcnow()
     account.consecutive_failures = 0
     account.auth_failures = 0
@@ -826,7 +826,7 @@ def record_account_failure(
     now = utcnow()
     if not retry_later:
         account.status = status
-        account.last_error = message
+        account.last_error_code, account.last_error_params = "stored_text", {"text": message}
         account.last_error_at = now
         account.last_success_at = now
         account.consecutive_failures = 0
@@ -834,17 +834,15 @@ def record_account_failure(
         session.add(account)
         return
     account.consecutive_failures += 1
-    account.last_error = message
+    account.last_error_code, account.last_error_params = "stored_text", {"text": message}
     account.last_error_at = now
     account.status = status
     if auth_failure:
         account.auth_failures += 1
         if account.auth_failures >= max_auth_failures:
             account.status = AccountStatus.NEEDS_CREDENTIALS
-            account.last_error = (
-                f"{message} Stopped retrying after {account.auth_failures} refused logins: update the "
-                "password (crm-inbox account password) to resume."
-            )
+            text = f"{message} Stopped retrying after {account.auth_failures} refused logins."
+            account.last_error_code, account.last_error_params = "stored_text", {"text": text}
     else:
         account.auth_failures = 0
     account.next_attempt_at = now + backoff_delay(account.consecutive_failures)

@@ -5,6 +5,7 @@ Kept apart from CRM rows: a UIDVALIDITY resync rewrites these and never touches 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -41,7 +42,8 @@ class FolderState(SQLModel, table=True):
     )
     uidvalidity_resyncs: int = Field(default=0)
     initial_sync_done: bool = Field(default=False)
-    last_error: str | None = Field(default=None, sa_type=Text)
+    last_error_code: str | None = Field(default=None, max_length=64)  # 0005, as on MailAccount
+    last_error_params: dict[str, Any] = json_column(dict)
     last_synced_at: datetime | None = timestamp()
     last_success_at: datetime | None = timestamp()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -75,7 +76,10 @@ class MailAccount(SQLModel, table=True):
     status: AccountStatus = Field(
         default=AccountStatus.NEW, sa_type=StrEnumType(AccountStatus), nullable=False
     )
-    last_error: str | None = Field(default=None, sa_type=Text)
+    # The last error as a code and its parameters (0005), rendered when shown (core.problems):
+    # a stored sentence could not be reworded, translated or mapped to a status by a face.
+    last_error_code: str | None = Field(default=None, max_length=64)
+    last_error_params: dict[str, Any] = json_column(dict)
     last_error_at: datetime | None = timestamp()
     last_success_at: datetime | None = timestamp()
     consecutive_failures: int = Field(default=0)

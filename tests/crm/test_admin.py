@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from core import problems
 from core.connection import ConnectionSettings
 from core.db import session_scope
 from core.secrets import SecretBox
@@ -198,8 +199,10 @@ def test_connect_account_checks_login_first(
             force=True,
         )
         assert forced.check is not None and not forced.check.ok
-        assert forced.account.last_error is not None
-        assert forced.account.last_error.startswith("Authentication failed")
+        assert forced.account.last_error_code is not None
+        assert (
+            problems.render(forced.account.last_error_code, forced.account.last_error_params) or ""
+        ).startswith("Authentication failed")
 
     with session_scope(db) as session:
         saved = admin.connect_account(
@@ -211,7 +214,7 @@ def test_connect_account_checks_login_first(
             verify=verify,
         )
         assert saved.checked and saved.check is not None and saved.check.ok
-        assert saved.account.last_error is None
+        assert saved.account.last_error_code is None
         assert box.decrypt(saved.account.secret_encrypted) == SecretStr(mailbox_user.password)
     assert len(verify.calls) == 3
 
@@ -332,7 +335,7 @@ def test_edit_account_rechecks_only_connection_changes(
 
     forced = edit(admin.AccountChanges(imap_port=closed), force=True)
     assert forced.account.imap_port == closed and "refused the connection" in (
-        forced.account.last_error or ""
+        problems.render(forced.account.last_error_code, forced.account.last_error_params) or ""
     )
 
     # Back to working settings on STARTTLS: re-checked with the stored password, accepted.

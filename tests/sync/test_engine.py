@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from core import problems
 from core.types import AccountStatus, Direction, FolderRole, RunStatus, Security, UidState
 from crm.models import FolderState, ImapUid, MailAccount, Message, SkippedMessage, SyncRun, Thread
 from devtools.samples import build_message, malformed_messages
@@ -138,7 +139,9 @@ def test_unstable_uidvalidity_is_flagged_not_looped(setup, settings) -> None:  #
     assert _count(db, Message) == 1
     with Session(db) as session:
         account = session.get_one(MailAccount, account_id)
-    assert account.status is AccountStatus.ERROR and "UIDVALIDITY" in (account.last_error or "")
+    assert account.status is AccountStatus.ERROR and "UIDVALIDITY" in (
+        problems.render(account.last_error_code, account.last_error_params) or ""
+    )
 
 
 def test_expunge_is_noticed_and_mail_kept(setup) -> None:  # type: ignore[no-untyped-def]
