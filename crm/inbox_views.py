@@ -1,0 +1,370 @@
+"""Reading the shared inbox: the threads a caller may see, one thread, one message.
+
+Everything goes through `crm.access`: a member sees the threads holding a message located in
+an active account granted to them, and *only those messages* of such a thread (a conversation
+that also reached another team's mailbox does not show that team's copies); an admin sees the
+tenant. Lists use keyset pagination on (last activity, id), never OFFSET: page 500 costs what
+page 1 costs, and a thread that receives mail while someone pages moves to the top instead of
+shifting every later page by one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_
+from sqlmodel import Session, col, select
+
+import signatures
+from core.caller import Caller
+from core.errors import InvalidInput, not_found
+from core.types import Direction, FolderRole, UTCDateTime
+from crm import access
+from crm.models import FolderState, ImapUid, Message, MessageLink, Thread
+
+MAX_PAGE = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Views
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadFilter:
+    """Every field narrows the list; None means "any". `text` looks in the subject and in the
+    senders' addresses and names (case-insensitive)."""
+
+    account_id: int | None = None
+    contact_id: int | None = None
+    company_id: int | None = None
+    deal_id: int | None = None
+    direction: Direction | None = None  # threads holding at least one message of that direction
+    since: datetime | None = None  # last activity at or after
+    until: datetime | None = None  # last activity before
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    id: int
+    subject: str
+    last_date: datetime | None
+    message_count: int  # messages the caller sees
+    last_from: Participant | None
+    snippet: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    items: tuple[ThreadSummary, ...]
+    next_cursor: str | None  # pass back to get the next page; None: this was the last
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentView:
+    filename: str | None
+    content_type: str
+    size: int
+    inline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LocationView:
+    account_id: int
+    folder: FolderRole
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    record_kind: str
+    record_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: int
+    message_id: str
+    thread_id: int | None
+    date: datetime | None
+    direction: Direction
+    subject: str
+    sender: Participant | None
+    to: tuple[Participant, ...]
+    cc: tuple[Participant, ...]
+    bcc: tuple[Participant, ...]  # only on mail we sent: a received Bcc is nobody's business
+    text_body: str
+    # Sanitized on the server (no script, forms, frames, event handlers); a face still shows it
+    # in a sandboxed frame under a strict CSP.
+    html_body: str
+    attachments: tuple[AttachmentView, ...]
+    locations: tuple[LocationView, ...]  # where the caller can find it
+    links: tuple[LinkView, ...]
+    malformed: bool
+    headers_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadView:
+    id: int
+    subject: str
+    first_date: datetime | None
+    last_date: datetime | None
+    messages: tuple[MessageView, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyset cursor: the (last_date, id) of the last thread on the page, opaque to clients.
+
+
+def _encode_cursor(last: datetime | None, thread_id: int) -> str:
+    stamp = (last or _EPOCH).astimezone(UTC).isoformat()
+    return base64.urlsafe_b64encode(f"{stamp}|{thread_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ident = raw.split("|", 1)
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        return when, int(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            "invalid_cursor", "The page cursor is not valid: start again from the first page.", field="cursor"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Lists
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _visible_message_in_thread(caller: Caller, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """EXISTS a message of the thread that the caller sees and that meets `conditions`."""
+    return exists().where(
+        col(Message.thread_id) == col(Thread.id), access.message_visible(caller), *conditions
+    )
+
+
+def _linked(kind: str, record_id: int) -> ColumnElement[bool]:
+    return exists().where(
+        col(MessageLink.message_pk) == col(Message.id),
+        col(MessageLink.record_kind) == kind,
+        col(MessageLink.record_id) == record_id,
+    )
+
+
+def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if f.account_id is not None:
+        access.get_account(session, caller, f.account_id)  # an account the caller cannot see: not found
+        located = exists().where(
+            col(ImapUid.message_pk) == col(Message.id), col(ImapUid.account_id) == f.account_id
+        )
+        clauses.append(_visible_message_in_thread(caller, located))
+    for kind, record_id in (("contact", f.contact_id), ("company", f.company_id), ("deal", f.deal_id)):
+        if record_id is not None:
+            clauses.append(_visible_message_in_thread(caller, _linked(kind, record_id)))
+    if f.direction is not None:
+        clauses.append(_visible_message_in_thread(caller, col(Message.direction) == f.direction))
+    if f.since is not None:
+        clauses.append(col(Thread.last_date) >= f.since)
+    if f.until is not None:
+        clauses.append(col(Thread.last_date) < f.until)
+    if f.text and f.text.strip():
+        pattern = _like(f.text.strip())
+        clauses.append(
+            or_(
+                col(Thread.subject).ilike(pattern, escape="\\"),
+                _visible_message_in_thread(
+                    caller,
+                    or_(
+                        col(Message.from_email).ilike(pattern, escape="\\"),
+                        col(Message.from_name).ilike(pattern, escape="\\"),
+                    ),
+                ),
+            )
+        )
+    return clauses
+
+
+def list_threads(
+    *,
+    session: Session,
+    caller: Caller,
+    filters: ThreadFilter | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> ThreadPage:
+    """Threads the caller may see, most recent activity first, `limit` at a time."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(
+            "invalid_page_size", f"A page holds 1 to {MAX_PAGE} threads.", field="limit", maximum=MAX_PAGE
+        )
+    last_key = func.coalesce(col(Thread.last_date), literal(_EPOCH, UTCDateTime))
+    query = select(Thread).where(
+        access.thread_visible(caller), *_filter_clauses(session, caller, filters or ThreadFilter())
+    )
+    if cursor:
+        after_date, after_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(last_key < after_date, and_(last_key == after_date, col(Thread.id) < after_id))
+        )
+    rows = session.exec(query.order_by(last_key.desc(), col(Thread.id).desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    summaries = _summaries(session, caller, rows)
+    next_cursor = _encode_cursor(rows[-1].last_date, rows[-1].id or 0) if more and rows else None
+    return ThreadPage(items=summaries, next_cursor=next_cursor)
+
+
+def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple[ThreadSummary, ...]:
+    if not threads:
+        return ()
+    ids = [t.id for t in threads]
+    counts: dict[int, int] = {}
+    latest: dict[int, Message] = {}
+    # One query for the page: each visible message's thread, newest first (a page is at most
+    # MAX_PAGE threads, and only the newest message of each is kept).
+    messages = session.exec(
+        select(Message)
+        .where(col(Message.thread_id).in_(ids), access.message_visible(caller))
+        .order_by(col(Message.thread_id), col(Message.date).desc(), col(Message.id).desc())
+    ).all()
+    for message in messages:
+        thread_id = message.thread_id or 0
+        counts[thread_id] = counts.get(thread_id, 0) + 1
+        latest.setdefault(thread_id, message)
+    out = []
+    for thread in threads:
+        last = latest.get(thread.id or 0)
+        out.append(
+            ThreadSummary(
+                id=thread.id or 0,
+                subject=thread.subject,
+                last_date=thread.last_date,
+                message_count=counts.get(thread.id or 0, 0),
+                last_from=Participant(last.from_email, last.from_name) if last and last.from_email else None,
+                snippet=_snippet(last.text_body) if last else "",
+            )
+        )
+    return tuple(out)
+
+
+def _snippet(text: str, size: int = 140) -> str:
+    """The start of the newest message's own words: quoted lines ('>') are the older mail."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith(">")]
+    flat = " ".join(lines)
+    return flat if len(flat) <= size else flat[: size - 1].rstrip() + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# One thread, one message
+
+
+def get_thread(*, session: Session, caller: Caller, thread_id: int) -> ThreadView:
+    thread = access.get_thread(session, caller, thread_id)
+    messages = session.exec(
+        select(Message)
+        .where(Message.thread_id == thread.id, access.message_visible(caller))
+        .order_by(func.coalesce(col(Message.date), literal(_EPOCH, UTCDateTime)), col(Message.id))
+    ).all()
+    views = _message_views(session, caller, list(messages))
+    return ThreadView(
+        id=thread.id or 0,
+        subject=thread.subject,
+        first_date=thread.first_date,
+        last_date=thread.last_date,
+        messages=views,
+    )
+
+
+def get_message(*, session: Session, caller: Caller, message_pk: int) -> MessageView:
+    return _message_views(session, caller, [access.get_message(session, caller, message_pk)])[0]
+
+
+def find_by_message_id(*, session: Session, caller: Caller, message_id: str) -> MessageView:
+    """A message by its Message-ID header (with or without the angle brackets)."""
+    wanted = message_id.strip()
+    if not wanted:
+        raise InvalidInput("invalid_message_id", "Give a Message-ID.", field="message_id")
+    if not wanted.startswith("<"):
+        wanted = f"<{wanted}>"
+    found = session.exec(
+        select(Message).where(Message.message_id == wanted, access.message_visible(caller))
+    ).first()
+    if found is None:
+        raise not_found("message", wanted)
+    return _message_views(session, caller, [found])[0]
+
+
+def _participants(rows: list[dict[str, Any]]) -> tuple[Participant, ...]:
+    return tuple(Participant(str(r.get("email", "")), str(r.get("name", ""))) for r in rows)
+
+
+def _message_views(session: Session, caller: Caller, messages: list[Message]) -> tuple[MessageView, ...]:
+    if not messages:
+        return ()
+    pks = [m.id for m in messages]
+    visible_accounts = access.visible_account_ids(caller)
+    locations: dict[int, set[tuple[int, FolderRole]]] = {}
+    for message_pk, account_id, role in session.exec(
+        select(ImapUid.message_pk, ImapUid.account_id, FolderState.role)
+        .join(FolderState, col(FolderState.id) == col(ImapUid.folder_id))
+        .where(col(ImapUid.message_pk).in_(pks), col(ImapUid.account_id).in_(visible_accounts))
+    ).all():
+        locations.setdefault(message_pk or 0, set()).add((account_id, role))
+    links: dict[int, list[LinkView]] = {}
+    for link in session.exec(
+        select(MessageLink).where(col(MessageLink.message_pk).in_(pks)).order_by(col(MessageLink.id))
+    ).all():
+        links.setdefault(link.message_pk, []).append(
+            LinkView(record_kind=str(link.record_kind), record_id=link.record_id, reason=str(link.reason))
+        )
+    return tuple(
+        MessageView(
+            id=m.id or 0,
+            message_id=m.message_id,
+            thread_id=m.thread_id,
+            date=m.date,
+            direction=m.direction,
+            subject=m.subject,
+            sender=Participant(m.from_email, m.from_name) if m.from_email else None,
+            to=_participants(m.to_addrs),
+            cc=_participants(m.cc_addrs),
+            bcc=_participants(m.bcc_addrs) if m.direction is Direction.OUTBOUND else (),
+            text_body=m.text_body,
+            html_body=signatures.sanitize_mail_html(m.html_body) if m.html_body else "",
+            attachments=tuple(
+                AttachmentView(
+                    filename=a.get("filename"),
+                    content_type=str(a.get("content_type", "application/octet-stream")),
+                    size=int(a.get("size", 0)),
+                    inline=bool(a.get("inline", False)),
+                )
+                for a in m.attachments
+            ),
+            locations=tuple(LocationView(a, r) for a, r in sorted(locations.get(m.id or 0, set()))),
+            links=tuple(links.get(m.id or 0, [])),
+            malformed=m.malformed,
+            headers_only=m.headers_only,
+        )
+        for m in messages
+    )
