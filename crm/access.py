@@ -16,8 +16,9 @@ Services call these helpers instead of filtering by `tenant_id` themselves.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, exists, false
+from sqlalchemy import ColumnElement, exists, false
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from core.caller import Caller, Role
 from core.errors import Forbidden, not_found
@@ -38,7 +39,7 @@ def caller_for_user(*, session: Session, tenant_id: int, user_id: int) -> Caller
     return Caller(tenant_id=tenant_id, user_id=user_id, role=Role.ADMIN if user.is_admin else Role.MEMBER)
 
 
-def visible_account_ids(caller: Caller) -> Select[tuple[int]]:
+def visible_account_ids(caller: Caller) -> SelectOfScalar[int | None]:
     """A subquery of the account ids whose mail the caller sees."""
     query = select(col(MailAccount.id)).where(MailAccount.tenant_id == caller.tenant_id)
     if caller.is_admin:

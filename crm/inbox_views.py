@@ -230,7 +230,7 @@ def list_threads(
     rows = session.exec(query.order_by(last_key.desc(), col(Thread.id).desc()).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    summaries = _summaries(session, caller, rows)
+    summaries = _summaries(session, caller, list(rows))
     next_cursor = _encode_cursor(rows[-1].last_date, rows[-1].id or 0) if more and rows else None
     return ThreadPage(items=summaries, next_cursor=next_cursor)
 
@@ -330,7 +330,7 @@ def _message_views(session: Session, caller: Caller, messages: list[Message]) ->
         .join(FolderState, col(FolderState.id) == col(ImapUid.folder_id))
         .where(col(ImapUid.message_pk).in_(pks), col(ImapUid.account_id).in_(visible_accounts))
     ).all():
-        locations.setdefault(message_pk or 0, set()).add((account_id, role))
+        locations.setdefault(message_pk or 0, set()).add((account_id, FolderRole(role)))
     links: dict[int, list[LinkView]] = {}
     for link in session.exec(
         select(MessageLink).where(col(MessageLink.message_pk).in_(pks)).order_by(col(MessageLink.id))
