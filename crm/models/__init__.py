@@ -4,6 +4,7 @@
 Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API) get views.
 """
 
+from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
 from crm.models.records import (
     Company,
@@ -21,6 +22,7 @@ from crm.models.tenancy import AccountAccess, MailAccount, Signature, Tenant, Us
 
 __all__ = [
     "AccountAccess",
+    "ApiToken",
     "Company",
     "CompanyDomain",
     "Contact",
@@ -31,6 +33,7 @@ __all__ = [
     "FolderState",
     "ImapUid",
     "LinkSuppression",
+    "LoginFailure",
     "MailAccount",
     "Message",
     "MessageAddress",
@@ -42,4 +45,6 @@ __all__ = [
     "Tenant",
     "Thread",
     "User",
+    "UserPassword",
+    "WebSession",
 ]

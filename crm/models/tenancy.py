@@ -43,6 +43,10 @@ class User(SQLModel, table=True):
     is_admin: bool = Field(default=False)
     default_account_id: int | None = Field(default=None)
     created_at: datetime = created()
+    # A deactivated user keeps their history but can no longer sign in; their sessions and API
+    # tokens stop working at once (0007).
+    active: bool = Field(default=True)
+    deactivated_at: datetime | None = timestamp()
 
 
 class MailAccount(SQLModel, table=True):

@@ -1,0 +1,37 @@
+"""The shared inbox HTTP API. Thin: each route resolves the caller (deps), calls one service and
+returns its view; domain error codes become statuses in one handler (errors)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+
+from core.errors import DomainError
+from inbox_api.errors import domain_error_handler, error_body
+from inbox_api.routes import auth, threads
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg", "")}
+        for err in exc.errors()
+    ]
+    return JSONResponse(
+        error_body("invalid_request", "Some fields are not valid.", {"problems": problems}), status_code=422
+    )
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="crm-inbox",
+        summary="Shared inbox CRM: conversations, records and administration, scoped to the caller.",
+        version="0.1.0",
+    )
+    app.add_exception_handler(DomainError, domain_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.include_router(auth.router)
+    app.include_router(threads.router)
+    return app
