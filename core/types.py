@@ -107,3 +107,26 @@ class RunStatus(enum.StrEnum):
     PARTIAL = "partial"  # some folder or message failed, the rest synced
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+
+
+class ConversationStatus(enum.StrEnum):
+    """Where a team stands with a conversation. A snoozed one counts as open again once its
+    time has come (or when a customer writes), without a job having to wake it."""
+
+    OPEN = "open"
+    PENDING = "pending"  # waiting on someone outside the team
+    SNOOZED = "snoozed"
+    CLOSED = "closed"
+
+
+class ActivityKind(enum.StrEnum):
+    """What happened, in a conversation's history and the tenant's audit log."""
+
+    ASSIGNED = "assigned"
+    UNASSIGNED = "unassigned"
+    STATUS = "status"
+    NOTE = "note"
+    MENTION = "mention"
+    LINKED = "linked"
+    UNLINKED = "unlinked"
+    SIGNED_IN = "signed_in"

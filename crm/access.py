@@ -36,7 +36,23 @@ def caller_for_user(*, session: Session, tenant_id: int, user_id: int) -> Caller
     user = session.get(User, user_id)
     if user is None or user.tenant_id != tenant_id:
         raise not_found("user", user_id)
-    return Caller(tenant_id=tenant_id, user_id=user_id, role=Role.ADMIN if user.is_admin else Role.MEMBER)
+    return caller_of(user)
+
+
+def caller_of(user: User) -> Caller:
+    return Caller(
+        tenant_id=user.tenant_id, user_id=user.id, role=Role.ADMIN if user.is_admin else Role.MEMBER
+    )
+
+
+def user_sees_thread(session: Session, user: User, thread_id: int) -> bool:
+    """Whether another user of the tenant (an assignee, a mentioned colleague) sees a thread."""
+    if not user.active:
+        return False
+    found = session.exec(
+        select(Thread.id).where(Thread.id == thread_id, thread_visible(caller_of(user)))
+    ).first()
+    return found is not None
 
 
 def visible_account_ids(caller: Caller) -> SelectOfScalar[int | None]:

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal, or_
+from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_
 from sqlmodel import Session, col, select
 
 import signatures
 from core.caller import Caller
 from core.errors import InvalidInput, not_found
-from core.types import Direction, FolderRole, UTCDateTime
-from crm import access
+from core.types import ConversationStatus, Direction, FolderRole, UTCDateTime, utcnow
+from crm import access, conversations
 from crm.models import FolderState, ImapUid, Message, MessageLink, Thread
 
 MAX_PAGE = 200
@@ -40,6 +41,12 @@ class Participant:
     name: str = ""
 
 
+class Assignee(enum.StrEnum):
+    ME = "me"
+    UNASSIGNED = "unassigned"
+    ANY = "any"
+
+
 @dataclass(frozen=True, slots=True)
 class ThreadFilter:
     """Every field narrows the list; None means "any". `text` looks in the subject and in the
@@ -53,6 +60,10 @@ class ThreadFilter:
     since: datetime | None = None  # last activity at or after
     until: datetime | None = None  # last activity before
     text: str | None = None
+    status: ConversationStatus | None = None  # effective: a snooze whose time has come is open
+    assignee: Assignee | int | None = None  # ME, UNASSIGNED, ANY (someone) or a user id
+    unread: bool | None = None  # for the caller
+    has_attachment: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,9 @@ class ThreadSummary:
     message_count: int  # messages the caller sees
     last_from: Participant | None
     snippet: str
+    status: ConversationStatus
+    assignee_user_id: int | None
+    unread: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +135,9 @@ class ThreadView:
     subject: str
     first_date: datetime | None
     last_date: datetime | None
+    status: ConversationStatus
+    snoozed_until: datetime | None
+    assignee_user_id: int | None
     messages: tuple[MessageView, ...]
 
 
@@ -188,6 +205,16 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
         clauses.append(col(Thread.last_date) >= f.since)
     if f.until is not None:
         clauses.append(col(Thread.last_date) < f.until)
+    if f.status is not None:
+        clauses.append(status_clause(f.status))
+    if f.assignee is not None:
+        clauses.append(_assignee_clause(caller, f.assignee))
+    if f.unread is not None:
+        unread = conversations.unread_clause(caller)
+        clauses.append(unread if f.unread else ~unread)
+    if f.has_attachment is not None:
+        with_files = _visible_message_in_thread(caller, cast(col(Message.attachments), String) != "[]")
+        clauses.append(with_files if f.has_attachment else ~with_files)
     if f.text and f.text.strip():
         pattern = _like(f.text.strip())
         clauses.append(
@@ -203,6 +230,28 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
             )
         )
     return clauses
+
+
+def status_clause(status: ConversationStatus) -> ColumnElement[bool]:
+    """Threads whose *effective* status is `status` (no job has to wake snoozed ones)."""
+    now = utcnow()
+    snoozed = col(Thread.status) == ConversationStatus.SNOOZED
+    awake = or_(col(Thread.snoozed_until).is_(None), col(Thread.snoozed_until) <= now)
+    if status is ConversationStatus.OPEN:
+        return or_(col(Thread.status) == ConversationStatus.OPEN, and_(snoozed, awake))
+    if status is ConversationStatus.SNOOZED:
+        return and_(snoozed, col(Thread.snoozed_until) > now)
+    return col(Thread.status) == status
+
+
+def _assignee_clause(caller: Caller, assignee: Assignee | int) -> ColumnElement[bool]:
+    if assignee == Assignee.ME:
+        return col(Thread.assignee_user_id) == caller.user_id
+    if assignee == Assignee.UNASSIGNED:
+        return col(Thread.assignee_user_id).is_(None)
+    if assignee == Assignee.ANY:
+        return col(Thread.assignee_user_id).is_not(None)
+    return col(Thread.assignee_user_id) == int(assignee)
 
 
 def list_threads(
@@ -239,6 +288,11 @@ def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple
     if not threads:
         return ()
     ids = [t.id for t in threads]
+    unread = set(
+        session.exec(
+            select(Thread.id).where(col(Thread.id).in_(ids), conversations.unread_clause(caller))
+        ).all()
+    )
     counts: dict[int, int] = {}
     latest: dict[int, Message] = {}
     # One query for the page: each visible message's thread, newest first (a page is at most
@@ -263,6 +317,9 @@ def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple
                 message_count=counts.get(thread.id or 0, 0),
                 last_from=Participant(last.from_email, last.from_name) if last and last.from_email else None,
                 snippet=_snippet(last.text_body) if last else "",
+                status=conversations.effective_status(thread),
+                assignee_user_id=thread.assignee_user_id,
+                unread=thread.id in unread,
             )
         )
     return tuple(out)
@@ -287,11 +344,15 @@ def get_thread(*, session: Session, caller: Caller, thread_id: int) -> ThreadVie
         .order_by(func.coalesce(col(Message.date), literal(_EPOCH, UTCDateTime)), col(Message.id))
     ).all()
     views = _message_views(session, caller, list(messages))
+    state = conversations.get_state(session=session, caller=caller, thread_id=thread.id or 0)
     return ThreadView(
         id=thread.id or 0,
         subject=thread.subject,
         first_date=thread.first_date,
         last_date=thread.last_date,
+        status=state.status,
+        snoozed_until=state.snoozed_until,
+        assignee_user_id=state.assignee_user_id,
         messages=views,
     )
 
@@ -367,4 +428,46 @@ def _message_views(session: Session, caller: Caller, messages: list[Message]) ->
             headers_only=m.headers_only,
         )
         for m in messages
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts for a sidebar
+
+
+@dataclass(frozen=True, slots=True)
+class ViewCounts:
+    mine: int  # open and assigned to the caller
+    unassigned: int  # open and nobody's
+    open: int
+    pending: int
+    snoozed: int
+    closed: int
+    unread: int  # open and unread by the caller
+    per_account: dict[int, int]  # open conversations per account the caller sees
+
+
+def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
+    """One COUNT per view, each on the indexed status/assignee columns and the visibility rule."""
+
+    def count(*clauses: ColumnElement[bool]) -> int:
+        query = select(func.count(col(Thread.id))).where(access.thread_visible(caller), *clauses)
+        return int(session.exec(query).one())
+
+    is_open = status_clause(ConversationStatus.OPEN)
+    per_account: dict[int, int] = {}
+    for account_id in session.exec(access.visible_account_ids(caller)).all():
+        located = exists().where(
+            col(ImapUid.message_pk) == col(Message.id), col(ImapUid.account_id) == account_id
+        )
+        per_account[int(account_id or 0)] = count(is_open, _visible_message_in_thread(caller, located))
+    return ViewCounts(
+        mine=count(is_open, _assignee_clause(caller, Assignee.ME)) if caller.user_id else 0,
+        unassigned=count(is_open, _assignee_clause(caller, Assignee.UNASSIGNED)),
+        open=count(is_open),
+        pending=count(status_clause(ConversationStatus.PENDING)),
+        snoozed=count(status_clause(ConversationStatus.SNOOZED)),
+        closed=count(status_clause(ConversationStatus.CLOSED)),
+        unread=count(is_open, conversations.unread_clause(caller)) if caller.user_id else 0,
+        per_account=per_account,
     )

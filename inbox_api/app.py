@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from core.errors import DomainError
 from inbox_api.errors import domain_error_handler, error_body
-from inbox_api.routes import auth, threads
+from inbox_api.routes import auth, conversations, threads
 
 
 async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -34,4 +34,5 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.include_router(auth.router)
     app.include_router(threads.router)
+    app.include_router(conversations.router)
     return app

@@ -5,6 +5,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 """
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
+from crm.models.conversations import Activity, Note, ThreadRead
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
 from crm.models.records import (
     Company,
@@ -22,6 +23,7 @@ from crm.models.tenancy import AccountAccess, MailAccount, Signature, Tenant, Us
 
 __all__ = [
     "AccountAccess",
+    "Activity",
     "ApiToken",
     "Company",
     "CompanyDomain",
@@ -39,11 +41,13 @@ __all__ = [
     "MessageAddress",
     "MessageLink",
     "MessageRef",
+    "Note",
     "Signature",
     "SkippedMessage",
     "SyncRun",
     "Tenant",
     "Thread",
+    "ThreadRead",
     "User",
     "UserPassword",
     "WebSession",

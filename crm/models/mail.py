@@ -9,6 +9,7 @@ from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.types import (
+    ConversationStatus,
     Direction,
     SkipReason,
     StrEnumType,
@@ -26,6 +27,12 @@ class Thread(SQLModel, table=True):
     first_date: datetime | None = timestamp()
     last_date: datetime | None = timestamp(index=True)
     message_count: int = Field(default=0)
+    # The team's work on the conversation (0008): see crm.conversations.
+    status: ConversationStatus = Field(
+        default=ConversationStatus.OPEN, sa_type=StrEnumType(ConversationStatus), nullable=False
+    )
+    snoozed_until: datetime | None = timestamp()
+    assignee_user_id: int | None = Field(default=None, foreign_key="app_user.id", index=True)
 
 
 class Message(SQLModel, table=True):

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from core.types import Direction
+from core.types import ConversationStatus, Direction
 from crm import inbox_views
-from crm.inbox_views import MessageView, ThreadFilter, ThreadPage, ThreadView
+from crm.inbox_views import Assignee, MessageView, ThreadFilter, ThreadPage, ThreadView
 from inbox_api.deps import CallerDep, SessionDep
 
 router = APIRouter(prefix="/api", tags=["conversations"])
@@ -26,6 +26,13 @@ def list_threads(
     direction: Direction | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    status: ConversationStatus | None = None,
+    assignee: Annotated[
+        str | None,
+        Query(pattern=r"^(me|unassigned|any|\d+)$", description="me, unassigned, any or a user id"),
+    ] = None,
+    unread: bool | None = None,
+    has_attachment: bool | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the subject or a sender")] = None,
     limit: Annotated[int, Query(ge=1, le=inbox_views.MAX_PAGE)] = 50,
     cursor: Annotated[
@@ -41,6 +48,10 @@ def list_threads(
         since=since,
         until=until,
         text=q,
+        status=status,
+        assignee=(int(assignee) if assignee.isdigit() else Assignee(assignee)) if assignee else None,
+        unread=unread,
+        has_attachment=has_attachment,
     )
     return inbox_views.list_threads(
         session=session, caller=caller, filters=filters, limit=limit, cursor=cursor

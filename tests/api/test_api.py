@@ -171,6 +171,15 @@ def test_validation_errors_name_the_field(db: Engine, world: World, client: Test
 # The sweep: every route of the OpenAPI schema, with ids the caller may not see.
 
 
+# A valid body per route that takes one: the sweep must reach the visibility check, not stop
+# at validation.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/api/threads/{thread_id}/assign"): {"assignee_user_id": None},
+    ("post", "/api/threads/{thread_id}/status"): {"status": "closed"},
+    ("post", "/api/threads/{thread_id}/notes"): {"body": "hello"},
+}
+
+
 def _invisible_ids(world: World, who: str) -> dict[str, list[int]]:
     """Per path parameter: ids of another tenant and of accounts the caller cannot see."""
     hidden_threads = {
@@ -218,7 +227,10 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
                 assert param in ids, f"the sweep does not know the path parameter {param} of {path}"
                 for ident in ids[param]:
                     url = path.replace("{" + param + "}", str(ident))
-                    response = client.request(method.upper(), url, headers=headers, json={})
+                    body = BODIES.get((method, path))
+                    if "requestBody" in operations[method]:
+                        assert body is not None, f"the sweep needs a valid body for {method.upper()} {path}"
+                    response = client.request(method.upper(), url, headers=headers, json=body)
                     assert response.status_code == 404, (method, url, response.text)
                     checked += 1
     assert checked >= 7  # grows with the routes; never zero

@@ -1,0 +1,58 @@
+"""The team's work on conversations (0008): read marks per user, internal notes, and the activity
+that makes up each conversation's history and the tenant's audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.types import ActivityKind, StrEnumType
+from crm.models._columns import created, json_column
+
+
+class ThreadRead(SQLModel, table=True):
+    """When a user last read a conversation: unread for them when newer mail arrived since.
+    Never touches the server's \\Seen flag."""
+
+    __tablename__ = "thread_read"
+    __table_args__ = (UniqueConstraint("user_id", "thread_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id")
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    read_at: datetime = created()
+
+
+class Note(SQLModel, table=True):
+    """An internal note on a conversation: the team sees it, the customer never does."""
+
+    __tablename__ = "note"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    author_user_id: int = Field(foreign_key="app_user.id")
+    body: str = Field(sa_type=Text)
+    mentions: list[int] = json_column(list)  # user ids
+    created_at: datetime = created()
+
+
+class Activity(SQLModel, table=True):
+    """Who did what, when: a conversation's history (thread_id set) and the audit log."""
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        Index("ix_activity_thread", "thread_id", "id"),
+        Index("ix_activity_tenant", "tenant_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    thread_id: int | None = Field(default=None, foreign_key="thread.id")
+    actor_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    kind: ActivityKind = Field(sa_type=StrEnumType(ActivityKind), nullable=False)
+    data: dict[str, Any] = json_column(dict)
+    created_at: datetime = created()
