@@ -24,7 +24,7 @@ import signatures
 from core.caller import Caller
 from core.errors import InvalidInput, not_found
 from core.types import ConversationStatus, Direction, FolderRole, UTCDateTime, utcnow
-from crm import access, conversations
+from crm import access, conversations, search
 from crm.models import FolderState, ImapUid, Message, MessageLink, Thread
 
 MAX_PAGE = 200
@@ -49,8 +49,9 @@ class Assignee(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ThreadFilter:
-    """Every field narrows the list; None means "any". `text` looks in the subject and in the
-    senders' addresses and names (case-insensitive)."""
+    """Every field narrows the list; None means "any". `text` is a full-text search over the
+    subject, participants and bodies of the messages the caller sees (accents and case folded,
+    every word a prefix)."""
 
     account_id: int | None = None
     contact_id: int | None = None
@@ -216,19 +217,16 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
         with_files = _visible_message_in_thread(caller, cast(col(Message.attachments), String) != "[]")
         clauses.append(with_files if f.has_attachment else ~with_files)
     if f.text and f.text.strip():
-        pattern = _like(f.text.strip())
-        clauses.append(
-            or_(
-                col(Thread.subject).ilike(pattern, escape="\\"),
-                _visible_message_in_thread(
-                    caller,
-                    or_(
-                        col(Message.from_email).ilike(pattern, escape="\\"),
-                        col(Message.from_name).ilike(pattern, escape="\\"),
-                    ),
-                ),
+        # Full text (subject, participants, bodies) through the search index; a query with no
+        # searchable word (punctuation only) falls back to a literal match on subject and sender.
+        matched = search.matching_messages(session, f.text)
+        if matched is None:
+            pattern = _like(f.text.strip())
+            matched = or_(
+                col(Message.subject).ilike(pattern, escape="\\"),
+                col(Message.from_email).ilike(pattern, escape="\\"),
             )
-        )
+        clauses.append(_visible_message_in_thread(caller, matched))
     return clauses
 
 

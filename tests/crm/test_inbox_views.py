@@ -10,10 +10,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.caller import Caller, Role
+from core.db import session_scope
 from core.errors import DomainError, ErrorKind
 from core.types import Direction
 from crm import inbox_views
 from crm.inbox_views import ThreadFilter
+from crm.models import Message
 from tests.crm.world import T0, World, build_world
 
 
@@ -37,9 +39,7 @@ def test_each_caller_sees_the_threads_of_its_accounts(db: Engine, world: World) 
     assert _subjects(db, world.caller("other_admin")) == ["Xeno"]
 
 
-def test_a_member_sees_only_the_shared_thread_messages_that_reached_them(
-    db: Engine, world: World
-) -> None:
+def test_a_member_sees_only_the_shared_thread_messages_that_reached_them(db: Engine, world: World) -> None:
     with Session(db) as s:
         alice = inbox_views.get_thread(
             session=s, caller=world.caller("alice"), thread_id=world.threads["Shared"]
@@ -153,3 +153,31 @@ def test_roles_are_taken_from_the_caller_not_the_ids(db: Engine, world: World) -
     """An admin role in another tenant gives nothing here."""
     impostor = Caller(world.other_tenant, world.users["admin"], Role.ADMIN)
     assert _subjects(db, impostor) == ["Xeno"]
+
+
+def test_full_text_search_folds_accents_and_case(db: Engine, world: World) -> None:
+    """Subject, participants and bodies; accents and case folded; every word a prefix; all words
+    required; only mail the caller sees."""
+    with session_scope(db) as s:
+        s.add(
+            Message(
+                tenant_id=world.tenant,
+                message_id="<angebot@mail.test>",
+                content_hash="angebot",
+                subject="Angebot für Café Müller",
+                date=T0,
+                from_email="jürgen@bäckerei.test",
+                from_name="Jürgen Groß",
+                to_addrs=[{"email": "einkauf@acme.test", "name": "Einkauf"}],
+                text_body="Die Preisliste für 2027 liegt bei.",
+                thread_id=world.threads["Beta"],
+            )
+        )
+    admin = world.caller("admin")
+    for query in ("cafe MULLER", "müller café", "preisl", "2027", "jurgen", "backerei", "einkauf", "Groß"):
+        assert _subjects(db, admin, text=query) == ["Beta"], query
+    assert _subjects(db, admin, text="muller zzz") == []  # every word is required
+    assert _subjects(db, admin, text="body alpha1") == ["Alpha"]  # a body
+    assert _subjects(db, admin, text="team@acme.test")[:1] == ["Gamma"]  # a recipient
+    assert _subjects(db, world.caller("alice"), text="muller") == []  # Beta is not hers
+    assert _subjects(db, admin, text='"); DROP TABLE message; --') == []
