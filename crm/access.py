@@ -39,6 +39,14 @@ def caller_for_user(*, session: Session, tenant_id: int, user_id: int) -> Caller
     return caller_of(user)
 
 
+def is_active(session: Session, caller: Caller) -> bool:
+    """The caller's user still exists in the tenant and is active (the operator always is)."""
+    if caller.user_id is None:
+        return True
+    user = session.get(User, caller.user_id)
+    return user is not None and user.tenant_id == caller.tenant_id and user.active
+
+
 def caller_of(user: User) -> Caller:
     return Caller(
         tenant_id=user.tenant_id, user_id=user.id, role=Role.ADMIN if user.is_admin else Role.MEMBER

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Select, func, literal_column, select, text
 from sqlmodel import Session, col
 
 from crm.models import Message
@@ -45,7 +46,7 @@ def matching_messages(session: Session, query: str) -> ColumnElement[bool] | Non
         return None
     if session.get_bind().dialect.name == "sqlite":
         fts_query = " AND ".join(f'"{w}"*' for w in words)
-        ids = (
+        ids: Select[tuple[Any]] = (
             select(literal_column("rowid"))
             .select_from(text("message_fts"))
             .where(text("message_fts MATCH :fts_query").bindparams(fts_query=fts_query))

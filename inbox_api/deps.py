@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from core.caller import Caller
-from core.db import get_engine
+from core.db import get_engine, session_scope
 from core.errors import Forbidden, Unauthenticated
 from crm import auth
 
@@ -40,6 +40,11 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_caller(request: Request, session: SessionDep) -> Caller:
+    return resolve_caller(request, session)
+
+
+def resolve_caller(request: Request, session: Session) -> Caller:
+    """The caller of a request (token, or session cookie + CSRF for changes)."""
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -60,3 +65,10 @@ def get_caller(request: Request, session: SessionDep) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def caller_outside_request_session(request: Request) -> Caller:
+    """For long-lived responses (the event stream): resolve the caller in a short session of its
+    own, so no database session stays open for the stream's lifetime."""
+    with session_scope() as session:
+        return resolve_caller(request, session)

@@ -5,7 +5,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 """
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
-from crm.models.conversations import Activity, Note, ThreadRead
+from crm.models.conversations import Activity, Note, Presence, ThreadRead
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
 from crm.models.records import (
     Company,
@@ -42,6 +42,7 @@ __all__ = [
     "MessageLink",
     "MessageRef",
     "Note",
+    "Presence",
     "Signature",
     "SkippedMessage",
     "SyncRun",

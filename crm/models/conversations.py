@@ -10,7 +10,7 @@ from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.types import ActivityKind, StrEnumType
-from crm.models._columns import created, json_column
+from crm.models._columns import created, json_column, timestamp
 
 
 class ThreadRead(SQLModel, table=True):
@@ -56,3 +56,22 @@ class Activity(SQLModel, table=True):
     kind: ActivityKind = Field(sa_type=StrEnumType(ActivityKind), nullable=False)
     data: dict[str, Any] = json_column(dict)
     created_at: datetime = created()
+
+
+class Presence(SQLModel, table=True):
+    """Who is viewing or replying to a conversation right now; gone 30 s after the last
+    heartbeat (a closed tab sends nothing). A table, not memory: several API processes share it."""
+
+    __tablename__ = "presence"
+    __table_args__ = (
+        UniqueConstraint("user_id", "thread_id"),
+        Index("ix_presence_thread", "thread_id", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    user_id: int = Field(foreign_key="app_user.id")
+    thread_id: int = Field(foreign_key="thread.id")
+    state: str = Field(max_length=16)  # viewing | replying
+    updated_at: datetime = created()
+    expires_at: datetime = timestamp(nullable=False)

@@ -177,6 +177,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/threads/{thread_id}/assign"): {"assignee_user_id": None},
     ("post", "/api/threads/{thread_id}/status"): {"status": "closed"},
     ("post", "/api/threads/{thread_id}/notes"): {"body": "hello"},
+    ("post", "/api/threads/{thread_id}/presence"): {"state": "viewing"},
 }
 
 

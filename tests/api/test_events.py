@@ -1,0 +1,209 @@
+"""The live event stream over a real HTTP server (uvicorn on loopback): mail stored by another
+process reaches the right users within 2 s, assignments, mentions and presence arrive, and
+nothing crosses the visibility rule."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import Engine
+
+from core.db import session_scope
+from crm import auth
+from inbox_api.app import create_app
+from tests.crm.world import World, build_world
+
+
+@pytest.fixture
+def world(db: Engine) -> World:
+    return build_world(db)
+
+
+@pytest.fixture
+def base_url(world: World) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _token(db: Engine, world: World, who: str) -> dict[str, str]:
+    with session_scope(db) as s:
+        created = auth.create_token(session=s, caller=world.caller(who), user_id=world.users[who])
+    return {"Authorization": f"Bearer {created.secret.get_secret_value()}"}
+
+
+class Stream:
+    """Reads SSE events from a background thread into a list."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._client = httpx.Client(timeout=httpx.Timeout(30.0))
+        self._response = self._client.send(
+            self._client.build_request("GET", url, headers=headers), stream=True
+        )
+        assert self._response.status_code == 200, self._response.read()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        self.wait_for(lambda e: e["event"] == "ready")
+
+    def _read(self) -> None:
+        event: dict[str, Any] = {}
+        try:
+            for line in self._response.iter_lines():
+                if not line:
+                    if event:
+                        self.events.append(event)
+                    event = {}
+                elif line.startswith("event:"):
+                    event["event"] = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    event["data"] = json.loads(line.split(":", 1)[1].strip())
+                elif line.startswith("id:"):
+                    event["id"] = line.split(":", 1)[1].strip()
+        except (httpx.HTTPError, RuntimeError):
+            return
+
+    def wait_for(self, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if predicate(event):
+                    return event
+            time.sleep(0.02)
+        raise AssertionError(f"no matching event within {timeout} s; got {self.events}")
+
+    def close(self) -> None:
+        self._response.close()
+        self._client.close()
+
+
+@contextmanager
+def streams(base_url: str, *headers: dict[str, str]) -> Iterator[list[Stream]]:
+    opened = [Stream(f"{base_url}/api/events", h) for h in headers]
+    try:
+        yield opened
+    finally:
+        for stream in opened:
+            stream.close()
+
+
+def _store_in_other_process(db: Engine, world: World, key: str, account: str, thread: str) -> float:
+    """Insert a message as the sync would, from a separate Python process; returns when it committed."""
+    script = textwrap.dedent(
+        f"""
+        from datetime import UTC, datetime
+        from sqlmodel import select
+        from core.db import make_engine, session_scope
+        from core.types import FolderRole, UidState
+        from crm.models import FolderState, ImapUid, Message
+        engine = make_engine({db.url.render_as_string(hide_password=False)!r})
+        with session_scope(engine) as s:
+            m = Message(tenant_id={world.tenant}, message_id="<{key}@mail.test>", content_hash="{key}",
+                        subject="Re: {thread}", date=datetime.now(UTC), from_email="new@globex.test",
+                        thread_id={world.threads[thread]})
+            s.add(m)
+            s.flush()
+            folder = s.exec(
+                select(FolderState).where(FolderState.account_id == {world.accounts[account]})
+            ).one()
+            s.add(ImapUid(account_id={world.accounts[account]}, folder_id=folder.id, uidvalidity=1,
+                          uid=9000 + m.id, state=UidState.STORED, message_pk=m.id))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    return time.monotonic()
+
+
+def test_new_mail_from_another_process_reaches_who_may_see_it(
+    db: Engine, world: World, base_url: str
+) -> None:
+    with streams(base_url, _token(db, world, "alice"), _token(db, world, "bob")) as (alice, bob):
+        stored_at = _store_in_other_process(db, world, "fresh-a", "A", "Alpha")
+        event = alice.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
+        assert time.monotonic() - stored_at < 2.0
+        assert (
+            event["data"]["thread_id"] == world.threads["Alpha"]
+            and event["data"]["from"] == "new@globex.test"
+        )
+        # Bob cannot see account A: his first mail event is the later one in B.
+        _store_in_other_process(db, world, "fresh-b", "B", "Beta")
+        first = bob.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
+        assert first["data"]["thread_id"] == world.threads["Beta"]
+        assert all(
+            e["data"]["thread_id"] != world.threads["Alpha"]
+            for e in bob.events
+            if e.get("event") == "message.new"
+        )
+
+
+def test_assignment_mention_and_presence_events(db: Engine, world: World, base_url: str) -> None:
+    alice_h, bob_h = _token(db, world, "alice"), _token(db, world, "bob")
+    shared = world.threads["Shared"]
+    with streams(base_url, alice_h, bob_h) as (alice, bob), httpx.Client(base_url=base_url) as http:
+        assigned = http.post(
+            f"/api/threads/{shared}/assign", json={"assignee_user_id": world.users["alice"]}, headers=bob_h
+        )
+        assert assigned.status_code == 200
+        event = alice.wait_for(lambda e: e.get("event") == "conversation.assigned")
+        assert (
+            event["data"]["assignee"] == world.users["alice"] and event["data"]["actor"] == world.users["bob"]
+        )
+        http.post(f"/api/threads/{shared}/notes", json={"body": "@alice please call them"}, headers=bob_h)
+        mention = alice.wait_for(lambda e: e.get("event") == "mention")
+        assert mention["data"]["user_id"] == world.users["alice"]
+        bob.wait_for(lambda e: e.get("event") == "note.new")
+        assert not any(e.get("event") == "mention" for e in bob.events)  # the mention is alice's
+        # Presence: alice opens the conversation and starts replying; bob sees it.
+        seen = http.post(f"/api/threads/{shared}/presence", json={"state": "replying"}, headers=alice_h)
+        assert seen.status_code == 200 and seen.json() == []
+        presence = bob.wait_for(lambda e: e.get("event") == "presence" and e["data"]["people"])
+        assert presence["data"]["people"][0]["state"] == "replying"
+        others = http.get(f"/api/threads/{shared}/presence", headers=bob_h).json()
+        assert [p["user_id"] for p in others] == [world.users["alice"]]
+        http.post(f"/api/threads/{shared}/presence", json={"state": "left"}, headers=alice_h)
+        bob.wait_for(lambda e: e.get("event") == "presence" and e["data"]["people"] == [])
+        assert http.get(f"/api/threads/{shared}/presence", headers=bob_h).json() == []
+
+
+def test_resume_with_last_event_id_and_stop_when_deactivated(db: Engine, world: World, base_url: str) -> None:
+    headers = _token(db, world, "alice")
+    with streams(base_url, headers) as (first,):
+        _store_in_other_process(db, world, "one", "A", "Alpha")
+        event = first.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
+    _store_in_other_process(db, world, "two", "A", "Alpha")  # while disconnected
+    with streams(base_url, {**headers, "Last-Event-ID": event["id"]}) as (again,):
+        missed = again.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
+        assert missed["data"]["message"] != event["data"]["message"]
+        from crm.models import User
+
+        with session_scope(db) as s:
+            user = s.get(User, world.users["alice"])
+            assert user is not None
+            user.active = False
+        again.wait_for(lambda e: e.get("event") == "signed_out", timeout=3.0)
