@@ -14,10 +14,10 @@ import base64
 import binascii
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, func, literal, or_
+from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, literal, or_
 from sqlmodel import Session, col, select
 
 import signatures
@@ -25,7 +25,7 @@ from core.caller import Caller
 from core.errors import InvalidInput, not_found
 from core.types import ConversationStatus, Direction, FolderRole, UTCDateTime, utcnow
 from crm import access, conversations, search
-from crm.models import FolderState, ImapUid, Message, MessageLink, Thread
+from crm.models import AssignmentRule, FolderState, ImapUid, Message, MessageLink, Thread
 
 MAX_PAGE = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,6 +65,7 @@ class ThreadFilter:
     assignee: Assignee | int | None = None  # ME, UNASSIGNED, ANY (someone) or a user id
     unread: bool | None = None  # for the caller
     has_attachment: bool | None = None
+    waiting: bool | None = None  # our message was the last one, unanswered for the account's follow-up days
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +217,9 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
     if f.has_attachment is not None:
         with_files = _visible_message_in_thread(caller, cast(col(Message.attachments), String) != "[]")
         clauses.append(with_files if f.has_attachment else ~with_files)
+    if f.waiting is not None:
+        waiting = waiting_clause(session, caller)
+        clauses.append(waiting if f.waiting else ~waiting)
     if f.text and f.text.strip():
         # Full text (subject, participants, bodies) through the search index; a query with no
         # searchable word (punctuation only) falls back to a literal match on subject and sender.
@@ -240,6 +244,48 @@ def status_clause(status: ConversationStatus) -> ColumnElement[bool]:
     if status is ConversationStatus.SNOOZED:
         return and_(snoozed, col(Thread.snoozed_until) > now)
     return col(Thread.status) == status
+
+
+def waiting_clause(session: Session, caller: Caller) -> ColumnElement[bool]:
+    """Conversations still open whose last message is ours and has had no answer for the
+    follow-up days of (one of) their accounts (3 unless an account's rule says otherwise)."""
+    now = utcnow()
+    days_of = dict(
+        session.exec(
+            select(AssignmentRule.account_id, AssignmentRule.follow_up_days).where(
+                AssignmentRule.tenant_id == caller.tenant_id
+            )
+        ).all()
+    )
+    groups: dict[int, list[int]] = {}
+    for account_id in session.exec(access.visible_account_ids(caller)).all():
+        groups.setdefault(days_of.get(account_id or 0, 3), []).append(account_id or 0)
+    if not groups:
+        return false()
+    per_days = [
+        and_(
+            col(Thread.last_date) <= now - timedelta(days=days),
+            _visible_message_in_thread(
+                caller,
+                exists().where(
+                    col(ImapUid.message_pk) == col(Message.id), col(ImapUid.account_id).in_(accounts)
+                ),
+            ),
+        )
+        for days, accounts in sorted(groups.items())
+    ]
+    last_is_ours = exists().where(
+        col(Message.thread_id) == col(Thread.id),
+        col(Message.direction) == Direction.OUTBOUND,
+        col(Message.date) == col(Thread.last_date),
+    )
+    answered_at_same_time = exists().where(
+        col(Message.thread_id) == col(Thread.id),
+        col(Message.direction) == Direction.INBOUND,
+        col(Message.date) == col(Thread.last_date),
+    )
+    not_closed = col(Thread.status) != ConversationStatus.CLOSED
+    return and_(not_closed, last_is_ours, ~answered_at_same_time, or_(*per_days))
 
 
 def _assignee_clause(caller: Caller, assignee: Assignee | int) -> ColumnElement[bool]:
@@ -442,6 +488,7 @@ class ViewCounts:
     snoozed: int
     closed: int
     unread: int  # open and unread by the caller
+    waiting: int  # waiting for the customer's reply past the follow-up days
     per_account: dict[int, int]  # open conversations per account the caller sees
 
 
@@ -467,5 +514,6 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
         snoozed=count(status_clause(ConversationStatus.SNOOZED)),
         closed=count(status_clause(ConversationStatus.CLOSED)),
         unread=count(is_open, conversations.unread_clause(caller)) if caller.user_id else 0,
+        waiting=count(waiting_clause(session, caller)),
         per_account=per_account,
     )

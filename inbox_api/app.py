@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from core.errors import DomainError
 from inbox_api.errors import domain_error_handler, error_body
-from inbox_api.routes import auth, conversations, events, threads
+from inbox_api.routes import assignment, auth, conversations, events, threads
 
 
 async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -36,4 +36,5 @@ def create_app() -> FastAPI:
     app.include_router(threads.router)
     app.include_router(conversations.router)
     app.include_router(events.router)
+    app.include_router(assignment.router)
     return app

@@ -5,7 +5,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 """
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
-from crm.models.conversations import Activity, Note, Presence, ThreadRead
+from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
 from crm.models.records import (
     Company,
@@ -24,6 +24,7 @@ from crm.models.tenancy import AccountAccess, MailAccount, Signature, Tenant, Us
 __all__ = [
     "AccountAccess",
     "Activity",
+    "AssignmentRule",
     "ApiToken",
     "Company",
     "CompanyDomain",

@@ -75,3 +75,19 @@ class Presence(SQLModel, table=True):
     state: str = Field(max_length=16)  # viewing | replying
     updated_at: datetime = created()
     expires_at: datetime = timestamp(nullable=False)
+
+
+class AssignmentRule(SQLModel, table=True):
+    """How new conversations of one account find an owner (0011), and when mail we sent without an
+    answer shows as "waiting for reply"."""
+
+    __tablename__ = "assignment_rule"
+
+    account_id: int = Field(foreign_key="mail_account.id", primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    mode: str = Field(default="none", max_length=20)  # none | round_robin | contact_owner
+    user_ids: list[int] = json_column(list)  # the round-robin rota, in order
+    max_open: int | None = Field(default=None)  # cap of open conversations per user
+    last_user_id: int | None = Field(default=None)  # where the rota stands
+    follow_up_days: int = Field(default=3)
+    updated_at: datetime = created()

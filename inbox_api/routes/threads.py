@@ -33,6 +33,7 @@ def list_threads(
     ] = None,
     unread: bool | None = None,
     has_attachment: bool | None = None,
+    waiting: Annotated[bool | None, Query(description="Our last message unanswered past follow-up")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in the subject or a sender")] = None,
     limit: Annotated[int, Query(ge=1, le=inbox_views.MAX_PAGE)] = 50,
     cursor: Annotated[
@@ -52,6 +53,7 @@ def list_threads(
         assignee=(int(assignee) if assignee.isdigit() else Assignee(assignee)) if assignee else None,
         unread=unread,
         has_attachment=has_attachment,
+        waiting=waiting,
     )
     return inbox_views.list_threads(
         session=session, caller=caller, filters=filters, limit=limit, cursor=cursor

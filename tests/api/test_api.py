@@ -178,6 +178,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/threads/{thread_id}/status"): {"status": "closed"},
     ("post", "/api/threads/{thread_id}/notes"): {"body": "hello"},
     ("post", "/api/threads/{thread_id}/presence"): {"state": "viewing"},
+    ("put", "/api/accounts/{account_id}/assignment-rule"): {"mode": "none"},
 }
 
 
