@@ -123,8 +123,8 @@ def set_rule(
     max_open: int | None = None,
     follow_up_days: int = 3,
 ) -> RuleView:
+    account = access.get_account(session, caller, account_id)  # first: invisible is not found
     access.require_admin(caller, "change an account's assignment rule")
-    account = access.get_account(session, caller, account_id)
     rota = list(dict.fromkeys(user_ids))
     for user_id in rota:
         access.get_user(session, caller, user_id)

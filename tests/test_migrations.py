@@ -12,7 +12,6 @@ from sqlmodel import SQLModel
 import crm.models  # noqa: F401  (registers the tables)
 from core.db import alembic_config
 
-
 # Search structures live outside the models on purpose (0009): SQLite's FTS5 tables and the
 # PostgreSQL expression index are built and used in SQL (crm/search.py).
 _SQL_ONLY = ("message_fts", "ix_message_search")

@@ -24,8 +24,8 @@ from crm.models.tenancy import AccountAccess, MailAccount, Signature, Tenant, Us
 __all__ = [
     "AccountAccess",
     "Activity",
-    "AssignmentRule",
     "ApiToken",
+    "AssignmentRule",
     "Company",
     "CompanyDomain",
     "Contact",

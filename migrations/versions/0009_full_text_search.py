@@ -19,7 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Addresses and names of a JSON list of {"email", "name"} (SQLite JSON1).
-_SQLITE_PEOPLE = "(SELECT group_concat(json_extract(value, '$.email') || ' ' || json_extract(value, '$.name'), ' ') FROM json_each({col}))"  # noqa: E501
+_SQLITE_PEOPLE = "(SELECT group_concat(json_extract(value, '$.email') || ' ' || json_extract(value, '$.name'), ' ') FROM json_each({col}))"
 
 
 def _sqlite_participants(row: str) -> str:
