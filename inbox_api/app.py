@@ -6,9 +6,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 
 from core.errors import DomainError
+from inbox_api import web
 from inbox_api.errors import domain_error_handler, error_body
 from inbox_api.routes import assignment, auth, conversations, events, threads
 
@@ -37,4 +39,6 @@ def create_app() -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(events.router)
     app.include_router(assignment.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=str(web.HERE / "static")), name="static")
     return app

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from core.caller import Caller
 from core.errors import Unauthenticated
-from crm import auth
+from crm import auth, directory
 from inbox_api.deps import SESSION_COOKIE, CallerDep, SessionDep
 
 router = APIRouter(prefix="/api", tags=["authentication"])
@@ -88,3 +88,8 @@ def create_token(session: SessionDep, caller: CallerDep, body: Annotated[TokenIn
 @router.delete("/tokens/{token_id}", summary="Revoke an API token")
 def revoke_token(token_id: int, session: SessionDep, caller: CallerDep) -> auth.TokenView:
     return auth.revoke_token(session=session, caller=caller, token_id=token_id)
+
+
+@router.get("/team", summary="The users of my tenant (names for assignees and mentions)")
+def team(session: SessionDep, caller: CallerDep) -> list[directory.TeamMember]:
+    return list(directory.team(session=session, caller=caller))

@@ -1,0 +1,490 @@
+// The shared inbox page. Plain JavaScript, no build step: it only talks to the JSON API of the
+// same origin. Untrusted text (subjects, names, bodies) is only ever set with textContent; mail
+// HTML goes into a sandboxed iframe's srcdoc, never into this document.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const myId = Number(document.querySelector('meta[name="user-id"]').content) || null;
+
+const VIEWS = [
+  { key: "mine", label: "Mine", query: { assignee: "me", status: "open" }, count: "mine" },
+  { key: "unassigned", label: "Unassigned", query: { assignee: "unassigned", status: "open" }, count: "unassigned" },
+  { key: "open", label: "All open", query: { status: "open" }, count: "open" },
+  { key: "unread", label: "Unread", query: { status: "open", unread: "true" }, count: "unread" },
+  { key: "waiting", label: "Waiting for reply", query: { waiting: "true" }, count: "waiting" },
+  { key: "pending", label: "Pending", query: { status: "pending" }, count: "pending" },
+  { key: "snoozed", label: "Snoozed", query: { status: "snoozed" }, count: "snoozed" },
+  { key: "closed", label: "Closed", query: { status: "closed" }, count: "closed" },
+];
+
+const state = {
+  view: VIEWS[2],
+  account: null,
+  text: "",
+  threads: [],
+  cursor: null,
+  selected: -1,
+  openId: null,
+  team: new Map(),
+  heartbeat: null,
+};
+
+const $ = (selector) => document.querySelector(selector);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== null && value !== undefined && value !== false) node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+async function api(path, options = {}) {
+  const method = options.method || "GET";
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  if (response.status === 401) {
+    window.location.assign("/login");
+    throw new Error("signed out");
+  }
+  if (response.status === 204) return null;
+  const data = await response.json();
+  if (!response.ok) {
+    const message = (data && data.error && data.error.message) || `Request failed (${response.status})`;
+    notify(message, true);
+    throw new Error(message);
+  }
+  return data;
+}
+
+function notify(message, isError = false) {
+  const status = $("#list-status");
+  status.textContent = message;
+  status.classList.toggle("error", isError);
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => { status.textContent = ""; }, 6000);
+}
+
+function personName(id) {
+  if (id === null || id === undefined) return "";
+  const member = state.team.get(id);
+  return member ? member.name : `user ${id}`;
+}
+
+function formatWhen(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  const now = new Date();
+  const sameDay = date.toDateString() === now.toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sidebar
+
+async function loadCounts() {
+  const counts = await api("/api/views/counts");
+  const list = $("#view-list");
+  list.replaceChildren(
+    ...VIEWS.map((view) =>
+      el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "view" + (state.view === view && state.account === null ? " current" : ""),
+            "data-view": view.key,
+            "aria-current": state.view === view && state.account === null ? "true" : null,
+            onclick: () => chooseView(view, null),
+          },
+          el("span", { class: "label", text: view.label }),
+          el("span", { class: "count", text: String(counts[view.count] ?? "") }),
+        ),
+      ),
+    ),
+  );
+  const accounts = $("#account-list");
+  accounts.replaceChildren(
+    ...Object.entries(counts.per_account).map(([id, count]) =>
+      el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "view" + (String(state.account) === id ? " current" : ""),
+            "data-account": id,
+            onclick: () => chooseView(VIEWS[2], Number(id)),
+          },
+          el("span", { class: "label", text: `Account ${id}` }),
+          el("span", { class: "count", text: String(count) }),
+        ),
+      ),
+    ),
+  );
+}
+
+function chooseView(view, account) {
+  state.view = view;
+  state.account = account;
+  $("#list-title").textContent = account === null ? view.label : `Account ${account}`;
+  document.body.classList.remove("nav-open");
+  refresh();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversation list
+
+function listQuery(cursor) {
+  const params = new URLSearchParams(state.view.query);
+  if (state.account !== null) params.set("account_id", String(state.account));
+  if (state.text) params.set("q", state.text);
+  if (cursor) params.set("cursor", cursor);
+  params.set("limit", "50");
+  return `/api/threads?${params}`;
+}
+
+async function loadThreads(append = false) {
+  const page = await api(listQuery(append ? state.cursor : null));
+  state.threads = append ? state.threads.concat(page.items) : page.items;
+  state.cursor = page.next_cursor;
+  $("#more").hidden = !page.next_cursor;
+  renderThreads();
+}
+
+function renderThreads() {
+  const template = $("#tpl-thread");
+  const items = state.threads.map((thread, index) => {
+    const node = template.content.firstElementChild.cloneNode(true);
+    node.dataset.threadId = String(thread.id);
+    node.classList.toggle("unread", thread.unread);
+    node.classList.toggle("selected", index === state.selected);
+    node.setAttribute("aria-selected", index === state.selected ? "true" : "false");
+    node.querySelector(".who").textContent = thread.last_from ? (thread.last_from.name || thread.last_from.email) : "";
+    node.querySelector(".when").textContent = formatWhen(thread.last_date);
+    if (thread.last_date) node.querySelector(".when").setAttribute("datetime", thread.last_date);
+    node.querySelector(".subject").textContent = thread.subject || "(no subject)";
+    node.querySelector(".snippet").textContent = thread.snippet;
+    node.querySelector(".assignee").textContent = thread.assignee_user_id ? personName(thread.assignee_user_id) : "";
+    node.querySelector(".state").textContent = thread.status === "open" ? "" : thread.status;
+    node.addEventListener("click", () => select(index, true));
+    return node;
+  });
+  $("#threads").replaceChildren(...items);
+  if (!items.length) $("#threads").append(el("li", { class: "none", text: "No conversations here." }));
+}
+
+function select(index, open) {
+  if (!state.threads.length) return;
+  state.selected = Math.max(0, Math.min(index, state.threads.length - 1));
+  renderThreads();
+  const node = $("#threads").children[state.selected];
+  if (node) node.scrollIntoView({ block: "nearest" });
+  if (open) openThread(state.threads[state.selected].id);
+}
+
+async function refresh() {
+  state.selected = -1;
+  await Promise.all([loadCounts(), loadThreads()]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One conversation
+
+function foldQuotes(text) {
+  // Quoted lines (">") and a signature after "-- " are folded: the new words come first.
+  const container = el("div", { class: "text-body" });
+  const lines = text.split(/\r?\n/);
+  let own = [];
+  let quoted = [];
+  const flush = () => {
+    if (own.length) container.append(el("pre", { text: own.join("\n") }));
+    if (quoted.length) {
+      container.append(el("details", { class: "quoted" }, el("summary", { text: "Quoted text" }), el("pre", { text: quoted.join("\n") })));
+    }
+    own = [];
+    quoted = [];
+  };
+  let inSignature = false;
+  for (const line of lines) {
+    if (line === "-- ") inSignature = true;
+    if (inSignature || line.trimStart().startsWith(">")) quoted.push(line);
+    else {
+      if (quoted.length) flush();
+      own.push(line);
+    }
+  }
+  flush();
+  return container;
+}
+
+function mailFrame(html) {
+  // No allow-* token at all: no scripts, opaque origin, no forms, no popups, no top navigation.
+  const frame = el("iframe", { sandbox: "", class: "mail-frame", title: "Message", referrerpolicy: "no-referrer" });
+  frame.srcdoc =
+    '<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src \'unsafe-inline\'">' +
+    '<base target="_blank">' +
+    html;
+  return frame;
+}
+
+function renderMessage(message) {
+  const people = (list) => list.map((p) => (p.name ? `${p.name} <${p.email}>` : p.email)).join(", ");
+  const head = el(
+    "header",
+    { class: "message-head" },
+    el("span", { class: "from", text: message.sender ? people([message.sender]) : "(no sender)" }),
+    el("time", { class: "when", datetime: message.date || null, text: message.date ? new Date(message.date).toLocaleString() : "" }),
+    el("span", { class: "to", text: message.to.length ? `to ${people(message.to)}` : "" }),
+  );
+  const body = message.html_body ? mailFrame(message.html_body) : foldQuotes(message.text_body || "");
+  const files = message.attachments.length
+    ? el(
+        "ul",
+        { class: "attachments", "aria-label": "Attachments" },
+        ...message.attachments.map((a) =>
+          el("li", { text: `${a.filename || "unnamed"} (${a.content_type}, ${Math.max(1, Math.round(a.size / 1024))} KB)` }),
+        ),
+      )
+    : null;
+  const flags = [];
+  if (message.malformed) flags.push("This message was malformed; it is shown as well as it could be read.");
+  if (message.headers_only) flags.push("This message was too large: only its headers were kept.");
+  return el(
+    "article",
+    { class: "message " + (message.direction === "outbound" ? "ours" : "theirs"), "data-message-id": String(message.id) },
+    head,
+    ...flags.map((f) => el("p", { class: "flag", text: f })),
+    body,
+    files,
+  );
+}
+
+async function openThread(id) {
+  state.openId = id;
+  const [thread, notes, history, present] = await Promise.all([
+    api(`/api/threads/${id}`),
+    api(`/api/threads/${id}/notes`),
+    api(`/api/threads/${id}/history`),
+    api(`/api/threads/${id}/presence`, { method: "POST", body: { state: "viewing" } }),
+  ]);
+  if (state.openId !== id) return;
+  renderConversation(thread, notes, history, present);
+  api(`/api/threads/${id}/read`, { method: "POST" }).then(() => {
+    const row = state.threads.find((t) => t.id === id);
+    if (row && row.unread) {
+      row.unread = false;
+      renderThreads();
+      loadCounts();
+    }
+  });
+  clearInterval(state.heartbeat);
+  state.heartbeat = setInterval(() => {
+    if (state.openId === id) api(`/api/threads/${id}/presence`, { method: "POST", body: { state: "viewing" } }).then(renderPresence);
+  }, 10000);
+}
+
+function renderPresence(people) {
+  const bar = $("#presence");
+  if (!bar) return;
+  bar.replaceChildren(
+    ...people.map((p) => el("span", { class: "present " + p.state, text: `${p.name} is ${p.state}` })),
+  );
+}
+
+function renderConversation(thread, notes, history, present) {
+  const assign = el(
+    "select",
+    { id: "assignee", "aria-label": "Assignee", onchange: (event) => assignTo(event.target.value ? Number(event.target.value) : null) },
+    el("option", { value: "", text: "Unassigned" }),
+    ...[...state.team.values()]
+      .filter((m) => m.active)
+      .map((m) => el("option", { value: String(m.id), text: m.name, selected: m.id === thread.assignee_user_id })),
+  );
+  const actions = el(
+    "div",
+    { class: "actions" },
+    el("label", { for: "assignee", class: "visually-hidden", text: "Assignee" }),
+    assign,
+    el("button", { type: "button", id: "assign-me", onclick: () => assignTo(myId) }, "Assign to me"),
+    thread.status === "closed"
+      ? el("button", { type: "button", id: "reopen", onclick: () => setStatus("open") }, "Reopen")
+      : el("button", { type: "button", id: "close", onclick: () => setStatus("closed") }, "Close"),
+    el("button", { type: "button", id: "snooze", onclick: () => snooze() }, "Snooze"),
+  );
+  const noteForm = el(
+    "form",
+    { id: "note-form", class: "note-form", onsubmit: addNote },
+    el("label", { for: "note-body", text: "Internal note (@name mentions a colleague)" }),
+    el("textarea", { id: "note-body", name: "body", rows: "3", maxlength: "20000", required: true }),
+    el("button", { type: "submit" }, "Add note"),
+  );
+  const noteList = el(
+    "ol",
+    { class: "notes", "aria-label": "Notes" },
+    ...notes.map((n) =>
+      el("li", { class: "note" }, el("span", { class: "author", text: personName(n.author_user_id) }), el("p", { text: n.body })),
+    ),
+  );
+  const historyList = el(
+    "details",
+    { class: "history" },
+    el("summary", { text: `History (${history.length})` }),
+    el("ol", {}, ...history.map((h) => el("li", { text: describe(h) }))),
+  );
+  $("#conversation").replaceChildren(
+    el(
+      "header",
+      { class: "conversation-head" },
+      el("h2", { id: "conversation-subject", text: thread.subject || "(no subject)" }),
+      el("span", { class: "status", id: "conversation-status", text: thread.status + (thread.snoozed_until ? ` until ${new Date(thread.snoozed_until).toLocaleString()}` : "") }),
+    ),
+    el("div", { id: "presence", class: "presence", "aria-live": "polite" }),
+    actions,
+    ...thread.messages.map(renderMessage),
+    noteList,
+    noteForm,
+    historyList,
+  );
+  renderPresence(present);
+}
+
+function describe(entry) {
+  const who = personName(entry.actor_user_id) || "crm-inbox";
+  const when = new Date(entry.created_at).toLocaleString();
+  switch (entry.kind) {
+    case "assigned": return `${when}: ${who} assigned it to ${personName(entry.data.assignee)}`;
+    case "unassigned": return `${when}: ${who} unassigned it`;
+    case "status": return `${when}: ${who} set it ${entry.data.status}`;
+    case "note": return `${when}: ${who} added a note`;
+    case "mention": return `${when}: ${who} mentioned ${personName(entry.data.user_id)}`;
+    default: return `${when}: ${who} ${entry.kind}`;
+  }
+}
+
+async function assignTo(userId) {
+  if (state.openId === null) return;
+  await api(`/api/threads/${state.openId}/assign`, { method: "POST", body: { assignee_user_id: userId } });
+  notify(userId ? `Assigned to ${personName(userId)}` : "Unassigned");
+  await Promise.all([openThread(state.openId), refresh()]);
+}
+
+async function setStatus(status, snoozedUntil) {
+  if (state.openId === null) return;
+  const body = { status };
+  if (snoozedUntil) body.snoozed_until = snoozedUntil;
+  await api(`/api/threads/${state.openId}/status`, { method: "POST", body });
+  notify(status === "snoozed" ? "Snoozed" : `Conversation ${status}`);
+  await Promise.all([openThread(state.openId), refresh()]);
+}
+
+function snooze() {
+  const tomorrow = new Date();
+  tomorrow.setDate(tomorrow.getDate() + 1);
+  tomorrow.setHours(8, 0, 0, 0);
+  return setStatus("snoozed", tomorrow.toISOString());
+}
+
+async function addNote(event) {
+  event.preventDefault();
+  const body = $("#note-body").value.trim();
+  if (!body || state.openId === null) return;
+  await api(`/api/threads/${state.openId}/notes`, { method: "POST", body: { body } });
+  await openThread(state.openId);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live events and keyboard
+
+function listen() {
+  const source = new EventSource("/api/events");
+  let pending = null;
+  const later = () => {
+    clearTimeout(pending);
+    pending = setTimeout(() => {
+      loadCounts();
+      loadThreads();
+      if (state.openId !== null) openThread(state.openId);
+    }, 300);
+  };
+  for (const type of ["message.new", "conversation.assigned", "conversation.status", "note.new"]) {
+    source.addEventListener(type, later);
+  }
+  source.addEventListener("mention", (event) => {
+    const data = JSON.parse(event.data);
+    notify(`${personName(data.actor)} mentioned you`);
+    later();
+  });
+  source.addEventListener("presence", (event) => {
+    const data = JSON.parse(event.data);
+    if (data.thread_id === state.openId) renderPresence(data.people);
+  });
+  source.addEventListener("signed_out", () => window.location.assign("/login"));
+}
+
+function onKey(event) {
+  const target = event.target;
+  if (target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement || target instanceof HTMLSelectElement) {
+    if (event.key === "Escape") target.blur();
+    return;
+  }
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const help = $("#help");
+  const keys = {
+    j: () => select(state.selected + 1, true),
+    k: () => select(state.selected - 1, true),
+    Enter: () => state.selected >= 0 && openThread(state.threads[state.selected].id),
+    a: () => assignTo(myId),
+    e: () => setStatus("closed"),
+    o: () => setStatus("open"),
+    s: () => snooze(),
+    n: () => $("#note-body") && $("#note-body").focus(),
+    r: () => notify("Replying from crm-inbox comes with outbound mail; for now, reply from your mail client."),
+    "/": () => $("#search-q").focus(),
+    "?": () => { help.hidden = false; $("#help-close").focus(); },
+    Escape: () => { help.hidden = true; },
+  };
+  const action = keys[event.key];
+  if (action) {
+    event.preventDefault();
+    action();
+  }
+}
+
+async function start() {
+  const team = await api("/api/team");
+  for (const member of team) state.team.set(member.id, member);
+  document.addEventListener("keydown", onKey);
+  $("#search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.text = $("#search-q").value.trim();
+    refresh();
+  });
+  $("#more").addEventListener("click", () => loadThreads(true));
+  $("#help-button").addEventListener("click", () => { $("#help").hidden = false; $("#help-close").focus(); });
+  $("#help-close").addEventListener("click", () => { $("#help").hidden = true; });
+  $("#nav-toggle").addEventListener("click", () => {
+    const open = document.body.classList.toggle("nav-open");
+    $("#nav-toggle").setAttribute("aria-expanded", open ? "true" : "false");
+  });
+  await refresh();
+  listen();
+}
+
+start();
