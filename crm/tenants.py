@@ -138,7 +138,13 @@ def _tenant(session: Session, caller: Caller) -> Tenant:
 def lock_tenant_row(session: Session, tenant_id: int) -> Tenant:
     """The tenant row, locked to the end of the transaction (PostgreSQL; SQLite has one writer):
     account changes re-check the quota and duplicates under it."""
-    tenant = session.exec(select(Tenant).where(Tenant.id == tenant_id).with_for_update()).first()
+    # populate_existing: a row read earlier in this transaction is refreshed, not trusted.
+    tenant = session.exec(
+        select(Tenant)
+        .where(Tenant.id == tenant_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
     if tenant is None:
         raise not_found("tenant", tenant_id)
     return tenant

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from core.caller import Caller
 from core.connection import ConnectionSettings
 from core.db import session_scope
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.types import AccountStatus, Security
@@ -29,7 +29,7 @@ from devtools.samples import build_message
 from sync.check import CheckResult, make_verifier
 from sync.engine import SyncEngine
 from tests.dovecot_fixtures import MailboxUser
-from tests.factories import add_offline, grant, make_account, make_tenant, make_user
+from tests.factories import add_offline, grant, make_account, make_tenant, make_user, offline_input
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER, free_port, smtp_server
 
 # ---------------------------------------------------------------------------------------------
@@ -475,3 +475,46 @@ def test_delete_removes_sync_bookkeeping_and_signatures(db: Engine, mailbox_user
     with pytest.raises(NotFound) as gone:
         run(db, lambda s: mailboxes.delete_account(session=s, caller=op, account_id=account_id))
     assert gone.value.code == "account_not_found"
+
+
+def test_rules_are_checked_again_when_saving(db: Engine) -> None:
+    """Two admins add accounts at once with one slot left: both pass the early check, both
+    servers answer, only the first save wins; the other is refused under the tenant lock. (The
+    second add runs entirely inside the first one's connection check, which only works because
+    no session, and so no lock or snapshot, is held meanwhile.)"""
+    tenant_id = make_tenant(db, quota=1)
+    op = Caller.operator(tenant_id)
+    box = SecretBox.from_settings()
+    sessions = OpenSessions(db)
+    inner: list[mailboxes.SaveResult] = []
+
+    def ok(_settings: ConnectionSettings) -> mailboxes.CheckView:
+        return mailboxes.CheckView(ok=True, message="Logged in.")
+
+    def racing(_settings: ConnectionSettings) -> mailboxes.CheckView:
+        assert sessions.open == 0
+        inner.append(
+            mailboxes.connect_account(
+                sessions=sessions,
+                caller=op,
+                data=offline_input("second@acme.test"),
+                password=SecretStr("pw"),
+                box=box,
+                verify=ok,
+            )
+        )
+        return ok(_settings)
+
+    with pytest.raises(QuotaExceeded) as refused:
+        mailboxes.connect_account(
+            sessions=sessions,
+            caller=op,
+            data=offline_input("first@acme.test"),
+            password=SecretStr("pw"),
+            box=box,
+            verify=racing,
+        )
+    assert refused.value.fields == {"quota": 1, "used": 1}
+    assert [r.account.email for r in inner] == ["second@acme.test"]
+    with session_scope(db) as session:
+        assert [a.email for a in mailboxes.list_accounts(session=session, caller=op)] == ["second@acme.test"]
