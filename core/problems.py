@@ -15,6 +15,8 @@ from typing import Any
 TEMPLATES: dict[str, str] = {
     # An error saved as a sentence before codes existed (migration 0005).
     "stored_text": "{text}",
+    # A connection check failed and the settings were saved anyway (crm.mailboxes, forced save).
+    "connection_check_failed": "{detail}",
 }
 
 

@@ -13,11 +13,12 @@ from rich.table import Table
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from core.caller import Caller
 from core.db import make_engine, migrate, session_scope, set_engine
 from core.secrets import SecretBox
 from core.settings import get_settings, reset_settings
 from core.types import Security
-from crm import accounts, records, reports
+from crm import accounts, mailboxes, records, reports
 from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
 from devtools.devmail import LocalDovecot
 from devtools.samples import COMPANIES, build_message, generate_mailbox
@@ -127,7 +128,7 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         threads = session.exec(select(func.count(col(Thread.id)))).one()
         skipped = session.exec(select(SkippedMessage)).all()
         latest = session.exec(select(Thread).order_by(col(Thread.last_date).desc()).limit(8)).all()
-        views = accounts.list_accounts(session=session)
+        views = mailboxes.list_accounts(session=session, caller=Caller.operator(tenant_id))
         responsiveness = reports.first_response(
             session=session, tenant_id=tenant_id, by=reports.ReportBy.COMPANY
         )

@@ -1,6 +1,6 @@
 """Connection check before an account is saved: log in over IMAP (and SMTP when configured).
 
-`verify_connection` is the verifier `crm.admin.connect_account`/`edit_account` take by injection
+`verify_connection` is the verifier `crm.mailboxes.connect_account`/`edit_account` take by injection
 (`crm` cannot import `sync`). Each failure is reported as one of a few problems a user can act on
 (`Problem`), with the translated `sync.errors` message: never the password, never server text.
 """
@@ -132,5 +132,5 @@ def verify_connection(settings: ConnectionSettings, *, config: Settings | None =
 
 
 def make_verifier(config: Settings | None = None) -> Callable[[ConnectionSettings], CheckResult]:
-    """A verifier bound to deployment settings (timeouts, private hosts), for `crm.admin`."""
+    """A verifier bound to deployment settings (timeouts, private hosts), for `crm.mailboxes`."""
     return lambda settings: verify_connection(settings, config=config)

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine
 
 from devtools.samples import build_message
+from tests.dovecot_fixtures import MailboxUser
 
 CLI = [sys.executable, "-m", "crm_inbox"]
 
@@ -30,7 +31,7 @@ def cli_env(sqlite_db: Engine, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user: MailboxUser, tmp_path: Path) -> None:
     d = mailbox_user.dovecot
     d.append(
         mailbox_user.name, "INBOX", build_message(subject="Hello", from_="a@globex.test", to="s@acme.test")
@@ -40,6 +41,8 @@ def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Pat
     init = run(cli_env, "init", "--tenant", "Acme", "--admin-email", "boss@acme.test", "--json")
     assert init.returncode == 0, init.stderr
     assert json.loads(init.stdout)["created"] is True
+    users = run(cli_env, "access", "list", "boss@acme.test", "--json")  # init made the admin user
+    assert users.returncode == 0 and json.loads(users.stdout)["accounts"] == [], users.stderr
     key = Path(cli_env["CRM_INBOX_DATA_DIR"]) / "secret.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
@@ -67,6 +70,12 @@ def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Pat
         and "Nothing was saved" in wrong.stderr
     )
     assert "not-it" not in wrong.stderr + wrong.stdout
+    assert (
+        "Traceback" not in wrong.stderr
+        and "hint: fix the settings, or save anyway with --force" in wrong.stderr
+    )
+    error = json.loads(wrong.stdout)["error"]  # --json: the error as an object for scripts
+    assert (error["code"], error["fields"]["problem"]) == ("connection_check_failed", "authentication")
     env = dict(cli_env, MAILBOX_PASSWORD=mailbox_user.password)
     added = run(env, *common, "--password-env", "MAILBOX_PASSWORD")
     assert added.returncode == 0, added.stderr
@@ -97,7 +106,7 @@ def test_init_add_sync_list(cli_env: dict[str, str], mailbox_user, tmp_path: Pat
         assert "secret_encrypted" not in output.stdout
 
 
-def test_sync_exit_code_reports_failed_accounts(cli_env: dict[str, str], mailbox_user) -> None:  # type: ignore[no-untyped-def]
+def test_sync_exit_code_reports_failed_accounts(cli_env: dict[str, str], mailbox_user: MailboxUser) -> None:
     assert run(cli_env, "init").returncode == 0
     env = dict(cli_env, PW="wrong")
     added = run(

@@ -1,5 +1,5 @@
-"""The admin CLI (`crm_inbox.cli.admin`) end to end, through a small Typer app assembled exactly as
-`crm_inbox.cli` registers it, on SQLite and PostgreSQL (connection checks: the real Dovecot)."""
+"""The admin and account commands end to end, through the real `crm-inbox` Typer app (with its
+one error handler) in-process, on SQLite and PostgreSQL (connection checks: the real Dovecot)."""
 
 from __future__ import annotations
 
@@ -8,32 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
+from core.caller import Caller
 from core.db import session_scope
-from crm import admin
+from crm import signature_service
 from crm.models import MailAccount
 from crm_inbox.cli import admin as cli_admin
-from tests.crm.test_admin import add_offline, make_user
+from crm_inbox.cli import app as APP
 from tests.dovecot_fixtures import MailboxUser
-from tests.factories import make_account, make_tenant
-
-
-def build_app() -> typer.Typer:
-    """What the registration lines in cli.py do, on a fresh app."""
-    app = typer.Typer()
-    account_app = typer.Typer()
-    app.add_typer(account_app, name="account")
-    cli_admin.account_admin_commands(account_app)
-    app.add_typer(cli_admin.access_app, name="access")
-    app.add_typer(cli_admin.signature_app, name="signature")
-    app.add_typer(cli_admin.tenant_app, name="tenant")
-    return app
-
-
-APP = build_app()
+from tests.factories import add_offline, make_account, make_tenant, make_user
 
 
 def invoke(*args: Any, input: str | None = None) -> Result:
@@ -55,7 +40,17 @@ def refused(*args: Any, input: str | None = None) -> str:
     result = invoke(*args, input=input)
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert result.stdout == ""
+    assert "Traceback" not in result.stderr
     return flat(result.stderr)
+
+
+def refused_json(*args: Any, input: str | None = None) -> dict[str, Any]:
+    """With --json a refusal is also a JSON error object on stdout (code, kind, message, fields)."""
+    result = invoke(*args, "--json", input=input)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert flat(result.stderr).startswith("error: ")
+    error: dict[str, Any] = json.loads(result.stdout)["error"]
+    return error
 
 
 def test_tenant_quota_and_account_lifecycle(db: Engine) -> None:
@@ -75,6 +70,13 @@ def test_tenant_quota_and_account_lifecycle(db: Engine) -> None:
 
     message = refused("account", "activate", account_id)
     assert message.startswith("error: The plan of Acme allows 1 active mail account(s) and 1 are in use.")
+    assert "hint: deactivate an account" in message and "crm-inbox tenant quota" in message
+    error = refused_json("account", "activate", account_id)
+    assert (error["code"], error["kind"], error["fields"]) == (
+        "quota_exceeded",
+        "conflict",
+        {"quota": 1, "used": 1},
+    )
 
     lowered = invoke("tenant", "quota", tenant_id, 0)
     assert lowered.exit_code == 0
@@ -84,6 +86,7 @@ def test_tenant_quota_and_account_lifecycle(db: Engine) -> None:
     assert ok_json("account", "activate", account_id)["active"] is True
     assert "must be 0 or more" in refused("tenant", "quota", tenant_id, "--", -1)
     assert "No tenant with id 999" in refused("tenant", "quota", 999, 3)
+    assert refused_json("tenant", "quota", 999, 3)["code"] == "tenant_not_found"
 
 
 def test_account_delete_refused_then_allowed(db: Engine) -> None:
@@ -94,9 +97,10 @@ def test_account_delete_refused_then_allowed(db: Engine) -> None:
     message = refused("account", "delete", account_id)
     assert "cannot be deleted: 1 user(s) have access to it (ann@acme.test)" in message
     assert "Deactivate it instead" in message
+    assert f"hint: deactivate it instead: crm-inbox account deactivate {account_id}" in message
     assert ok_json("access", "revoke", account_id, "ann@acme.test")["granted"] is False
     assert ok_json("account", "delete", account_id) == {"id": account_id, "deleted": True}
-    assert f"No mail account with id {account_id}" in refused("account", "delete", account_id)
+    assert f"No account with id {account_id}" in refused("account", "delete", account_id)
 
 
 def test_access_default_account(db: Engine) -> None:
@@ -105,7 +109,9 @@ def test_access_default_account(db: Engine) -> None:
     other = add_offline(db, tenant_id, "support@acme.test")
     user_id = make_user(db, tenant_id, "ann@acme.test")
     ok_json("access", "grant", shared, user_id)
-    assert "the user has no access to it" in refused("access", "default", "ann@acme.test", other)
+    no_access = refused("access", "default", "ann@acme.test", other)
+    assert "ann@acme.test has no access to support@acme.test" in no_access
+    assert f"hint: grant access first: crm-inbox access grant {other} {user_id}" in no_access
     assert ok_json("access", "default", "ann@acme.test", shared)["default_account_id"] == shared
     listing = ok_json("access", "list", "ann@acme.test")
     assert listing["default_account_id"] == shared
@@ -128,6 +134,7 @@ def test_account_test_and_edit_against_dovecot(
     message = refused("account", "edit", account_id, "--password-env", "NEW_PW")
     assert message.startswith(f"error: Authentication failed for {mailbox_user.name} on 127.0.0.1")
     assert "Nothing was saved" in message and "wrong-Password-31" not in message
+    assert "hint: fix the settings, or save anyway with --force" in message
 
     renamed = ok_json("account", "edit", account_id, "--display-name", "Sales")
     assert (renamed["display_name"], renamed["check"]) == ("Sales", "not needed")
@@ -189,6 +196,7 @@ def test_signature_commands(db: Engine, tmp_path: Path) -> None:
     )
     fourth = refused("signature", "add", account_id, "--name", "Four", "--html-file", "-", input="<p>4</p>")
     assert "already has 3 signatures, the most an account can have" in fourth
+    assert "hint: edit (crm-inbox signature edit) or delete" in fourth
     missing = invoke("signature", "add", account_id, "--name", "X")
     assert missing.exit_code == 2 and "--html-file" in flat(missing.stderr)
 
@@ -203,8 +211,8 @@ def test_signature_commands(db: Engine, tmp_path: Path) -> None:
         == added["id"]
     )
     with session_scope(db) as session:
-        defaults = admin.compose_defaults(
-            session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+        defaults = signature_service.compose_defaults(
+            session=session, caller=Caller.operator(tenant_id), user_id=user_id, account_id=account_id
         )
     assert defaults.rendered is not None and defaults.rendered.text == "Ann Lee, CEO – Acme GmbH"
     foreign = refused("signature", "default", account_id, 12345, "--user", "ann@acme.test")
@@ -215,11 +223,41 @@ def test_signature_commands(db: Engine, tmp_path: Path) -> None:
     assert ok_json("signature", "delete", added["id"]) == {"id": added["id"], "deleted": True}
     with session_scope(db) as session:
         assert (
-            admin.compose_defaults(
-                session=session, tenant_id=tenant_id, user_id=user_id, account_id=account_id
+            signature_service.compose_defaults(
+                session=session, caller=Caller.operator(tenant_id), user_id=user_id, account_id=account_id
             ).signature
             is None
         )
     too_big = tmp_path / "big.html"
     too_big.write_bytes(b"<p>" + b"a" * (cli_admin.MAX_SIGNATURE_BYTES + 10) + b"</p>")
     assert "larger than 256 KiB" in refused("signature", "edit", listed[2]["id"], "--html-file", too_big)
+
+
+def test_tenant_is_resolved_explicitly(db: Engine) -> None:
+    first = make_tenant(db, name="Acme")
+    add_offline(db, first, "sales@acme.test")
+    assert [a["email"] for a in ok_json("account", "list")] == ["sales@acme.test"]  # the only tenant
+    second = make_tenant(db, name="Globex")
+    add_offline(db, second, "info@globex.test")
+    message = refused("account", "list")
+    assert f"Several tenants exist: {first} (Acme), {second} (Globex); say which one." in message
+    assert "hint: choose one with --tenant ID" in message
+    error = refused_json("account", "list")
+    assert (error["code"], error["fields"]["tenants"]) == ("tenant_required", [first, second])
+    assert [a["email"] for a in ok_json("account", "list", "--tenant", second)] == ["info@globex.test"]
+    assert "No tenant with id 77" in refused("account", "list", "--tenant", 77)
+    assert [t["name"] for t in ok_json("tenant", "list")] == ["Acme", "Globex"]
+
+
+def test_no_tenant_yet(db: Engine) -> None:
+    message = refused("account", "list")
+    assert message.startswith("error: No tenant exists yet.") and "hint: run crm-inbox init first." in message
+
+
+def test_account_list_json_prints_views(db: Engine) -> None:
+    tenant_id = make_tenant(db)
+    account_id = add_offline(db, tenant_id, "sales@acme.test")
+    (view,) = ok_json("account", "list")
+    assert view["id"] == account_id and view["status"] == "new" and view["folders"] == []
+    assert {"last_error", "last_error_code", "imap", "smtp"} <= set(view)
+    assert not {"secret_encrypted", "lease_owner", "lease_expires_at"} & set(view)

@@ -1,5 +1,6 @@
-"""Helpers shared by every `crm-inbox` command module: one JSON encoding (ISO dates, enum
-values, dataclasses as objects), one way to fail with a message on stderr, one way to read a
+"""Helpers shared by every `crm-inbox` command module: the tenant a command acts in and the
+operator `Caller`, one JSON encoding (ISO dates, enum values, dataclasses as
+objects), one way to fail with a usage message on stderr, one way to read a
 password (never from argv: it would show in `ps` and shell history)."""
 
 from __future__ import annotations
@@ -15,24 +16,56 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 from sqlmodel import Session
 
-from crm import accounts
+from core.caller import Caller
+from core.errors import InvalidInput, NotFound, not_found
+from crm import tenants
 
 # soft_wrap: sentences are printed whole (scripts grep them; a terminal wraps them anyway).
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TenantOpt = Annotated[int | None, typer.Option("--tenant", help="Tenant id (default: the first).")]
+TenantOpt = Annotated[
+    int | None, typer.Option("--tenant", help="Tenant id (may be omitted when only one tenant exists).")
+]
+
+
+def resolve_tenant(session: Session, tenant: int | None) -> int:
+    """The tenant a command acts in: the one given, else the only one. Never a guess between
+    several (an operator of many tenants must say which)."""
+    choices = tenants.list_tenants(session=session)
+    if tenant is not None:
+        if all(t.id != tenant for t in choices):
+            raise not_found("tenant", tenant)
+        return tenant
+    if not choices:
+        raise NotFound("no_tenant", "No tenant exists yet.", what="tenant")
+    if len(choices) > 1:
+        names = ", ".join(f"{t.id} ({t.name})" for t in choices)
+        raise InvalidInput(
+            "tenant_required",
+            f"Several tenants exist: {names}; say which one.",
+            field="tenant",
+            tenants=[t.id for t in choices],
+        )
+    return choices[0].id
+
+
+def operator(session: Session, tenant: int | None) -> Caller:
+    """The command line acts as the operator (the admin) of the resolved tenant."""
+    return Caller.operator(resolve_tenant(session, tenant))
 
 
 def tenant_id_of(session: Session, tenant: int | None) -> int:
     """The tenant a command acts in, resolved once: every record id is looked up within it."""
-    return accounts.get_tenant(session=session, tenant_id=tenant).id or 0
+    return resolve_tenant(session, tenant)
 
 
 def jsonable(value: Any) -> Any:
+    """Plain JSON values; datetimes as `isoformat()` (`+00:00`, which scripts already parse)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -50,9 +83,25 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(jsonable(value), indent=2, ensure_ascii=False) + "\n")
 
 
+def say(text: str) -> None:
+    out.print(text, highlight=False, markup=False)
+
+
+def warn(text: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
+
+
+def emit(as_json: bool, data: Any, text: str) -> None:
+    if as_json:
+        print_json(data)
+    else:
+        say(text)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print the error and return the exit to raise (`raise fail(...)`)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print a command-line (usage) error and return the exit to raise (`raise fail(...)`).
+    Domain errors are not reported this way: they propagate to `crm_inbox.cli.errors`."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 

@@ -237,13 +237,18 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
 
     from pydantic import SecretStr
 
+    from core.caller import Caller
     from core.db import session_scope
     from core.secrets import SecretBox
-    from crm import accounts
+    from crm import mailboxes
 
     with session_scope(db) as session:
-        accounts.set_password(
-            session=session, account_id=bad, password=SecretStr(box.password), box=SecretBox.from_settings()
+        mailboxes.set_password(
+            session=session,
+            caller=Caller.operator(session.get_one(MailAccount, bad).tenant_id),
+            account_id=bad,
+            password=SecretStr(box.password),
+            box=SecretBox.from_settings(),
         )
     assert engine.sync_account(bad).status == "ok"
 
@@ -335,11 +340,12 @@ def test_history_window_limits_first_sync(setup) -> None:  # type: ignore[no-unt
 
 def test_deactivated_account_is_not_synced(setup) -> None:  # type: ignore[no-untyped-def]
     db, _tenant, account_id, box = setup
+    from core.caller import Caller
     from core.db import session_scope
-    from crm import accounts
+    from crm import mailboxes
 
     with session_scope(db) as session:
-        accounts.deactivate_account(session=session, account_id=account_id)
+        mailboxes.deactivate_account(session=session, caller=Caller.operator(_tenant), account_id=account_id)
     box.dovecot.append(box.name, "INBOX", _msg(1))
     summary = SyncEngine(db=db).sync_account(account_id)
     assert summary.status == "skipped" and summary.skip_reason == "account is deactivated"

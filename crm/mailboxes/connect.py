@@ -1,0 +1,232 @@
+"""Adding and editing an account in three steps (validate, check with no session open, save
+under the tenant lock), a new password, and the stored settings for a connection test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from pydantic import SecretStr
+from sqlmodel import Session, select
+
+from core.caller import Caller
+from core.connection import CheckOutcome, ConnectionSettings
+from core.errors import Conflict, not_found
+from core.secrets import SecretBox
+from core.types import AccountStatus, utcnow
+from crm import access, tenants
+from crm.mailboxes.validation import (
+    AccountChanges,
+    AccountInput,
+    NewAccount,
+    SmtpInput,
+    plan_edit,
+    validate_new_account,
+)
+from crm.mailboxes.views import AccountView, CheckView, SaveResult, account_view, check_view
+from crm.models import MailAccount, Tenant
+
+SessionFactory = Callable[[], AbstractContextManager[Session]]
+Verifier = Callable[[ConnectionSettings], CheckOutcome]
+
+
+class ConnectionCheckFailed(Conflict):
+    """The login check failed, so the settings were not saved; `check` is its result."""
+
+    def __init__(self, check: CheckView) -> None:
+        self.check = check
+        super().__init__(
+            "connection_check_failed",
+            f"{check.message.rstrip('.')}. Nothing was saved.",
+            problem=check.problem,
+            service=check.service,
+            detail=check.message,
+        )
+
+
+def _refuse_duplicate(session: Session, tenant_id: int, email: str) -> None:
+    existing = session.exec(
+        select(MailAccount).where(MailAccount.tenant_id == tenant_id, MailAccount.email == email)
+    ).first()
+    if existing is not None:
+        raise Conflict(
+            "account_exists",
+            f"{email} is already connected (account {existing.id}).",
+            email=email,
+            account_id=existing.id,
+        )
+
+
+def check_new_account(*, session: Session, caller: Caller, new: NewAccount) -> None:
+    """Step 1, with a short read: a duplicate or a full quota is refused before any network
+    round trip (both are checked again when saving)."""
+    access.require_admin(caller, "connect mail accounts")
+    tenant = session.get(Tenant, caller.tenant_id)
+    if tenant is None:
+        raise not_found("tenant", caller.tenant_id)
+    _refuse_duplicate(session, caller.tenant_id, new.data.email)
+    tenants.ensure_quota(session=session, tenant=tenant)
+
+
+def _record_check_failure(account: MailAccount, check: CheckView | None) -> None:
+    """A forced save keeps the failed check visible in the account list until a sync succeeds."""
+    if check is not None and not check.ok:
+        account.last_error_code = "connection_check_failed"
+        account.last_error_params = {
+            "detail": check.message,
+            "problem": check.problem,
+            "service": check.service,
+        }
+        account.last_error_at = utcnow()
+
+
+def save_new_account(
+    *, session: Session, caller: Caller, new: NewAccount, box: SecretBox, check: CheckView | None = None
+) -> SaveResult:
+    """Step 3 of an add: under the tenant lock, the rules again, then the insert. `check` is the
+    result of step 2 (a failed one only reaches here when the save was forced)."""
+    access.require_admin(caller, "connect mail accounts")
+    tenant = tenants.lock_tenant_row(session, caller.tenant_id)
+    _refuse_duplicate(session, caller.tenant_id, new.data.email)
+    tenants.ensure_quota(session=session, tenant=tenant)
+    d = new.data
+    account = MailAccount(
+        tenant_id=caller.tenant_id,
+        email=d.email,
+        display_name=d.display_name,
+        imap_host=d.imap_host,
+        imap_port=d.imap_port,
+        imap_security=d.imap_security,
+        smtp_host=d.smtp_host,
+        smtp_port=d.smtp_port,
+        smtp_security=d.smtp_security,
+        username=d.username,
+        secret_encrypted=box.encrypt(new.password),
+        smtp_username=new.smtp_username,
+        smtp_secret_encrypted=box.encrypt(new.smtp_password) if new.smtp_password else None,
+        ca_file=d.ca_file,
+        sync_interval_seconds=d.sync_interval_seconds,
+        sync_since=d.sync_since,
+    )
+    _record_check_failure(account, check)
+    session.add(account)
+    session.flush()
+    return SaveResult(account=account_view(session, account), check=check, checked=check is not None)
+
+
+def _verify(verify: Verifier, settings: ConnectionSettings, force: bool) -> CheckView:
+    """Step 2: the connection check (the caller holds no database session now)."""
+    check = check_view(verify(settings))
+    if not check.ok and not force:
+        raise ConnectionCheckFailed(check)
+    return check
+
+
+def connect_account(
+    *,
+    sessions: SessionFactory,
+    caller: Caller,
+    data: AccountInput,
+    password: SecretStr,
+    box: SecretBox,
+    smtp: SmtpInput | None = None,
+    verify: Verifier | None = None,
+    force: bool = False,
+) -> SaveResult:
+    """Add a mailbox after checking that it can log in (IMAP, and SMTP when given): validate,
+    then check with no session open, then save in a short transaction of its own."""
+    new = validate_new_account(data, password, smtp)
+    with sessions() as session:
+        check_new_account(session=session, caller=caller, new=new)
+    check = _verify(verify, new.settings, force) if verify is not None else None
+    with sessions() as session:
+        return save_new_account(session=session, caller=caller, new=new, box=box, check=check)
+
+
+def add_account(
+    *,
+    session: Session,
+    caller: Caller,
+    data: AccountInput,
+    password: SecretStr,
+    box: SecretBox,
+    smtp: SmtpInput | None = None,
+) -> AccountView:
+    """Add a mailbox without a connection check (no network, so one transaction is enough)."""
+    new = validate_new_account(data, password, smtp)
+    return save_new_account(session=session, caller=caller, new=new, box=box).account
+
+
+def edit_account(
+    *,
+    sessions: SessionFactory,
+    caller: Caller,
+    account_id: int,
+    changes: AccountChanges,
+    box: SecretBox,
+    verify: Verifier | None = None,
+    force: bool = False,
+) -> SaveResult:
+    """Change an account's settings; when a connection setting changes, log in with the new
+    settings first (with no session open). Folder cursors are left alone: a server that really
+    changed reports another UIDVALIDITY and the engine resyncs that folder on its own."""
+    access.require_admin(caller, "edit mail accounts")
+    with sessions() as session:
+        plan = plan_edit(access.get_account(session, caller, account_id), changes, box)
+    check = None
+    if verify is not None and plan.connection_changed:
+        check = _verify(verify, plan.settings, force)
+    with sessions() as session:
+        account = access.get_account(session, caller, account_id)
+        for name, value in plan.values.items():
+            setattr(account, name, value)
+        if plan.connection_changed:
+            # New settings deserve a fresh try: end any backoff or 'needs new credentials' pause.
+            account.auth_failures = 0
+            account.consecutive_failures = 0
+            account.next_attempt_at = None
+            if account.status in (AccountStatus.NEEDS_CREDENTIALS, AccountStatus.AUTH_FAILED):
+                account.status = AccountStatus.NEW
+        _record_check_failure(account, check)
+        session.add(account)
+        session.flush()
+        return SaveResult(account=account_view(session, account), check=check, checked=check is not None)
+
+
+def set_password(
+    *, session: Session, caller: Caller, account_id: int, password: SecretStr, box: SecretBox
+) -> AccountView:
+    """New credentials end the 'needs new credentials' wait: the next sync tries again."""
+    access.require_admin(caller, "change an account's password")
+    account = access.get_account(session, caller, account_id)
+    account.secret_encrypted = box.encrypt(password)
+    account.auth_failures = 0
+    account.consecutive_failures = 0
+    account.next_attempt_at = None
+    if account.status in (AccountStatus.NEEDS_CREDENTIALS, AccountStatus.AUTH_FAILED):
+        account.status = AccountStatus.NEW
+    session.add(account)
+    session.flush()
+    return account_view(session, account)
+
+
+def connection_settings_of(
+    *, session: Session, caller: Caller, account_id: int, box: SecretBox
+) -> ConnectionSettings:
+    """The stored settings of an account, passwords decrypted, to test them: read in a short
+    session, checked after it closed."""
+    access.require_admin(caller, "test an account's connection")
+    account = access.get_account(session, caller, account_id)
+    return ConnectionSettings(
+        imap_host=account.imap_host,
+        imap_port=account.imap_port,
+        imap_security=account.imap_security,
+        username=account.username,
+        password=box.decrypt(account.secret_encrypted),
+        ca_file=account.ca_file,
+        smtp_host=account.smtp_host,
+        smtp_port=account.smtp_port,
+        smtp_security=account.smtp_security,
+        smtp_username=account.smtp_username,
+        smtp_password=box.decrypt(account.smtp_secret_encrypted) if account.smtp_secret_encrypted else None,
+    )

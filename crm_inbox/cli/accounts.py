@@ -1,0 +1,302 @@
+"""`crm-inbox account ...`: connect, edit, test, password, lifecycle, list, skipped mail.
+
+Thin: parse, call `crm.mailboxes` acting as the tenant's operator, print. Domain errors are
+reported by `crm_inbox.cli.errors` (no command catches them). Connection checks are composed
+here: `sync.check.make_verifier` is injected into `crm.mailboxes` (`crm` does not import
+`sync`), and the service runs it with no database session open (it is given `session_scope`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated, Any
+
+import typer
+from dateutil import parser as dateparser
+from pydantic import SecretStr
+from rich.table import Table
+
+from core.caller import Caller
+from core.db import session_scope
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import FolderRole, Security
+from crm import mailboxes
+from crm_inbox.cli.common import (
+    JsonOpt,
+    TenantOpt,
+    emit,
+    err,
+    jsonable,
+    operator,
+    out,
+    print_json,
+    read_password,
+    say,
+    warn,
+)
+
+account_app = typer.Typer(no_args_is_help=True, help="Connected mail accounts.")
+
+
+def _optional_password(stdin: bool, env: str | None) -> SecretStr | None:
+    if not stdin and not env:
+        return None
+    return read_password(stdin, env)
+
+
+def _caller_for(tenant: int | None) -> Caller:
+    """The operator of the tenant, resolved in a short session of its own (the service opens
+    its own around the connection check)."""
+    with session_scope() as session:
+        return operator(session, tenant)
+
+
+@account_app.command("add")
+def account_add(
+    email: Annotated[str, typer.Option(help="The mailbox address.")],
+    imap_host: Annotated[str, typer.Option()],
+    username: Annotated[str | None, typer.Option(help="Login (default: the e-mail).")] = None,
+    imap_port: Annotated[int | None, typer.Option(help="Default 993 for tls, 143 otherwise.")] = None,
+    security: Annotated[Security, typer.Option(help="tls (implicit), starttls, or plain.")] = Security.TLS,
+    ca_file: Annotated[str | None, typer.Option(help="CA bundle for a private certificate.")] = None,
+    smtp_host: Annotated[str | None, typer.Option()] = None,
+    smtp_port: Annotated[int | None, typer.Option()] = None,
+    smtp_security: Annotated[Security | None, typer.Option()] = None,
+    display_name: Annotated[str, typer.Option()] = "",
+    since: Annotated[str | None, typer.Option(help="First sync only takes mail since this date.")] = None,
+    interval: Annotated[int | None, typer.Option(help="Seconds between syncs.")] = None,
+    tenant: TenantOpt = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_env: Annotated[
+        str | None, typer.Option("--password-env", help="Env variable holding it.")
+    ] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Save without logging in first.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Connect a mailbox: logs in over IMAP (and SMTP when given) before saving."""
+    from sync.check import make_verifier
+
+    settings = get_settings()
+    password = read_password(password_stdin, password_env)
+    port = imap_port or (993 if security is Security.TLS else 143)
+    sync_since = dateparser.parse(since).replace(tzinfo=UTC) if since else None
+    data = mailboxes.AccountInput(
+        email=email,
+        imap_host=imap_host,
+        imap_port=port,
+        imap_security=security,
+        username=username or email,
+        display_name=display_name,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_security=smtp_security,
+        ca_file=ca_file,
+        sync_interval_seconds=interval or settings.default_sync_interval_seconds,
+        sync_since=sync_since,
+    )
+    saved = mailboxes.connect_account(
+        sessions=session_scope,
+        caller=_caller_for(tenant),
+        data=data,
+        password=password,
+        box=SecretBox.from_settings(),
+        verify=None if no_check else make_verifier(settings),
+        force=force,
+    )
+    if saved.check is not None and not saved.check.ok:
+        warn(f"saved despite a failing check: {saved.check.message}")
+    check = saved.check.message if saved.check else "Not checked (--no-check)."
+    result = {"id": saved.account.id, "email": saved.account.email, "check": check}
+    emit(as_json, result, f"Account {saved.account.id} ({saved.account.email}) added. {check}")
+
+
+@account_app.command("password")
+def account_password(
+    account_id: int,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env")] = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Replace an account's password (ends a 'needs new credentials' pause)."""
+    password = read_password(password_stdin, password_env)
+    with session_scope() as session:
+        mailboxes.set_password(
+            session=session,
+            caller=operator(session, tenant),
+            account_id=account_id,
+            password=password,
+            box=SecretBox.from_settings(),
+        )
+    say(f"Password of account {account_id} updated.")
+
+
+@account_app.command("list")
+def account_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Each account's state and the last successful sync of each folder."""
+    with session_scope() as session:
+        views = mailboxes.list_accounts(session=session, caller=operator(session, tenant))
+    if as_json:
+        print_json(views)
+        return
+    table = Table("id", "email", "active", "status", "INBOX last sync", "Sent last sync", "last error")
+    for view in views:
+        folders = {f.role: f for f in view.folders}
+
+        def when(role: FolderRole, folders: dict[Any, Any] = folders) -> str:
+            folder = folders.get(role)
+            if folder is None or folder.last_success_at is None:
+                return "never"
+            return f"{folder.last_success_at:%Y-%m-%d %H:%M:%S}"
+
+        table.add_row(
+            str(view.id),
+            view.email,
+            "yes" if view.active else "no",
+            view.status.value,
+            when(FolderRole.INBOX),
+            when(FolderRole.SENT),
+            view.last_error or "",
+        )
+    out.print(table)
+
+
+@account_app.command("skipped")
+def account_skipped(
+    account_id: Annotated[int | None, typer.Argument(help="Only this account.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 200,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mail that was not synced as conversation mail, with the reason (e.g. over 100 recipients)."""
+    with session_scope() as session:
+        rows = mailboxes.list_skipped(
+            session=session, caller=operator(session, tenant), account_id=account_id, limit=limit
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("account", "date (UTC)", "from", "subject", "recipients", "reason")
+    for row in rows:
+        when = f"{row.date:%Y-%m-%d %H:%M}" if row.date else ""
+        table.add_row(
+            str(row.account_id), when, row.from_email, row.subject, str(row.recipient_count), row.reason
+        )
+    out.print(table)
+
+
+@account_app.command("deactivate")
+def account_deactivate(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop syncing an account and hide it from inboxes; its mail is kept."""
+    with session_scope() as session:
+        view = mailboxes.deactivate_account(
+            session=session, caller=operator(session, tenant), account_id=account_id
+        )
+    emit(as_json, view, f"Account {account_id} ({view.email}) deactivated; its mail is kept.")
+
+
+@account_app.command("activate")
+def account_activate(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Reactivate an account: sync resumes where it stopped (counts towards the quota)."""
+    with session_scope() as session:
+        view = mailboxes.reactivate_account(
+            session=session, caller=operator(session, tenant), account_id=account_id
+        )
+    emit(as_json, view, f"Account {account_id} ({view.email}) is active; sync resumes where it stopped.")
+
+
+@account_app.command("delete")
+def account_delete(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete an account nobody uses and whose mail was never processed."""
+    with session_scope() as session:
+        mailboxes.delete_account(session=session, caller=operator(session, tenant), account_id=account_id)
+    emit(as_json, {"id": account_id, "deleted": True}, f"Account {account_id} deleted.")
+
+
+@account_app.command("test")
+def account_test(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Log in with the stored settings (IMAP, and SMTP when set) and report the problem, if any."""
+    from sync.check import verify_connection
+
+    with session_scope() as session:
+        settings = mailboxes.connection_settings_of(
+            session=session,
+            caller=operator(session, tenant),
+            account_id=account_id,
+            box=SecretBox.from_settings(),
+        )
+    # The session is closed: the servers may take their time.
+    result = verify_connection(settings, config=get_settings())
+    if as_json:
+        print_json({"id": account_id, **jsonable(result)})
+    elif result.ok:
+        say(f"Account {account_id}: {result.message}")
+    if not result.ok:
+        if not as_json:
+            err.print(f"[red]error:[/red] {result.message}", highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
+@account_app.command("edit")
+def account_edit(
+    account_id: int,
+    display_name: Annotated[str | None, typer.Option()] = None,
+    imap_host: Annotated[str | None, typer.Option()] = None,
+    imap_port: Annotated[int | None, typer.Option()] = None,
+    security: Annotated[Security | None, typer.Option(help="IMAP: tls, starttls or plain.")] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    ca_file: Annotated[str | None, typer.Option(help="CA bundle; '' removes it.")] = None,
+    smtp_host: Annotated[str | None, typer.Option(help="'' removes SMTP.")] = None,
+    smtp_port: Annotated[int | None, typer.Option()] = None,
+    smtp_security: Annotated[Security | None, typer.Option()] = None,
+    smtp_username: Annotated[str | None, typer.Option(help="'' means the IMAP username.")] = None,
+    interval: Annotated[int | None, typer.Option(help="Seconds between syncs.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="New IMAP password.")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env")] = None,
+    smtp_password_stdin: Annotated[
+        bool, typer.Option("--smtp-password-stdin", help="New SMTP password (line after the IMAP one).")
+    ] = False,
+    smtp_password_env: Annotated[str | None, typer.Option("--smtp-password-env")] = None,
+    same_smtp_password: Annotated[
+        bool, typer.Option("--same-smtp-password", help="SMTP uses the IMAP password again.")
+    ] = False,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Save without logging in first.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an account's settings; new connection settings are checked by logging in first."""
+    from sync.check import make_verifier
+
+    changes = mailboxes.AccountChanges(
+        display_name=display_name,
+        imap_host=imap_host,
+        imap_port=imap_port,
+        imap_security=security,
+        username=username,
+        password=_optional_password(password_stdin, password_env),
+        ca_file=ca_file,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_security=smtp_security,
+        smtp_username=smtp_username,
+        smtp_password=_optional_password(smtp_password_stdin, smtp_password_env),
+        clear_smtp_password=same_smtp_password,
+        sync_interval_seconds=interval,
+    )
+    saved = mailboxes.edit_account(
+        sessions=session_scope,
+        caller=_caller_for(tenant),
+        account_id=account_id,
+        changes=changes,
+        box=SecretBox.from_settings(),
+        verify=None if no_check else make_verifier(get_settings()),
+        force=force,
+    )
+    check = saved.check.message if saved.check else ("skipped" if no_check else "not needed")
+    if saved.check is not None and not saved.check.ok:
+        warn(f"saved despite a failing check: {saved.check.message}")
+    emit(
+        as_json, {**jsonable(saved.account), "check": check}, f"Account {account_id} updated. Check: {check}"
+    )
