@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, not_found
+from core.types import utcnow
 from crm import access
 from crm.models import MailAccount, Tenant, User
 
@@ -42,6 +43,7 @@ class UserView:
     phone: str
     is_admin: bool
     default_account_id: int | None
+    active: bool = True
 
 
 def user_view(user: User) -> UserView:
@@ -54,6 +56,7 @@ def user_view(user: User) -> UserView:
         phone=user.phone,
         is_admin=user.is_admin,
         default_account_id=user.default_account_id,
+        active=user.active,
     )
 
 
@@ -245,3 +248,30 @@ def target_user(session: Session, caller: Caller, user_id: int | None) -> User:
     if user_id != caller.user_id:
         access.require_admin(caller, "change another user's settings")
     return access.get_user(session, caller, user_id)
+
+
+def list_users(*, session: Session, caller: Caller) -> list[UserView]:
+    """The tenant's users (admins; members see the team through `crm.directory`)."""
+    access.require_admin(caller, "list users")
+    rows = session.exec(select(User).where(User.tenant_id == caller.tenant_id).order_by(User.email)).all()
+    return [user_view(u) for u in rows]
+
+
+def set_user_active(*, session: Session, caller: Caller, user_id: int, active: bool) -> UserView:
+    """Deactivate (or reactivate) a user: their history stays, their sessions and API tokens stop
+    working at the next request, and assignment rules skip them."""
+    user = access.get_user(session, caller, user_id)
+    access.require_admin(caller, "deactivate users" if not active else "reactivate users")
+    if not active and user.id == caller.user_id:
+        raise Conflict("cannot_deactivate_self", "You cannot deactivate yourself.", user_id=user_id)
+    if not active and user.is_admin and user.active:
+        admins = session.exec(
+            select(User).where(User.tenant_id == caller.tenant_id, User.is_admin, col(User.active).is_(True))
+        ).all()
+        if len(admins) <= 1:
+            raise Conflict("last_admin", "The last active admin cannot be deactivated.", user_id=user_id)
+    user.active = active
+    user.deactivated_at = None if active else utcnow()
+    session.add(user)
+    session.flush()
+    return user_view(user)

@@ -25,6 +25,8 @@ from crm_inbox.cli.accounts import account_app
 from crm_inbox.cli.common import JsonOpt, err, fail, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
 from crm_inbox.cli.records import register as register_record_commands
+from crm_inbox.cli.serve import register as register_serve
+from crm_inbox.cli.users import token_app, user_app
 from sync.types import FolderRole
 
 app = typer.Typer(
@@ -35,6 +37,9 @@ app.add_typer(cli_admin.access_app, name="access")
 app.add_typer(cli_admin.signature_app, name="signature")
 app.add_typer(cli_admin.tenant_app, name="tenant")
 register_record_commands(app)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+register_serve(app)
 
 
 @app.callback()
