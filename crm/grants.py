@@ -51,8 +51,8 @@ def _view(grant: AccountAccess, email: str) -> GrantView:
 def grant_access(*, session: Session, caller: Caller, account_id: int, user_id: int) -> GrantView:
     """Give a user an account's mail (a shared mailbox has many users, a personal one one).
     Idempotent: granting twice returns the existing grant."""
-    access.require_admin(caller, "grant access to mail accounts")
     access.get_account(session, caller, account_id)
+    access.require_admin(caller, "grant access to mail accounts")
     user = access.get_user(session, caller, user_id)
     grant = grant_of(session, user_id, account_id, caller.tenant_id)
     if grant is None:
@@ -65,8 +65,9 @@ def grant_access(*, session: Session, caller: Caller, account_id: int, user_id: 
 def revoke_access(*, session: Session, caller: Caller, account_id: int, user_id: int) -> None:
     """Take the account away from a user; its mail stays where it is (it belongs to the tenant).
     The user's default account is cleared if it was this one."""
-    access.require_admin(caller, "revoke access to mail accounts")
+    access.get_account(session, caller, account_id)
     user = access.get_user(session, caller, user_id)
+    access.require_admin(caller, "revoke access to mail accounts")
     grant = grant_of(session, user_id, account_id, caller.tenant_id)
     if grant is None:
         raise NotFound(
@@ -85,8 +86,8 @@ def revoke_access(*, session: Session, caller: Caller, account_id: int, user_id:
 
 def list_grants(*, session: Session, caller: Caller, account_id: int) -> list[GrantView]:
     """Who has access to an account (admins)."""
-    access.require_admin(caller, "list who has access to an account")
     access.get_account(session, caller, account_id)
+    access.require_admin(caller, "list who has access to an account")
     rows = session.exec(
         select(AccountAccess, User)
         .join(User, col(User.id) == col(AccountAccess.user_id))

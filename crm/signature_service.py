@@ -178,8 +178,8 @@ def add_signature(
 ) -> SignatureSaved:
     """Save a new signature (at most three per account). `text` is the plain-text template;
     without it the text version is derived from the HTML."""
-    access.require_admin(caller, "add signatures")
     access.get_account(session, caller, account_id)
+    access.require_admin(caller, "add signatures")
     # Lock the account row so two concurrent adds cannot both pass the count (PostgreSQL).
     account = session.exec(select(MailAccount).where(MailAccount.id == account_id).with_for_update()).one()
     existing = _rows(session, caller, account_id)
@@ -213,8 +213,8 @@ def update_signature(
     text: str | None = None,
 ) -> SignatureSaved:
     """Rename and/or replace a signature's templates. New HTML without new text re-derives the text."""
-    access.require_admin(caller, "edit signatures")
     signature = _get(session, caller, signature_id)
+    access.require_admin(caller, "edit signatures")
     warnings: tuple[str, ...] = ()
     if name is not None:
         signature.name = _check_name(session, signature.account_id, name, signature.id)
@@ -230,8 +230,8 @@ def update_signature(
 
 def delete_signature(*, session: Session, caller: Caller, signature_id: int) -> None:
     """Delete a signature; users who had it as default get no default for that account."""
-    access.require_admin(caller, "delete signatures")
     signature = _get(session, caller, signature_id)
+    access.require_admin(caller, "delete signatures")
     session.execute(
         update(AccountAccess)
         .where(col(AccountAccess.default_signature_id) == signature_id)

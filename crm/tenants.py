@@ -245,9 +245,10 @@ def target_user(session: Session, caller: Caller, user_id: int | None) -> User:
         if caller.user_id is None:
             raise InvalidInput("user_required", "Say which user this is about.", field="user_id")
         user_id = caller.user_id
+    user = access.get_user(session, caller, user_id)  # first: a user of another tenant is not found
     if user_id != caller.user_id:
         access.require_admin(caller, "change another user's settings")
-    return access.get_user(session, caller, user_id)
+    return user
 
 
 def list_users(*, session: Session, caller: Caller) -> list[UserView]:

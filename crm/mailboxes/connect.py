@@ -170,9 +170,10 @@ def edit_account(
     """Change an account's settings; when a connection setting changes, log in with the new
     settings first (with no session open). Folder cursors are left alone: a server that really
     changed reports another UIDVALIDITY and the engine resyncs that folder on its own."""
-    access.require_admin(caller, "edit mail accounts")
     with sessions() as session:
-        plan = plan_edit(access.get_account(session, caller, account_id), changes, box)
+        account = access.get_account(session, caller, account_id)  # first: invisible is not found
+        access.require_admin(caller, "edit mail accounts")
+        plan = plan_edit(account, changes, box)
     check = None
     if verify is not None and plan.connection_changed:
         check = _verify(verify, plan.settings, force)
@@ -197,8 +198,8 @@ def set_password(
     *, session: Session, caller: Caller, account_id: int, password: SecretStr, box: SecretBox
 ) -> AccountView:
     """New credentials end the 'needs new credentials' wait: the next sync tries again."""
-    access.require_admin(caller, "change an account's password")
     account = access.get_account(session, caller, account_id)
+    access.require_admin(caller, "change an account's password")
     account.secret_encrypted = box.encrypt(password)
     account.auth_failures = 0
     account.consecutive_failures = 0
@@ -215,8 +216,8 @@ def connection_settings_of(
 ) -> ConnectionSettings:
     """The stored settings of an account, passwords decrypted, to test them: read in a short
     session, checked after it closed."""
-    access.require_admin(caller, "test an account's connection")
     account = access.get_account(session, caller, account_id)
+    access.require_admin(caller, "test an account's connection")
     return ConnectionSettings(
         imap_host=account.imap_host,
         imap_port=account.imap_port,

@@ -27,8 +27,8 @@ from crm.models import (
 def deactivate_account(*, session: Session, caller: Caller, account_id: int) -> AccountView:
     """Stop syncing and hide the account from inboxes; its mail, folder cursors, access grants and
     users' defaults stay, so reactivating brings everything back where it stopped."""
-    access.require_admin(caller, "deactivate mail accounts")
     account = access.get_account(session, caller, account_id)
+    access.require_admin(caller, "deactivate mail accounts")
     if account.active:
         account.active = False
         account.deactivated_at = utcnow()
@@ -39,8 +39,8 @@ def deactivate_account(*, session: Session, caller: Caller, account_id: int) -> 
 
 def reactivate_account(*, session: Session, caller: Caller, account_id: int) -> AccountView:
     """Sync again from the saved cursors; counts towards the quota again, so it is checked."""
-    access.require_admin(caller, "reactivate mail accounts")
     account = access.get_account(session, caller, account_id)
+    access.require_admin(caller, "reactivate mail accounts")
     if not account.active:
         tenant = tenants.lock_tenant_row(session, account.tenant_id)
         tenants.ensure_quota(session=session, tenant=tenant)
@@ -55,8 +55,8 @@ def reactivate_account(*, session: Session, caller: Caller, account_id: int) -> 
 def delete_account(*, session: Session, caller: Caller, account_id: int) -> None:
     """Delete an account that never mattered: nobody has access and no mail of it was ever
     processed. Anything else must be deactivated instead, so no stored mail loses its source."""
-    access.require_admin(caller, "delete mail accounts")
     account = access.get_account(session, caller, account_id)
+    access.require_admin(caller, "delete mail accounts")
     holders = list(
         session.exec(
             select(User.email)

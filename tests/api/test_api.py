@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from core.db import session_scope
 from crm import auth
-from crm.models import User
+from crm.models import Signature, User
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 
@@ -179,6 +179,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/threads/{thread_id}/notes"): {"body": "hello"},
     ("post", "/api/threads/{thread_id}/presence"): {"state": "viewing"},
     ("put", "/api/accounts/{account_id}/assignment-rule"): {"mode": "none"},
+    ("patch", "/api/accounts/{account_id}"): {"display_name": "x", "check": False},
+    ("post", "/api/accounts/{account_id}/active"): {"active": False},
+    ("post", "/api/accounts/{account_id}/grants"): {"user_id": 1},
+    ("put", "/api/accounts/{account_id}/default-signature"): {"signature_id": None},
+    ("post", "/api/accounts/{account_id}/signatures"): {"name": "x", "html": "<p>x</p>"},
+    ("patch", "/api/signatures/{signature_id}"): {"name": "y"},
+    ("put", "/api/users/{user_id}/default-account"): {"account_id": None},
+    ("post", "/api/users/{user_id}/active"): {"active": False},
 }
 
 
@@ -194,12 +202,41 @@ def _invisible_ids(world: World, who: str) -> dict[str, list[int]]:
         "bob": ["alpha1", "gamma1", "xeno1"],
         "other_admin": ["alpha1", "beta1", "shared1", "gamma1"],
     }[who]
+    other_users = [u for name, u in world.users.items() if (name == "other_admin") != (who == "other_admin")]
     return {
+        "user_id": other_users,
+        "signature_id": [],  # filled by the test
         "thread_id": [world.threads[n] for n in hidden_threads],
         "message_pk": [world.messages[n] for n in hidden_messages],
         "token_id": [],  # filled by the test: a token of another user
         "account_id": [world.accounts[k] for k in ("A", "B", "C", "X") if not _sees(who, k)],
     }
+
+
+def _visible_id(world: World, who: str, param: str) -> int:
+    visible = {
+        "user_id": world.users[who],
+        "account_id": world.accounts[{"alice": "A", "bob": "B", "other_admin": "X"}[who]],
+    }
+    assert param in visible, f"the sweep needs a visible id for {param}"
+    return visible[param]
+
+
+def _signatures_of(db: Engine, world: World, accounts: list[str]) -> list[int]:
+    ids = []
+    with session_scope(db) as s:
+        for key in accounts:
+            row = Signature(
+                tenant_id=world.other_tenant if key == "X" else world.tenant,
+                account_id=world.accounts[key],
+                name=f"Sig {key}",
+                html="<p>Regards</p>",
+                text="Regards",
+            )
+            s.add(row)
+            s.flush()
+            ids.append(row.id or 0)
+    return ids
 
 
 def _sees(who: str, account: str) -> bool:
@@ -218,6 +255,7 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     with Session(db) as s:
         tokens = auth.list_tokens(session=s, caller=world.caller("admin"), user_id=world.users[owner])
     ids["token_id"] = [t.id for t in tokens]
+    ids["signature_id"] = _signatures_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():
@@ -229,6 +267,8 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
                 assert param in ids, f"the sweep does not know the path parameter {param} of {path}"
                 for ident in ids[param]:
                     url = path.replace("{" + param + "}", str(ident))
+                    for other in (p for p in params if p != param):  # the others: ids the caller sees
+                        url = url.replace("{" + other + "}", str(_visible_id(world, who, other)))
                     body = BODIES.get((method, path))
                     if "requestBody" in operations[method]:
                         assert body is not None, f"the sweep needs a valid body for {method.upper()} {path}"
