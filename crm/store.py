@@ -12,7 +12,7 @@ nothing: a location that exists is left alone, a Message-ID that exists gets a n
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,7 +236,7 @@ def finish_run(
     quarantined: int,
     expunged: int,
     errors: Sequence[str],
-    error_status: Any = None,
+    error_code: str | None = None,
 ) -> SyncRun:
     run = session.get_one(SyncRun, run_id)
     run.ended_at = utcnow()
@@ -248,7 +248,7 @@ def finish_run(
     run.quarantined = quarantined
     run.expunged = expunged
     run.errors = list(errors)
-    run.error_status = error_status
+    run.error_status = status_for(error_code) if error_code else None
     session.add(run)
     return run
 
@@ -348,7 +348,8 @@ def finish_folder_pass(
     uidnext: int | None,
     messages: int | None,
     highestmodseq: int | None,
-    error: str | None = None,
+    error_code: str | None = None,
+    error_params: Mapping[str, Any] | None = None,
     completed: bool = True,
     pending: bool = False,
     initial_done: bool = True,
@@ -360,7 +361,7 @@ def finish_folder_pass(
     folder = session.get_one(FolderState, folder_id)
     now = utcnow()
     folder.last_synced_at = now
-    folder.last_error_code, folder.last_error_params = "stored_text", {"text": error}
+    folder.last_error_code, folder.last_error_params = error_code, dict(error_params or {})
     if completed:
         folder.last_success_at = now
         folder.initial_sync_done = folder.initial_sync_done or initial_done
@@ -808,25 +809,53 @@ def record_account_success(*, session: Session, account_id: int) -> None:
     session.add(account)
 
 
+# Which status an account shows for a stored problem code (`core.problems`). `sync` raises the
+# codes; the account's health is decided here, so protocol errors never depend on a database enum.
+STATUS_BY_CODE: dict[str, AccountStatus] = {
+    "auth_failed": AccountStatus.AUTH_FAILED,
+    "auth_stopped": AccountStatus.NEEDS_CREDENTIALS,
+    "credentials_unreadable": AccountStatus.NEEDS_CREDENTIALS,
+    "certificate_untrusted": AccountStatus.TLS_ERROR,
+    "tls_failed": AccountStatus.TLS_ERROR,
+    "smtp_tls_failed": AccountStatus.TLS_ERROR,
+    "host_not_found": AccountStatus.HOST_NOT_FOUND,
+    "host_blocked": AccountStatus.HOST_NOT_FOUND,
+    "connection_refused": AccountStatus.CONNECTION_FAILED,
+    "connection_timed_out": AccountStatus.CONNECTION_FAILED,
+    "connection_lost": AccountStatus.CONNECTION_FAILED,
+    "folder_missing": AccountStatus.FOLDER_MISSING,
+    "inbox_missing": AccountStatus.FOLDER_MISSING,
+    "sent_folder_missing": AccountStatus.FOLDER_MISSING,
+}
+
+
+def status_for(code: str, params: Mapping[str, Any] | None = None) -> AccountStatus:
+    """The account status of a problem code; several folder problems show the first one's."""
+    if code == "folder_problems":
+        first = next(iter((params or {}).get("problems") or ()), None)
+        return status_for(str(first.get("code"))) if isinstance(first, Mapping) else AccountStatus.ERROR
+    return STATUS_BY_CODE.get(code, AccountStatus.ERROR)
+
+
 def record_account_failure(
     *,
     session: Session,
     account_id: int,
-    status: AccountStatus,
-    message: str,
-    auth_failure: bool,
+    code: str,
+    params: Mapping[str, Any],
     max_auth_failures: int,
     retry_later: bool = True,
 ) -> None:
-    """Save the error the user must see, and when to try again. After `max_auth_failures`
-    refused logins in a row the account waits for new credentials: retrying a wrong password
-    gets accounts locked by providers."""
+    """Save the problem the user must see (code + params), and when to try again. After
+    `max_auth_failures` refused logins in a row the account waits for new credentials
+    (`auth_stopped`): retrying a wrong password gets accounts locked by providers."""
 
     account = session.get_one(MailAccount, account_id)
     now = utcnow()
+    status = status_for(code, params)
     if not retry_later:
         account.status = status
-        account.last_error_code, account.last_error_params = "stored_text", {"text": message}
+        account.last_error_code, account.last_error_params = code, dict(params)
         account.last_error_at = now
         account.last_success_at = now
         account.consecutive_failures = 0
@@ -834,15 +863,15 @@ def record_account_failure(
         session.add(account)
         return
     account.consecutive_failures += 1
-    account.last_error_code, account.last_error_params = "stored_text", {"text": message}
+    account.last_error_code, account.last_error_params = code, dict(params)
     account.last_error_at = now
     account.status = status
-    if auth_failure:
+    if code == "auth_failed":
         account.auth_failures += 1
         if account.auth_failures >= max_auth_failures:
             account.status = AccountStatus.NEEDS_CREDENTIALS
-            text = f"{message} Stopped retrying after {account.auth_failures} refused logins."
-            account.last_error_code, account.last_error_params = "stored_text", {"text": text}
+            account.last_error_code = "auth_stopped"
+            account.last_error_params = {**params, "failures": account.auth_failures}
     else:
         account.auth_failures = 0
     account.next_attempt_at = now + backoff_delay(account.consecutive_failures)

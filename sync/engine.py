@@ -32,6 +32,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -55,6 +56,30 @@ ProgressCallback = Callable[[int, FolderRole, int, int], None]  # account id, ro
 BatchCallback = Callable[[int, list[int]], None]  # tenant id, new message pks
 
 
+@dataclass(frozen=True, slots=True)
+class FolderProblem:
+    """A problem confined to one folder (None: about the account's folders as a whole)."""
+
+    folder: str | None
+    code: str
+    params: dict[str, Any]
+    message: str
+
+    @classmethod
+    def of(cls, folder: str | None, error: errors.SyncError) -> FolderProblem:
+        return cls(folder=folder, code=error.code, params=dict(error.fields), message=error.message)
+
+
+def _folder_problems(found: Sequence[FolderProblem]) -> tuple[str, dict[str, Any]]:
+    """What the account stores for its folder problems: the one problem as it is, several as
+    `folder_problems` (rendered one after the other, each with its folder)."""
+    if len(found) == 1 and found[0].folder is None:
+        return found[0].code, found[0].params
+    return "folder_problems", {
+        "problems": [{"folder": p.folder, "code": p.code, "params": p.params} for p in found]
+    }
+
+
 @dataclass(slots=True)
 class SyncSummary:
     account_id: int
@@ -71,7 +96,7 @@ class SyncSummary:
     skip_reason: str = ""
     folders: dict[str, str] = field(default_factory=dict)
     # Problems confined to one folder: the account still synced, no backoff.
-    folder_problems: list[errors.SyncError] = field(default_factory=list)
+    folder_problems: list[FolderProblem] = field(default_factory=list)
 
     def add(self, result: store.BatchResult) -> None:
         self.new_messages += result.new_messages
@@ -307,9 +332,7 @@ class SyncEngine:
             summary.errors.append(str(exc))
         except Exception as exc:  # one account's bug must not stop the others
             log.exception("unexpected error while syncing account %s", account_id)
-            failure = errors.SyncError(
-                f"Unexpected error ({type(exc).__name__}); details are in the worker log."
-            )
+            failure = errors.UnexpectedError(type(exc).__name__)
             summary.errors.append(str(failure))
         self._finish(account, run_id, summary, failure)
         return summary
@@ -352,7 +375,7 @@ class SyncEngine:
                 quarantined=summary.quarantined,
                 expunged=summary.expunged,
                 errors=summary.errors,
-                error_status=failure.status if failure else None,
+                error_code=failure.code if failure else None,
             )
             if isinstance(failure, errors.LeaseLost):
                 pass  # the worker that took over reports the account's state
@@ -360,20 +383,19 @@ class SyncEngine:
                 store.record_account_failure(
                     session=session,
                     account_id=account.id,
-                    status=failure.status,
-                    message=str(failure),
-                    auth_failure=isinstance(failure, errors.AuthFailed),
+                    code=failure.code,
+                    params=failure.params,
                     max_auth_failures=self.settings.max_auth_failures,
                 )
             elif summary.folder_problems:
                 # The connection worked but a folder had a problem (e.g. no Sent folder): show
                 # it on the account, without backing off the folders that do sync.
+                code, params = _folder_problems(summary.folder_problems)
                 store.record_account_failure(
                     session=session,
                     account_id=account.id,
-                    status=summary.folder_problems[0].status,
-                    message=" ".join(summary.errors),
-                    auth_failure=False,
+                    code=code,
+                    params=params,
                     max_auth_failures=self.settings.max_auth_failures,
                     retry_later=False,
                 )
@@ -386,16 +408,13 @@ class SyncEngine:
         try:
             password = self._box.decrypt(account.secret_encrypted)
         except SecretKeyError as exc:
-            raise errors.CredentialsUnreadable(str(exc)) from exc
+            raise errors.CredentialsUnreadable() from exc
         with imap.connect(account.endpoint, password) as conn:
             folders = pick_folders(conn.list_folders())
             summary.folders = {role.value: name for role, name in folders.items()}
             if FolderRole.SENT not in folders:
-                missing = errors.FolderMissing(
-                    "No Sent folder was found (no folder marked \\Sent, and none of the usual "
-                    "names such as Sent, Sent Items or Éléments envoyés); only INBOX was synced."
-                )
-                summary.folder_problems.append(missing)
+                missing = errors.SentFolderMissing()
+                summary.folder_problems.append(FolderProblem.of(None, missing))
                 summary.errors.append(str(missing))
             for role in (FolderRole.INBOX, FolderRole.SENT):
                 if role not in folders or self.stop_event.is_set():
@@ -404,7 +423,7 @@ class SyncEngine:
                     _FolderPass(self, conn, account, identities, role, folders[role], summary).run()
                 except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
                     # A folder-level problem: record it and go on with the other folder.
-                    summary.folder_problems.append(exc)
+                    summary.folder_problems.append(FolderProblem.of(folders[role], exc))
                     summary.errors.append(f"{folders[role]}: {exc}")
                     with session_scope(self.db) as session:
                         cursor = store.folder_cursor(
@@ -416,7 +435,8 @@ class SyncEngine:
                             uidnext=None,
                             messages=None,
                             highestmodseq=None,
-                            error=str(exc),
+                            error_code=exc.code,
+                            error_params=exc.params,
                             completed=False,
                         )
 

@@ -142,6 +142,14 @@ def test_unstable_uidvalidity_is_flagged_not_looped(setup, settings) -> None:  #
     assert account.status is AccountStatus.ERROR and "UIDVALIDITY" in (
         problems.render(account.last_error_code, account.last_error_params) or ""
     )
+    assert account.last_error_code == "folder_problems"
+    assert account.last_error_params["problems"] == [
+        {"folder": "INBOX", "code": "uidvalidity_unstable", "params": {"folder": "INBOX"}}
+    ]
+    assert [(p.folder, p.code) for p in summary.folder_problems] == [("INBOX", "uidvalidity_unstable")]
+    with Session(db) as session:
+        folder = session.exec(select(FolderState).where(FolderState.account_id == account_id)).first()
+    assert folder is not None and folder.last_error_code == "uidvalidity_unstable"
 
 
 def test_expunge_is_noticed_and_mail_kept(setup) -> None:  # type: ignore[no-untyped-def]
@@ -225,6 +233,7 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
     with Session(db) as session:
         account = session.get_one(MailAccount, bad)
     assert account.status is AccountStatus.AUTH_FAILED
+    assert (account.last_error_code, account.last_error_params["host"]) == ("auth_failed", "127.0.0.1")
     assert account.next_attempt_at is not None and account.next_attempt_at > datetime.now(UTC)
     # Scheduled runs respect the backoff.
     assert engine.sync_account(bad).skip_reason.startswith("backing off")
@@ -233,6 +242,11 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
     with Session(db) as session:
         account = session.get_one(MailAccount, bad)
     assert account.status is AccountStatus.NEEDS_CREDENTIALS
+    assert account.last_error_code == "auth_stopped"
+    assert account.last_error_params["failures"] == settings.max_auth_failures
+    stopped = problems.render(account.last_error_code, account.last_error_params) or ""
+    assert f"Stopped retrying after {settings.max_auth_failures} refused logins." in stopped
+    assert stopped.startswith("Authentication failed for")
     assert engine.sync_account(bad, ignore_backoff=True).skip_reason == "account needs new credentials"
 
     from pydantic import SecretStr
@@ -255,7 +269,8 @@ def test_untrusted_certificate(setup) -> None:  # type: ignore[no-untyped-def]
     assert summary.status == "failed"
     assert "certificate" in summary.errors[0] and "not trusted" in summary.errors[0]
     with Session(db) as session:
-        assert session.get_one(MailAccount, account_id).status is AccountStatus.TLS_ERROR
+        account = session.get_one(MailAccount, account_id)
+    assert (account.status, account.last_error_code) == (AccountStatus.TLS_ERROR, "certificate_untrusted")
 
 
 def test_starttls_and_plain(setup) -> None:  # type: ignore[no-untyped-def]
@@ -402,7 +417,11 @@ def test_changed_encryption_key_asks_for_credentials(setup, monkeypatch) -> None
     summary = SyncEngine(db=db).sync_account(account_id)
     assert summary.status == "failed" and "cannot be decrypted" in summary.errors[0]
     with Session(db) as session:
-        assert session.get_one(MailAccount, account_id).status is AccountStatus.NEEDS_CREDENTIALS
+        account = session.get_one(MailAccount, account_id)
+    assert (account.status, account.last_error_code) == (
+        AccountStatus.NEEDS_CREDENTIALS,
+        "credentials_unreadable",
+    )
 
 
 def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> None:  # type: ignore[no-untyped-def]
