@@ -1,4 +1,4 @@
-"""One account, one pass: IMAP -> parse -> crm.store. No scheduling here (see scheduler.py).
+"""One account, one pass: IMAP -> parse -> crm.mailstore. No scheduling here (see scheduler.py).
 
 The pass, per folder (INBOX, then Sent):
 
@@ -42,7 +42,7 @@ from core.db import get_engine, session_scope
 from core.secrets import SecretBox, SecretKeyError
 from core.settings import Settings, get_settings
 from core.types import AccountStatus, RunStatus, SkipReason, utcnow
-from crm import store
+from crm import mailstore, sync_state
 from crm.models import MailAccount
 from sync import errors, imap
 from sync.folders import pick_folders
@@ -98,7 +98,7 @@ class SyncSummary:
     # Problems confined to one folder: the account still synced, no backoff.
     folder_problems: list[FolderProblem] = field(default_factory=list)
 
-    def add(self, result: store.BatchResult) -> None:
+    def add(self, result: mailstore.BatchResult) -> None:
         self.new_messages += result.new_messages
         self.new_locations += result.new_locations
         self.skipped += result.skipped
@@ -121,13 +121,13 @@ class _Account:
 
 def to_message_data(
     parsed: ParsedMessage, *, raw: bytes | None, headers_only: bool = False
-) -> store.MessageData:
-    """The engine's one conversion from a parser value to what `crm.store` takes."""
+) -> mailstore.MessageData:
+    """The engine's one conversion from a parser value to what `crm.mailstore` takes."""
 
     def pairs(addresses: Sequence[object]) -> tuple[tuple[str, str], ...]:
         return tuple((a.email, a.name) for a in addresses)  # type: ignore[attr-defined]
 
-    return store.MessageData(
+    return mailstore.MessageData(
         message_id=parsed.message_id,
         message_id_synthetic=parsed.message_id_synthetic,
         content_hash=parsed.content_hash,
@@ -171,7 +171,7 @@ class _Fetched:
     batch: list[int]
     done: set[int]  # already stored earlier, or gone from the server
     failures: dict[int, str] = field(default_factory=dict)
-    early: list[store.Incoming] = field(default_factory=list)  # decided from headers alone
+    early: list[mailstore.Incoming] = field(default_factory=list)  # decided from headers alone
     metas: dict[int, MessageMeta] = field(default_factory=dict)
     known: set[str] = field(default_factory=set)
     bodies: dict[int, bytes] = field(default_factory=dict)
@@ -184,15 +184,15 @@ def _parse_jobs(jobs: list[tuple[int, bytes, datetime | None]]) -> list[tuple[in
     return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
 
 
-def _dedupe(items: list[store.Incoming]) -> list[store.Incoming]:
+def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
     """Two UIDs of one batch holding the same Message-ID: the second is a known location."""
     seen: set[str] = set()
-    out: list[store.Incoming] = []
+    out: list[mailstore.Incoming] = []
     for item in sorted(items, key=lambda i: i.location.uid):
-        if isinstance(item, store.NewMail):
+        if isinstance(item, mailstore.NewMail):
             if item.data.message_id in seen:
-                item = store.KnownMail(location=item.location, message_id=item.data.message_id)
-            seen.add(item.data.message_id if isinstance(item, store.NewMail) else item.message_id)
+                item = mailstore.KnownMail(location=item.location, message_id=item.data.message_id)
+            seen.add(item.data.message_id if isinstance(item, mailstore.NewMail) else item.message_id)
         out.append(item)
     return out
 
@@ -293,8 +293,8 @@ class SyncEngine:
             if row.lease_owner and row.lease_owner != self.worker_id and _holder_is_dead(row.lease_owner):
                 # A worker on this machine was killed mid-sync: take over at once instead of
                 # waiting for its lease to expire. Its cursor is at the last committed batch.
-                store.break_lease(session=session, account_id=account_id, owner=row.lease_owner)
-            if not store.claim_account(
+                sync_state.break_lease(session=session, account_id=account_id, owner=row.lease_owner)
+            if not sync_state.claim_account(
                 session=session,
                 account_id=account_id,
                 owner=self.worker_id,
@@ -302,7 +302,7 @@ class SyncEngine:
             ):
                 summary.status, summary.skip_reason = "skipped", "another worker is syncing this account"
                 return summary
-            run = store.start_run(session=session, account_id=account_id)
+            run = sync_state.start_run(session=session, account_id=account_id)
             assert run.id is not None and row.id is not None
             run_id = run.id
             account = _Account(
@@ -322,7 +322,7 @@ class SyncEngine:
                 secret_encrypted=row.secret_encrypted,
                 sync_since=row.sync_since,
             )
-            identities = store.tenant_identities(session=session, tenant_id=row.tenant_id)
+            identities = mailstore.tenant_identities(session=session, tenant_id=row.tenant_id)
 
         failure: errors.SyncError | None = None
         try:
@@ -361,13 +361,13 @@ class SyncEngine:
             "partial": RunStatus.PARTIAL,
         }.get(summary.status, RunStatus.OK)
         with session_scope(self.db) as session:
-            counts = store.BatchResult(
+            counts = mailstore.BatchResult(
                 new_messages=summary.new_messages,
                 new_locations=summary.new_locations,
                 skipped=summary.skipped,
                 malformed=summary.malformed,
             )
-            store.finish_run(
+            sync_state.finish_run(
                 session=session,
                 run_id=run_id,
                 status=run_status,
@@ -380,7 +380,7 @@ class SyncEngine:
             if isinstance(failure, errors.LeaseLost):
                 pass  # the worker that took over reports the account's state
             elif failure is not None:
-                store.record_account_failure(
+                sync_state.record_account_failure(
                     session=session,
                     account_id=account.id,
                     code=failure.code,
@@ -391,7 +391,7 @@ class SyncEngine:
                 # The connection worked but a folder had a problem (e.g. no Sent folder): show
                 # it on the account, without backing off the folders that do sync.
                 code, params = _folder_problems(summary.folder_problems)
-                store.record_account_failure(
+                sync_state.record_account_failure(
                     session=session,
                     account_id=account.id,
                     code=code,
@@ -400,8 +400,8 @@ class SyncEngine:
                     retry_later=False,
                 )
             else:
-                store.record_account_success(session=session, account_id=account.id)
-            store.release_account(session=session, account_id=account.id, owner=self.worker_id)
+                sync_state.record_account_success(session=session, account_id=account.id)
+            sync_state.release_account(session=session, account_id=account.id, owner=self.worker_id)
 
     # -----------------------------------------------------------------------------------------
     def _sync_folders(self, account: _Account, identities: frozenset[str], summary: SyncSummary) -> None:
@@ -426,10 +426,10 @@ class SyncEngine:
                     summary.folder_problems.append(FolderProblem.of(folders[role], exc))
                     summary.errors.append(f"{folders[role]}: {exc}")
                     with session_scope(self.db) as session:
-                        cursor = store.folder_cursor(
+                        cursor = sync_state.folder_cursor(
                             session=session, account_id=account.id, role=role, name=folders[role]
                         )
-                        store.finish_folder_pass(
+                        sync_state.finish_folder_pass(
                             session=session,
                             folder_id=cursor.folder_id,
                             uidnext=None,
@@ -473,7 +473,7 @@ class _FolderPass:
     def run(self) -> None:
         status = self.conn.status(self.name)
         with self._session() as session:
-            cursor = store.folder_cursor(
+            cursor = sync_state.folder_cursor(
                 session=session, account_id=self.account.id, role=self.role, name=self.name
             )
         self.folder_id = cursor.folder_id
@@ -491,7 +491,7 @@ class _FolderPass:
         log.info("account %s folder %s: %s (%s)", self.account.id, self.name, plan.action, plan.reason)
         if plan.action is Action.NOTHING:
             with self._session() as session:
-                store.finish_folder_pass(
+                sync_state.finish_folder_pass(
                     session=session,
                     folder_id=self.folder_id,
                     uidnext=status.uidnext,
@@ -503,16 +503,16 @@ class _FolderPass:
             raise errors.ProtocolError(f"reading {self.name}: {plan.reason}")
         if plan.action is Action.FLAGGED:
             with self._session() as session:
-                store.flag_unstable(session=session, folder_id=self.folder_id)
+                sync_state.flag_unstable(session=session, folder_id=self.folder_id)
             raise errors.UidValidityUnstable(self.name)
         if plan.action is Action.RESYNC:
             assert plan.uidvalidity is not None
             log.warning("account %s folder %s: %s, resyncing", self.account.id, self.name, plan.reason)
             with self._session() as session:
-                store.begin_resync(session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity)
+                sync_state.begin_resync(session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity)
         elif plan.action is Action.INITIAL and saved.uidvalidity is None:
             with self._session() as session:
-                store.begin_initial(
+                sync_state.begin_initial(
                     session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity or 0
                 )
 
@@ -540,7 +540,7 @@ class _FolderPass:
         messages = self._notice_expunged(selected.messages)
         self._refresh_flags(plan.flags_since, plan.full_flag_scan)
         with self._session() as session:
-            store.finish_folder_pass(
+            sync_state.finish_folder_pass(
                 session=session,
                 folder_id=self.folder_id,
                 uidnext=selected.uidnext or status.uidnext,
@@ -604,7 +604,7 @@ class _FolderPass:
         with self._session() as session:
             self._renew(session)
         with self._session() as session:
-            already = store.seen_uids(
+            already = mailstore.seen_uids(
                 session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=batch
             )
         todo = [u for u in batch if u not in already]
@@ -621,7 +621,7 @@ class _FolderPass:
             for uid, m in fetched.metas.items()
         }
         with self._session() as session:
-            fetched.known = store.known_message_ids(
+            fetched.known = mailstore.known_message_ids(
                 session=session,
                 tenant_id=self.account.tenant_id,
                 message_ids=[h.message_id for h in heads.values() if not h.message_id_synthetic],
@@ -630,9 +630,9 @@ class _FolderPass:
         header_only: list[int] = []
         for uid, meta in sorted(fetched.metas.items()):
             head = heads[uid]
-            location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
             if not head.message_id_synthetic and head.message_id in fetched.known:
-                fetched.early.append(store.KnownMail(location=location, message_id=head.message_id))
+                fetched.early.append(mailstore.KnownMail(location=location, message_id=head.message_id))
             elif head.recipient_count > self.settings.max_recipients:
                 fetched.early.append(self._skipped(location, head))
             elif meta.size > self.settings.max_message_bytes:
@@ -685,21 +685,21 @@ class _FolderPass:
         known = fetched.known
         for uid, parsed in self._parsed(fetched):
             meta = fetched.metas[uid]
-            location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
             if parsed.recipient_count > self.settings.max_recipients:
                 items.append(self._skipped(location, parsed))
             elif parsed.message_id in known:
-                items.append(store.KnownMail(location=location, message_id=parsed.message_id))
+                items.append(mailstore.KnownMail(location=location, message_id=parsed.message_id))
             else:
                 raw = fetched.bodies[uid]
-                items.append(store.NewMail(location=location, data=to_message_data(parsed, raw=raw)))
+                items.append(mailstore.NewMail(location=location, data=to_message_data(parsed, raw=raw)))
                 known.add(parsed.message_id)
         for uid, header in sorted(fetched.headers.items()):
             meta = fetched.metas[uid]
-            location = store.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
             parsed = parse_message(header, internal_date=meta.internal_date)
             items.append(
-                store.NewMail(location=location, data=to_message_data(parsed, raw=header, headers_only=True))
+                mailstore.NewMail(location=location, data=to_message_data(parsed, raw=header, headers_only=True))
             )
         items = _dedupe(items)
         quarantined = self._record_failures(fetched.failures)
@@ -710,8 +710,8 @@ class _FolderPass:
             for callback in self.engine.after_batch:
                 callback(self.account.tenant_id, result.stored_message_pks)
 
-    def _skipped(self, location: store.Location, parsed: ParsedMessage) -> store.SkippedMail:
-        return store.SkippedMail(
+    def _skipped(self, location: mailstore.Location, parsed: ParsedMessage) -> mailstore.SkippedMail:
+        return mailstore.SkippedMail(
             location=location,
             message_id=parsed.message_id,
             reason=SkipReason.TOO_MANY_RECIPIENTS,
@@ -749,7 +749,7 @@ class _FolderPass:
             return quarantined
         with self._session() as session:
             for uid, error in failures.items():
-                if store.record_failure(
+                if mailstore.record_failure(
                     session=session,
                     account_id=self.account.id,
                     folder_id=self.folder_id,
@@ -764,9 +764,9 @@ class _FolderPass:
             log.warning("account %s %s UID %s: %s", self.account.id, self.name, uid, error)
         return quarantined
 
-    def _apply(self, items: Sequence[store.Incoming], cursor: int | None) -> store.BatchResult:
+    def _apply(self, items: Sequence[mailstore.Incoming], cursor: int | None) -> mailstore.BatchResult:
         with self._session() as session:
-            result = store.apply_batch(
+            result = mailstore.apply_batch(
                 session=session,
                 tenant_id=self.account.tenant_id,
                 account_id=self.account.id,
@@ -775,7 +775,7 @@ class _FolderPass:
                 uidvalidity=self.uidvalidity,
                 items=items,
                 identities=self.identities,
-                cursor=store.CursorUpdate(cursor) if cursor is not None else None,
+                cursor=mailstore.CursorUpdate(cursor) if cursor is not None else None,
             )
             self._renew(session)
         return result
@@ -783,7 +783,7 @@ class _FolderPass:
     def _renew(self, session: Session) -> None:
         """Still ours? A worker that lost its claim (it stalled past the lease and another took
         over) must stop before writing: raising rolls the batch back."""
-        if not store.renew_lease(
+        if not sync_state.renew_lease(
             session=session,
             account_id=self.account.id,
             owner=self.engine.worker_id,
@@ -802,7 +802,7 @@ class _FolderPass:
         if batch and cursor < batch[-1]:
             self.blocked = True
 
-    def _store(self, items: list[store.Incoming], batch: list[int], done: set[int]) -> store.BatchResult:
+    def _store(self, items: list[mailstore.Incoming], batch: list[int], done: set[int]) -> mailstore.BatchResult:
         """Write the batch and advance the cursor as far as it is done."""
         cursor = self._cursor_after(batch, done)
         try:
@@ -819,7 +819,7 @@ class _FolderPass:
             return result
         # One message broke the batch (or another worker stored the same Message-ID first):
         # store each in its own transaction and count failures towards quarantine.
-        total = store.BatchResult()
+        total = mailstore.BatchResult()
         failures: dict[int, str] = {}
         for item in items:
             try:
@@ -845,7 +845,7 @@ class _FolderPass:
     # -----------------------------------------------------------------------------------------
     def _notice_expunged(self, server_count: int | None) -> int | None:
         with self._session() as session:
-            ours = store.live_uids(session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity)
+            ours = mailstore.live_uids(session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity)
         # Equal counts prove nothing was removed only when we hold every message of the folder:
         # not with a history window (older mail was left out) nor with a UID still to retry.
         complete = self.account.sync_since is None and not self.blocked
@@ -855,7 +855,7 @@ class _FolderPass:
         gone = ours - on_server
         if gone:
             with self._session() as session:
-                self.summary.expunged += store.mark_expunged(
+                self.summary.expunged += mailstore.mark_expunged(
                     session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=gone
                 )
         return len(on_server)
@@ -868,6 +868,6 @@ class _FolderPass:
         changed = self.conn.all_flags() if full_scan else self.conn.changed_flags(since or 0)
         if changed:
             with self._session() as session:
-                store.update_flags(
+                mailstore.update_flags(
                     session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, flags=changed
                 )
