@@ -24,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from core.db import session_scope
 from core.types import utcnow
 from crm import sync_state
-from sync.engine import SyncEngine
+from sync.account_pass import SyncEngine
 
 log = logging.getLogger(__name__)
 

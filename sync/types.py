@@ -1,7 +1,7 @@
 """Plain values that cross layers.
 
 Everything here is a frozen dataclass with no behaviour tied to a library: `imap.py` produces
-`RawMessage` and `FolderStatus`, `parse.py` turns bytes into `ParsedMessage`, and the engine
+`RawMessage` and `FolderStatus`, `sync.parse` turns bytes into `ParsedMessage`, and the folder pass
 converts a `ParsedMessage` into what `crm.mailstore` takes, so `crm` never sees IMAP types.
 """
 

@@ -1,6 +1,4 @@
-"""One account, one pass: IMAP -> parse -> crm.mailstore. No scheduling here (see scheduler.py).
-
-The pass, per folder (INBOX, then Sent):
+"""One folder's pass: STATUS, plan, then batches fetched, parsed and stored with their cursor.
 
 1. STATUS, compared with the saved cursor by `plan.plan_folder`: an unchanged folder costs this
    one command.
@@ -22,101 +20,26 @@ attempts, so one bad message never blocks its folder.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import queue
-import socket
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
-from core.db import get_engine, session_scope
-from core.secrets import SecretBox, SecretKeyError
-from core.settings import Settings, get_settings
-from core.types import AccountStatus, RunStatus, SkipReason, utcnow
+from core.db import session_scope
+from core.types import SkipReason
 from crm import mailstore, sync_state
-from crm.models import MailAccount
 from sync import errors, imap
-from sync.folders import pick_folders
 from sync.parse import parse_message
+from sync.pipeline import Fetched, chunks, prefetched
 from sync.plan import Action, SavedState, contiguous_done, plan_folder
 from sync.types import FolderRole, MessageMeta, ParsedMessage
 
+if TYPE_CHECKING:
+    from sync.account_pass import AccountInfo, SyncEngine, SyncSummary
+
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, FolderRole, int, int], None]  # account id, role, done, total
-BatchCallback = Callable[[int, list[int]], None]  # tenant id, new message pks
-
-
-@dataclass(frozen=True, slots=True)
-class FolderProblem:
-    """A problem confined to one folder (None: about the account's folders as a whole)."""
-
-    folder: str | None
-    code: str
-    params: dict[str, Any]
-    message: str
-
-    @classmethod
-    def of(cls, folder: str | None, error: errors.SyncError) -> FolderProblem:
-        return cls(folder=folder, code=error.code, params=dict(error.fields), message=error.message)
-
-
-def _folder_problems(found: Sequence[FolderProblem]) -> tuple[str, dict[str, Any]]:
-    """What the account stores for its folder problems: the one problem as it is, several as
-    `folder_problems` (rendered one after the other, each with its folder)."""
-    if len(found) == 1 and found[0].folder is None:
-        return found[0].code, found[0].params
-    return "folder_problems", {
-        "problems": [{"folder": p.folder, "code": p.code, "params": p.params} for p in found]
-    }
-
-
-@dataclass(slots=True)
-class SyncSummary:
-    account_id: int
-    email: str = ""
-    status: str = "ok"  # ok | partial | failed | interrupted | skipped
-    new_messages: int = 0
-    new_locations: int = 0
-    skipped: int = 0
-    skipped_reasons: dict[str, int] = field(default_factory=dict)  # e.g. too_many_recipients: 3
-    malformed: int = 0
-    quarantined: int = 0
-    expunged: int = 0
-    errors: list[str] = field(default_factory=list)
-    skip_reason: str = ""
-    folders: dict[str, str] = field(default_factory=dict)
-    # Problems confined to one folder: the account still synced, no backoff.
-    folder_problems: list[FolderProblem] = field(default_factory=list)
-
-    def add(self, result: mailstore.BatchResult) -> None:
-        self.new_messages += result.new_messages
-        self.new_locations += result.new_locations
-        self.skipped += result.skipped
-        for reason, count in result.skipped_reasons.items():
-            self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
-        self.malformed += result.malformed
-
-
-@dataclass(frozen=True, slots=True)
-class _Account:
-    """What a pass needs from the account row, copied out so no session outlives the read."""
-
-    id: int
-    tenant_id: int
-    email: str
-    endpoint: imap.ImapEndpoint
-    secret_encrypted: str
-    sync_since: datetime | None
 
 
 def to_message_data(
@@ -164,26 +87,6 @@ def to_message_data(
     )
 
 
-@dataclass(slots=True)
-class _Fetched:
-    """One batch after its network round-trips, waiting to be parsed and stored."""
-
-    batch: list[int]
-    done: set[int]  # already stored earlier, or gone from the server
-    failures: dict[int, str] = field(default_factory=dict)
-    early: list[mailstore.Incoming] = field(default_factory=list)  # decided from headers alone
-    metas: dict[int, MessageMeta] = field(default_factory=dict)
-    known: set[str] = field(default_factory=set)
-    bodies: dict[int, bytes] = field(default_factory=dict)
-    headers: dict[int, bytes] = field(default_factory=dict)
-    parsed: Future[list[tuple[int, ParsedMessage]]] = field(default_factory=Future)
-
-
-def _parse_jobs(jobs: list[tuple[int, bytes, datetime | None]]) -> list[tuple[int, ParsedMessage]]:
-    """Top-level (picklable) so a process pool can run it."""
-    return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
-
-
 def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
     """Two UIDs of one batch holding the same Message-ID: the second is a known location."""
     seen: set[str] = set()
@@ -197,258 +100,14 @@ def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
     return out
 
 
-def _holder_is_dead(owner: str) -> bool:
-    """True when a lease owner ("host:pid:thread") is a process of this host that is gone."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-class SyncEngine:
-    def __init__(
-        self,
-        *,
-        db: Engine | None = None,
-        settings: Settings | None = None,
-        worker_id: str | None = None,
-        stop_event: threading.Event | None = None,
-        progress: ProgressCallback | None = None,
-        after_batch: Sequence[BatchCallback] = (),
-    ) -> None:
-        self.db = db or get_engine()
-        self.settings = settings or get_settings()
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        self.stop_event = stop_event or threading.Event()
-        self.progress = progress
-        self.after_batch = list(after_batch)
-        self._box = SecretBox.from_settings(self.settings)
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = threading.Lock()  # scheduler threads share one engine
-
-    def parse_later(
-        self, jobs: list[tuple[int, bytes, datetime | None]]
-    ) -> Future[list[tuple[int, ParsedMessage]]]:
-        """Parse in a worker process when configured (parsing is pure and CPU-bound: on a
-        multi-core machine it then runs beside the fetching and storing), else right here."""
-        if self.settings.parse_workers > 0 and jobs:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ProcessPoolExecutor(
-                        max_workers=self.settings.parse_workers,
-                        mp_context=multiprocessing.get_context("forkserver"),
-                    )
-                pool = self._pool
-            try:
-                return pool.submit(_parse_jobs, jobs)
-            except BrokenProcessPool:
-                self.reset_pool()
-        done: Future[list[tuple[int, ParsedMessage]]] = Future()
-        done.set_result(_parse_jobs(jobs))
-        return done
-
-    def reset_pool(self) -> None:
-        """Forget a broken pool; the next batch starts a fresh one."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __enter__(self) -> SyncEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -----------------------------------------------------------------------------------------
-    def sync_account(self, account_id: int, *, ignore_backoff: bool = False) -> SyncSummary:
-        summary = SyncSummary(account_id=account_id)
-        with session_scope(self.db) as session:
-            row = session.get(MailAccount, account_id)
-            if row is None:
-                summary.status, summary.skip_reason = "skipped", "no such account"
-                return summary
-            summary.email = row.email
-            reason = self._why_not(row, ignore_backoff)
-            if reason:
-                summary.status, summary.skip_reason = "skipped", reason
-                return summary
-            if row.lease_owner and row.lease_owner != self.worker_id and _holder_is_dead(row.lease_owner):
-                # A worker on this machine was killed mid-sync: take over at once instead of
-                # waiting for its lease to expire. Its cursor is at the last committed batch.
-                sync_state.break_lease(session=session, account_id=account_id, owner=row.lease_owner)
-            if not sync_state.claim_account(
-                session=session,
-                account_id=account_id,
-                owner=self.worker_id,
-                lease_seconds=self.settings.lease_seconds,
-            ):
-                summary.status, summary.skip_reason = "skipped", "another worker is syncing this account"
-                return summary
-            run = sync_state.start_run(session=session, account_id=account_id)
-            assert run.id is not None and row.id is not None
-            run_id = run.id
-            account = _Account(
-                id=row.id,
-                tenant_id=row.tenant_id,
-                email=row.email,
-                endpoint=imap.ImapEndpoint(
-                    host=row.imap_host,
-                    port=row.imap_port,
-                    security=row.imap_security,
-                    username=row.username,
-                    ca_file=row.ca_file,
-                    connect_timeout=self.settings.connect_timeout_seconds,
-                    read_timeout=self.settings.read_timeout_seconds,
-                    allow_private_hosts=self.settings.allow_private_hosts,
-                ),
-                secret_encrypted=row.secret_encrypted,
-                sync_since=row.sync_since,
-            )
-            identities = mailstore.tenant_identities(session=session, tenant_id=row.tenant_id)
-
-        failure: errors.SyncError | None = None
-        try:
-            self._sync_folders(account, identities, summary)
-        except errors.SyncError as exc:
-            failure = exc
-            summary.errors.append(str(exc))
-        except Exception as exc:  # one account's bug must not stop the others
-            log.exception("unexpected error while syncing account %s", account_id)
-            failure = errors.UnexpectedError(type(exc).__name__)
-            summary.errors.append(str(failure))
-        self._finish(account, run_id, summary, failure)
-        return summary
-
-    def _why_not(self, row: MailAccount, ignore_backoff: bool) -> str:
-        if not row.active:
-            return "account is deactivated"
-        if row.status is AccountStatus.NEEDS_CREDENTIALS:
-            return "account needs new credentials"
-        if not ignore_backoff and row.next_attempt_at and row.next_attempt_at > utcnow():
-            return f"backing off after errors until {row.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
-        return ""
-
-    def _finish(
-        self, account: _Account, run_id: int, summary: SyncSummary, failure: errors.SyncError | None
-    ) -> None:
-        if failure is not None:
-            summary.status = "failed"
-        elif self.stop_event.is_set():
-            summary.status = "interrupted"
-        elif summary.errors:
-            summary.status = "partial"
-        run_status = {
-            "failed": RunStatus.FAILED,
-            "interrupted": RunStatus.INTERRUPTED,
-            "partial": RunStatus.PARTIAL,
-        }.get(summary.status, RunStatus.OK)
-        with session_scope(self.db) as session:
-            counts = mailstore.BatchResult(
-                new_messages=summary.new_messages,
-                new_locations=summary.new_locations,
-                skipped=summary.skipped,
-                malformed=summary.malformed,
-            )
-            sync_state.finish_run(
-                session=session,
-                run_id=run_id,
-                status=run_status,
-                counts=counts,
-                quarantined=summary.quarantined,
-                expunged=summary.expunged,
-                errors=summary.errors,
-                error_code=failure.code if failure else None,
-            )
-            if isinstance(failure, errors.LeaseLost):
-                pass  # the worker that took over reports the account's state
-            elif failure is not None:
-                sync_state.record_account_failure(
-                    session=session,
-                    account_id=account.id,
-                    code=failure.code,
-                    params=failure.params,
-                    max_auth_failures=self.settings.max_auth_failures,
-                )
-            elif summary.folder_problems:
-                # The connection worked but a folder had a problem (e.g. no Sent folder): show
-                # it on the account, without backing off the folders that do sync.
-                code, params = _folder_problems(summary.folder_problems)
-                sync_state.record_account_failure(
-                    session=session,
-                    account_id=account.id,
-                    code=code,
-                    params=params,
-                    max_auth_failures=self.settings.max_auth_failures,
-                    retry_later=False,
-                )
-            else:
-                sync_state.record_account_success(session=session, account_id=account.id)
-            sync_state.release_account(session=session, account_id=account.id, owner=self.worker_id)
-
-    # -----------------------------------------------------------------------------------------
-    def _sync_folders(self, account: _Account, identities: frozenset[str], summary: SyncSummary) -> None:
-        try:
-            password = self._box.decrypt(account.secret_encrypted)
-        except SecretKeyError as exc:
-            raise errors.CredentialsUnreadable() from exc
-        with imap.connect(account.endpoint, password) as conn:
-            folders = pick_folders(conn.list_folders())
-            summary.folders = {role.value: name for role, name in folders.items()}
-            if FolderRole.SENT not in folders:
-                missing = errors.SentFolderMissing()
-                summary.folder_problems.append(FolderProblem.of(None, missing))
-                summary.errors.append(str(missing))
-            for role in (FolderRole.INBOX, FolderRole.SENT):
-                if role not in folders or self.stop_event.is_set():
-                    continue
-                try:
-                    _FolderPass(self, conn, account, identities, role, folders[role], summary).run()
-                except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
-                    # A folder-level problem: record it and go on with the other folder.
-                    summary.folder_problems.append(FolderProblem.of(folders[role], exc))
-                    summary.errors.append(f"{folders[role]}: {exc}")
-                    with session_scope(self.db) as session:
-                        cursor = sync_state.folder_cursor(
-                            session=session, account_id=account.id, role=role, name=folders[role]
-                        )
-                        sync_state.finish_folder_pass(
-                            session=session,
-                            folder_id=cursor.folder_id,
-                            uidnext=None,
-                            messages=None,
-                            highestmodseq=None,
-                            error_code=exc.code,
-                            error_params=exc.params,
-                            completed=False,
-                        )
-
-
-class _FolderPass:
+class FolderPass:
     """The state of one folder's pass (kept in one object so the steps stay small)."""
 
     def __init__(
         self,
         engine: SyncEngine,
         conn: imap.ImapSession,
-        account: _Account,
+        account: AccountInfo,
         identities: frozenset[str],
         role: FolderRole,
         name: str,
@@ -467,7 +126,7 @@ class _FolderPass:
         self.cursor_uid = 0
         self.blocked = False  # a UID of this pass is left to retry: the cursor stays before it
 
-    def _session(self):  # type: ignore[no-untyped-def]
+    def _session(self) -> AbstractContextManager[Session]:
         return session_scope(self.engine.db)
 
     def run(self) -> None:
@@ -509,7 +168,9 @@ class _FolderPass:
             assert plan.uidvalidity is not None
             log.warning("account %s folder %s: %s, resyncing", self.account.id, self.name, plan.reason)
             with self._session() as session:
-                sync_state.begin_resync(session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity)
+                sync_state.begin_resync(
+                    session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity
+                )
         elif plan.action is Action.INITIAL and saved.uidvalidity is None:
             with self._session() as session:
                 sync_state.begin_initial(
@@ -557,48 +218,16 @@ class _FolderPass:
         """Fetch and store batch after batch. The network side of batch N+1 (a background thread,
         the only user of the IMAP connection meanwhile) overlaps with parsing and storing batch
         N; a bounded queue keeps at most two fetched batches waiting, so memory stays flat."""
-        batches = list(_chunks(uids, self.settings.sync_batch_size))
+        batches = list(chunks(uids, self.settings.sync_batch_size))
         total, done = len(uids), 0
-        for fetched in self._prefetched(batches):
+        name = f"fetch-{self.account.id}-{self.role}"
+        for fetched in prefetched(batches, self._fetch_batch, stop=self.engine.stop_event, name=name):
             self._finish_batch(fetched)
             done += len(fetched.batch)
             if self.engine.progress:
                 self.engine.progress(self.account.id, self.role, done, total)
 
-    def _prefetched(self, batches: list[list[int]]) -> Iterator[_Fetched]:
-        if len(batches) <= 1:
-            for batch in batches:
-                if not self.engine.stop_event.is_set():
-                    yield self._fetch_batch(batch)
-            return
-        handoff: queue.Queue[_Fetched | BaseException | None] = queue.Queue(maxsize=2)
-        cancel = threading.Event()
-
-        def produce() -> None:
-            try:
-                for batch in batches:
-                    if cancel.is_set() or self.engine.stop_event.is_set():
-                        break
-                    handoff.put(self._fetch_batch(batch))
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                handoff.put(exc)
-            finally:
-                handoff.put(None)
-
-        producer = threading.Thread(target=produce, name=f"fetch-{self.account.id}-{self.role}", daemon=True)
-        producer.start()
-        try:
-            while (item := handoff.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            cancel.set()
-            while item is not None:  # unblock the producer, then wait for it
-                item = handoff.get()
-            producer.join()
-
-    def _fetch_batch(self, batch: list[int]) -> _Fetched:
+    def _fetch_batch(self, batch: list[int]) -> Fetched:
         """The network side of a batch (plus short reads): what is new, what to download. The
         lease is renewed first, so a long download never outlives it."""
         with self._session() as session:
@@ -608,7 +237,7 @@ class _FolderPass:
                 session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=batch
             )
         todo = [u for u in batch if u not in already]
-        fetched = _Fetched(batch=batch, done=set(already))
+        fetched = Fetched(batch=batch, done=set(already))
         fetched.metas = {m.uid: m for m in self._fetch_meta(todo, fetched.failures)}
         for uid in todo:
             if uid not in fetched.metas and uid not in fetched.failures:
@@ -646,7 +275,7 @@ class _FolderPass:
             for uid in full
             if uid in fetched.bodies
         ]
-        fetched.parsed = self.engine.parse_later(jobs)
+        fetched.parsed = self.engine.parser.submit(jobs)
         return fetched
 
     def _fetch_meta(self, uids: list[int], failures: dict[int, str]) -> list[MessageMeta]:
@@ -662,28 +291,11 @@ class _FolderPass:
                     failures[uid] = str(exc)
             return metas
 
-    def _parsed(self, fetched: _Fetched) -> list[tuple[int, ParsedMessage]]:
-        try:
-            return fetched.parsed.result()
-        except BrokenProcessPool:
-            # A parse worker died (e.g. killed for memory): replace the pool for later batches
-            # and parse this one here, so one crash never stops the syncing.
-            log.warning(
-                "account %s %s: a parse worker died; parsing this batch in process",
-                self.account.id,
-                self.name,
-            )
-            self.engine.reset_pool()
-            jobs = [
-                (uid, body, fetched.metas[uid].internal_date) for uid, body in sorted(fetched.bodies.items())
-            ]
-            return _parse_jobs(jobs)
-
-    def _finish_batch(self, fetched: _Fetched) -> None:
+    def _finish_batch(self, fetched: Fetched) -> None:
         """The database side of a batch: build the items, count failures, write, advance."""
         items = list(fetched.early)
         known = fetched.known
-        for uid, parsed in self._parsed(fetched):
+        for uid, parsed in self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"):
             meta = fetched.metas[uid]
             location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
             if parsed.recipient_count > self.settings.max_recipients:
@@ -699,7 +311,9 @@ class _FolderPass:
             location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
             parsed = parse_message(header, internal_date=meta.internal_date)
             items.append(
-                mailstore.NewMail(location=location, data=to_message_data(parsed, raw=header, headers_only=True))
+                mailstore.NewMail(
+                    location=location, data=to_message_data(parsed, raw=header, headers_only=True)
+                )
             )
         items = _dedupe(items)
         quarantined = self._record_failures(fetched.failures)
@@ -802,7 +416,9 @@ class _FolderPass:
         if batch and cursor < batch[-1]:
             self.blocked = True
 
-    def _store(self, items: list[mailstore.Incoming], batch: list[int], done: set[int]) -> mailstore.BatchResult:
+    def _store(
+        self, items: list[mailstore.Incoming], batch: list[int], done: set[int]
+    ) -> mailstore.BatchResult:
         """Write the batch and advance the cursor as far as it is done."""
         cursor = self._cursor_after(batch, done)
         try:
@@ -845,7 +461,9 @@ class _FolderPass:
     # -----------------------------------------------------------------------------------------
     def _notice_expunged(self, server_count: int | None) -> int | None:
         with self._session() as session:
-            ours = mailstore.live_uids(session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity)
+            ours = mailstore.live_uids(
+                session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity
+            )
         # Equal counts prove nothing was removed only when we hold every message of the folder:
         # not with a history window (older mail was left out) nor with a UID still to retry.
         complete = self.account.sync_since is None and not self.blocked
