@@ -39,8 +39,9 @@ BatchCallback = Callable[[int, list[int]], None]  # tenant id, new message pks
 
 
 @dataclass(frozen=True, slots=True)
-class FolderProblem:
-    """A problem confined to one folder (None: about the account's folders as a whole)."""
+class SyncProblem:
+    """A sync error as plain values: its code and fields (`core.problems`), its sentence, and
+    the folder it is confined to (None: the account, or its folders as a whole)."""
 
     folder: str | None
     code: str
@@ -48,11 +49,11 @@ class FolderProblem:
     message: str
 
     @classmethod
-    def of(cls, folder: str | None, error: errors.SyncError) -> FolderProblem:
+    def of(cls, folder: str | None, error: errors.SyncError) -> SyncProblem:
         return cls(folder=folder, code=error.code, params=dict(error.fields), message=error.message)
 
 
-def _folder_problems(found: Sequence[FolderProblem]) -> tuple[str, dict[str, Any]]:
+def _folder_problems(found: Sequence[SyncProblem]) -> tuple[str, dict[str, Any]]:
     """What the account stores for its folder problems: the one problem as it is, several as
     `folder_problems` (rendered one after the other, each with its folder)."""
     if len(found) == 1 and found[0].folder is None:
@@ -78,7 +79,9 @@ class SyncSummary:
     skip_reason: str = ""
     folders: dict[str, str] = field(default_factory=dict)
     # Problems confined to one folder: the account still synced, no backoff.
-    folder_problems: list[FolderProblem] = field(default_factory=list)
+    folder_problems: list[SyncProblem] = field(default_factory=list)
+    # What failed the whole pass (status "failed"), so a face can add its own hint by code.
+    failure: SyncProblem | None = None
 
     def add(self, result: mailstore.BatchResult) -> None:
         self.new_messages += result.new_messages
@@ -202,6 +205,8 @@ class SyncEngine:
             log.exception("unexpected error while syncing account %s", account_id)
             failure = errors.UnexpectedError(type(exc).__name__)
             summary.errors.append(str(failure))
+        if failure is not None:
+            summary.failure = SyncProblem.of(None, failure)
         self._finish(account, run_id, summary, failure)
         return summary
 
@@ -282,7 +287,7 @@ class SyncEngine:
             summary.folders = {role.value: name for role, name in folders.items()}
             if FolderRole.SENT not in folders:
                 missing = errors.SentFolderMissing()
-                summary.folder_problems.append(FolderProblem.of(None, missing))
+                summary.folder_problems.append(SyncProblem.of(None, missing))
                 summary.errors.append(str(missing))
             for role in (FolderRole.INBOX, FolderRole.SENT):
                 if role not in folders or self.stop_event.is_set():
@@ -291,7 +296,7 @@ class SyncEngine:
                     FolderPass(self, conn, account, identities, role, folders[role], summary).run()
                 except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
                     # A folder-level problem: record it and go on with the other folder.
-                    summary.folder_problems.append(FolderProblem.of(folders[role], exc))
+                    summary.folder_problems.append(SyncProblem.of(folders[role], exc))
                     summary.errors.append(f"{folders[role]}: {exc}")
                     with session_scope(self.db) as session:
                         cursor = sync_state.folder_cursor(

@@ -274,6 +274,7 @@ def test_untrusted_certificate(setup) -> None:  # type: ignore[no-untyped-def]
     summary = SyncEngine(db=db).sync_account(account_id)
     assert summary.status == "failed"
     assert "certificate" in summary.errors[0] and "not trusted" in summary.errors[0]
+    assert summary.failure is not None and summary.failure.code == "certificate_untrusted"
     with Session(db) as session:
         account = session.get_one(MailAccount, account_id)
     assert (account.status, account.last_error_code) == (AccountStatus.TLS_ERROR, "certificate_untrusted")
