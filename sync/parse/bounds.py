@@ -88,12 +88,12 @@ class _Policy(Compat32):
     feedparser calls for every multipart) rescans the value for every ";" inside quotes.
     When re-emitting an attached message to measure it, headers are written as they came."""
 
-    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+    def header_fetch_parse(self, name: str, value: str) -> str:
         if name.lower() in ("content-type", "content-disposition") and value.count(";") > _MAX_PARAMS:
             value = ";".join(value.split(";", _MAX_PARAMS + 1)[: _MAX_PARAMS + 1])
         return value
 
-    def fold_binary(self, name: str, value: str) -> bytes:  # type: ignore[override]
+    def fold_binary(self, name: str, value: str) -> bytes:
         return _raw_bytes(f"{name}: {value}{self.linesep}")
 
 
