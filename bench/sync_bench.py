@@ -162,7 +162,7 @@ def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
 
 
 def no_change_in_process(env: dict[str, str], account_id: int, rounds: int = 5) -> float:
-    from sync.engine import SyncEngine
+    from sync.account_pass import SyncEngine
 
     os.environ.update(env)
     reset_settings()

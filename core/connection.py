@@ -3,8 +3,9 @@ saves settings only after a check) and `sync` (which performs it): neither impor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -38,3 +39,13 @@ class CheckOutcome(Protocol):
 
     @property
     def message(self) -> str: ...
+
+    @property
+    def code(self) -> str | None:
+        """The failed check's error code (`core.problems.TEMPLATES`); None when it passed."""
+        ...
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """That error's parameters: stored with the code when a failed check is saved anyway."""
+        ...

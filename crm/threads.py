@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
@@ -88,7 +88,7 @@ def assign_threads(
             )
         ).all():
             children[ref].add(thread_id or 0)
-    subjects: dict[tuple[str, str], list[tuple[object, ThreadKey]]] = defaultdict(list)
+    subjects: dict[tuple[str, str], list[tuple[datetime, ThreadKey]]] = defaultdict(list)
     dated = [m for m in messages if m.date is not None and m.normalized_subject]
     if dated:
         low = min(m.date for m in dated if m.date) - SUBJECT_THREAD_WINDOW
@@ -97,7 +97,7 @@ def assign_threads(
         for chunk in _chunks(sorted({m.normalized_subject for m in dated})):
             # Subject and participants both filtered in SQL (one index): a common subject like
             # "Invoice" must not pull every invoice of the window into each batch.
-            for subject, key, date, thread_id in session.exec(
+            for subject, people, when, thread_id in session.exec(
                 select(
                     Message.normalized_subject, Message.participants_key, Message.date, Message.thread_id
                 ).where(
@@ -109,7 +109,8 @@ def assign_threads(
                     col(Message.date) <= high,
                 )
             ).all():
-                subjects[(subject, key)].append((date, ("db", thread_id or 0)))
+                if when is not None:
+                    subjects[(subject, people)].append((when, ("db", thread_id or 0)))
 
     union = _Union()
     new_count = 0
@@ -127,7 +128,7 @@ def assign_threads(
         candidates += local_children.get(message.message_id, [])
         if not candidates and message.date is not None and message.normalized_subject:
             for date, key in subjects.get((message.normalized_subject, message.participants_key), []):
-                if abs(date - message.date) <= SUBJECT_THREAD_WINDOW:  # type: ignore[operator]
+                if abs(date - message.date) <= SUBJECT_THREAD_WINDOW:
                     candidates.append(key)
                     break
         if candidates:
@@ -199,7 +200,7 @@ def _refresh(session: Session, thread_ids: list[int]) -> None:
                 Message.thread_id, func.count(col(Message.id)), func.min(Message.date), func.max(Message.date)
             )
             .where(col(Message.thread_id).in_(chunk))
-            .group_by(Message.thread_id)
+            .group_by(col(Message.thread_id))
         ).all()
         first_subject: dict[int, str] = {}
         for thread_id, subject in session.exec(

@@ -40,6 +40,7 @@ import tinycss2
 from bleach import html5lib_shim
 from bleach.css_sanitizer import CSSSanitizer
 
+from core import html_text
 from signatures.errors import InlineSvgRefused
 
 __all__ = [
@@ -560,113 +561,11 @@ def sanitize_mail_html(html: str) -> str:
     return _clean(html, _MAIL)
 
 
-_BLOCK_TAGS: frozenset[str] = frozenset(
-    {
-        "address",
-        "blockquote",
-        "center",
-        "dd",
-        "div",
-        "dl",
-        "dt",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "hr",
-        "li",
-        "ol",
-        "p",
-        "pre",
-        "table",
-        "tr",
-        "ul",
-    }
-)
-_SKIP_CONTENT_TAGS: frozenset[str] = frozenset({"head", "script", "style", "title", "template"})
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self._out: list[str] = []
-        self._links: list[tuple[str, int]] = []
-        self._skip = 0
-
-    def _last_char(self) -> str:
-        for chunk in reversed(self._out):
-            if chunk:
-                return chunk[-1]
-        return "\n"
-
-    def _line_break(self) -> None:
-        if self._last_char() != "\n":
-            self._out.append("\n")
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_CONTENT_TAGS:
-            self._skip += 1
-        elif tag == "br":
-            self._out.append("\n")
-        elif tag in _BLOCK_TAGS:
-            self._line_break()
-            if tag == "li":
-                self._out.append("- ")
-        elif tag in ("td", "th") and self._last_char() not in " \n":
-            self._out.append(" ")
-        elif tag == "a":
-            self._links.append(((dict(attrs).get("href") or "").strip(), len(self._out)))
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag in _SKIP_CONTENT_TAGS:
-            self._skip -= 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_CONTENT_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self._line_break()
-        elif tag == "a" and self._links:
-            href, start = self._links.pop()
-            label = "".join(self._out[start:]).strip()
-            if href and not _link_is_redundant(label, href):
-                self._out.append(f" <{href}>" if label else f"<{href}>")
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        text = re.sub(r"\s+", " ", data)
-        if self._last_char() in " \n":
-            text = text.lstrip(" ")
-        if text:
-            self._out.append(text)
-
-    def text(self) -> str:
-        lines = [line.strip() for line in "".join(self._out).split("\n")]
-        result: list[str] = []
-        for line in lines:
-            if line or (result and result[-1]):
-                result.append(line)
-        return "\n".join(result).strip()
-
-
-def _link_is_redundant(label: str, href: str) -> bool:
-    """True if printing ``<href>`` after ``label`` would only repeat the label."""
-    bare = re.sub(r"^(mailto:|tel:|https?://)", "", href, flags=re.IGNORECASE).rstrip("/")
-    label = label.rstrip("/")
-    return label in (href, bare) or re.sub(r"^https?://", "", label, flags=re.IGNORECASE) == bare
-
-
 def html_to_text(html: str) -> str:
     """Derive a plain-text version of (sanitized) HTML for text/plain mail parts.
 
     ``<br>``, ``<p>``, ``<div>``, ``<li>`` and other blocks become line breaks, list items
-    get a ``- `` bullet and links are written as ``text <url>``.
+    get a ``- `` bullet and links are written as ``text <url>`` (`core.html_text`, the one
+    extractor also used for received mail).
     """
-    extractor = _TextExtractor()
-    extractor.feed(html)
-    extractor.close()
-    return extractor.text()
+    return html_text.html_to_text(html, html_text.COMPOSED)

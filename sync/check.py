@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -65,6 +66,21 @@ class CheckResult:
     sent: str | None = None
     problem: Problem | None = None  # the first problem found
     service: str | None = None  # "imap" or "smtp": where that problem is
+    # That problem's error code and fields (`sync.errors`), so a forced save can store them on
+    # the account as code + params (`core.problems`) instead of a sentence.
+    code: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _failed(exc: errors.SyncError, service: str) -> CheckResult:
+    return CheckResult(
+        ok=False,
+        message=exc.message,
+        problem=problem_of(exc),
+        service=service,
+        code=exc.code,
+        params=exc.fields,
+    )
 
 
 def check_imap(endpoint: imap.ImapEndpoint, password: SecretStr) -> CheckResult:
@@ -72,7 +88,7 @@ def check_imap(endpoint: imap.ImapEndpoint, password: SecretStr) -> CheckResult:
         with imap.connect(endpoint, password) as conn:
             folders = pick_folders(conn.list_folders())
     except errors.SyncError as exc:
-        return CheckResult(ok=False, message=str(exc), problem=problem_of(exc), service="imap")
+        return _failed(exc, "imap")
     sent = folders.get(FolderRole.SENT)
     message = (
         f"Logged in; INBOX found, Sent folder: {sent}" if sent else "Logged in; INBOX found, no Sent folder"
@@ -84,7 +100,7 @@ def check_smtp(endpoint: SmtpEndpoint, password: SecretStr) -> CheckResult:
     try:
         smtp_login(endpoint, password)
     except errors.SyncError as exc:
-        return CheckResult(ok=False, message=str(exc), problem=problem_of(exc), service="smtp")
+        return _failed(exc, "smtp")
     return CheckResult(ok=True, message=f"SMTP login to {endpoint.host}:{endpoint.port} accepted")
 
 
@@ -128,6 +144,8 @@ def verify_connection(settings: ConnectionSettings, *, config: Settings | None =
         sent=imap_result.sent,
         problem=first_failure.problem if first_failure else None,
         service=first_failure.service if first_failure else None,
+        code=first_failure.code if first_failure else None,
+        params=first_failure.params if first_failure else {},
     )
 
 

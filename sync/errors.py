@@ -1,5 +1,13 @@
 """The errors `sync` raises. Library exceptions (imaplib, ssl, socket) are translated at the edge
-in `imap.py`, so callers catch these and show `str(error)`: a sentence a user can act on.
+in `imap.py` and `smtp_check.py`, so callers catch these.
+
+Each error is a `core.errors.DomainError`: a stable `code` (`auth_failed`, `connection_refused`,
+...), the facts as `fields` (host, port, username, folder, seconds, reason ...) and a sentence
+built from `core.problems.TEMPLATES`, the same template that renders the problem once it is
+stored on an account or a folder. The family (`kind`) is what a face needs: INVALID when the
+settings must change (credentials, certificate, blocked host), UNAVAILABLE when a server or the
+database did not answer. `transient` says whether the sync retries later with backoff; which
+status an account shows for a code is decided in `crm.sync_state`, not here.
 
 Messages never contain a password, and never echo what a server sent back (a banner or a
 NO/BAD text may come from anything listening on that port).
@@ -7,152 +15,173 @@ NO/BAD text may come from anything listening on that port).
 
 from __future__ import annotations
 
-from core.types import AccountStatus
+from typing import Any, ClassVar
+
+from core import problems
+from core.errors import Conflict, DomainError, InternalError, InvalidInput, Unavailable
 
 
-class SyncError(Exception):
-    """Root of every sync error. `status` is what the account shows; `transient` says whether
-    retrying later (with backoff) may help."""
+class SyncError(DomainError):
+    """Root of every sync error. `transient`: retrying later (with backoff) may help."""
 
-    status: AccountStatus = AccountStatus.ERROR
-    transient: bool = True
+    code_name: ClassVar[str] = "sync_error"
+    transient: ClassVar[bool] = True
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(self.code_name, problems.message(self.code_name, fields), **fields)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What is stored with the code (the same as `fields`)."""
+        return self.fields
 
 
-class AuthFailed(SyncError):
+class AuthFailed(SyncError, InvalidInput):
     """The server refused the username/password."""
 
-    status = AccountStatus.AUTH_FAILED
+    code_name = "auth_failed"
     transient = False
 
     def __init__(self, host: str, username: str) -> None:
-        super().__init__(
-            f"Authentication failed for {username} on {host}: the server refused the username or "
-            "password. Check them; if the provider password changed recently or two-step "
-            "verification is on, create a new app password and update the account."
-        )
+        super().__init__(host=host, username=username)
 
 
-class CertificateUntrusted(SyncError):
-    status = AccountStatus.TLS_ERROR
+class CertificateUntrusted(SyncError, InvalidInput):
+    code_name = "certificate_untrusted"
     transient = False
 
     def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(
-            f"The TLS certificate of {host}:{port} is not trusted ({reason}). If the server uses "
-            "a self-signed or private certificate authority, give its CA file to the account "
-            "(--ca-file); do not turn verification off."
-        )
+        super().__init__(host=host, port=port, reason=reason)
 
 
-class TlsFailed(SyncError):
-    status = AccountStatus.TLS_ERROR
+class TlsFailed(SyncError, InvalidInput):
+    code_name = "tls_failed"
     transient = False
 
     def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(
-            f"Could not set up TLS with {host}:{port} ({reason}). Check the port and security "
-            "setting: 993 is usually implicit TLS, 143 STARTTLS. crm-inbox never falls back to "
-            "plaintext on its own."
-        )
+        super().__init__(host=host, port=port, reason=reason)
 
 
-class HostNotFound(SyncError):
-    status = AccountStatus.HOST_NOT_FOUND
+class HostNotFound(SyncError, InvalidInput):
+    """The name does not resolve: usually a typo (retried anyway: DNS may be down)."""
+
+    code_name = "host_not_found"
 
     def __init__(self, host: str) -> None:
-        super().__init__(f"The host name {host!r} could not be resolved. Check its spelling.")
+        super().__init__(host=host)
 
 
-class ConnectionRefused(SyncError):
-    status = AccountStatus.CONNECTION_FAILED
+class ConnectionRefused(SyncError, Unavailable):
+    code_name = "connection_refused"
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            f"{host}:{port} refused the connection: nothing is listening on that port, or a "
-            "firewall rejects it. Check the port number."
-        )
+        super().__init__(host=host, port=port)
 
 
-class ConnectionTimedOut(SyncError):
-    status = AccountStatus.CONNECTION_FAILED
+class ConnectionTimedOut(SyncError, Unavailable):
+    code_name = "connection_timed_out"
 
     def __init__(self, host: str, port: int, seconds: float) -> None:
-        super().__init__(
-            f"{host}:{port} did not answer within {seconds:g} s. The server may be down or a "
-            "firewall drops the traffic; crm-inbox will retry later."
-        )
+        super().__init__(host=host, port=port, seconds=seconds)
 
 
-class ConnectionLost(SyncError):
-    status = AccountStatus.CONNECTION_FAILED
+class ConnectionLost(SyncError, Unavailable):
+    code_name = "connection_lost"
 
-    def __init__(self, host: str, detail: str) -> None:
-        super().__init__(f"The connection to {host} was lost ({detail}); crm-inbox will retry later.")
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(host=host, reason=reason)
 
 
-class BlockedHost(SyncError):
+class BlockedHost(SyncError, InvalidInput):
     """The host resolves to an address this deployment does not allow (SSRF guard)."""
 
-    status = AccountStatus.HOST_NOT_FOUND
+    code_name = "host_blocked"
     transient = False
 
     def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"Connecting to {host!r} is not allowed: {reason}.")
+        super().__init__(host=host, reason=reason)
 
 
-class FolderMissing(SyncError):
-    status = AccountStatus.FOLDER_MISSING
+class FolderMissing(SyncError, InvalidInput):
+    """A folder the sync needs is not on the server."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__(
-            f"{what} Create the folder on the mail server, or check that this account is the right mailbox."
-        )
+    code_name = "folder_missing"
+
+    def __init__(self) -> None:
+        super().__init__()
 
 
-class UidValidityUnstable(SyncError):
+class InboxMissing(FolderMissing):
+    code_name = "inbox_missing"
+
+
+class SentFolderMissing(FolderMissing):
+    """Only INBOX can be synced; the account still works."""
+
+    code_name = "sent_folder_missing"
+
+
+class UidValidityUnstable(SyncError, Conflict):
+    """The folder is paused until an administrator resets it."""
+
+    code_name = "uidvalidity_unstable"
     transient = False
 
     def __init__(self, folder: str) -> None:
-        super().__init__(
-            f"The UIDVALIDITY of {folder} keeps changing, so its mail cannot be tracked reliably; "
-            "syncing of this folder is paused. Check the mail server, then reset the folder "
-            "(crm-inbox account reset-folder)."
-        )
+        super().__init__(folder=folder)
 
 
-class CredentialsUnreadable(SyncError):
+class CredentialsUnreadable(SyncError, InternalError):
     """The stored password cannot be decrypted (the encryption key changed)."""
 
-    status = AccountStatus.NEEDS_CREDENTIALS
+    code_name = "credentials_unreadable"
     transient = False
 
+    def __init__(self) -> None:
+        super().__init__()
 
-class StorageUnavailable(SyncError):
+
+class StorageUnavailable(SyncError, Unavailable):
     """The database is locked or unreachable: nothing is wrong with the mail, retry later."""
 
-    def __init__(self, kind: str) -> None:
-        super().__init__(
-            f"The database could not be written ({kind}); the sync will resume from the last saved batch."
-        )
+    code_name = "storage_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason=reason)
 
 
-class LeaseLost(SyncError):
+class LeaseLost(SyncError, Conflict):
     """Another worker took this account over (this one stalled past its lease)."""
 
+    code_name = "lease_lost"
+
     def __init__(self) -> None:
-        super().__init__("Another worker took over this account; this worker stopped before writing.")
+        super().__init__()
 
 
-class ProtocolError(SyncError):
+class ProtocolError(SyncError, Unavailable):
     """The server answered something we cannot use (NO/BAD or a malformed response)."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__(f"The IMAP server rejected or garbled a command while {what}; will retry later.")
+    code_name = "protocol_error"
+
+    def __init__(self, doing: str) -> None:
+        super().__init__(doing=doing)
 
 
-class MessageFetchFailed(SyncError):
+class MessageFetchFailed(SyncError, Unavailable):
     """One message could not be fetched; counted towards its quarantine."""
+
+    code_name = "message_fetch_failed"
 
     def __init__(self, uid: int, reason: str) -> None:
         self.uid = uid
-        super().__init__(f"Message UID {uid} could not be fetched: {reason}.")
+        super().__init__(uid=uid, reason=reason)
+
+
+class UnexpectedError(SyncError, InternalError):
+    """A bug met while syncing one account: logged with its traceback, the others go on."""
+
+    code_name = "sync_unexpected"
+
+    def __init__(self, error_type: str) -> None:
+        super().__init__(error_type=error_type)

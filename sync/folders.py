@@ -86,7 +86,7 @@ def pick_folders(folders: Sequence[FolderInfo]) -> dict[FolderRole, str]:
             chosen[FolderRole.INBOX] = folder.name
             break
     if FolderRole.INBOX not in chosen:
-        raise errors.FolderMissing("The server lists no INBOX for this account.")
+        raise errors.InboxMissing()
 
     special = [f for f in usable if any(flag.lower() == "\\sent" for flag in f.flags)]
     if special:

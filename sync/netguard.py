@@ -68,7 +68,7 @@ class PinnedContext(ssl.SSLContext):
 
     hostname: str = ""
 
-    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         kwargs["server_hostname"] = self.hostname
         return super().wrap_socket(sock, *args, **kwargs)
 

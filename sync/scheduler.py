@@ -2,7 +2,7 @@
 
 * `max_instances=1` and `coalesce=True`: a slow sync is never overlapped by the next tick of the
   same account; missed ticks collapse into one run.
-* Across processes the account lease in the database (`crm.store.claim_account`) keeps two
+* Across processes the account lease in the database (`crm.sync_state.claim_account`) keeps two
   workers sharing one PostgreSQL from syncing the same account at once.
 * SIGTERM/SIGINT set the stop event: running passes finish their current batch, commit and
   return; then the scheduler shuts down waiting for them.
@@ -23,8 +23,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from core.db import session_scope
 from core.types import utcnow
-from crm import store
-from sync.engine import SyncEngine
+from crm import sync_state
+from sync.account_pass import SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Worker:
 
     def refresh_jobs(self) -> None:
         with session_scope(self.engine.db) as session:
-            wanted = dict(store.syncable_account_ids(session=session))
+            wanted = dict(sync_state.syncable_account_ids(session=session))
         for account_id in list(self._intervals):
             if account_id not in wanted:
                 self.scheduler.remove_job(self._job_id(account_id))

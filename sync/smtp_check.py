@@ -25,55 +25,46 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from core.errors import InvalidInput
 from core.types import Security
 from sync import errors
 from sync.netguard import check_host, pinned_context
 
 
-class SmtpStartTlsMissing(errors.SyncError):
+class SmtpStartTlsMissing(errors.SyncError, InvalidInput):
     """STARTTLS was asked for but the server does not offer it."""
 
+    code_name = "smtp_starttls_missing"
     transient = False
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            f"{host}:{port} does not offer STARTTLS, so the password cannot be sent encrypted. "
-            "Check the port and security setting: 587 is usually STARTTLS, 465 implicit TLS. "
-            "crm-inbox never falls back to plaintext on its own."
-        )
+        super().__init__(host=host, port=port)
 
 
 class SmtpTlsFailed(errors.TlsFailed):
     """The TLS handshake with the SMTP server failed (not a certificate problem)."""
 
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        errors.SyncError.__init__(
-            self,
-            f"Could not set up TLS with {host}:{port} ({reason}). Check the port and security "
-            "setting: 465 is usually implicit TLS, 587 STARTTLS.",
-        )
+    code_name = "smtp_tls_failed"
 
 
-class SmtpAuthUnavailable(errors.SyncError):
+class SmtpAuthUnavailable(errors.SyncError, InvalidInput):
     """The server offers no login we can use on this connection."""
 
+    code_name = "smtp_auth_unavailable"
     transient = False
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            f"{host}:{port} offers no password login on this connection. Many servers only allow "
-            "it after STARTTLS or on the implicit TLS port: check the security setting and port."
-        )
+        super().__init__(host=host, port=port)
 
 
-class SmtpRejected(errors.SyncError):
-    """The server refused the session or answered something we cannot use."""
+class SmtpRejected(errors.SyncError, InvalidInput):
+    """The server refused the session or answered something we cannot use (most often: this
+    is not the provider's submission server)."""
+
+    code_name = "smtp_rejected"
 
     def __init__(self, host: str, port: int, doing: str) -> None:
-        super().__init__(
-            f"The SMTP server {host}:{port} rejected or garbled a command while {doing}. Check that "
-            "this host and port are the provider's outgoing (submission) server."
-        )
+        super().__init__(host=host, port=port, doing=doing)
 
 
 # What smtplib's login() can do; a server offering none of them cannot be logged in to.

@@ -1,8 +1,8 @@
 """Plain values that cross layers.
 
 Everything here is a frozen dataclass with no behaviour tied to a library: `imap.py` produces
-`RawMessage` and `FolderStatus`, `parse.py` turns bytes into `ParsedMessage`, and the engine
-converts a `ParsedMessage` into what `crm.store` takes, so `crm` never sees IMAP types.
+`RawMessage` and `FolderStatus`, `sync.parse` turns bytes into `ParsedMessage`, and the folder pass
+converts a `ParsedMessage` into what `crm.mailstore` takes, so `crm` never sees IMAP types.
 """
 
 from __future__ import annotations

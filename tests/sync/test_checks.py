@@ -182,6 +182,10 @@ def test_imap_wrong_password(mailbox_user: MailboxUser) -> None:
     result = check_imap(imap_endpoint(mailbox_user), SecretStr(wrong))
     assert not result.ok
     assert (result.problem, result.service) == (Problem.AUTHENTICATION, "imap")
+    assert (result.code, result.params) == (
+        "auth_failed",
+        {"host": "127.0.0.1", "username": mailbox_user.name},
+    )
     assert f"Authentication failed for {mailbox_user.name} on 127.0.0.1" in result.message
     assert_clean(result, wrong, mailbox_user.password)
 
@@ -190,7 +194,9 @@ def test_imap_untrusted_certificate(mailbox_user: MailboxUser) -> None:
     result = check_imap(imap_endpoint(mailbox_user, ca_file=None), SecretStr(mailbox_user.password))
     assert not result.ok
     assert result.problem is Problem.CERTIFICATE
-    assert "not trusted" in result.message and "--ca-file" in result.message
+    assert result.code == "certificate_untrusted" and result.params["host"] == "127.0.0.1"
+    # The sentence speaks of the product: the CLI adds its own flag hint for the code.
+    assert "not trusted" in result.message and "--ca-file" not in result.message
     assert_clean(result, mailbox_user.password)
 
 
@@ -198,6 +204,7 @@ def test_imap_connection_refused(mailbox_user: MailboxUser) -> None:
     port = free_port()
     result = check_imap(imap_endpoint(mailbox_user, port=port), SecretStr(mailbox_user.password))
     assert result.problem is Problem.PORT
+    assert result.code == "connection_refused"
     assert f"127.0.0.1:{port} refused the connection" in result.message
 
 
@@ -207,12 +214,14 @@ def test_imap_timeout(mailbox_user: MailboxUser) -> None:
         endpoint = imap_endpoint(mailbox_user, port=port, connect_timeout=0.5, read_timeout=0.5)
         result = check_imap(endpoint, SecretStr(mailbox_user.password))
     assert result.problem is Problem.TIMEOUT, result.message
+    assert result.code == "connection_timed_out"
     assert "did not answer" in result.message
 
 
 def test_imap_unknown_host(mailbox_user: MailboxUser) -> None:
     result = check_imap(imap_endpoint(mailbox_user, host="no-such-host.invalid"), SecretStr("x"))
     assert result.problem is Problem.HOST
+    assert result.code == "host_not_found"
     assert "could not be resolved" in result.message
 
 
@@ -222,6 +231,7 @@ def test_imap_metadata_address_always_blocked(mailbox_user: MailboxUser) -> None
     )
     result = check_imap(endpoint, SecretStr(mailbox_user.password))
     assert result.problem is Problem.BLOCKED_HOST
+    assert result.code == "host_blocked"
     assert "cloud metadata address" in result.message
 
 
@@ -282,7 +292,7 @@ def test_smtp_starttls_missing_is_refused_never_plaintext(dovecot: LocalDovecot)
         endpoint = server.endpoint(dovecot.ca_file, security=Security.STARTTLS)
         result = check_smtp(endpoint, SecretStr(SMTP_PASSWORD))
         assert server.auth.attempts == [], "the password must not be sent in plaintext"
-    assert result.problem is Problem.TLS
+    assert (result.problem, result.code) == (Problem.TLS, "smtp_starttls_missing")
     assert "does not offer STARTTLS" in result.message and "never falls back" in result.message
     assert_clean(result, SMTP_PASSWORD)
 
@@ -291,14 +301,14 @@ def test_smtp_plain_against_server_requiring_tls_for_auth(dovecot: LocalDovecot)
     with smtp_server(dovecot, Security.PLAIN, auth_require_tls=True) as server:
         result = check_smtp(server.endpoint(dovecot.ca_file), SecretStr(SMTP_PASSWORD))
         assert server.auth.attempts == []
-    assert result.problem is Problem.AUTHENTICATION
+    assert (result.problem, result.code) == (Problem.AUTHENTICATION, "smtp_auth_unavailable")
     assert "offers no password login on this connection" in result.message
 
 
 def test_smtp_implicit_tls_against_plain_server(dovecot: LocalDovecot) -> None:
     with smtp_server(dovecot, Security.PLAIN, auth_require_tls=False) as server:
         result = check_smtp(server.endpoint(dovecot.ca_file, security=Security.TLS), SecretStr(SMTP_PASSWORD))
-    assert result.problem is Problem.TLS, result.message
+    assert (result.problem, result.code) == (Problem.TLS, "smtp_tls_failed"), result.message
     assert "465 is usually implicit TLS" in result.message
     assert_clean(result, SMTP_PASSWORD)
 
@@ -310,6 +320,7 @@ def test_smtp_connection_refused_and_timeout(dovecot: LocalDovecot) -> None:
         SecretStr(SMTP_PASSWORD),
     )
     assert refused.problem is Problem.PORT
+    assert refused.code == "connection_refused"
     with silent_listener() as listener:
         silent = SmtpEndpoint(
             "127.0.0.1",
@@ -321,6 +332,7 @@ def test_smtp_connection_refused_and_timeout(dovecot: LocalDovecot) -> None:
         )
         timed_out = check_smtp(silent, SecretStr(SMTP_PASSWORD))
     assert timed_out.problem is Problem.TIMEOUT, timed_out.message
+    assert timed_out.code == "connection_timed_out"
     assert "did not answer within 0.5 s" in timed_out.message
 
 
@@ -366,5 +378,6 @@ def test_verify_connection_reports_smtp_problem(mailbox_user: MailboxUser, setti
     assert good.ok, good.message
     assert good.message.startswith("IMAP: Logged in; INBOX found, Sent folder: Sent. SMTP: SMTP login")
     assert (bad.ok, bad.problem, bad.service) == (False, Problem.AUTHENTICATION, "smtp")
+    assert bad.code == "auth_failed"
     assert bad.message.startswith("IMAP: Logged in")
     assert_clean(bad, "nope-nope", mailbox_user.password, SMTP_PASSWORD)

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from core.types import RunStatus
 from crm.models import ImapUid, Message, SyncRun
 from devtools.samples import generate_mailbox
-from sync.engine import SyncEngine
+from sync.account_pass import SyncEngine
 from sync.scheduler import Worker
 from tests.factories import make_account, make_tenant
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+from pydantic_core import to_jsonable_python
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
@@ -13,7 +15,7 @@ from core import problems
 from core.types import AccountStatus, Direction, FolderRole, RunStatus, Security, UidState
 from crm.models import FolderState, ImapUid, MailAccount, Message, SkippedMessage, SyncRun, Thread
 from devtools.samples import build_message, malformed_messages
-from sync.engine import SyncEngine
+from sync.account_pass import SyncEngine
 from tests.factories import make_account, make_tenant
 
 
@@ -60,6 +62,7 @@ def test_first_sync_then_nothing_then_new_mail(setup) -> None:  # type: ignore[n
     assert first.status == "ok", first.errors
     assert first.new_messages == 6
     assert first.folders == {"inbox": "INBOX", "sent": "Sent"}
+    assert to_jsonable_python(first)["new_messages"] == 6
     assert _count(db, Message) == 6
     with Session(db) as session:
         reply = session.exec(select(Message).where(Message.message_id == "<msg99@globex.test>")).one()
@@ -142,6 +145,17 @@ def test_unstable_uidvalidity_is_flagged_not_looped(setup, settings) -> None:  #
     assert account.status is AccountStatus.ERROR and "UIDVALIDITY" in (
         problems.render(account.last_error_code, account.last_error_params) or ""
     )
+    assert account.last_error_code == "folder_problems"
+    assert account.last_error_params["problems"] == [
+        {"folder": "INBOX", "code": "uidvalidity_unstable", "params": {"folder": "INBOX"}}
+    ]
+    assert [(p.folder, p.code) for p in summary.folder_problems] == [("INBOX", "uidvalidity_unstable")]
+    # What the CLI prints (and an API would return) serializes as it is, problems included.
+    as_json = json.loads(json.dumps(to_jsonable_python(summary)))
+    assert as_json["status"] == "partial" and as_json["folder_problems"][0]["code"] == "uidvalidity_unstable"
+    with Session(db) as session:
+        folder = session.exec(select(FolderState).where(FolderState.account_id == account_id)).first()
+    assert folder is not None and folder.last_error_code == "uidvalidity_unstable"
 
 
 def test_expunge_is_noticed_and_mail_kept(setup) -> None:  # type: ignore[no-untyped-def]
@@ -225,6 +239,7 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
     with Session(db) as session:
         account = session.get_one(MailAccount, bad)
     assert account.status is AccountStatus.AUTH_FAILED
+    assert (account.last_error_code, account.last_error_params["host"]) == ("auth_failed", "127.0.0.1")
     assert account.next_attempt_at is not None and account.next_attempt_at > datetime.now(UTC)
     # Scheduled runs respect the backoff.
     assert engine.sync_account(bad).skip_reason.startswith("backing off")
@@ -233,6 +248,11 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
     with Session(db) as session:
         account = session.get_one(MailAccount, bad)
     assert account.status is AccountStatus.NEEDS_CREDENTIALS
+    assert account.last_error_code == "auth_stopped"
+    assert account.last_error_params["failures"] == settings.max_auth_failures
+    stopped = problems.render(account.last_error_code, account.last_error_params) or ""
+    assert f"Stopped retrying after {settings.max_auth_failures} refused logins." in stopped
+    assert stopped.startswith("Authentication failed for")
     assert engine.sync_account(bad, ignore_backoff=True).skip_reason == "account needs new credentials"
 
     from pydantic import SecretStr
@@ -259,8 +279,10 @@ def test_untrusted_certificate(setup) -> None:  # type: ignore[no-untyped-def]
     summary = SyncEngine(db=db).sync_account(account_id)
     assert summary.status == "failed"
     assert "certificate" in summary.errors[0] and "not trusted" in summary.errors[0]
+    assert summary.failure is not None and summary.failure.code == "certificate_untrusted"
     with Session(db) as session:
-        assert session.get_one(MailAccount, account_id).status is AccountStatus.TLS_ERROR
+        account = session.get_one(MailAccount, account_id)
+    assert (account.status, account.last_error_code) == (AccountStatus.TLS_ERROR, "certificate_untrusted")
 
 
 def test_starttls_and_plain(setup) -> None:  # type: ignore[no-untyped-def]
@@ -374,7 +396,7 @@ def test_parse_worker_pool_and_pipelined_batches_give_the_same_result(setup, set
     )
     with SyncEngine(db=db, settings=settings) as engine:
         summary = engine.sync_account(account_id)
-        assert engine._pool is not None  # the pooled path really ran
+        assert engine.parser.executor is not None  # the pooled path really ran
     assert summary.status == "ok" and summary.new_messages == 40
     with Session(db) as session:
         threads = session.exec(select(Thread)).all()
@@ -408,7 +430,11 @@ def test_changed_encryption_key_asks_for_credentials(setup, monkeypatch) -> None
     summary = SyncEngine(db=db).sync_account(account_id)
     assert summary.status == "failed" and "cannot be decrypted" in summary.errors[0]
     with Session(db) as session:
-        assert session.get_one(MailAccount, account_id).status is AccountStatus.NEEDS_CREDENTIALS
+        account = session.get_one(MailAccount, account_id)
+    assert (account.status, account.last_error_code) == (
+        AccountStatus.NEEDS_CREDENTIALS,
+        "credentials_unreadable",
+    )
 
 
 def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> None:  # type: ignore[no-untyped-def]
@@ -466,8 +492,8 @@ def test_a_dead_parse_worker_does_not_stop_syncing(setup, settings) -> None:  # 
     box.dovecot.append(box.name, "INBOX", _msg(1))
     with SyncEngine(db=db, settings=settings) as engine:
         assert engine.sync_account(account_id).new_messages == 1
-        assert engine._pool is not None
-        for process in list(engine._pool._processes.values()):  # the OS kills it (e.g. memory)
+        assert engine.parser.executor is not None
+        for process in list(engine.parser.executor._processes.values()):  # the OS kills it (e.g. memory)
             process.kill()
             process.join()
         box.dovecot.append_many(box.name, "INBOX", [_msg(2), _msg(3)])

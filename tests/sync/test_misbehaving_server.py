@@ -13,9 +13,9 @@ from sqlmodel import Session, select
 from core.types import FolderRole, UidState
 from crm.models import FetchFailure, FolderState, ImapUid, Message
 from devtools.samples import build_message
-from sync import engine as engine_module
 from sync import errors
-from sync.engine import SyncEngine
+from sync import imap as imap_module
+from sync.account_pass import SyncEngine
 from sync.types import FolderInfo, FolderStatus, MessageMeta
 from tests.factories import make_offline_account, make_tenant
 
@@ -82,7 +82,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedSession:
         for uid in (1, 2, 3)
     }
     session = ScriptedSession(messages, broken=2)
-    monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: session)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: session)
     return session
 
 
@@ -150,7 +150,7 @@ def test_lying_server_values_never_reach_the_cursor(
         for uid in (1, 2, 3)
     }
     server = LyingSession(messages)
-    monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: server)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: server)
     account_id = make_offline_account(db, make_tenant(db))
 
     def folder() -> FolderState:
@@ -196,7 +196,7 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
         for uid in range(1, 8)
     }
     server = ScriptedSession(messages, broken=2, stage=stage)
-    monkeypatch.setattr(engine_module.imap, "connect", lambda endpoint, password: server)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: server)
     settings.sync_batch_size = 3  # batches [1,2,3] [4,5,6] [7]: the failure is in the first
     account_id = make_offline_account(db, make_tenant(db))
 

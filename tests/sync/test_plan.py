@@ -118,7 +118,7 @@ def test_pick_folders(folders: list[FolderInfo], sent: str | None) -> None:
 
 def test_pick_folders_inbox_is_case_insensitive_and_required() -> None:
     assert pick_folders([f("Inbox")])[FolderRole.INBOX] == "Inbox"
-    with pytest.raises(errors.FolderMissing, match="no INBOX"):
+    with pytest.raises(errors.InboxMissing, match="no INBOX"):
         pick_folders([f("Sent", "\\Sent")])
 
 

@@ -1,0 +1,142 @@
+"""`crm-inbox sync`, `crm-inbox run` and `crm-inbox account reset-folder`: the sync face.
+
+Thin: resolves the tenant and the acting operator, calls `sync`/`crm.sync_state`, prints. The
+sync errors speak of the product; the hints naming this CLI's commands and flags are added
+here, by code (`HINTS`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from core.caller import Caller
+from core.db import session_scope
+from core.errors import DomainError
+from core.types import FolderRole
+from crm import sync_state
+from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, out, print_json, tenant_id_of
+
+# code -> what to do about it with this CLI ({account} is the account id).
+HINTS: dict[str, str] = {
+    "auth_failed": "Set the new password with `crm-inbox account password {account}`.",
+    "auth_stopped": "Set the new password with `crm-inbox account password {account}`.",
+    "credentials_unreadable": "Restore the old key, or `crm-inbox account password {account}`.",
+    "certificate_untrusted": "Give the CA file with `crm-inbox account edit {account} --ca-file PATH`.",
+    "uidvalidity_unstable": "Reset it with `crm-inbox account reset-folder {account} ROLE` (inbox or sent).",
+}
+
+
+def hint(code: str | None, account_id: int) -> str:
+    template = HINTS.get(code or "")
+    return " " + template.format(account=account_id) if template else ""
+
+
+def register(app: typer.Typer, account_app: typer.Typer) -> None:
+    """Add the sync commands to the main app and `reset-folder` to the `account` group."""
+    app.command("sync")(sync)
+    app.command("run")(run)
+    account_app.command("reset-folder")(account_reset_folder)
+
+
+def account_reset_folder(account_id: int, role: FolderRole, tenant: TenantOpt = None) -> None:
+    """Allow resyncs again on a folder paused for an unstable UIDVALIDITY."""
+    try:
+        with session_scope() as session:
+            caller = Caller.operator(tenant_id_of(session, tenant))
+            done = sync_state.reset_folder(session=session, caller=caller, account_id=account_id, role=role)
+    except DomainError as exc:
+        raise fail(exc.message) from None
+    out.print(f"Folder {done.role.value} of account {done.account_id} reset.")
+
+
+def sync(
+    once: Annotated[bool, typer.Option("--once", help="One pass over the accounts, then exit.")] = False,
+    account: Annotated[int | None, typer.Option("--account", help="Only this account.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sync INBOX and Sent of every active account once (use `run` for the scheduler)."""
+    if not once:
+        raise fail("use `crm-inbox sync --once` for one pass, or `crm-inbox run` for the scheduler.", 2)
+    from sync.account_pass import SyncEngine
+
+    with session_scope() as session:
+        ids = (
+            [account]
+            if account is not None
+            else [i for i, _ in sync_state.syncable_account_ids(session=session)]
+        )
+    show_progress = not as_json and err.is_terminal
+    summaries = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show_progress,
+        transient=True,
+    ) as progress:
+        tasks: dict[tuple[int, FolderRole], Any] = {}
+
+        def on_progress(account_id: int, role: FolderRole, done: int, total: int) -> None:
+            key = (account_id, role)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"account {account_id} {role.value}", total=total)
+            progress.update(tasks[key], completed=done)
+
+        with SyncEngine(progress=on_progress) as engine:
+            for account_id in ids:
+                # --account names one explicitly: run it now even while it is backing off.
+                summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
+    if as_json:
+        print_json(summaries)
+    else:
+        table = Table(
+            "account", "email", "result", "new", "skipped", "malformed", "quarantined", "expunged", "errors"
+        )
+        for s in summaries:
+            result = s.status if not s.skip_reason else f"skipped: {s.skip_reason}"
+            table.add_row(
+                str(s.account_id),
+                s.email,
+                result,
+                str(s.new_messages),
+                _skipped_text(s.skipped, s.skipped_reasons),
+                str(s.malformed),
+                str(s.quarantined),
+                str(s.expunged),
+            )
+        out.print(table)
+        # Errors below the table, unwrapped: they are sentences meant to be read whole. The
+        # hint (this CLI's command for the fix) follows the error it belongs to.
+        for s in summaries:
+            codes = [p.code for p in s.folder_problems] + ([s.failure.code] if s.failure else [])
+            for error, code in zip(s.errors, codes + [None] * len(s.errors), strict=False):
+                text = f"account {s.account_id} ({s.email}): {error}{hint(code, s.account_id)}"
+                out.print(text, soft_wrap=True, highlight=False)
+    if any(s.status == "failed" for s in summaries):
+        raise typer.Exit(1)
+
+
+_REASONS = {"too_many_recipients": "over the recipient limit"}
+
+
+def _skipped_text(count: int, reasons: dict[str, int]) -> str:
+    if not count:
+        return "0"
+    return f"{count} (" + ", ".join(f"{n} {_REASONS.get(r, r)}" for r, n in sorted(reasons.items())) + ")"
+
+
+def run() -> None:
+    """Run the scheduler: each active account synced at its interval until SIGTERM/SIGINT."""
+    from sync.account_pass import SyncEngine
+    from sync.scheduler import Worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    with SyncEngine() as engine:
+        Worker(engine).run()

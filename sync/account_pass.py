@@ -1,0 +1,314 @@
+"""One account's pass: claim it, connect, sync its folders, record how it went.
+
+No scheduling here (see scheduler.py). The account is claimed with a lease (`crm.sync_state`),
+so two workers never sync it at once; a worker on this machine that died mid-sync is taken over
+at once. A connection or login problem fails the pass and backs the account off; a problem
+confined to one folder (no Sent folder, an unstable UIDVALIDITY) is shown on the account while
+the other folder keeps syncing. Errors are stored as code + params (`core.problems`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from core.db import get_engine, session_scope
+from core.secrets import SecretBox, SecretKeyError
+from core.settings import Settings, get_settings
+from core.types import AccountStatus, RunStatus, utcnow
+from crm import mailstore, sync_state
+from crm.models import MailAccount
+from sync import errors, imap
+from sync.folder_pass import FolderPass
+from sync.folders import pick_folders
+from sync.pipeline import ParsePool
+from sync.types import FolderRole
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, FolderRole, int, int], None]  # account id, role, done, total
+BatchCallback = Callable[[int, list[int]], None]  # tenant id, new message pks
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProblem:
+    """A sync error as plain values: its code and fields (`core.problems`), its sentence, and
+    the folder it is confined to (None: the account, or its folders as a whole)."""
+
+    folder: str | None
+    code: str
+    params: dict[str, Any]
+    message: str
+
+    @classmethod
+    def of(cls, folder: str | None, error: errors.SyncError) -> SyncProblem:
+        return cls(folder=folder, code=error.code, params=dict(error.fields), message=error.message)
+
+
+def _folder_problems(found: Sequence[SyncProblem]) -> tuple[str, dict[str, Any]]:
+    """What the account stores for its folder problems: the one problem as it is, several as
+    `folder_problems` (rendered one after the other, each with its folder)."""
+    if len(found) == 1 and found[0].folder is None:
+        return found[0].code, found[0].params
+    return "folder_problems", {
+        "problems": [{"folder": p.folder, "code": p.code, "params": p.params} for p in found]
+    }
+
+
+@dataclass(slots=True)
+class SyncSummary:
+    account_id: int
+    email: str = ""
+    status: str = "ok"  # ok | partial | failed | interrupted | skipped
+    new_messages: int = 0
+    new_locations: int = 0
+    skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)  # e.g. too_many_recipients: 3
+    malformed: int = 0
+    quarantined: int = 0
+    expunged: int = 0
+    errors: list[str] = field(default_factory=list)
+    skip_reason: str = ""
+    folders: dict[str, str] = field(default_factory=dict)
+    # Problems confined to one folder: the account still synced, no backoff.
+    folder_problems: list[SyncProblem] = field(default_factory=list)
+    # What failed the whole pass (status "failed"), so a face can add its own hint by code.
+    failure: SyncProblem | None = None
+
+    def add(self, result: mailstore.BatchResult) -> None:
+        self.new_messages += result.new_messages
+        self.new_locations += result.new_locations
+        self.skipped += result.skipped
+        for reason, count in result.skipped_reasons.items():
+            self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
+        self.malformed += result.malformed
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """What a pass needs from the account row, copied out so no session outlives the read."""
+
+    id: int
+    tenant_id: int
+    email: str
+    endpoint: imap.ImapEndpoint
+    secret_encrypted: str
+    sync_since: datetime | None
+
+
+def _holder_is_dead(owner: str) -> bool:
+    """True when a lease owner ("host:pid:thread") is a process of this host that is gone."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        *,
+        db: Engine | None = None,
+        settings: Settings | None = None,
+        worker_id: str | None = None,
+        stop_event: threading.Event | None = None,
+        progress: ProgressCallback | None = None,
+        after_batch: Sequence[BatchCallback] = (),
+    ) -> None:
+        self.db = db or get_engine()
+        self.settings = settings or get_settings()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.stop_event = stop_event or threading.Event()
+        self.progress = progress
+        self.after_batch = list(after_batch)
+        self._box = SecretBox.from_settings(self.settings)
+        self.parser = ParsePool(self.settings)  # scheduler threads share one engine and its pool
+
+    def close(self) -> None:
+        self.parser.close()
+
+    def __enter__(self) -> SyncEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -----------------------------------------------------------------------------------------
+    def sync_account(self, account_id: int, *, ignore_backoff: bool = False) -> SyncSummary:
+        summary = SyncSummary(account_id=account_id)
+        with session_scope(self.db) as session:
+            row = session.get(MailAccount, account_id)
+            if row is None:
+                summary.status, summary.skip_reason = "skipped", "no such account"
+                return summary
+            summary.email = row.email
+            reason = self._why_not(row, ignore_backoff)
+            if reason:
+                summary.status, summary.skip_reason = "skipped", reason
+                return summary
+            if row.lease_owner and row.lease_owner != self.worker_id and _holder_is_dead(row.lease_owner):
+                # A worker on this machine was killed mid-sync: take over at once instead of
+                # waiting for its lease to expire. Its cursor is at the last committed batch.
+                sync_state.break_lease(session=session, account_id=account_id, owner=row.lease_owner)
+            if not sync_state.claim_account(
+                session=session,
+                account_id=account_id,
+                owner=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+            ):
+                summary.status, summary.skip_reason = "skipped", "another worker is syncing this account"
+                return summary
+            run = sync_state.start_run(session=session, account_id=account_id)
+            assert run.id is not None and row.id is not None
+            run_id = run.id
+            account = AccountInfo(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                email=row.email,
+                endpoint=imap.ImapEndpoint(
+                    host=row.imap_host,
+                    port=row.imap_port,
+                    security=row.imap_security,
+                    username=row.username,
+                    ca_file=row.ca_file,
+                    connect_timeout=self.settings.connect_timeout_seconds,
+                    read_timeout=self.settings.read_timeout_seconds,
+                    allow_private_hosts=self.settings.allow_private_hosts,
+                ),
+                secret_encrypted=row.secret_encrypted,
+                sync_since=row.sync_since,
+            )
+            identities = mailstore.tenant_identities(session=session, tenant_id=row.tenant_id)
+
+        failure: errors.SyncError | None = None
+        try:
+            self._sync_folders(account, identities, summary)
+        except errors.SyncError as exc:
+            failure = exc
+            summary.errors.append(str(exc))
+        except Exception as exc:  # one account's bug must not stop the others
+            log.exception("unexpected error while syncing account %s", account_id)
+            failure = errors.UnexpectedError(type(exc).__name__)
+            summary.errors.append(str(failure))
+        if failure is not None:
+            summary.failure = SyncProblem.of(None, failure)
+        self._finish(account, run_id, summary, failure)
+        return summary
+
+    def _why_not(self, row: MailAccount, ignore_backoff: bool) -> str:
+        if not row.active:
+            return "account is deactivated"
+        if row.status is AccountStatus.NEEDS_CREDENTIALS:
+            return "account needs new credentials"
+        if not ignore_backoff and row.next_attempt_at and row.next_attempt_at > utcnow():
+            return f"backing off after errors until {row.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+        return ""
+
+    def _finish(
+        self, account: AccountInfo, run_id: int, summary: SyncSummary, failure: errors.SyncError | None
+    ) -> None:
+        if failure is not None:
+            summary.status = "failed"
+        elif self.stop_event.is_set():
+            summary.status = "interrupted"
+        elif summary.errors:
+            summary.status = "partial"
+        run_status = {
+            "failed": RunStatus.FAILED,
+            "interrupted": RunStatus.INTERRUPTED,
+            "partial": RunStatus.PARTIAL,
+        }.get(summary.status, RunStatus.OK)
+        with session_scope(self.db) as session:
+            counts = mailstore.BatchResult(
+                new_messages=summary.new_messages,
+                new_locations=summary.new_locations,
+                skipped=summary.skipped,
+                malformed=summary.malformed,
+            )
+            sync_state.finish_run(
+                session=session,
+                run_id=run_id,
+                status=run_status,
+                counts=counts,
+                quarantined=summary.quarantined,
+                expunged=summary.expunged,
+                errors=summary.errors,
+                error_code=failure.code if failure else None,
+            )
+            if isinstance(failure, errors.LeaseLost):
+                pass  # the worker that took over reports the account's state
+            elif failure is not None:
+                sync_state.record_account_failure(
+                    session=session,
+                    account_id=account.id,
+                    code=failure.code,
+                    params=failure.params,
+                    max_auth_failures=self.settings.max_auth_failures,
+                )
+            elif summary.folder_problems:
+                # The connection worked but a folder had a problem (e.g. no Sent folder): show
+                # it on the account, without backing off the folders that do sync.
+                code, params = _folder_problems(summary.folder_problems)
+                sync_state.record_account_failure(
+                    session=session,
+                    account_id=account.id,
+                    code=code,
+                    params=params,
+                    max_auth_failures=self.settings.max_auth_failures,
+                    retry_later=False,
+                )
+            else:
+                sync_state.record_account_success(session=session, account_id=account.id)
+            sync_state.release_account(session=session, account_id=account.id, owner=self.worker_id)
+
+    # -----------------------------------------------------------------------------------------
+    def _sync_folders(self, account: AccountInfo, identities: frozenset[str], summary: SyncSummary) -> None:
+        try:
+            password = self._box.decrypt(account.secret_encrypted)
+        except SecretKeyError as exc:
+            raise errors.CredentialsUnreadable() from exc
+        with imap.connect(account.endpoint, password) as conn:
+            folders = pick_folders(conn.list_folders())
+            summary.folders = {role.value: name for role, name in folders.items()}
+            if FolderRole.SENT not in folders:
+                missing = errors.SentFolderMissing()
+                summary.folder_problems.append(SyncProblem.of(None, missing))
+                summary.errors.append(str(missing))
+            for role in (FolderRole.INBOX, FolderRole.SENT):
+                if role not in folders or self.stop_event.is_set():
+                    continue
+                try:
+                    FolderPass(self, conn, account, identities, role, folders[role], summary).run()
+                except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
+                    # A folder-level problem: record it and go on with the other folder.
+                    summary.folder_problems.append(SyncProblem.of(folders[role], exc))
+                    summary.errors.append(f"{folders[role]}: {exc}")
+                    with session_scope(self.db) as session:
+                        cursor = sync_state.folder_cursor(
+                            session=session, account_id=account.id, role=role, name=folders[role]
+                        )
+                        sync_state.finish_folder_pass(
+                            session=session,
+                            folder_id=cursor.folder_id,
+                            uidnext=None,
+                            messages=None,
+                            highestmodseq=None,
+                            error_code=exc.code,
+                            error_params=exc.params,
+                            completed=False,
+                        )

@@ -1,0 +1,491 @@
+"""One folder's pass: STATUS, plan, then batches fetched, parsed and stored with their cursor.
+
+1. STATUS, compared with the saved cursor by `plan.plan_folder`: an unchanged folder costs this
+   one command.
+2. EXAMINE (read-only), then the UIDs above the cursor, processed in batches. For each batch the
+   cheap facts come first (size, flags, a few header fields); mail we already hold (same
+   Message-ID, e.g. the same message in another folder or account, or after a UIDVALIDITY
+   change) only gets a new location and is never downloaded again, mail with too many
+   recipients is recorded as skipped, oversized mail has only its header downloaded.
+3. Each batch is written with its cursor in one short transaction, after the network work for
+   that batch is over: no database session is ever held across a server round-trip, and a crash
+   resumes after the last committed batch with nothing lost or stored twice.
+4. Expunged messages are noticed by comparing the server's message count with ours, and flags
+   changed since the last HIGHESTMODSEQ are refreshed when the server offers CONDSTORE.
+
+A message that fails to fetch or store is retried on later passes and quarantined after a few
+attempts, so one bad message never blocks its folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
+
+from core.db import session_scope
+from core.types import SkipReason
+from crm import mailstore, sync_state
+from sync import errors, imap
+from sync.parse import parse_message
+from sync.pipeline import Fetched, chunks, prefetched
+from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.types import FolderRole, MessageMeta, ParsedMessage
+
+if TYPE_CHECKING:
+    from sync.account_pass import AccountInfo, SyncEngine, SyncSummary
+
+log = logging.getLogger(__name__)
+
+
+def to_message_data(
+    parsed: ParsedMessage, *, raw: bytes | None, headers_only: bool = False
+) -> mailstore.MessageData:
+    """The engine's one conversion from a parser value to what `crm.mailstore` takes."""
+
+    def pairs(addresses: Sequence[object]) -> tuple[tuple[str, str], ...]:
+        return tuple((a.email, a.name) for a in addresses)  # type: ignore[attr-defined]
+
+    return mailstore.MessageData(
+        message_id=parsed.message_id,
+        message_id_synthetic=parsed.message_id_synthetic,
+        content_hash=parsed.content_hash,
+        subject=parsed.subject,
+        normalized_subject=parsed.normalized_subject,
+        date=parsed.date,
+        from_email=parsed.from_.email if parsed.from_ else "",
+        from_name=parsed.from_.name if parsed.from_ else "",
+        to=pairs(parsed.to),
+        cc=pairs(parsed.cc),
+        bcc=pairs(parsed.bcc),
+        reply_to=pairs(parsed.reply_to),
+        in_reply_to=parsed.in_reply_to,
+        references=parsed.references,
+        text_body=parsed.text_body,
+        html_body=parsed.html_body,
+        attachments=tuple(
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "inline": a.inline,
+                "content_id": a.content_id,
+            }
+            for a in parsed.attachments
+        ),
+        headers=parsed.headers,
+        attached_message_senders=pairs(parsed.attached_message_senders),
+        size=parsed.size,
+        recipient_count=parsed.recipient_count,
+        parse_errors=parsed.parse_errors,
+        raw=raw,
+        headers_only=headers_only,
+    )
+
+
+def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
+    """Two UIDs of one batch holding the same Message-ID: the second is a known location."""
+    seen: set[str] = set()
+    out: list[mailstore.Incoming] = []
+    for item in sorted(items, key=lambda i: i.location.uid):
+        if isinstance(item, mailstore.NewMail):
+            if item.data.message_id in seen:
+                item = mailstore.KnownMail(location=item.location, message_id=item.data.message_id)
+            seen.add(item.data.message_id if isinstance(item, mailstore.NewMail) else item.message_id)
+        out.append(item)
+    return out
+
+
+class FolderPass:
+    """The state of one folder's pass (kept in one object so the steps stay small)."""
+
+    def __init__(
+        self,
+        engine: SyncEngine,
+        conn: imap.ImapSession,
+        account: AccountInfo,
+        identities: frozenset[str],
+        role: FolderRole,
+        name: str,
+        summary: SyncSummary,
+    ) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.conn = conn
+        self.account = account
+        self.identities = identities
+        self.role = role
+        self.name = name
+        self.summary = summary
+        self.folder_id = 0
+        self.uidvalidity = 0
+        self.cursor_uid = 0
+        self.blocked = False  # a UID of this pass is left to retry: the cursor stays before it
+
+    def _session(self) -> AbstractContextManager[Session]:
+        return session_scope(self.engine.db)
+
+    def run(self) -> None:
+        status = self.conn.status(self.name)
+        with self._session() as session:
+            cursor = sync_state.folder_cursor(
+                session=session, account_id=self.account.id, role=self.role, name=self.name
+            )
+        self.folder_id = cursor.folder_id
+        saved = SavedState(
+            uidvalidity=cursor.uidvalidity,
+            highest_uid=cursor.highest_uid,
+            uidnext=cursor.uidnext,
+            messages=cursor.messages,
+            highestmodseq=cursor.highestmodseq,
+            uidvalidity_resyncs=cursor.uidvalidity_resyncs,
+            unstable=cursor.unstable,
+            initial_sync_done=cursor.initial_sync_done,
+        )
+        plan = plan_folder(saved, status, max_resyncs=self.settings.max_uidvalidity_resyncs)
+        log.info("account %s folder %s: %s (%s)", self.account.id, self.name, plan.action, plan.reason)
+        if plan.action is Action.NOTHING:
+            with self._session() as session:
+                sync_state.finish_folder_pass(
+                    session=session,
+                    folder_id=self.folder_id,
+                    uidnext=status.uidnext,
+                    messages=status.messages,
+                    highestmodseq=status.highestmodseq,
+                )
+            return
+        if plan.action is Action.UNUSABLE:
+            raise errors.ProtocolError(f"reading {self.name}: {plan.reason}")
+        if plan.action is Action.FLAGGED:
+            with self._session() as session:
+                sync_state.flag_unstable(session=session, folder_id=self.folder_id)
+            raise errors.UidValidityUnstable(self.name)
+        if plan.action is Action.RESYNC:
+            assert plan.uidvalidity is not None
+            log.warning("account %s folder %s: %s, resyncing", self.account.id, self.name, plan.reason)
+            with self._session() as session:
+                sync_state.begin_resync(
+                    session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity
+                )
+        elif plan.action is Action.INITIAL and saved.uidvalidity is None:
+            with self._session() as session:
+                sync_state.begin_initial(
+                    session=session, folder_id=self.folder_id, uidvalidity=plan.uidvalidity or 0
+                )
+
+        assert plan.uidvalidity is not None
+        self.uidvalidity = plan.uidvalidity
+        selected = self.conn.examine(self.name)
+        if selected.uidvalidity != self.uidvalidity:
+            raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
+        self.cursor_uid = 0 if plan.action is Action.RESYNC else plan.fetch_above
+        uids = self.conn.uids_above(self.cursor_uid)
+        highest_on_server = uids[-1] if uids else self.cursor_uid
+        windowed = plan.action in (Action.INITIAL, Action.RESYNC) and self.account.sync_since is not None
+        if windowed and self.account.sync_since is not None:
+            in_window = set(self.conn.uids_since(self.account.sync_since))
+            uids = [u for u in uids if u in in_window]
+        self._fetch_all(uids)
+        if self.engine.stop_event.is_set():
+            return
+        if windowed and not self.blocked and highest_on_server > self.cursor_uid:
+            # Older mail is outside the window on purpose: the cursor moves past it (to a UID
+            # the server really listed, never to a UIDNEXT it merely claims), so the next pass
+            # is incremental instead of downloading the whole mailbox.
+            self._apply([], highest_on_server)
+            self.cursor_uid = highest_on_server
+        messages = self._notice_expunged(selected.messages)
+        self._refresh_flags(plan.flags_since, plan.full_flag_scan)
+        with self._session() as session:
+            sync_state.finish_folder_pass(
+                session=session,
+                folder_id=self.folder_id,
+                uidnext=selected.uidnext or status.uidnext,
+                messages=messages,
+                highestmodseq=selected.highestmodseq or status.highestmodseq,
+                pending=self.blocked,
+                # A windowed first sync with a UID left to retry is not over: the next pass
+                # must apply the window again, not import old mail above the cursor.
+                initial_done=not (windowed and self.blocked),
+            )
+
+    # -----------------------------------------------------------------------------------------
+    def _fetch_all(self, uids: list[int]) -> None:
+        """Fetch and store batch after batch. The network side of batch N+1 (a background thread,
+        the only user of the IMAP connection meanwhile) overlaps with parsing and storing batch
+        N; a bounded queue keeps at most two fetched batches waiting, so memory stays flat."""
+        batches = list(chunks(uids, self.settings.sync_batch_size))
+        total, done = len(uids), 0
+        name = f"fetch-{self.account.id}-{self.role}"
+        for fetched in prefetched(batches, self._fetch_batch, stop=self.engine.stop_event, name=name):
+            self._finish_batch(fetched)
+            done += len(fetched.batch)
+            if self.engine.progress:
+                self.engine.progress(self.account.id, self.role, done, total)
+
+    def _fetch_batch(self, batch: list[int]) -> Fetched:
+        """The network side of a batch (plus short reads): what is new, what to download. The
+        lease is renewed first, so a long download never outlives it."""
+        with self._session() as session:
+            self._renew(session)
+        with self._session() as session:
+            already = mailstore.seen_uids(
+                session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=batch
+            )
+        todo = [u for u in batch if u not in already]
+        fetched = Fetched(batch=batch, done=set(already))
+        fetched.metas = {m.uid: m for m in self._fetch_meta(todo, fetched.failures)}
+        for uid in todo:
+            if uid not in fetched.metas and uid not in fetched.failures:
+                if self.conn.exists(uid):
+                    fetched.failures[uid] = "the server returned no data for it"
+                else:
+                    fetched.done.add(uid)  # expunged between SEARCH and FETCH
+        heads = {
+            uid: parse_message(m.header_bytes, internal_date=m.internal_date)
+            for uid, m in fetched.metas.items()
+        }
+        with self._session() as session:
+            fetched.known = mailstore.known_message_ids(
+                session=session,
+                tenant_id=self.account.tenant_id,
+                message_ids=[h.message_id for h in heads.values() if not h.message_id_synthetic],
+            )
+        full: list[int] = []
+        header_only: list[int] = []
+        for uid, meta in sorted(fetched.metas.items()):
+            head = heads[uid]
+            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            if not head.message_id_synthetic and head.message_id in fetched.known:
+                fetched.early.append(mailstore.KnownMail(location=location, message_id=head.message_id))
+            elif head.recipient_count > self.settings.max_recipients:
+                fetched.early.append(self._skipped(location, head))
+            elif meta.size > self.settings.max_message_bytes:
+                header_only.append(uid)
+            else:
+                full.append(uid)
+        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures)
+        fetched.headers = self._download(header_only, headers_only=True, failures=fetched.failures)
+        jobs = [
+            (uid, fetched.bodies[uid], fetched.metas[uid].internal_date)
+            for uid in full
+            if uid in fetched.bodies
+        ]
+        fetched.parsed = self.engine.parser.submit(jobs)
+        return fetched
+
+    def _fetch_meta(self, uids: list[int], failures: dict[int, str]) -> list[MessageMeta]:
+        try:
+            return self.conn.fetch_meta(uids)
+        except errors.ProtocolError:
+            # The server refused the batch: find the message(s) it chokes on, one by one.
+            metas: list[MessageMeta] = []
+            for uid in uids:
+                try:
+                    metas.extend(self.conn.fetch_meta([uid]))
+                except errors.ProtocolError as exc:
+                    failures[uid] = str(exc)
+            return metas
+
+    def _finish_batch(self, fetched: Fetched) -> None:
+        """The database side of a batch: build the items, count failures, write, advance."""
+        items = list(fetched.early)
+        known = fetched.known
+        for uid, parsed in self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"):
+            meta = fetched.metas[uid]
+            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            if parsed.recipient_count > self.settings.max_recipients:
+                items.append(self._skipped(location, parsed))
+            elif parsed.message_id in known:
+                items.append(mailstore.KnownMail(location=location, message_id=parsed.message_id))
+            else:
+                raw = fetched.bodies[uid]
+                items.append(mailstore.NewMail(location=location, data=to_message_data(parsed, raw=raw)))
+                known.add(parsed.message_id)
+        for uid, header in sorted(fetched.headers.items()):
+            meta = fetched.metas[uid]
+            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            parsed = parse_message(header, internal_date=meta.internal_date)
+            items.append(
+                mailstore.NewMail(
+                    location=location, data=to_message_data(parsed, raw=header, headers_only=True)
+                )
+            )
+        items = _dedupe(items)
+        quarantined = self._record_failures(fetched.failures)
+        done = fetched.done | quarantined | {i.location.uid for i in items}
+        result = self._store(items, fetched.batch, done)
+        self.summary.add(result)
+        if result.stored_message_pks:
+            for callback in self.engine.after_batch:
+                callback(self.account.tenant_id, result.stored_message_pks)
+
+    def _skipped(self, location: mailstore.Location, parsed: ParsedMessage) -> mailstore.SkippedMail:
+        return mailstore.SkippedMail(
+            location=location,
+            message_id=parsed.message_id,
+            reason=SkipReason.TOO_MANY_RECIPIENTS,
+            detail=(
+                f"{parsed.recipient_count} distinct recipients (To, Cc, Bcc); mail with more than "
+                f"{self.settings.max_recipients} is not synced as conversation mail."
+            ),
+            subject=parsed.subject,
+            from_email=parsed.from_.email if parsed.from_ else "",
+            date=parsed.date,
+            recipient_count=parsed.recipient_count,
+        )
+
+    def _download(self, uids: list[int], *, headers_only: bool, failures: dict[int, str]) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        try:
+            bodies = self.conn.fetch_bodies(uids, headers_only=headers_only)
+        except errors.ProtocolError:
+            # The server refused the batch: find the message(s) it chokes on, one by one.
+            bodies = {}
+            for uid in uids:
+                try:
+                    bodies.update(self.conn.fetch_bodies([uid], headers_only=headers_only))
+                except errors.ProtocolError as exc:
+                    failures[uid] = str(exc)
+        for uid in uids:
+            if uid not in bodies and uid not in failures:
+                failures[uid] = "the server returned no body for it"
+        return bodies
+
+    def _record_failures(self, failures: dict[int, str]) -> set[int]:
+        quarantined: set[int] = set()
+        if not failures:
+            return quarantined
+        with self._session() as session:
+            for uid, error in failures.items():
+                if mailstore.record_failure(
+                    session=session,
+                    account_id=self.account.id,
+                    folder_id=self.folder_id,
+                    uidvalidity=self.uidvalidity,
+                    uid=uid,
+                    error=error,
+                    max_attempts=self.settings.max_message_attempts,
+                ):
+                    quarantined.add(uid)
+        self.summary.quarantined += len(quarantined)
+        for uid, error in failures.items():
+            log.warning("account %s %s UID %s: %s", self.account.id, self.name, uid, error)
+        return quarantined
+
+    def _apply(self, items: Sequence[mailstore.Incoming], cursor: int | None) -> mailstore.BatchResult:
+        with self._session() as session:
+            result = mailstore.apply_batch(
+                session=session,
+                tenant_id=self.account.tenant_id,
+                account_id=self.account.id,
+                folder_id=self.folder_id,
+                folder_role=self.role,
+                uidvalidity=self.uidvalidity,
+                items=items,
+                identities=self.identities,
+                cursor=mailstore.CursorUpdate(cursor) if cursor is not None else None,
+            )
+            self._renew(session)
+        return result
+
+    def _renew(self, session: Session) -> None:
+        """Still ours? A worker that lost its claim (it stalled past the lease and another took
+        over) must stop before writing: raising rolls the batch back."""
+        if not sync_state.renew_lease(
+            session=session,
+            account_id=self.account.id,
+            owner=self.engine.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+        ):
+            raise errors.LeaseLost()
+
+    def _cursor_after(self, batch: list[int], done: set[int]) -> int:
+        """Where the cursor may go after this batch: up to the first UID not done. Once a batch
+        left one behind (a failure to retry), no later batch of the pass moves it: the cursor
+        means "everything up to here is done", and the retry must find that UID again."""
+        return self.cursor_uid if self.blocked else contiguous_done(batch, done, self.cursor_uid)
+
+    def _moved_to(self, batch: list[int], cursor: int) -> None:
+        self.cursor_uid = cursor
+        if batch and cursor < batch[-1]:
+            self.blocked = True
+
+    def _store(
+        self, items: list[mailstore.Incoming], batch: list[int], done: set[int]
+    ) -> mailstore.BatchResult:
+        """Write the batch and advance the cursor as far as it is done."""
+        cursor = self._cursor_after(batch, done)
+        try:
+            result = self._apply(items, cursor)
+        except OperationalError as exc:
+            # Locked or unreachable database: not the message's fault, retry the pass later.
+            raise errors.StorageUnavailable(type(exc).__name__) from exc
+        except (SQLAlchemyError, LookupError, ValueError) as exc:
+            log.warning(
+                "account %s %s: batch write failed (%s); storing one by one", self.account.id, self.name, exc
+            )
+        else:
+            self._moved_to(batch, cursor)
+            return result
+        # One message broke the batch (or another worker stored the same Message-ID first):
+        # store each in its own transaction and count failures towards quarantine.
+        total = mailstore.BatchResult()
+        failures: dict[int, str] = {}
+        for item in items:
+            try:
+                result = self._apply([item], None)
+            except OperationalError as exc:
+                raise errors.StorageUnavailable(type(exc).__name__) from exc
+            except (SQLAlchemyError, LookupError, ValueError) as exc:
+                failures[item.location.uid] = f"could not be stored ({type(exc).__name__})"
+                continue
+            total.new_messages += result.new_messages
+            total.new_locations += result.new_locations
+            total.skipped += result.skipped
+            for reason, count in result.skipped_reasons.items():
+                total.skipped_reasons[reason] = total.skipped_reasons.get(reason, 0) + count
+            total.malformed += result.malformed
+            total.stored_message_pks.extend(result.stored_message_pks)
+        quarantined = self._record_failures(failures)
+        cursor = self._cursor_after(batch, (done - set(failures)) | quarantined)
+        self._apply([], cursor)
+        self._moved_to(batch, cursor)
+        return total
+
+    # -----------------------------------------------------------------------------------------
+    def _notice_expunged(self, server_count: int | None) -> int | None:
+        with self._session() as session:
+            ours = mailstore.live_uids(
+                session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity
+            )
+        # Equal counts prove nothing was removed only when we hold every message of the folder:
+        # not with a history window (older mail was left out) nor with a UID still to retry.
+        complete = self.account.sync_since is None and not self.blocked
+        if complete and server_count is not None and server_count == len(ours):
+            return server_count
+        on_server = set(self.conn.all_uids())
+        gone = ours - on_server
+        if gone:
+            with self._session() as session:
+                self.summary.expunged += mailstore.mark_expunged(
+                    session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, uids=gone
+                )
+        return len(on_server)
+
+    def _refresh_flags(self, since: int | None, full_scan: bool) -> None:
+        if since is None and not full_scan:
+            return
+        if not full_scan and not self.conn.has("CONDSTORE"):
+            return
+        changed = self.conn.all_flags() if full_scan else self.conn.changed_flags(since or 0)
+        if changed:
+            with self._session() as session:
+                mailstore.update_flags(
+                    session=session, folder_id=self.folder_id, uidvalidity=self.uidvalidity, flags=changed
+                )

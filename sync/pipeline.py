@@ -1,0 +1,153 @@
+"""The moving parts between the IMAP connection and the store: a parse pool and a prefetcher.
+
+* `ParsePool` parses in worker processes when `parse_workers` is set (parsing is pure and
+  CPU-bound: on a multi-core machine it then runs beside the fetching and storing), else in
+  the calling thread. A worker that dies (e.g. killed for memory) costs one batch parsed in
+  process and a fresh pool for the next, never the sync.
+* `prefetched` overlaps the network side of batch N+1 (a background thread, the only user of
+  the IMAP connection meanwhile) with the parsing and storing of batch N; a bounded queue keeps
+  at most two fetched batches waiting, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from core.settings import Settings
+from crm import mailstore
+from sync.parse import parse_message
+from sync.types import MessageMeta, ParsedMessage
+
+log = logging.getLogger(__name__)
+
+ParseJob = tuple[int, bytes, datetime | None]  # uid, raw bytes, INTERNALDATE
+Parsed = list[tuple[int, ParsedMessage]]
+
+
+@dataclass(slots=True)
+class Fetched:
+    """One batch after its network round-trips, waiting to be parsed and stored."""
+
+    batch: list[int]
+    done: set[int]  # already stored earlier, or gone from the server
+    failures: dict[int, str] = field(default_factory=dict)
+    early: list[mailstore.Incoming] = field(default_factory=list)  # decided from headers alone
+    metas: dict[int, MessageMeta] = field(default_factory=dict)
+    known: set[str] = field(default_factory=set)
+    bodies: dict[int, bytes] = field(default_factory=dict)
+    headers: dict[int, bytes] = field(default_factory=dict)
+    parsed: Future[Parsed] = field(default_factory=Future)
+
+    def jobs(self) -> list[ParseJob]:
+        """The full downloads to parse, in UID order."""
+        return [(uid, body, self.metas[uid].internal_date) for uid, body in sorted(self.bodies.items())]
+
+
+def parse_jobs(jobs: Sequence[ParseJob]) -> Parsed:
+    """Top-level (picklable) so a process pool can run it."""
+    return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
+
+
+class ParsePool:
+    """Parsing beside fetching; shared by the scheduler's threads (one engine, one pool)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings  # read at each call: `parse_workers` may be changed later
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The running worker pool, if any (for tests and diagnostics)."""
+        return self._executor
+
+    def submit(self, jobs: list[ParseJob]) -> Future[Parsed]:
+        if self.settings.parse_workers > 0 and jobs:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ProcessPoolExecutor(
+                        max_workers=self.settings.parse_workers,
+                        mp_context=multiprocessing.get_context("forkserver"),
+                    )
+                executor = self._executor
+            try:
+                return executor.submit(parse_jobs, jobs)
+            except BrokenProcessPool:
+                self.reset()
+        done: Future[Parsed] = Future()
+        done.set_result(parse_jobs(jobs))
+        return done
+
+    def result(self, fetched: Fetched, context: str) -> Parsed:
+        """The parsed batch; parsed here if its worker died (the pool is replaced for later
+        batches, so one crash never stops the syncing)."""
+        try:
+            return fetched.parsed.result()
+        except BrokenProcessPool:
+            log.warning("%s: a parse worker died; parsing this batch in process", context)
+            self.reset()
+            return parse_jobs(fetched.jobs())
+
+    def reset(self) -> None:
+        """Forget a broken pool; the next batch starts a fresh one."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def prefetched(
+    batches: list[list[int]], fetch: Callable[[list[int]], Fetched], *, stop: threading.Event, name: str
+) -> Iterator[Fetched]:
+    """`fetch(batch)` for each batch, one batch ahead in a background thread. An exception in
+    the fetching thread is re-raised here, in the consumer."""
+    if len(batches) <= 1:
+        for batch in batches:
+            if not stop.is_set():
+                yield fetch(batch)
+        return
+    handoff: queue.Queue[Fetched | BaseException | None] = queue.Queue(maxsize=2)
+    cancel = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if cancel.is_set() or stop.is_set():
+                    break
+                handoff.put(fetch(batch))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            handoff.put(exc)
+        finally:
+            handoff.put(None)
+
+    producer = threading.Thread(target=produce, name=name, daemon=True)
+    producer.start()
+    item: Fetched | BaseException | None = None
+    try:
+        while (item := handoff.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()
+        while item is not None:  # unblock the producer, then wait for it
+            item = handoff.get()
+        producer.join()
