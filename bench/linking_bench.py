@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import SecretStr  # noqa: E402
 
+from core.caller import Caller  # noqa: E402
 from core.db import make_engine, migrate, session_scope  # noqa: E402
 from core.secrets import SecretBox  # noqa: E402
 from core.settings import reset_settings  # noqa: E402
@@ -323,7 +324,7 @@ def backfill(engine: Engine, world: World, mail: Sequence[Generated]) -> tuple[f
     started = time.perf_counter()
     with session_scope(engine) as s:
         contact = records.create_contact(
-            session=s, tenant_id=world.tenant_id, emails=[NEWBIE], first_name="New"
+            session=s, caller=Caller.operator(world.tenant_id), emails=[NEWBIE], first_name="New"
         )
     seconds = time.perf_counter() - started
     with session_scope(engine) as s:
@@ -364,7 +365,13 @@ def time_reports(engine: Engine, world: World) -> list[tuple[str, float, int]]:
             for scope, record_id in (("all", None), ("one", one[by])):
                 with session_scope(engine) as s:
                     started = time.perf_counter()
-                    rows = fn(session=s, tenant_id=world.tenant_id, by=by, record_id=record_id, **kwargs)
+                    rows = fn(
+                        session=s,
+                        caller=Caller.operator(world.tenant_id),
+                        by=by,
+                        record_id=record_id,
+                        **kwargs,
+                    )
                     seconds = time.perf_counter() - started
                 out.append((f"{name} by {by.value} ({scope})", seconds, len(rows)))
     return out

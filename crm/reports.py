@@ -7,7 +7,10 @@ statements run on SQLite and PostgreSQL; the two places where the dialects diffe
 timestamp into a day or a Monday-started week, and turning a timestamp into epoch seconds) live
 in `_SqlDialect`, chosen from `session.get_bind().dialect.name`.
 
-Everything starts from one relation, `_pairs`: (record_id, message_pk) for the chosen kind.
+Everything starts from one relation, `_pairs`: (record_id, message_pk) for the chosen kind,
+limited to the messages the caller sees (`crm.access.message_visible`): an admin's figures cover
+the whole tenant, a member's only the mail of the accounts granted to them (threads included: a
+reply in an account the member does not see is not counted).
 
 * contact / company / deal: the `message_link` rows of that kind (the linking service's output,
   manual links included).
@@ -52,7 +55,9 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CTE
 from sqlmodel import Session, col
 
+from core.caller import Caller
 from core.types import Direction, UTCDateTime, utcnow
+from crm.access import message_visible
 from crm.models import Company, Contact, Deal, Message, MessageLink, Thread, User
 
 __all__ = [
@@ -178,12 +183,16 @@ def _dialect(session: Session) -> _SqlDialect:
 # The (record, message) relation
 
 
-def _pairs(tenant_id: int, by: ReportBy, record_id: int | None) -> CTE:
-    """(record_id, message_pk) for the chosen kind, without duplicates."""
+def _pairs(caller: Caller, by: ReportBy, record_id: int | None) -> CTE:
+    """(record_id, message_pk) for the chosen kind, without duplicates, visible messages only."""
+    tenant_id = caller.tenant_id
+    visible = message_visible(caller)
     if by is not ReportBy.USER:
         stmt: Any = select(
             col(MessageLink.record_id).label("record_id"), col(MessageLink.message_pk).label("message_pk")
         ).where(MessageLink.tenant_id == tenant_id, MessageLink.record_kind == by.value)
+        if not caller.is_admin:  # an admin sees every message of the tenant: no join needed
+            stmt = stmt.join(Message, col(Message.id) == col(MessageLink.message_pk)).where(visible)
         if record_id is not None:
             stmt = stmt.where(MessageLink.record_id == record_id)
         return stmt.cte("pairs")
@@ -191,11 +200,11 @@ def _pairs(tenant_id: int, by: ReportBy, record_id: int | None) -> CTE:
     sent_from = (
         select(col(User.id).label("record_id"), col(Message.id).label("message_pk"))
         .join(Message, and_(Message.tenant_id == User.tenant_id, Message.from_email == User.email))
-        .where(User.tenant_id == tenant_id, outbound)
+        .where(User.tenant_id == tenant_id, outbound, visible)
     )
     attributed = select(
         col(Message.attributed_user_id).label("record_id"), col(Message.id).label("message_pk")
-    ).where(Message.tenant_id == tenant_id, col(Message.attributed_user_id).is_not(None), outbound)
+    ).where(Message.tenant_id == tenant_id, col(Message.attributed_user_id).is_not(None), outbound, visible)
     owned = (
         select(col(Contact.owner_user_id).label("record_id"), col(MessageLink.message_pk).label("message_pk"))
         .join(Contact, col(Contact.id) == col(MessageLink.record_id))
@@ -206,6 +215,7 @@ def _pairs(tenant_id: int, by: ReportBy, record_id: int | None) -> CTE:
             Contact.tenant_id == tenant_id,  # lets ix_contact_owner find one user's contacts
             col(Contact.owner_user_id).is_not(None),
             Message.direction == Direction.INBOUND,
+            visible,
         )
     )
     if record_id is not None:
@@ -257,7 +267,7 @@ def _range(column: Any, since: datetime | None, until: datetime | None) -> list[
 def activity(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     period: Period = Period.DAY,
     since: datetime | None = None,
@@ -267,7 +277,7 @@ def activity(
     """Mail in and out per record and per period (only periods with mail), dated in
     [since, until). Ordered by record, then period."""
     sql = _dialect(session)
-    pairs = _pairs(tenant_id, by, record_id)
+    pairs = _pairs(caller, by, record_id)
     bucket = sql.bucket(Message.date, period).label("period_start")
     inner = (
         select(
@@ -299,7 +309,7 @@ def activity(
 def last_contact(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -307,7 +317,7 @@ def last_contact(
 ) -> list[LastContactRow]:
     """The latest message of each record (within [since, until) when given: `until` makes it
     "as of"), with its direction. Records without mail are not listed."""
-    pairs = _pairs(tenant_id, by, record_id)
+    pairs = _pairs(caller, by, record_id)
     ranked = (
         select(
             pairs.c.record_id,
@@ -351,7 +361,7 @@ def _record_threads(pairs: CTE) -> CTE:
     )
 
 
-def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, latest_first: bool) -> Select[Any]:
+def _thread_window(caller: Caller, by: ReportBy, record_id: int | None, *, latest_first: bool) -> Select[Any]:
     """Every dated message of each (record, thread), numbered within it (oldest or newest first),
     with the date of the first reply that counts for the record.
 
@@ -364,7 +374,7 @@ def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, lates
     A reply counts when it is outbound; for a user, only when the user sent it. For a thread that
     starts inbound, every outbound message comes after the first one, so the first reply is a
     plain MIN over the thread."""
-    pairs = _pairs(tenant_id, by, record_id)
+    pairs = _pairs(caller, by, record_id)
     threads = _record_threads(pairs)
     is_reply: ColumnElement[bool] = Message.direction == Direction.OUTBOUND
     if by is ReportBy.USER:
@@ -392,7 +402,7 @@ def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, lates
         )
         .select_from(threads)
         .join(Message, col(Message.thread_id) == threads.c.thread_id)
-        .where(col(Message.date).is_not(None))
+        .where(col(Message.date).is_not(None), message_visible(caller))
     )
     if by is ReportBy.USER:
         stmt = stmt.join(User, col(User.id) == threads.c.record_id)
@@ -401,7 +411,7 @@ def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, lates
 
 def _thread_responses_cte(
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     record_id: int | None,
     since: datetime | None,
@@ -409,7 +419,7 @@ def _thread_responses_cte(
 ) -> CTE:
     """One row per (record, thread starting inbound): first inbound, first reply, seconds."""
     sql = _dialect(session)
-    window = _thread_window(tenant_id, by, record_id, latest_first=False)
+    window = _thread_window(caller, by, record_id, latest_first=False)
     ordered = window.subquery("ordered")
     seconds = case(
         (
@@ -438,7 +448,7 @@ def _thread_responses_cte(
 def thread_responses(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -446,7 +456,7 @@ def thread_responses(
 ) -> list[ThreadResponseRow]:
     """Each thread of each record that starts with inbound mail (first message dated in
     [since, until)), with its first reply, if any."""
-    sq = _thread_responses_cte(session, tenant_id, by, record_id, since, until)
+    sq = _thread_responses_cte(session, caller, by, record_id, since, until)
     stmt = select(sq).order_by(sq.c.record_id, sq.c.first_at, sq.c.thread_id)
     return [
         ThreadResponseRow(
@@ -464,7 +474,7 @@ def thread_responses(
 def first_response(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -472,7 +482,7 @@ def first_response(
 ) -> list[FirstResponseRow]:
     """Per record: threads starting inbound, how many were answered, and the median and average
     seconds to the first reply (over the answered ones; None when none was)."""
-    sq = _thread_responses_cte(session, tenant_id, by, record_id, since, until)
+    sq = _thread_responses_cte(session, caller, by, record_id, since, until)
     # Answered threads first (NULLS LAST on both databases), numbered 1..answered per record.
     ranked = select(
         sq.c.record_id,
@@ -526,7 +536,7 @@ def first_response(
 def unanswered(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     older_than_hours: float | None = None,
     now: datetime | None = None,
@@ -534,7 +544,7 @@ def unanswered(
 ) -> list[UnansweredRow]:
     """Threads of each record whose latest message is inbound (optionally waiting for more than
     `older_than_hours` at `now`), oldest wait first."""
-    window = _thread_window(tenant_id, by, record_id, latest_first=True)
+    window = _thread_window(caller, by, record_id, latest_first=True)
     latest = window.subquery("latest")
     conditions: list[ColumnElement[bool]] = [latest.c.rn == 1, latest.c.direction == Direction.INBOUND]
     if older_than_hours is not None:

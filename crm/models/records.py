@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from crm.models._columns import created
+from crm.models._columns import created, json_column, timestamp
 
 
 class Company(SQLModel, table=True):
@@ -136,3 +136,27 @@ class LinkSuppression(SQLModel, table=True):
     record_id: int
     created_by_user_id: int | None = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = created()
+
+
+class BackfillJob(SQLModel, table=True):
+    """Already-synced mail still to be linked to records added in bulk (a CSV import).
+
+    Written in the same transaction as the records, worked off after the commit in short chunks
+    (`crm.backfill`), each chunk advancing `position` (keys done: the emails, then the domains)
+    and `message_cursor` (within the current keys, the highest message id linked). A crash
+    between two chunks leaves the job unfinished; running it again resumes where it stopped and
+    linking is idempotent, so nothing is lost or linked twice."""
+
+    __tablename__ = "backfill_job"
+    __table_args__ = (Index("ix_backfill_job_pending", "tenant_id", "finished_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    emails: list[str] = json_column(list)
+    domains: list[str] = json_column(list)
+    position: int = 0
+    message_cursor: int = 0
+    messages_linked: int = 0
+    links_added: int = 0
+    created_at: datetime = created()
+    finished_at: datetime | None = timestamp()

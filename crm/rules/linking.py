@@ -48,7 +48,9 @@ from crm.rules.forwards import find_forwarded_senders
 __all__ = [
     "FREE_MAIL_DOMAINS",
     "Address",
+    "AddressRole",
     "ContactRef",
+    "ContactSource",
     "DealRef",
     "DealStatus",
     "Direction",
@@ -103,6 +105,24 @@ class DealStatus(enum.StrEnum):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
+
+
+class ContactSource(enum.StrEnum):
+    """How a contact came to be."""
+
+    MANUAL = "manual"  # created by a user
+    IMPORT = "import"  # a CSV import
+    LEAD = "lead"  # created from an unknown inbound sender (when the tenant enabled leads)
+
+
+class AddressRole(enum.StrEnum):
+    """Where an address appears in a message (the `message_address` index)."""
+
+    FROM = "from"
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
+    FORWARDED = "forwarded"  # the original sender of a forwarded block or attached message
 
 
 @dataclass(frozen=True, slots=True)
