@@ -549,6 +549,7 @@ def import_contacts(
     companies: dict[str, int] = {}
     new_domains: list[str] = []
     imported: list[str] = []
+    fresh: list[tuple[Contact, str]] = []  # inserted together below: one statement per 1,000 rows
     for row in parsed.rows:
         if row.email in users:
             errors.append(
@@ -564,17 +565,21 @@ def import_contacts(
         imported.append(row.email)
         contact = existing.get(row.email)
         if contact is None:
-            new_contact_rows(
-                session,
-                tenant_id,
-                emails=[row.email],
-                first_name=row.first_name or "",
-                last_name=row.last_name or "",
-                full_name=row.full_name or "",
-                phone=row.phone or "",
-                company_id=company_id,
-                owner_user_id=owner_id,
-                source=ContactSource.IMPORT,
+            first, last = row.first_name or "", row.last_name or ""
+            fresh.append(
+                (
+                    Contact(
+                        tenant_id=tenant_id,
+                        first_name=first,
+                        last_name=last,
+                        full_name=row.full_name or f"{first} {last}".strip() or row.email,
+                        phone=row.phone or "",
+                        company_id=company_id,
+                        owner_user_id=owner_id,
+                        source=ContactSource.IMPORT,
+                    ),
+                    row.email,
+                )
             )
             tally.created += 1
             continue
@@ -589,6 +594,14 @@ def import_contacts(
             tally.updated += 1
         else:
             tally.unchanged += 1
+    session.add_all([contact for contact, _ in fresh])
+    session.flush()
+    session.add_all(
+        [
+            ContactEmail(tenant_id=tenant_id, contact_id=contact.id or 0, email=email)
+            for contact, email in fresh
+        ]
+    )
     session.flush()
     # Every address of the file, not only the new ones: re-running an import whose linking was
     # interrupted links what it missed (the backfill is idempotent).

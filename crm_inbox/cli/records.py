@@ -128,6 +128,23 @@ def contacts_import(
         out.print(table)
 
 
+@contacts_app.command("backfill")
+def contacts_backfill(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Link synced mail to imported contacts whose linking was interrupted (a crash or a stop
+    during an import); safe to run at any time."""
+    try:
+        with session_scope() as session:
+            caller = _operator(session, tenant)
+        results = backfill.run_pending(engine=get_engine(), caller=caller)
+    except DomainError as exc:
+        raise fail(exc.message) from None
+    if as_json:
+        print_json(list(results))
+        return
+    linked = sum(r.messages_linked for r in results)
+    out.print(f"{len(results)} interrupted import(s) resumed; {linked} message(s) re-decided.")
+
+
 @contacts_app.command("add")
 def contacts_add(
     email: Annotated[list[str], typer.Option("--email", help="An address (repeat for several).")],
