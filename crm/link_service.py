@@ -41,12 +41,12 @@ from crm.models import (
 )
 from crm.rules import linking
 from crm.rules.forwards import find_forwarded_senders
-from crm.rules.linking import LinkReason, RecordKind
+from crm.rules.linking import AddressRole, ContactSource, LinkReason, RecordKind
 
 
-def _stronger(a: str, b: str) -> bool:
+def _stronger(a: LinkReason, b: LinkReason) -> bool:
     """True when reason `a` outranks reason `b`."""
-    return LinkReason(a).strength > LinkReason(b).strength
+    return a.strength > b.strength
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,17 +56,21 @@ def _stronger(a: str, b: str) -> bool:
 def address_rows(message: Message) -> list[dict[str, object]]:
     """`message_address` rows for a newly stored message (bulk-inserted by the store)."""
     assert message.id is not None
-    rows: dict[tuple[str, str], None] = {}
+    rows: dict[tuple[AddressRole, str], None] = {}
     if message.from_email:
-        rows[("from", message.from_email.lower())] = None
-    for role, addresses in (("to", message.to_addrs), ("cc", message.cc_addrs), ("bcc", message.bcc_addrs)):
+        rows[(AddressRole.FROM, message.from_email.lower())] = None
+    for role, addresses in (
+        (AddressRole.TO, message.to_addrs),
+        (AddressRole.CC, message.cc_addrs),
+        (AddressRole.BCC, message.bcc_addrs),
+    ):
         for address in addresses:
             if address.get("email"):
                 rows[(role, address["email"].lower())] = None
     forwarded = [e for e, _ in find_forwarded_senders(message.text_body)]
     forwarded += [a["email"] for a in message.attached_message_senders if a.get("email")]
     for email in forwarded:
-        rows[("forwarded", email.lower())] = None
+        rows[(AddressRole.FORWARDED, email.lower())] = None
     return [
         {
             "tenant_id": message.tenant_id,
@@ -192,7 +196,7 @@ def _thread_state(
             .join(Message, col(Message.id) == col(MessageLink.message_pk))
             .where(
                 col(Message.thread_id).in_(chunk),
-                MessageLink.record_kind == RecordKind.DEAL.value,
+                MessageLink.record_kind == RecordKind.DEAL,
                 col(MessageLink.message_pk).not_in(sorted(exclude_pks) or [0]),
             )
         ).all():
@@ -201,7 +205,7 @@ def _thread_state(
         for row in session.exec(
             select(LinkSuppression).where(col(LinkSuppression.thread_id).in_(chunk))
         ).all():
-            suppressed[row.thread_id].add((RecordKind(row.record_kind), row.record_id))
+            suppressed[row.thread_id].add((row.record_kind, row.record_id))
     return deals, suppressed
 
 
@@ -317,8 +321,8 @@ def link_messages(
 
 def _existing_links(
     session: Session, message_pks: Sequence[int]
-) -> dict[int, dict[tuple[str, int], MessageLink]]:
-    found: dict[int, dict[tuple[str, int], MessageLink]] = defaultdict(dict)
+) -> dict[int, dict[tuple[RecordKind, int], MessageLink]]:
+    found: dict[int, dict[tuple[RecordKind, int], MessageLink]] = defaultdict(dict)
     for chunk in _chunks(list(message_pks)):
         for row in session.exec(select(MessageLink).where(col(MessageLink.message_pk).in_(chunk))).all():
             found[row.message_pk][(row.record_kind, row.record_id)] = row
@@ -330,12 +334,12 @@ def _apply(
     tenant_id: int,
     message_pk: int,
     decision: linking.LinkDecision,
-    existing: dict[tuple[str, int], MessageLink],
+    existing: dict[tuple[RecordKind, int], MessageLink],
     reconcile: bool,
     new_rows: list[dict[str, object]],
 ) -> tuple[int, int]:
     added = removed = 0
-    proposed = {(link.record_kind.value, link.record_id): link for link in decision.links}
+    proposed = {(link.record_kind, link.record_id): link for link in decision.links}
     now = utcnow()
     for key, link in proposed.items():
         row = existing.get(key)
@@ -346,22 +350,22 @@ def _apply(
                     "message_pk": message_pk,
                     "record_kind": key[0],
                     "record_id": key[1],
-                    "reason": link.reason.value,
+                    "reason": link.reason,
                     "detail": link.detail,
                     "created_at": now,
                 }
             )
             added += 1
-        elif row.reason != LinkReason.MANUAL.value and (
+        elif row.reason != LinkReason.MANUAL and (
             # Re-deciding (after a removal) states today's reason, even a weaker one.
-            _stronger(link.reason.value, row.reason)
-            or (reconcile and (row.reason, row.detail) != (link.reason.value, link.detail))
+            _stronger(link.reason, LinkReason(row.reason))
+            or (reconcile and (row.reason, row.detail) != (link.reason, link.detail))
         ):
-            row.reason, row.detail = link.reason.value, link.detail
+            row.reason, row.detail = link.reason, link.detail
             session.add(row)
     if reconcile:
         for key, row in list(existing.items()):
-            if key not in proposed and row.reason != LinkReason.MANUAL.value:
+            if key not in proposed and row.reason != LinkReason.MANUAL:
                 session.delete(row)
                 del existing[key]
                 removed += 1
@@ -375,7 +379,7 @@ def _create_lead(session: Session, tenant_id: int, proposal: linking.LeadProposa
         last_name=proposal.last_name or "",
         full_name=proposal.full_name or proposal.email,
         company_id=proposal.company_id,
-        source="lead",
+        source=ContactSource.LEAD,
     )
     session.add(contact)
     session.flush()

@@ -171,9 +171,7 @@ def why(*, session: Session, caller: Caller, message_pk: int) -> tuple[LinkExpla
         .where(MessageLink.message_pk == message_pk)
         .order_by(col(MessageLink.record_kind), col(MessageLink.record_id))
     ).all()
-    return tuple(
-        LinkExplanation(RecordKind(r.record_kind), r.record_id, LinkReason(r.reason), r.detail) for r in rows
-    )
+    return tuple(LinkExplanation(r.record_kind, r.record_id, r.reason, r.detail) for r in rows)
 
 
 def linked_count(*, session: Session, caller: Caller, kind: RecordKind, record_id: int) -> int:

@@ -16,6 +16,4 @@ def lock_tenant(*, session: Session, tenant_id: int) -> None:
     FOR NO KEY UPDATE, not FOR UPDATE: writers still exclude each other, but a transaction that
     only inserts rows pointing at the tenant (a CSV import's contacts: the foreign-key check
     takes FOR KEY SHARE on the tenant row) does not block them, nor they it."""
-    session.exec(
-        select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
-    ).first()
+    session.exec(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)).first()
