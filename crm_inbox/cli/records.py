@@ -14,7 +14,8 @@ import csv
 import dataclasses
 import enum
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,9 +68,27 @@ def _cell(value: Any) -> str:
     return str(plain)
 
 
-def _operator(session: Session, tenant: int | None) -> Caller:
-    """The command acts in one tenant, resolved explicitly, as that tenant's operator."""
-    return Caller.operator(tenant_id_of(session, tenant))
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    """A domain error ends the command with its message and exit code 1: the one place in this
+    module that does it, until the CLI-wide handler (crm_inbox/cli/errors.py) replaces it."""
+    try:
+        yield
+    except DomainError as exc:
+        raise fail(exc.message) from None
+
+
+@contextmanager
+def _acting(tenant: int | None) -> Iterator[tuple[Session, Caller]]:
+    """One short session acting in the tenant (resolved explicitly) as its operator."""
+    with _domain_errors(), session_scope() as session:
+        yield session, Caller.operator(tenant_id_of(session, tenant))
+
+
+def _operator_of(tenant: int | None) -> Caller:
+    """The operator of the tenant, for services that open their own short sessions."""
+    with _acting(tenant) as (_session, caller):
+        return caller
 
 
 def _print_created(what: str, result: dict[str, Any], as_json: bool) -> None:
@@ -98,19 +117,17 @@ def contacts_import(
         data = file.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
+    with _acting(tenant) as (session, caller):
+        try:
             report = records.import_contacts(
                 session=session, caller=caller, data=data, allow_test_domains=allow_test_domains
             )
-        # The rows are committed; their synced mail is linked now in short chunks (this also
-        # resumes any import whose linking was interrupted).
+        except CsvImportError as exc:  # about the file: say which
+            raise fail(f"{file}: {exc.message}") from None
+    # The rows are committed; their synced mail is linked now in short chunks (this also resumes
+    # any import whose linking was interrupted).
+    with _domain_errors():
         backfill.run_pending(engine=get_engine(), caller=caller)
-    except CsvImportError as exc:
-        raise fail(f"{file}: {exc.message}") from None
-    except DomainError as exc:
-        raise fail(exc.message) from None
     if as_json:
         print_json(report)
         return
@@ -132,12 +149,9 @@ def contacts_import(
 def contacts_backfill(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Link synced mail to imported contacts whose linking was interrupted (a crash or a stop
     during an import); safe to run at any time."""
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
+    caller = _operator_of(tenant)
+    with _domain_errors():
         results = backfill.run_pending(engine=get_engine(), caller=caller)
-    except DomainError as exc:
-        raise fail(exc.message) from None
     if as_json:
         print_json(list(results))
         return
@@ -157,29 +171,25 @@ def contacts_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a contact; mail already synced with its addresses is linked at once."""
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
-            contact = records.create_contact(
-                session=session,
-                caller=caller,
-                emails=email,
-                first_name=first_name,
-                last_name=last_name,
-                phone=phone,
-                company_id=company_id,
-                owner_user_id=owner_id,
-            )
-            result = {
-                "id": contact.id,
-                "full_name": contact.full_name,
-                "emails": list(contact.emails),
-                "linked_messages": links.linked_count(
-                    session=session, caller=caller, kind=RecordKind.CONTACT, record_id=contact.id
-                ),
-            }
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        contact = records.create_contact(
+            session=session,
+            caller=caller,
+            emails=email,
+            first_name=first_name,
+            last_name=last_name,
+            phone=phone,
+            company_id=company_id,
+            owner_user_id=owner_id,
+        )
+        result = {
+            "id": contact.id,
+            "full_name": contact.full_name,
+            "emails": list(contact.emails),
+            "linked_messages": links.linked_count(
+                session=session, caller=caller, kind=RecordKind.CONTACT, record_id=contact.id
+            ),
+        }
     _print_created("Contact", result, as_json)
 
 
@@ -195,19 +205,15 @@ def companies_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a company; mail from its domains is linked at once."""
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
-            company = records.create_company(session=session, caller=caller, name=name, domains=domain or [])
-            result = {
-                "id": company.id,
-                "name": company.name,
-                "linked_messages": links.linked_count(
-                    session=session, caller=caller, kind=RecordKind.COMPANY, record_id=company.id
-                ),
-            }
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        company = records.create_company(session=session, caller=caller, name=name, domains=domain or [])
+        result = {
+            "id": company.id,
+            "name": company.name,
+            "linked_messages": links.linked_count(
+                session=session, caller=caller, kind=RecordKind.COMPANY, record_id=company.id
+            ),
+        }
     _print_created("Company", result, as_json)
 
 
@@ -228,30 +234,26 @@ def deals_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a deal; its contacts' synced mail is linked at once (open deals only)."""
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
-            deal = records.create_deal(
-                session=session,
-                caller=caller,
-                title=title,
-                contact_ids=contact,
-                amount=amount,
-                currency=currency,
-                stage=stage,
-                status=status,
-                company_id=company_id,
-            )
-            result = {
-                "id": deal.id,
-                "title": deal.title,
-                "status": deal.status,
-                "linked_messages": links.linked_count(
-                    session=session, caller=caller, kind=RecordKind.DEAL, record_id=deal.id
-                ),
-            }
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        deal = records.create_deal(
+            session=session,
+            caller=caller,
+            title=title,
+            contact_ids=contact,
+            amount=amount,
+            currency=currency,
+            stage=stage,
+            status=status,
+            company_id=company_id,
+        )
+        result = {
+            "id": deal.id,
+            "title": deal.title,
+            "status": deal.status,
+            "linked_messages": links.linked_count(
+                session=session, caller=caller, kind=RecordKind.DEAL, record_id=deal.id
+            ),
+        }
     _print_created("Deal", result, as_json)
 
 
@@ -263,14 +265,9 @@ def deals_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark a deal open, won or lost (closed deals get no new mail by rule, only by hand)."""
-    try:
-        with session_scope() as session:
-            deal = records.set_deal_status(
-                session=session, caller=_operator(session, tenant), deal_id=deal_id, status=status
-            )
-            result = {"id": deal.id, "title": deal.title, "status": deal.status}
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        deal = records.set_deal_status(session=session, caller=caller, deal_id=deal_id, status=status)
+        result = {"id": deal.id, "title": deal.title, "status": deal.status}
     if as_json:
         print_json(result)
     else:
@@ -295,13 +292,9 @@ def links_why(
     as_json: JsonOpt = False,
 ) -> None:
     """Why each record is on this message."""
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
-            message_pk = _message_pk(session, caller, message)
-            explanations = links.why(session=session, caller=caller, message_pk=message_pk)
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        message_pk = _message_pk(session, caller, message)
+        explanations = links.why(session=session, caller=caller, message_pk=message_pk)
     if as_json:
         print_json({"message": message_pk, "links": explanations})
         return
@@ -347,20 +340,16 @@ def _change_link(
 ) -> None:
     """Shared by `links link` and `links unlink`: same arguments, same output."""
     kind, record_id = record
-    try:
-        with session_scope() as session:
-            caller = _operator(session, tenant)
-            message_pk = _message_pk(session, caller, message)
-            count = service(
-                session=session,
-                caller=caller,
-                message_pk=message_pk,
-                kind=kind,
-                record_id=record_id,
-                whole_thread=thread,
-            )
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        message_pk = _message_pk(session, caller, message)
+        count = service(
+            session=session,
+            caller=caller,
+            message_pk=message_pk,
+            kind=kind,
+            record_id=record_id,
+            whole_thread=thread,
+        )
     if as_json:
         print_json({"message": message_pk, "record_kind": kind.value, "record_id": record_id, verb: count})
     else:
@@ -471,11 +460,8 @@ def _emit(rows: Sequence[Any], row_type: type[Any], fmt: OutputFormat) -> None:
 
 
 def _run_report(fn: Any, row_type: type[Any], fmt: OutputFormat, tenant: int | None, **kwargs: Any) -> None:
-    try:
-        with session_scope() as session:
-            rows = fn(session=session, caller=_operator(session, tenant), **kwargs)
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with _acting(tenant) as (session, caller):
+        rows = fn(session=session, caller=caller, **kwargs)
     _emit(rows, row_type, fmt)
 
 
