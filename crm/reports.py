@@ -56,6 +56,7 @@ from sqlalchemy.sql.selectable import CTE
 from sqlmodel import Session, col
 
 from core.caller import Caller
+from core.errors import InvalidInput
 from core.types import Direction, UTCDateTime, utcnow
 from crm.access import message_visible
 from crm.models import Company, Contact, Deal, Message, MessageLink, Thread, User
@@ -246,7 +247,11 @@ def _with_label(stmt: Select[Any], record_col: Any, by: ReportBy) -> Select[Any]
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        raise ValueError("naive datetime given to a report; attach a timezone first")
+        raise InvalidInput(
+            "naive_datetime",
+            "A report's dates must carry a time zone (UTC is assumed nowhere).",
+            value=value.isoformat(),
+        )
     return value
 
 

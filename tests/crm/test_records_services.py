@@ -156,6 +156,9 @@ def test_error_codes(people: SimpleNamespace) -> None:
         with pytest.raises(NotFound) as message:
             links.find_message_pk(session=s, caller=op, message_id="nope@test")
         assert message.value.code == "message_not_found"
+        with pytest.raises(InvalidInput) as naive:
+            reports.activity(session=s, caller=op, by=reports.ReportBy.CONTACT, since=datetime(2026, 5, 1))
+        assert naive.value.code == "naive_datetime"
         with pytest.raises(Forbidden) as member:
             records.import_contacts(session=s, caller=ids.member_a, data=b"Email\nx@y.test\n")
         assert member.value.code == "admin_required"
