@@ -2,7 +2,8 @@
 
 Who may do what: every user of the tenant reads and edits records (a sales CRM: members add the
 people they write to); a record of another tenant is never visible (`<kind>_not_found`, the same
-answer as for a missing one). Imports write many records at once and are admin-only.
+answer as for a missing one). Imports write many records at once and are admin-only
+(`crm.contact_import`).
 
 Every change that can make already-synced mail belong to a record runs a targeted backfill (only
 the mail carrying that address or domain), and removing an address re-decides only the mail that
@@ -21,8 +22,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
-from core.errors import Conflict, DomainError, InvalidInput, NotFound, not_found
-from crm import access, backfill, link_service
+from core.errors import Conflict, InvalidInput, NotFound, not_found
+from crm import link_service
 from crm.models import (
     Company,
     CompanyDomain,
@@ -33,17 +34,16 @@ from crm.models import (
     MessageLink,
     User,
 )
-from crm.rules.csv_import import ContactRow, RowError, RowProblem, parse_contacts_csv
 from crm.rules.linking import ContactSource, DealStatus, LinkReason, is_public_suffix
 
 __all__ = [
     "CompanyView",
     "ContactView",
     "DealView",
-    "ImportReport",
     "add_company_domain",
     "add_contact_email",
     "add_deal_contact",
+    "check_domain_free",
     "clean_domain",
     "clean_email",
     "create_company",
@@ -53,9 +53,9 @@ __all__ = [
     "get_company",
     "get_contact",
     "get_deal",
-    "import_contacts",
     "remove_contact_email",
     "set_deal_status",
+    "user_emails",
 ]
 
 
@@ -279,14 +279,14 @@ def add_company_domain(*, session: Session, caller: Caller, company_id: int, dom
     """Give a company a mail domain; its (and its subdomains') synced senders are linked now."""
     _company_row(session, caller, company_id)
     domain = clean_domain(domain)
-    if _refuse_taken_domain(session, caller.tenant_id, company_id, domain):
+    if check_domain_free(session, caller.tenant_id, company_id, domain):
         return
     session.add(CompanyDomain(tenant_id=caller.tenant_id, company_id=company_id, domain=domain))
     session.flush()
     link_service.backfill_domains(session=session, tenant_id=caller.tenant_id, domains=[domain])
 
 
-def _refuse_taken_domain(session: Session, tenant_id: int, company_id: int, domain: str) -> bool:
+def check_domain_free(session: Session, tenant_id: int, company_id: int, domain: str) -> bool:
     """True when the company already has the domain; `domain_taken` when another one has it."""
     taken = session.exec(
         select(CompanyDomain).where(CompanyDomain.tenant_id == tenant_id, CompanyDomain.domain == domain)
@@ -497,182 +497,3 @@ def set_deal_status(*, session: Session, caller: Caller, deal_id: int, status: D
     session.add(deal)
     session.flush()
     return _deal_view(session, deal)
-
-
-# ---------------------------------------------------------------------------------------------
-# CSV import
-
-
-@dataclass(frozen=True, slots=True)
-class ImportReport:
-    created: int
-    updated: int
-    unchanged: int
-    companies_created: int
-    errors: tuple[RowError, ...]
-    encoding: str
-    delimiter: str
-    # The addresses of the file whose synced mail still has to be linked (crm.backfill).
-    backfill_job_id: int | None = None
-
-
-@dataclass(slots=True)
-class _Tally:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    companies_created: int = 0
-
-
-_UPDATABLE = ("first_name", "last_name", "full_name", "phone", "company_id", "owner_user_id")
-
-
-def import_contacts(
-    *, session: Session, caller: Caller, data: bytes, allow_test_domains: bool = False
-) -> ImportReport:
-    """Import a CSV export (admin only): good rows in, bad rows reported with line and code.
-    Idempotent: re-importing the same file changes nothing.
-
-    Only the rows are written here, in the caller's transaction, without the tenant's write lock
-    (sync batches keep running). Linking the file's addresses to already-synced mail is recorded
-    as a backfill job in the same transaction and run after the commit in short chunks
-    (`crm.backfill.run_job`), so a crash between the two leaves a job to resume, never unlinked
-    mail that nobody knows about."""
-    access.require_admin(caller, "import contacts")
-
-    parsed = parse_contacts_csv(data, allow_test_domains=allow_test_domains)
-    errors = list(parsed.errors)
-    tally = _Tally()
-    tenant_id = caller.tenant_id
-    users = user_emails(session, tenant_id)
-    existing = _contacts_by_email(session, tenant_id, [row.email for row in parsed.rows])
-    companies: dict[str, int] = {}
-    new_domains: list[str] = []
-    imported: list[str] = []
-    fresh: list[tuple[Contact, str]] = []  # inserted together below: one statement per 1,000 rows
-    for row in parsed.rows:
-        if row.email in users:
-            errors.append(
-                RowError(
-                    row.line,
-                    f"{row.email} is a user of this workspace, not a contact",
-                    RowProblem.EMAIL_IS_USER,
-                )
-            )
-            continue
-        company_id = _company_for_row(session, caller, row, companies, new_domains, tally, errors)
-        owner_id = users.get(row.owner_email) if row.owner_email else None
-        imported.append(row.email)
-        contact = existing.get(row.email)
-        if contact is None:
-            first, last = row.first_name or "", row.last_name or ""
-            fresh.append(
-                (
-                    Contact(
-                        tenant_id=tenant_id,
-                        first_name=first,
-                        last_name=last,
-                        full_name=row.full_name or f"{first} {last}".strip() or row.email,
-                        phone=row.phone or "",
-                        company_id=company_id,
-                        owner_user_id=owner_id,
-                        source=ContactSource.IMPORT,
-                    ),
-                    row.email,
-                )
-            )
-            tally.created += 1
-            continue
-        changed = False
-        values = (row.first_name, row.last_name, row.full_name, row.phone, company_id, owner_id)
-        for attr, value in zip(_UPDATABLE, values, strict=True):
-            if value and getattr(contact, attr) != value:
-                setattr(contact, attr, value)
-                changed = True
-        if changed:
-            session.add(contact)
-            tally.updated += 1
-        else:
-            tally.unchanged += 1
-    session.add_all([contact for contact, _ in fresh])
-    session.flush()
-    session.add_all(
-        [
-            ContactEmail(tenant_id=tenant_id, contact_id=contact.id or 0, email=email)
-            for contact, email in fresh
-        ]
-    )
-    session.flush()
-    # Every address of the file, not only the new ones: re-running an import whose linking was
-    # interrupted links what it missed (the backfill is idempotent).
-    job_id = (
-        backfill.enqueue(session=session, tenant_id=tenant_id, emails=imported, domains=new_domains)
-        if imported or new_domains
-        else None
-    )
-    return ImportReport(
-        created=tally.created,
-        updated=tally.updated,
-        unchanged=tally.unchanged,
-        companies_created=tally.companies_created,
-        errors=tuple(sorted(errors, key=lambda e: e.line)),
-        encoding=parsed.encoding,
-        delimiter=parsed.delimiter,
-        backfill_job_id=job_id,
-    )
-
-
-def _contacts_by_email(session: Session, tenant_id: int, emails: Sequence[str]) -> dict[str, Contact]:
-    found: dict[str, Contact] = {}
-    ordered = sorted(set(emails))
-    for start in range(0, len(ordered), 500):
-        for email, contact in session.exec(
-            select(ContactEmail.email, Contact)
-            .join(Contact, col(Contact.id) == col(ContactEmail.contact_id))
-            .where(
-                ContactEmail.tenant_id == tenant_id, col(ContactEmail.email).in_(ordered[start : start + 500])
-            )
-        ).all():
-            found[email] = contact
-    return found
-
-
-def _company_for_row(
-    session: Session,
-    caller: Caller,
-    row: ContactRow,
-    companies: dict[str, int],
-    new_domains: list[str],
-    tally: _Tally,
-    errors: list[RowError],
-) -> int | None:
-    """The row's company by name (created on first sight, with the row's domain)."""
-    if not row.company:
-        return None
-    name = row.company.strip()
-    if name in companies:
-        return companies[name]
-    company = session.exec(
-        select(Company)
-        .where(Company.tenant_id == caller.tenant_id, Company.name == name)
-        .order_by(col(Company.id))
-    ).first()
-    if company is None:
-        company = Company(tenant_id=caller.tenant_id, name=name)
-        session.add(company)
-        session.flush()
-        tally.companies_created += 1
-        if row.company_domain:
-            try:
-                domain = clean_domain(row.company_domain)
-                _refuse_taken_domain(session, caller.tenant_id, company.id or 0, domain)
-            except DomainError as exc:
-                errors.append(RowError(row.line, exc.message, exc.code))
-            else:
-                session.add(
-                    CompanyDomain(tenant_id=caller.tenant_id, company_id=company.id or 0, domain=domain)
-                )
-                session.flush()
-                new_domains.append(domain)
-    companies[name] = company.id or 0
-    return company.id

@@ -161,7 +161,7 @@ class _SqlDialect:
         if self.name == "sqlite":
             # 'weekday 0' moves forward to Sunday (a Sunday stays put); -6 days is its Monday.
             modifiers = () if period is Period.DAY else ("weekday 0", "-6 days")
-            expr = func.date(column, *modifiers)
+            expr: ColumnElement[Any] = func.date(column, *modifiers)
         elif self.name == "postgresql":
             expr = cast(func.date_trunc(period.value, column), Date)
         else:  # pragma: no cover - only the two supported databases
@@ -191,38 +191,40 @@ def _pairs(caller: Caller, by: ReportBy, record_id: int | None) -> CTE:
     if by is not ReportBy.USER:
         stmt: Any = select(
             col(MessageLink.record_id).label("record_id"), col(MessageLink.message_pk).label("message_pk")
-        ).where(MessageLink.tenant_id == tenant_id, MessageLink.record_kind == by.value)
+        ).where(col(MessageLink.tenant_id) == tenant_id, col(MessageLink.record_kind) == by.value)
         if not caller.is_admin:  # an admin sees every message of the tenant: no join needed
             stmt = stmt.join(Message, col(Message.id) == col(MessageLink.message_pk)).where(visible)
         if record_id is not None:
-            stmt = stmt.where(MessageLink.record_id == record_id)
+            stmt = stmt.where(col(MessageLink.record_id) == record_id)
         return stmt.cte("pairs")
-    outbound = Message.direction == Direction.OUTBOUND
-    sent_from = (
+    outbound = col(Message.direction) == Direction.OUTBOUND
+    sent_from: Any = (
         select(col(User.id).label("record_id"), col(Message.id).label("message_pk"))
-        .join(Message, and_(Message.tenant_id == User.tenant_id, Message.from_email == User.email))
-        .where(User.tenant_id == tenant_id, outbound, visible)
+        .join(Message, and_(col(Message.tenant_id) == User.tenant_id, col(Message.from_email) == User.email))
+        .where(col(User.tenant_id) == tenant_id, outbound, visible)
     )
-    attributed = select(
+    attributed: Any = select(
         col(Message.attributed_user_id).label("record_id"), col(Message.id).label("message_pk")
-    ).where(Message.tenant_id == tenant_id, col(Message.attributed_user_id).is_not(None), outbound, visible)
-    owned = (
+    ).where(
+        col(Message.tenant_id) == tenant_id, col(Message.attributed_user_id).is_not(None), outbound, visible
+    )
+    owned: Any = (
         select(col(Contact.owner_user_id).label("record_id"), col(MessageLink.message_pk).label("message_pk"))
         .join(Contact, col(Contact.id) == col(MessageLink.record_id))
         .join(Message, col(Message.id) == col(MessageLink.message_pk))
         .where(
-            MessageLink.tenant_id == tenant_id,
-            MessageLink.record_kind == ReportBy.CONTACT.value,
-            Contact.tenant_id == tenant_id,  # lets ix_contact_owner find one user's contacts
+            col(MessageLink.tenant_id) == tenant_id,
+            col(MessageLink.record_kind) == ReportBy.CONTACT.value,
+            col(Contact.tenant_id) == tenant_id,  # lets ix_contact_owner find one user's contacts
             col(Contact.owner_user_id).is_not(None),
-            Message.direction == Direction.INBOUND,
+            col(Message.direction) == Direction.INBOUND,
             visible,
         )
     )
     if record_id is not None:
-        sent_from = sent_from.where(User.id == record_id)
-        attributed = attributed.where(Message.attributed_user_id == record_id)
-        owned = owned.where(Contact.owner_user_id == record_id)
+        sent_from = sent_from.where(col(User.id) == record_id)
+        attributed = attributed.where(col(Message.attributed_user_id) == record_id)
+        owned = owned.where(col(Contact.owner_user_id) == record_id)
     # UNION (not UNION ALL): a message on two contacts of one owner counts once.
     return union(sent_from, attributed, owned).cte("pairs")
 
@@ -288,8 +290,8 @@ def activity(
         select(
             pairs.c.record_id,
             bucket,
-            func.sum(case((Message.direction == Direction.INBOUND, 1), else_=0)).label("inbound"),
-            func.sum(case((Message.direction == Direction.OUTBOUND, 1), else_=0)).label("outbound"),
+            func.sum(case((col(Message.direction) == Direction.INBOUND, 1), else_=0)).label("inbound"),
+            func.sum(case((col(Message.direction) == Direction.OUTBOUND, 1), else_=0)).label("outbound"),
         )
         .join(Message, col(Message.id) == pairs.c.message_pk)
         .where(*_range(col(Message.date), since, until))
@@ -381,10 +383,10 @@ def _thread_window(caller: Caller, by: ReportBy, record_id: int | None, *, lates
     plain MIN over the thread."""
     pairs = _pairs(caller, by, record_id)
     threads = _record_threads(pairs)
-    is_reply: ColumnElement[bool] = Message.direction == Direction.OUTBOUND
+    is_reply: ColumnElement[bool] = col(Message.direction) == Direction.OUTBOUND
     if by is ReportBy.USER:
         is_reply = and_(
-            is_reply, or_(Message.from_email == User.email, Message.attributed_user_id == User.id)
+            is_reply, or_(col(Message.from_email) == User.email, col(Message.attributed_user_id) == User.id)
         )
     partition = (threads.c.record_id, threads.c.thread_id)
     order = (

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from core.caller import Caller
 from core.db import get_engine, session_scope
 from core.errors import DomainError
-from crm import backfill, links, records, reports
+from crm import backfill, contact_import, links, records, reports
 from crm.rules.csv_import import CsvImportError
 from crm.rules.linking import RecordKind
 from crm_inbox.cli.common import JsonOpt, TenantOpt, fail, jsonable, out, print_json, tenant_id_of
@@ -119,7 +119,7 @@ def contacts_import(
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     with _acting(tenant) as (session, caller):
         try:
-            report = records.import_contacts(
+            report = contact_import.import_contacts(
                 session=session, caller=caller, data=data, allow_test_domains=allow_test_domains
             )
         except CsvImportError as exc:  # about the file: say which

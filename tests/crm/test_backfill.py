@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from core.caller import Caller
 from core.db import session_scope
 from core.types import FolderRole
-from crm import backfill, records, store
+from crm import backfill, contact_import, store
 from crm.models import MessageLink
 from crm.models.records import BackfillJob
 from crm.store import Location, MessageData, NewMail
@@ -92,7 +92,9 @@ def test_a_sync_batch_waits_under_a_second_while_10000_contacts_are_imported(db:
     def importer() -> None:
         phases["import_started"] = time.monotonic()
         with session_scope(db) as s:
-            report = records.import_contacts(session=s, caller=operator, data=_csv(), allow_test_domains=True)
+            report = contact_import.import_contacts(
+                session=s, caller=operator, data=_csv(), allow_test_domains=True
+            )
         phases["committed"] = time.monotonic()
         outcome["report"] = report
         outcome["backfill"] = backfill.run_job(engine=db, caller=operator, job_id=report.backfill_job_id or 0)
@@ -132,7 +134,7 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
     monkeypatch.setattr(backfill, "MESSAGES_PER_CHUNK", 3)
     data = ("Email\n" + "\n".join(_address(n) for n in range(30)) + "\n").encode()
     with session_scope(db) as s:
-        job_id = records.import_contacts(
+        job_id = contact_import.import_contacts(
             session=s, caller=operator, data=data, allow_test_domains=True
         ).backfill_job_id
     assert _contact_links(db) == 0  # the rows are in; their mail is not linked yet

@@ -17,7 +17,7 @@ from core.caller import Caller, Role
 from core.db import session_scope
 from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from core.types import FolderRole
-from crm import backfill, links, records, reports
+from crm import backfill, contact_import, links, records, reports
 from crm.models import AccountAccess, Message, User
 from crm.rules.csv_import import CsvImportError, RowProblem
 from crm.rules.linking import DealStatus, RecordKind
@@ -160,13 +160,13 @@ def test_error_codes(people: SimpleNamespace) -> None:
             reports.activity(session=s, caller=op, by=reports.ReportBy.CONTACT, since=datetime(2026, 5, 1))
         assert naive.value.code == "naive_datetime"
         with pytest.raises(Forbidden) as member:
-            records.import_contacts(session=s, caller=ids.member_a, data=b"Email\nx@y.test\n")
+            contact_import.import_contacts(session=s, caller=ids.member_a, data=b"Email\nx@y.test\n")
         assert member.value.code == "admin_required"
         with pytest.raises(CsvImportError) as empty:
-            records.import_contacts(session=s, caller=op, data=b"")
+            contact_import.import_contacts(session=s, caller=op, data=b"")
         assert empty.value.code == "csv_empty" and isinstance(empty.value, InvalidInput)
         with pytest.raises(CsvImportError) as columns:
-            records.import_contacts(session=s, caller=op, data=b"Name;Phone\nA;1\n")
+            contact_import.import_contacts(session=s, caller=op, data=b"Name;Phone\nA;1\n")
         assert columns.value.code == "csv_no_email_column" and columns.value.fields["line"] == 1
         s.rollback()
 
@@ -204,7 +204,7 @@ def test_every_public_result_serializes(people: SimpleNamespace, db: Engine) -> 
         results.append(records.add_contact_email(session=s, caller=op, **extra))
         results.append(records.remove_contact_email(session=s, caller=op, **extra))
     with session_scope() as s:
-        report = records.import_contacts(
+        report = contact_import.import_contacts(
             session=s,
             caller=op,
             data=b"Email,Company\nzoe@umbrella.test,Umbrella\nbad\n",
@@ -237,4 +237,4 @@ def test_contacts_are_read_by_every_user_but_imported_by_admins(people: SimpleNa
         seen = records.get_contact(session=s, caller=ids.member_a, contact_id=made.id)
     assert seen.emails == ("new@globex.test",) and seen.company_id is None
     with session_scope() as s, pytest.raises(Forbidden):
-        records.import_contacts(session=s, caller=ids.member_b, data=b"Email\nx@globex.test\n")
+        contact_import.import_contacts(session=s, caller=ids.member_b, data=b"Email\nx@globex.test\n")
