@@ -238,3 +238,24 @@ def test_contacts_are_read_by_every_user_but_imported_by_admins(people: SimpleNa
     assert seen.emails == ("new@globex.test",) and seen.company_id is None
     with session_scope() as s, pytest.raises(Forbidden):
         contact_import.import_contacts(session=s, caller=ids.member_b, data=b"Email\nx@globex.test\n")
+
+
+def test_a_members_whole_thread_change_touches_only_the_mail_they_see(
+    people: SimpleNamespace, db: Engine
+) -> None:
+    ids = people
+    # A reply to T1 that reached account B only: same thread, invisible to the member of A.
+    reply = ("b2", WHEN, FolderRole.INBOX, "hank@globex.test", "support@acme.test", "Re: Pricing", "m4")
+    store_mail(db, ids.tenant, ids.account_b, [reply], first_uid=200)
+    kwargs = {"message_pk": ids.m1, "kind": RecordKind.DEAL, "record_id": ids.renewal, "whole_thread": True}
+    with session_scope() as s:
+        thread = s.exec(select(Message.thread_id).where(Message.message_id == "<b2@test>")).one()
+        assert thread == ids.threads["T1"]
+        assert links.unlink(session=s, caller=ids.member_a, **kwargs) == 4  # T1's four messages in A
+        assert links.link_manually(session=s, caller=ids.member_a, **kwargs) == 4
+        assert links.link_manually(session=s, caller=ids.admin, **kwargs) == 5
+        b2 = links.find_message_pk(session=s, caller=ids.admin, message_id="<b2@test>")
+        with pytest.raises(NotFound):
+            links.find_message_pk(session=s, caller=ids.member_a, message_id="<b2@test>")
+        why = links.why(session=s, caller=ids.member_b, message_pk=b2)
+    assert (RecordKind.DEAL, ids.renewal, "manual") in {(w.record_kind, w.record_id, w.reason) for w in why}
