@@ -1,12 +1,14 @@
-"""Linking, as a database service: loads what `crm.rules.linking.decide_links` needs, applies its
-decisions, and keeps them up to date when records change.
+"""The linking engine (internal to `crm`): loads what `crm.rules.linking.decide_links` needs,
+applies its decisions, and keeps them up to date when records change. It takes a tenant id, not a
+Caller: its callers (the mail store's batch, `crm.records`, `crm.backfill`) have already decided
+who may do what. What users call is `crm.links` (manual link, unlink, why).
 
 * `link_messages` runs inside the sync's batch transaction, so mail is never stored without its
   links (a crash loses neither or both).
 * Backfills are targeted: a new contact address or company domain finds its mail through the
   `message_address` index, never by scanning all mail.
-* `MANUAL` links are the user's: rules never remove them. An unlink writes a thread-level
-  suppression that rules (replies, re-syncs, backfills) honour until a user links again.
+* `MANUAL` links are the user's (`crm.links`): rules never remove them, and they honour the
+  thread-level suppression an unlink writes until a user links again.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from core.errors import not_found
 from core.types import utcnow
-from crm.errors import NotFound
 from crm.locks import lock_tenant
 from crm.models import (
-    Company,
     CompanyDomain,
     Contact,
     ContactEmail,
@@ -40,12 +41,12 @@ from crm.models import (
 )
 from crm.rules import linking
 from crm.rules.forwards import find_forwarded_senders
-from crm.rules.linking import LinkReason, RecordKind
+from crm.rules.linking import AddressRole, ContactSource, LinkReason, RecordKind
 
 
-def _stronger(a: str, b: str) -> bool:
+def _stronger(a: LinkReason, b: LinkReason) -> bool:
     """True when reason `a` outranks reason `b`."""
-    return LinkReason(a).strength > LinkReason(b).strength
+    return a.strength > b.strength
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,17 +56,21 @@ def _stronger(a: str, b: str) -> bool:
 def address_rows(message: Message) -> list[dict[str, object]]:
     """`message_address` rows for a newly stored message (bulk-inserted by the store)."""
     assert message.id is not None
-    rows: dict[tuple[str, str], None] = {}
+    rows: dict[tuple[AddressRole, str], None] = {}
     if message.from_email:
-        rows[("from", message.from_email.lower())] = None
-    for role, addresses in (("to", message.to_addrs), ("cc", message.cc_addrs), ("bcc", message.bcc_addrs)):
+        rows[(AddressRole.FROM, message.from_email.lower())] = None
+    for role, addresses in (
+        (AddressRole.TO, message.to_addrs),
+        (AddressRole.CC, message.cc_addrs),
+        (AddressRole.BCC, message.bcc_addrs),
+    ):
         for address in addresses:
             if address.get("email"):
                 rows[(role, address["email"].lower())] = None
     forwarded = [e for e, _ in find_forwarded_senders(message.text_body)]
     forwarded += [a["email"] for a in message.attached_message_senders if a.get("email")]
     for email in forwarded:
-        rows[("forwarded", email.lower())] = None
+        rows[(AddressRole.FORWARDED, email.lower())] = None
     return [
         {
             "tenant_id": message.tenant_id,
@@ -95,7 +100,7 @@ class _TenantContext:
 def _tenant_context(session: Session, tenant_id: int) -> _TenantContext:
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
-        raise NotFound(f"No tenant with id {tenant_id}.")
+        raise not_found("tenant", tenant_id)
     users = {
         u.email.lower(): u.id or 0 for u in session.exec(select(User).where(User.tenant_id == tenant_id))
     }
@@ -191,7 +196,7 @@ def _thread_state(
             .join(Message, col(Message.id) == col(MessageLink.message_pk))
             .where(
                 col(Message.thread_id).in_(chunk),
-                MessageLink.record_kind == RecordKind.DEAL.value,
+                MessageLink.record_kind == RecordKind.DEAL,
                 col(MessageLink.message_pk).not_in(sorted(exclude_pks) or [0]),
             )
         ).all():
@@ -200,7 +205,7 @@ def _thread_state(
         for row in session.exec(
             select(LinkSuppression).where(col(LinkSuppression.thread_id).in_(chunk))
         ).all():
-            suppressed[row.thread_id].add((RecordKind(row.record_kind), row.record_id))
+            suppressed[row.thread_id].add((row.record_kind, row.record_id))
     return deals, suppressed
 
 
@@ -316,8 +321,8 @@ def link_messages(
 
 def _existing_links(
     session: Session, message_pks: Sequence[int]
-) -> dict[int, dict[tuple[str, int], MessageLink]]:
-    found: dict[int, dict[tuple[str, int], MessageLink]] = defaultdict(dict)
+) -> dict[int, dict[tuple[RecordKind, int], MessageLink]]:
+    found: dict[int, dict[tuple[RecordKind, int], MessageLink]] = defaultdict(dict)
     for chunk in _chunks(list(message_pks)):
         for row in session.exec(select(MessageLink).where(col(MessageLink.message_pk).in_(chunk))).all():
             found[row.message_pk][(row.record_kind, row.record_id)] = row
@@ -329,12 +334,12 @@ def _apply(
     tenant_id: int,
     message_pk: int,
     decision: linking.LinkDecision,
-    existing: dict[tuple[str, int], MessageLink],
+    existing: dict[tuple[RecordKind, int], MessageLink],
     reconcile: bool,
     new_rows: list[dict[str, object]],
 ) -> tuple[int, int]:
     added = removed = 0
-    proposed = {(link.record_kind.value, link.record_id): link for link in decision.links}
+    proposed = {(link.record_kind, link.record_id): link for link in decision.links}
     now = utcnow()
     for key, link in proposed.items():
         row = existing.get(key)
@@ -345,22 +350,22 @@ def _apply(
                     "message_pk": message_pk,
                     "record_kind": key[0],
                     "record_id": key[1],
-                    "reason": link.reason.value,
+                    "reason": link.reason,
                     "detail": link.detail,
                     "created_at": now,
                 }
             )
             added += 1
-        elif row.reason != LinkReason.MANUAL.value and (
+        elif row.reason != LinkReason.MANUAL and (
             # Re-deciding (after a removal) states today's reason, even a weaker one.
-            _stronger(link.reason.value, row.reason)
-            or (reconcile and (row.reason, row.detail) != (link.reason.value, link.detail))
+            _stronger(link.reason, LinkReason(row.reason))
+            or (reconcile and (row.reason, row.detail) != (link.reason, link.detail))
         ):
-            row.reason, row.detail = link.reason.value, link.detail
+            row.reason, row.detail = link.reason, link.detail
             session.add(row)
     if reconcile:
         for key, row in list(existing.items()):
-            if key not in proposed and row.reason != LinkReason.MANUAL.value:
+            if key not in proposed and row.reason != LinkReason.MANUAL:
                 session.delete(row)
                 del existing[key]
                 removed += 1
@@ -374,7 +379,7 @@ def _create_lead(session: Session, tenant_id: int, proposal: linking.LeadProposa
         last_name=proposal.last_name or "",
         full_name=proposal.full_name or proposal.email,
         company_id=proposal.company_id,
-        source="lead",
+        source=ContactSource.LEAD,
     )
     session.add(contact)
     session.flush()
@@ -442,144 +447,3 @@ def relink_after_removal(*, session: Session, tenant_id: int, message_pks: Seque
     """Re-decide mail after an address was removed: what was linked only through it goes."""
     lock_tenant(session=session, tenant_id=tenant_id)
     return link_messages(session=session, tenant_id=tenant_id, message_pks=message_pks, reconcile=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Manual link / unlink
-
-
-def _message(session: Session, tenant_id: int, message_pk: int) -> Message:
-    message = session.get(Message, message_pk)
-    if message is None or message.tenant_id != tenant_id:
-        raise NotFound(f"No message with id {message_pk}.")
-    return message
-
-
-_RECORD_MODELS: dict[RecordKind, type[Contact] | type[Company] | type[Deal]] = {
-    RecordKind.CONTACT: Contact,
-    RecordKind.COMPANY: Company,
-    RecordKind.DEAL: Deal,
-}
-
-
-def _record(session: Session, tenant_id: int, kind: RecordKind, record_id: int) -> None:
-    """The record must exist in this tenant: a link never points into another tenant."""
-    row = session.get(_RECORD_MODELS[kind], record_id)
-    if row is None or row.tenant_id != tenant_id:
-        raise NotFound(f"No {kind.value} with id {record_id}.")
-
-
-def _thread_messages(session: Session, tenant_id: int, thread_id: int) -> list[int]:
-    return [
-        pk
-        for pk in session.exec(
-            select(Message.id).where(Message.tenant_id == tenant_id, Message.thread_id == thread_id)
-        ).all()
-        if pk is not None
-    ]
-
-
-def link_manually(
-    *,
-    session: Session,
-    tenant_id: int,
-    message_pk: int,
-    kind: RecordKind,
-    record_id: int,
-    user_id: int | None,
-    whole_thread: bool = False,
-) -> int:
-    """Link a message (or its whole thread) to a record; lifts a sticky unlink of that record."""
-    message = _message(session, tenant_id, message_pk)
-    _record(session, tenant_id, kind, record_id)
-    pks = _thread_messages(session, tenant_id, message.thread_id or 0) if whole_thread else [message_pk]
-    if message.thread_id is not None:
-        session.execute(
-            delete(LinkSuppression).where(
-                col(LinkSuppression.thread_id) == message.thread_id,
-                col(LinkSuppression.record_kind) == kind.value,
-                col(LinkSuppression.record_id) == record_id,
-            )
-        )
-    existing = _existing_links(session, pks)
-    for pk in pks:
-        row = existing.get(pk, {}).get((kind.value, record_id))
-        if row is None:
-            row = MessageLink(
-                tenant_id=tenant_id,
-                message_pk=pk,
-                record_kind=kind.value,
-                record_id=record_id,
-                reason=LinkReason.MANUAL.value,
-                detail="linked by a user",
-                created_by_user_id=user_id,
-            )
-        else:
-            row.reason, row.detail, row.created_by_user_id = (
-                LinkReason.MANUAL.value,
-                "linked by a user",
-                user_id,
-            )
-        session.add(row)
-    session.flush()
-    return len(pks)
-
-
-def unlink(
-    *,
-    session: Session,
-    tenant_id: int,
-    message_pk: int,
-    kind: RecordKind,
-    record_id: int,
-    user_id: int | None,
-    whole_thread: bool = False,
-) -> int:
-    """Remove a record from a message (or its thread). Sticky: the thread is marked so that no
-    rule links that record to it again (new replies, re-syncs, backfills)."""
-    message = _message(session, tenant_id, message_pk)
-    pks = _thread_messages(session, tenant_id, message.thread_id or 0) if whole_thread else [message_pk]
-    result = session.execute(
-        delete(MessageLink).where(
-            col(MessageLink.message_pk).in_(pks),
-            col(MessageLink.record_kind) == kind.value,
-            col(MessageLink.record_id) == record_id,
-        )
-    )
-    if message.thread_id is not None:
-        exists = session.exec(
-            select(LinkSuppression).where(
-                LinkSuppression.thread_id == message.thread_id,
-                LinkSuppression.record_kind == kind.value,
-                LinkSuppression.record_id == record_id,
-            )
-        ).first()
-        if exists is None:
-            session.add(
-                LinkSuppression(
-                    tenant_id=tenant_id,
-                    thread_id=message.thread_id,
-                    record_kind=kind.value,
-                    record_id=record_id,
-                    created_by_user_id=user_id,
-                )
-            )
-    session.flush()
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class LinkExplanation:
-    record_kind: str
-    record_id: int
-    reason: str
-    detail: str
-
-
-def why(*, session: Session, tenant_id: int, message_pk: int) -> list[LinkExplanation]:
-    """Why each record is on this message."""
-    _message(session, tenant_id, message_pk)
-    rows = session.exec(
-        select(MessageLink).where(MessageLink.message_pk == message_pk).order_by(col(MessageLink.record_kind))
-    ).all()
-    return [LinkExplanation(r.record_kind, r.record_id, r.reason, r.detail) for r in rows]

@@ -7,7 +7,10 @@ statements run on SQLite and PostgreSQL; the two places where the dialects diffe
 timestamp into a day or a Monday-started week, and turning a timestamp into epoch seconds) live
 in `_SqlDialect`, chosen from `session.get_bind().dialect.name`.
 
-Everything starts from one relation, `_pairs`: (record_id, message_pk) for the chosen kind.
+Everything starts from one relation, `_pairs`: (record_id, message_pk) for the chosen kind,
+limited to the messages the caller sees (`crm.access.message_visible`): an admin's figures cover
+the whole tenant, a member's only the mail of the accounts granted to them (threads included: a
+reply in an account the member does not see is not counted).
 
 * contact / company / deal: the `message_link` rows of that kind (the linking service's output,
   manual links included).
@@ -52,7 +55,10 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import CTE
 from sqlmodel import Session, col
 
+from core.caller import Caller
+from core.errors import InvalidInput
 from core.types import Direction, UTCDateTime, utcnow
+from crm.access import message_visible
 from crm.models import Company, Contact, Deal, Message, MessageLink, Thread, User
 
 __all__ = [
@@ -155,7 +161,7 @@ class _SqlDialect:
         if self.name == "sqlite":
             # 'weekday 0' moves forward to Sunday (a Sunday stays put); -6 days is its Monday.
             modifiers = () if period is Period.DAY else ("weekday 0", "-6 days")
-            expr = func.date(column, *modifiers)
+            expr: ColumnElement[Any] = func.date(column, *modifiers)
         elif self.name == "postgresql":
             expr = cast(func.date_trunc(period.value, column), Date)
         else:  # pragma: no cover - only the two supported databases
@@ -178,40 +184,47 @@ def _dialect(session: Session) -> _SqlDialect:
 # The (record, message) relation
 
 
-def _pairs(tenant_id: int, by: ReportBy, record_id: int | None) -> CTE:
-    """(record_id, message_pk) for the chosen kind, without duplicates."""
+def _pairs(caller: Caller, by: ReportBy, record_id: int | None) -> CTE:
+    """(record_id, message_pk) for the chosen kind, without duplicates, visible messages only."""
+    tenant_id = caller.tenant_id
+    visible = message_visible(caller)
     if by is not ReportBy.USER:
         stmt: Any = select(
             col(MessageLink.record_id).label("record_id"), col(MessageLink.message_pk).label("message_pk")
-        ).where(MessageLink.tenant_id == tenant_id, MessageLink.record_kind == by.value)
+        ).where(col(MessageLink.tenant_id) == tenant_id, col(MessageLink.record_kind) == by.value)
+        if not caller.is_admin:  # an admin sees every message of the tenant: no join needed
+            stmt = stmt.join(Message, col(Message.id) == col(MessageLink.message_pk)).where(visible)
         if record_id is not None:
-            stmt = stmt.where(MessageLink.record_id == record_id)
+            stmt = stmt.where(col(MessageLink.record_id) == record_id)
         return stmt.cte("pairs")
-    outbound = Message.direction == Direction.OUTBOUND
-    sent_from = (
+    outbound = col(Message.direction) == Direction.OUTBOUND
+    sent_from: Any = (
         select(col(User.id).label("record_id"), col(Message.id).label("message_pk"))
-        .join(Message, and_(Message.tenant_id == User.tenant_id, Message.from_email == User.email))
-        .where(User.tenant_id == tenant_id, outbound)
+        .join(Message, and_(col(Message.tenant_id) == User.tenant_id, col(Message.from_email) == User.email))
+        .where(col(User.tenant_id) == tenant_id, outbound, visible)
     )
-    attributed = select(
+    attributed: Any = select(
         col(Message.attributed_user_id).label("record_id"), col(Message.id).label("message_pk")
-    ).where(Message.tenant_id == tenant_id, col(Message.attributed_user_id).is_not(None), outbound)
-    owned = (
+    ).where(
+        col(Message.tenant_id) == tenant_id, col(Message.attributed_user_id).is_not(None), outbound, visible
+    )
+    owned: Any = (
         select(col(Contact.owner_user_id).label("record_id"), col(MessageLink.message_pk).label("message_pk"))
         .join(Contact, col(Contact.id) == col(MessageLink.record_id))
         .join(Message, col(Message.id) == col(MessageLink.message_pk))
         .where(
-            MessageLink.tenant_id == tenant_id,
-            MessageLink.record_kind == ReportBy.CONTACT.value,
-            Contact.tenant_id == tenant_id,  # lets ix_contact_owner find one user's contacts
+            col(MessageLink.tenant_id) == tenant_id,
+            col(MessageLink.record_kind) == ReportBy.CONTACT.value,
+            col(Contact.tenant_id) == tenant_id,  # lets ix_contact_owner find one user's contacts
             col(Contact.owner_user_id).is_not(None),
-            Message.direction == Direction.INBOUND,
+            col(Message.direction) == Direction.INBOUND,
+            visible,
         )
     )
     if record_id is not None:
-        sent_from = sent_from.where(User.id == record_id)
-        attributed = attributed.where(Message.attributed_user_id == record_id)
-        owned = owned.where(Contact.owner_user_id == record_id)
+        sent_from = sent_from.where(col(User.id) == record_id)
+        attributed = attributed.where(col(Message.attributed_user_id) == record_id)
+        owned = owned.where(col(Contact.owner_user_id) == record_id)
     # UNION (not UNION ALL): a message on two contacts of one owner counts once.
     return union(sent_from, attributed, owned).cte("pairs")
 
@@ -236,7 +249,11 @@ def _with_label(stmt: Select[Any], record_col: Any, by: ReportBy) -> Select[Any]
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        raise ValueError("naive datetime given to a report; attach a timezone first")
+        raise InvalidInput(
+            "naive_datetime",
+            "A report's dates must carry a time zone (UTC is assumed nowhere).",
+            value=value.isoformat(),
+        )
     return value
 
 
@@ -257,7 +274,7 @@ def _range(column: Any, since: datetime | None, until: datetime | None) -> list[
 def activity(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     period: Period = Period.DAY,
     since: datetime | None = None,
@@ -267,14 +284,14 @@ def activity(
     """Mail in and out per record and per period (only periods with mail), dated in
     [since, until). Ordered by record, then period."""
     sql = _dialect(session)
-    pairs = _pairs(tenant_id, by, record_id)
+    pairs = _pairs(caller, by, record_id)
     bucket = sql.bucket(Message.date, period).label("period_start")
     inner = (
         select(
             pairs.c.record_id,
             bucket,
-            func.sum(case((Message.direction == Direction.INBOUND, 1), else_=0)).label("inbound"),
-            func.sum(case((Message.direction == Direction.OUTBOUND, 1), else_=0)).label("outbound"),
+            func.sum(case((col(Message.direction) == Direction.INBOUND, 1), else_=0)).label("inbound"),
+            func.sum(case((col(Message.direction) == Direction.OUTBOUND, 1), else_=0)).label("outbound"),
         )
         .join(Message, col(Message.id) == pairs.c.message_pk)
         .where(*_range(col(Message.date), since, until))
@@ -299,7 +316,7 @@ def activity(
 def last_contact(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -307,7 +324,7 @@ def last_contact(
 ) -> list[LastContactRow]:
     """The latest message of each record (within [since, until) when given: `until` makes it
     "as of"), with its direction. Records without mail are not listed."""
-    pairs = _pairs(tenant_id, by, record_id)
+    pairs = _pairs(caller, by, record_id)
     ranked = (
         select(
             pairs.c.record_id,
@@ -351,7 +368,7 @@ def _record_threads(pairs: CTE) -> CTE:
     )
 
 
-def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, latest_first: bool) -> Select[Any]:
+def _thread_window(caller: Caller, by: ReportBy, record_id: int | None, *, latest_first: bool) -> Select[Any]:
     """Every dated message of each (record, thread), numbered within it (oldest or newest first),
     with the date of the first reply that counts for the record.
 
@@ -364,12 +381,12 @@ def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, lates
     A reply counts when it is outbound; for a user, only when the user sent it. For a thread that
     starts inbound, every outbound message comes after the first one, so the first reply is a
     plain MIN over the thread."""
-    pairs = _pairs(tenant_id, by, record_id)
+    pairs = _pairs(caller, by, record_id)
     threads = _record_threads(pairs)
-    is_reply: ColumnElement[bool] = Message.direction == Direction.OUTBOUND
+    is_reply: ColumnElement[bool] = col(Message.direction) == Direction.OUTBOUND
     if by is ReportBy.USER:
         is_reply = and_(
-            is_reply, or_(Message.from_email == User.email, Message.attributed_user_id == User.id)
+            is_reply, or_(col(Message.from_email) == User.email, col(Message.attributed_user_id) == User.id)
         )
     partition = (threads.c.record_id, threads.c.thread_id)
     order = (
@@ -392,7 +409,7 @@ def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, lates
         )
         .select_from(threads)
         .join(Message, col(Message.thread_id) == threads.c.thread_id)
-        .where(col(Message.date).is_not(None))
+        .where(col(Message.date).is_not(None), message_visible(caller))
     )
     if by is ReportBy.USER:
         stmt = stmt.join(User, col(User.id) == threads.c.record_id)
@@ -401,7 +418,7 @@ def _thread_window(tenant_id: int, by: ReportBy, record_id: int | None, *, lates
 
 def _thread_responses_cte(
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     record_id: int | None,
     since: datetime | None,
@@ -409,7 +426,7 @@ def _thread_responses_cte(
 ) -> CTE:
     """One row per (record, thread starting inbound): first inbound, first reply, seconds."""
     sql = _dialect(session)
-    window = _thread_window(tenant_id, by, record_id, latest_first=False)
+    window = _thread_window(caller, by, record_id, latest_first=False)
     ordered = window.subquery("ordered")
     seconds = case(
         (
@@ -438,7 +455,7 @@ def _thread_responses_cte(
 def thread_responses(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -446,7 +463,7 @@ def thread_responses(
 ) -> list[ThreadResponseRow]:
     """Each thread of each record that starts with inbound mail (first message dated in
     [since, until)), with its first reply, if any."""
-    sq = _thread_responses_cte(session, tenant_id, by, record_id, since, until)
+    sq = _thread_responses_cte(session, caller, by, record_id, since, until)
     stmt = select(sq).order_by(sq.c.record_id, sq.c.first_at, sq.c.thread_id)
     return [
         ThreadResponseRow(
@@ -464,7 +481,7 @@ def thread_responses(
 def first_response(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -472,7 +489,7 @@ def first_response(
 ) -> list[FirstResponseRow]:
     """Per record: threads starting inbound, how many were answered, and the median and average
     seconds to the first reply (over the answered ones; None when none was)."""
-    sq = _thread_responses_cte(session, tenant_id, by, record_id, since, until)
+    sq = _thread_responses_cte(session, caller, by, record_id, since, until)
     # Answered threads first (NULLS LAST on both databases), numbered 1..answered per record.
     ranked = select(
         sq.c.record_id,
@@ -526,7 +543,7 @@ def first_response(
 def unanswered(
     *,
     session: Session,
-    tenant_id: int,
+    caller: Caller,
     by: ReportBy,
     older_than_hours: float | None = None,
     now: datetime | None = None,
@@ -534,7 +551,7 @@ def unanswered(
 ) -> list[UnansweredRow]:
     """Threads of each record whose latest message is inbound (optionally waiting for more than
     `older_than_hours` at `now`), oldest wait first."""
-    window = _thread_window(tenant_id, by, record_id, latest_first=True)
+    window = _thread_window(caller, by, record_id, latest_first=True)
     latest = window.subquery("latest")
     conditions: list[ColumnElement[bool]] = [latest.c.rn == 1, latest.c.direction == Direction.INBOUND]
     if older_than_hours is not None:

@@ -29,9 +29,10 @@ _PLURAL = {"company": "companies", "contact": "contacts", "deal": "deals"}
 def _demo_records(session: Session, tenant_id: int) -> None:
     """The sample companies and their people, plus one open deal each, as a CRM would hold them
     before the mailbox is connected: the sync then files the mail onto them."""
+    operator = Caller.operator(tenant_id)
     for company in COMPANIES:
         row = records.create_company(
-            session=session, tenant_id=tenant_id, name=company.name, domains=[company.domain]
+            session=session, caller=operator, name=company.name, domains=[company.domain]
         )
         people = []
         for name, local in company.contacts[:1]:
@@ -39,17 +40,16 @@ def _demo_records(session: Session, tenant_id: int) -> None:
             people.append(
                 records.create_contact(
                     session=session,
-                    tenant_id=tenant_id,
+                    caller=operator,
                     emails=[f"{local}@{company.domain}"],
                     first_name=first,
                     last_name=last,
                     company_id=row.id,
                 ).id
-                or 0
             )
         records.create_deal(
             session=session,
-            tenant_id=tenant_id,
+            caller=operator,
             title=f"{company.name}: 2024 order",
             contact_ids=people,
             company_id=row.id,
@@ -130,7 +130,7 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         latest = session.exec(select(Thread).order_by(col(Thread.last_date).desc()).limit(8)).all()
         views = mailboxes.list_accounts(session=session, caller=Caller.operator(tenant_id))
         responsiveness = reports.first_response(
-            session=session, tenant_id=tenant_id, by=reports.ReportBy.COMPANY
+            session=session, caller=Caller.operator(tenant_id), by=reports.ReportBy.COMPANY
         )
         linked = session.exec(
             select(MessageLink.record_kind, func.count(func.distinct(MessageLink.message_pk))).group_by(

@@ -217,3 +217,11 @@ def test_report_csv_and_json(run, db: Engine) -> None:  # type: ignore[no-untype
 
     bad = run("report", "activity", "--by", "contact", "--since", "last tuesday")
     assert bad.exit_code == 2 and "not a date" in bad.stderr
+
+
+def test_backfill_command_resumes_nothing_when_nothing_is_pending(run, db: Engine) -> None:  # type: ignore[no-untyped-def]
+    build_world(db)
+    resumed = run("contacts", "backfill", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout) == []
+    assert "0 interrupted import(s) resumed" in run("contacts", "backfill").stdout

@@ -7,7 +7,9 @@ from datetime import datetime
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from crm.models._columns import created
+from core.types import StrEnumType
+from crm.models._columns import created, json_column, timestamp
+from crm.rules.linking import AddressRole, ContactSource, DealStatus, LinkReason, RecordKind
 
 
 class Company(SQLModel, table=True):
@@ -41,8 +43,9 @@ class Contact(SQLModel, table=True):
     phone: str = Field(default="", max_length=100)
     company_id: int | None = Field(default=None, foreign_key="company.id", index=True)
     owner_user_id: int | None = Field(default=None, foreign_key="app_user.id")
-    # How the contact came to be: "manual", "import", "lead" (created from an unknown sender).
-    source: str = Field(default="manual", max_length=20)
+    source: ContactSource = Field(
+        default=ContactSource.MANUAL, sa_type=StrEnumType(ContactSource), nullable=False
+    )
     created_at: datetime = created()
 
 
@@ -65,7 +68,7 @@ class Deal(SQLModel, table=True):
     stage: str = Field(default="new", max_length=100)
     amount: float | None = None
     currency: str = Field(default="EUR", max_length=3)
-    status: str = Field(default="open", max_length=10)  # open | won | lost
+    status: DealStatus = Field(default=DealStatus.OPEN, sa_type=StrEnumType(DealStatus), nullable=False)
     owner_user_id: int | None = Field(default=None, foreign_key="app_user.id")
     company_id: int | None = Field(default=None, foreign_key="company.id")
     created_at: datetime = created()
@@ -95,7 +98,7 @@ class MessageAddress(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id")
     message_pk: int = Field(foreign_key="message.id", index=True)
-    role: str = Field(max_length=10)  # from | to | cc | bcc | forwarded
+    role: AddressRole = Field(sa_type=StrEnumType(AddressRole), nullable=False)
     email: str = Field(max_length=320)
     domain: str = Field(max_length=255)
     # registrable_domain(domain), 0004: finds a company domain's mail and its subdomains' by index.
@@ -114,9 +117,9 @@ class MessageLink(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id")
     message_pk: int = Field(foreign_key="message.id", index=True)
-    record_kind: str = Field(max_length=10)  # contact | company | deal
+    record_kind: RecordKind = Field(sa_type=StrEnumType(RecordKind), nullable=False)
     record_id: int
-    reason: str = Field(max_length=20)  # crm.rules.linking.LinkReason
+    reason: LinkReason = Field(sa_type=StrEnumType(LinkReason), nullable=False)
     detail: str = Field(default="", sa_type=Text)
     created_by_user_id: int | None = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = created()
@@ -132,7 +135,31 @@ class LinkSuppression(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id")
     thread_id: int = Field(foreign_key="thread.id", index=True)
-    record_kind: str = Field(max_length=10)
+    record_kind: RecordKind = Field(sa_type=StrEnumType(RecordKind), nullable=False)
     record_id: int
     created_by_user_id: int | None = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = created()
+
+
+class BackfillJob(SQLModel, table=True):
+    """Already-synced mail still to be linked to records added in bulk (a CSV import).
+
+    Written in the same transaction as the records, worked off after the commit in short chunks
+    (`crm.backfill`), each chunk advancing `position` (keys done: the emails, then the domains)
+    and `message_cursor` (within the current keys, the highest message id linked). A crash
+    between two chunks leaves the job unfinished; running it again resumes where it stopped and
+    linking is idempotent, so nothing is lost or linked twice."""
+
+    __tablename__ = "backfill_job"
+    __table_args__ = (Index("ix_backfill_job_pending", "tenant_id", "finished_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    emails: list[str] = json_column(list)
+    domains: list[str] = json_column(list)
+    position: int = 0
+    message_cursor: int = 0
+    messages_linked: int = 0
+    links_added: int = 0
+    created_at: datetime = created()
+    finished_at: datetime | None = timestamp()

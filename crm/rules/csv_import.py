@@ -22,6 +22,7 @@ from email.utils import parseaddr
 
 from email_validator import EmailNotValidError, validate_email
 
+from core.errors import InvalidInput
 from crm.rules.linking import split_name
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "CsvImportError",
     "ParsedCsv",
     "RowError",
+    "RowProblem",
     "parse_contacts_csv",
 ]
 
@@ -38,8 +40,19 @@ _SNIFF_CHARS = 8 * 1024  # csv.Sniffer's regexes get slow on big samples; a few 
 _DELIMITERS = (",", ";", "\t")
 
 
-class CsvImportError(ValueError):
-    """The file as a whole cannot be imported (empty, unreadable, no email column)."""
+class CsvImportError(InvalidInput):
+    """The file as a whole cannot be imported: `csv_empty`, `csv_unreadable` (with the `line`)
+    or `csv_no_email_column` (with the `columns` found and the `accepted` email headers)."""
+
+
+class RowProblem(enum.StrEnum):
+    """Why one line of a file was not imported (`RowError.code`)."""
+
+    MISSING_EMAIL = "missing_email"
+    INVALID_EMAIL = "invalid_email"
+    DUPLICATE_EMAIL = "duplicate_email"
+    EMAIL_IS_USER = "email_is_user"  # a user of the workspace is never a contact
+    INVALID_DOMAIN = "invalid_domain"  # the company's domain was refused (taken, not a domain)
 
 
 class CsvField(enum.StrEnum):
@@ -161,7 +174,8 @@ class ContactRow:
 @dataclass(frozen=True, slots=True)
 class RowError:
     line: int  # 1-based line in the file, header = line 1
-    reason: str
+    reason: str  # a sentence for people
+    code: RowProblem | str = ""  # for programs: a `RowProblem`, or a service error's code
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +210,9 @@ def _reader(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
             if any(cell.strip() for cell in record):
                 yield start, record
     except csv.Error as exc:
-        raise CsvImportError(f"line {reader.line_num}: unreadable CSV ({exc})") from exc
+        raise CsvImportError(
+            "csv_unreadable", f"line {reader.line_num}: unreadable CSV ({exc})", line=reader.line_num
+        ) from exc
 
 
 def _map_columns(header: list[str]) -> dict[CsvField, list[int]]:
@@ -268,11 +284,16 @@ def _domain(value: str | None) -> str | None:
 
 
 def _owner(value: str | None) -> str | None:
+    """The owner's address; None when the cell is not one (some CRMs export the owner's name).
+    Owners are users of the workspace, so test domains are accepted: an unknown owner is
+    dropped later anyway."""
     if value is None:
         return None
-    address = _address_in(value).lower()
-    local, at, domain = address.rpartition("@")
-    return address if at and local and "." in domain and " " not in address else None
+    try:
+        checked = validate_email(_address_in(value), check_deliverability=False, test_environment=True)
+    except EmailNotValidError:
+        return None
+    return checked.normalized.lower()
 
 
 def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> ParsedCsv:
@@ -288,20 +309,24 @@ def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> Pars
     """
     text, encoding = _decode(data)
     if not text.strip():
-        raise CsvImportError("the file is empty")
+        raise CsvImportError("csv_empty", "the file is empty", line=0)
     delimiter = _choose_delimiter(text)
     records = _reader(text, delimiter)
     first = next(records, None)
     if first is None:
-        raise CsvImportError("the file is empty")
+        raise CsvImportError("csv_empty", "the file is empty", line=0)
     header = first[1]
     columns = _map_columns(header)
     if CsvField.EMAIL not in columns:
         accepted = ", ".join(f'"{name}"' for name in ACCEPTED_HEADERS[CsvField.EMAIL])
         found = ", ".join(f'"{name.strip()}"' for name in header if name.strip())
         raise CsvImportError(
+            "csv_no_email_column",
             f"no email column found (columns: {found or 'none'}); name one of: {accepted} "
-            "(case, spaces, hyphens and underscores do not matter)"
+            "(case, spaces, hyphens and underscores do not matter)",
+            line=first[0],
+            columns=[name.strip() for name in header if name.strip()],
+            accepted=list(ACCEPTED_HEADERS[CsvField.EMAIL]),
         )
 
     rows: list[ContactRow] = []
@@ -310,18 +335,24 @@ def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> Pars
     for line, record in records:
         raw_email = _cell(record, columns[CsvField.EMAIL])
         if raw_email is None:
-            errors.append(RowError(line, "missing email"))
+            errors.append(RowError(line, "missing email", RowProblem.MISSING_EMAIL))
             continue
         try:
             validated = validate_email(
                 _address_in(raw_email), check_deliverability=False, test_environment=allow_test_domains
             )
         except EmailNotValidError as exc:
-            errors.append(RowError(line, f"invalid email {raw_email!r}: {exc}"))
+            errors.append(RowError(line, f"invalid email {raw_email!r}: {exc}", RowProblem.INVALID_EMAIL))
             continue
         email = validated.normalized.lower()
         if email in first_line_of:
-            errors.append(RowError(line, f"duplicate email {email} (first on line {first_line_of[email]})"))
+            errors.append(
+                RowError(
+                    line,
+                    f"duplicate email {email} (first on line {first_line_of[email]})",
+                    RowProblem.DUPLICATE_EMAIL,
+                )
+            )
             continue
         first_line_of[email] = line
 

@@ -18,6 +18,8 @@ import enum
 import re
 import unicodedata
 
+from crm.rules.addresses import checked_address
+
 __all__ = ["MAX_SCAN_CHARS", "find_forwarded_senders", "parse_mailbox"]
 
 MAX_SCAN_CHARS = 200_000
@@ -199,11 +201,7 @@ def _read_block(lines: list[str], start: int, *, after_marker: bool) -> tuple[di
 
 
 def _clean_email(raw: str) -> str | None:
-    email = raw.strip().rstrip(".").lower()
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain or domain.startswith(".") or ".." in domain:
-        return None
-    return email
+    return checked_address(raw)
 
 
 def _clean_name(raw: str) -> str:

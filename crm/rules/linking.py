@@ -41,14 +41,20 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+from publicsuffixlist import PublicSuffixList
 
 from core.types import Direction
+from crm.rules.addresses import checked_address
 from crm.rules.forwards import find_forwarded_senders
 
 __all__ = [
     "FREE_MAIL_DOMAINS",
     "Address",
+    "AddressRole",
     "ContactRef",
+    "ContactSource",
     "DealRef",
     "DealStatus",
     "Direction",
@@ -103,6 +109,24 @@ class DealStatus(enum.StrEnum):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
+
+
+class ContactSource(enum.StrEnum):
+    """How a contact came to be."""
+
+    MANUAL = "manual"  # created by a user
+    IMPORT = "import"  # a CSV import
+    LEAD = "lead"  # created from an unknown inbound sender (when the tenant enabled leads)
+
+
+class AddressRole(enum.StrEnum):
+    """Where an address appears in a message (the `message_address` index)."""
+
+    FROM = "from"
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
+    FORWARDED = "forwarded"  # the original sender of a forwarded block or attached message
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +245,9 @@ class LookupKeys:
 
 
 def normalize_email(raw: str) -> str | None:
-    """Lower-cased, trimmed address, or None when it has no local part or no domain."""
-    email = raw.strip().strip("<>").strip().lower()
-    local, at, domain = email.rpartition("@")
-    if not at or not local or not domain or " " in email:
-        return None
-    return email
+    """Lower-cased, trimmed address, or None when email-validator refuses it (see
+    `crm.rules.addresses`)."""
+    return checked_address(raw)
 
 
 def domain_of(email: str) -> str:
@@ -235,23 +256,19 @@ def domain_of(email: str) -> str:
     return domain.strip().strip(">").rstrip(".").lower() if at else ""
 
 
-# Second-level labels under which ccTLD registries sell names (co.uk, com.au, ac.jp, gob.mx...).
-_SECOND_LEVEL_LABELS = frozenset(
-    {"ac", "co", "com", "edu", "gov", "net", "org", "mil", "ltd", "plc", "nom", "sch", "gob", "go", "or"}
-    | {"ne", "lg", "ad", "gen", "biz", "info", "int", "nic", "res", "gv", "ltda", "asso"}
-)
+@lru_cache(maxsize=1)
+def _suffixes() -> PublicSuffixList:
+    """The Public Suffix List snapshot bundled with `publicsuffixlist` (offline; ICANN and
+    private sections: `github.io` is a suffix, `alice.github.io` a registrable domain). Loaded on
+    first use, not at import."""
+    return PublicSuffixList()
 
 
 def is_public_suffix(domain: str) -> bool:
-    """Heuristic public-suffix test: a TLD ("test", "com") or a ccTLD registry level ("co.uk").
-
-    Deliberately small instead of the full Public Suffix List: it only has to stop parent-domain
-    matching before it reaches a suffix shared by unrelated organisations.
-    """
-    labels = domain.lower().strip(".").split(".")
-    if len(labels) <= 1:
-        return True
-    return len(labels) == 2 and len(labels[1]) == 2 and labels[0] in _SECOND_LEVEL_LABELS
+    """Is this a public suffix ("test", "com", "co.uk", "nhs.uk", "github.io"), under which
+    unrelated organisations register names? An unknown TLD counts as one (the list's "*" rule)."""
+    domain = domain.lower().strip(".")
+    return not domain or bool(_suffixes().is_public(domain))
 
 
 def domain_candidates(domain: str) -> tuple[str, ...]:
@@ -398,10 +415,11 @@ _FREE_MAIL_BRAND_RE = re.compile(
 
 def registrable_domain(domain: str) -> str:
     """The shortest parent of `domain` that is not a public suffix ("mail.globex.test" ->
-    "globex.test"; "" when there is none). Indexed with each address, so mail of a company domain
-    and all its subdomains is found with an equality lookup instead of a LIKE scan."""
-    candidates = domain_candidates(domain)
-    return candidates[-1] if candidates else ""
+    "globex.test", "x.trust1.nhs.uk" -> "trust1.nhs.uk"; "" when there is none). Indexed with
+    each address, so mail of a company domain and all its subdomains is found with an equality
+    lookup instead of a LIKE scan."""
+    domain = domain.lower().strip(".")
+    return (_suffixes().privatesuffix(domain) or "") if domain else ""
 
 
 def is_free_mail(domain: str) -> bool:

@@ -1,7 +1,8 @@
 """`crm-inbox contacts|companies|deals|links|report`: CRM records, links and reports.
 
-Thin, like `crm_inbox.cli`: parse arguments, call `crm.records`, `crm.link_service` and
-`crm.reports` in one short session, print. Kept apart from `cli.py` so the sync commands and the
+Thin, like `crm_inbox.cli`: parse arguments, resolve the tenant and act in it as its operator
+(`Caller.operator`), call `crm.records`, `crm.links`, `crm.backfill` and `crm.reports` in one
+short session, print. No queries of its own. Kept apart from `cli.py` so the sync commands and the
 record commands can grow independently; this module does not import `cli.py` (which registers
 these apps), so importing either first never meets a half-initialised module. Its JSON helper is
 its own for that reason, and because reports carry `date` values the sync commands never print.
@@ -13,7 +14,8 @@ import csv
 import dataclasses
 import enum
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,13 +23,12 @@ from typing import Annotated, Any
 import typer
 from dateutil import parser as dateparser
 from rich.table import Table
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from core.db import session_scope
-from crm import link_service, records, reports
-from crm.errors import CrmError, NotFound
-from crm.models import Message, MessageLink
+from core.caller import Caller
+from core.db import get_engine, session_scope
+from core.errors import DomainError
+from crm import backfill, contact_import, links, records, reports
 from crm.rules.csv_import import CsvImportError
 from crm.rules.linking import RecordKind
 from crm_inbox.cli.common import JsonOpt, TenantOpt, fail, jsonable, out, print_json, tenant_id_of
@@ -67,12 +68,27 @@ def _cell(value: Any) -> str:
     return str(plain)
 
 
-def _linked_count(session: Session, kind: RecordKind, record_id: int) -> int:
-    return session.exec(
-        select(func.count(col(MessageLink.id))).where(
-            MessageLink.record_kind == kind.value, MessageLink.record_id == record_id
-        )
-    ).one()
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    """A domain error ends the command with its message and exit code 1: the one place in this
+    module that does it, until the CLI-wide handler (crm_inbox/cli/errors.py) replaces it."""
+    try:
+        yield
+    except DomainError as exc:
+        raise fail(exc.message) from None
+
+
+@contextmanager
+def _acting(tenant: int | None) -> Iterator[tuple[Session, Caller]]:
+    """One short session acting in the tenant (resolved explicitly) as its operator."""
+    with _domain_errors(), session_scope() as session:
+        yield session, Caller.operator(tenant_id_of(session, tenant))
+
+
+def _operator_of(tenant: int | None) -> Caller:
+    """The operator of the tenant, for services that open their own short sessions."""
+    with _acting(tenant) as (_session, caller):
+        return caller
 
 
 def _print_created(what: str, result: dict[str, Any], as_json: bool) -> None:
@@ -101,18 +117,17 @@ def contacts_import(
         data = file.read_bytes()
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
-    try:
-        with session_scope() as session:
-            report = records.import_contacts(
-                session=session,
-                tenant_id=tenant_id_of(session, tenant),
-                data=data,
-                allow_test_domains=allow_test_domains,
+    with _acting(tenant) as (session, caller):
+        try:
+            report = contact_import.import_contacts(
+                session=session, caller=caller, data=data, allow_test_domains=allow_test_domains
             )
-    except CsvImportError as exc:
-        raise fail(f"{file}: {exc}") from None
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+        except CsvImportError as exc:  # about the file: say which
+            raise fail(f"{file}: {exc.message}") from None
+    # The rows are committed; their synced mail is linked now in short chunks (this also resumes
+    # any import whose linking was interrupted).
+    with _domain_errors():
+        backfill.run_pending(engine=get_engine(), caller=caller)
     if as_json:
         print_json(report)
         return
@@ -130,6 +145,20 @@ def contacts_import(
         out.print(table)
 
 
+@contacts_app.command("backfill")
+def contacts_backfill(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Link synced mail to imported contacts whose linking was interrupted (a crash or a stop
+    during an import); safe to run at any time."""
+    caller = _operator_of(tenant)
+    with _domain_errors():
+        results = backfill.run_pending(engine=get_engine(), caller=caller)
+    if as_json:
+        print_json(list(results))
+        return
+    linked = sum(r.messages_linked for r in results)
+    out.print(f"{len(results)} interrupted import(s) resumed; {linked} message(s) re-decided.")
+
+
 @contacts_app.command("add")
 def contacts_add(
     email: Annotated[list[str], typer.Option("--email", help="An address (repeat for several).")],
@@ -142,27 +171,25 @@ def contacts_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a contact; mail already synced with its addresses is linked at once."""
-    try:
-        with session_scope() as session:
-            contact = records.create_contact(
-                session=session,
-                tenant_id=tenant_id_of(session, tenant),
-                emails=email,
-                first_name=first_name,
-                last_name=last_name,
-                phone=phone,
-                company_id=company_id,
-                owner_user_id=owner_id,
-            )
-            contact_id = contact.id or 0
-            result = {
-                "id": contact_id,
-                "full_name": contact.full_name,
-                "emails": records.contact_emails(session=session, contact_id=contact_id),
-                "linked_messages": _linked_count(session, RecordKind.CONTACT, contact_id),
-            }
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        contact = records.create_contact(
+            session=session,
+            caller=caller,
+            emails=email,
+            first_name=first_name,
+            last_name=last_name,
+            phone=phone,
+            company_id=company_id,
+            owner_user_id=owner_id,
+        )
+        result = {
+            "id": contact.id,
+            "full_name": contact.full_name,
+            "emails": list(contact.emails),
+            "linked_messages": links.linked_count(
+                session=session, caller=caller, kind=RecordKind.CONTACT, record_id=contact.id
+            ),
+        }
     _print_created("Contact", result, as_json)
 
 
@@ -178,19 +205,15 @@ def companies_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a company; mail from its domains is linked at once."""
-    try:
-        with session_scope() as session:
-            company = records.create_company(
-                session=session, tenant_id=tenant_id_of(session, tenant), name=name, domains=domain or []
-            )
-            company_id = company.id or 0
-            result = {
-                "id": company_id,
-                "name": company.name,
-                "linked_messages": _linked_count(session, RecordKind.COMPANY, company_id),
-            }
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        company = records.create_company(session=session, caller=caller, name=name, domains=domain or [])
+        result = {
+            "id": company.id,
+            "name": company.name,
+            "linked_messages": links.linked_count(
+                session=session, caller=caller, kind=RecordKind.COMPANY, record_id=company.id
+            ),
+        }
     _print_created("Company", result, as_json)
 
 
@@ -211,28 +234,26 @@ def deals_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a deal; its contacts' synced mail is linked at once (open deals only)."""
-    try:
-        with session_scope() as session:
-            deal = records.create_deal(
-                session=session,
-                tenant_id=tenant_id_of(session, tenant),
-                title=title,
-                contact_ids=contact,
-                amount=amount,
-                currency=currency,
-                stage=stage,
-                status=status,
-                company_id=company_id,
-            )
-            deal_id = deal.id or 0
-            result = {
-                "id": deal_id,
-                "title": deal.title,
-                "status": deal.status,
-                "linked_messages": _linked_count(session, RecordKind.DEAL, deal_id),
-            }
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        deal = records.create_deal(
+            session=session,
+            caller=caller,
+            title=title,
+            contact_ids=contact,
+            amount=amount,
+            currency=currency,
+            stage=stage,
+            status=status,
+            company_id=company_id,
+        )
+        result = {
+            "id": deal.id,
+            "title": deal.title,
+            "status": deal.status,
+            "linked_messages": links.linked_count(
+                session=session, caller=caller, kind=RecordKind.DEAL, record_id=deal.id
+            ),
+        }
     _print_created("Deal", result, as_json)
 
 
@@ -244,14 +265,9 @@ def deals_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark a deal open, won or lost (closed deals get no new mail by rule, only by hand)."""
-    try:
-        with session_scope() as session:
-            deal = records.set_deal_status(
-                session=session, tenant_id=tenant_id_of(session, tenant), deal_id=deal_id, status=status
-            )
-            result = {"id": deal.id, "title": deal.title, "status": deal.status}
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        deal = records.set_deal_status(session=session, caller=caller, deal_id=deal_id, status=status)
+        result = {"id": deal.id, "title": deal.title, "status": deal.status}
     if as_json:
         print_json(result)
     else:
@@ -262,18 +278,11 @@ def deals_status(
 # links
 
 
-def _message_pk(session: Session, tenant_id: int, message: str) -> int:
+def _message_pk(session: Session, caller: Caller, message: str) -> int:
     """A message by database id ("42") or by its Message-ID header ("<abc@host>")."""
     if message.isdigit():
         return int(message)
-    wanted = message.strip()
-    candidates = [wanted] if wanted.startswith("<") else [f"<{wanted}>", wanted]
-    found = session.exec(
-        select(Message.id).where(Message.tenant_id == tenant_id, col(Message.message_id).in_(candidates))
-    ).first()
-    if found is None:
-        raise NotFound(f"No message with Message-ID {message}.")
-    return found
+    return links.find_message_pk(session=session, caller=caller, message_id=message)
 
 
 @links_app.command("why")
@@ -283,13 +292,9 @@ def links_why(
     as_json: JsonOpt = False,
 ) -> None:
     """Why each record is on this message."""
-    try:
-        with session_scope() as session:
-            tenant_id = tenant_id_of(session, tenant)
-            message_pk = _message_pk(session, tenant_id, message)
-            explanations = link_service.why(session=session, tenant_id=tenant_id, message_pk=message_pk)
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        message_pk = _message_pk(session, caller, message)
+        explanations = links.why(session=session, caller=caller, message_pk=message_pk)
     if as_json:
         print_json({"message": message_pk, "links": explanations})
         return
@@ -335,21 +340,16 @@ def _change_link(
 ) -> None:
     """Shared by `links link` and `links unlink`: same arguments, same output."""
     kind, record_id = record
-    try:
-        with session_scope() as session:
-            tenant_id = tenant_id_of(session, tenant)
-            message_pk = _message_pk(session, tenant_id, message)
-            count = service(
-                session=session,
-                tenant_id=tenant_id,
-                message_pk=message_pk,
-                kind=kind,
-                record_id=record_id,
-                user_id=None,
-                whole_thread=thread,
-            )
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        message_pk = _message_pk(session, caller, message)
+        count = service(
+            session=session,
+            caller=caller,
+            message_pk=message_pk,
+            kind=kind,
+            record_id=record_id,
+            whole_thread=thread,
+        )
     if as_json:
         print_json({"message": message_pk, "record_kind": kind.value, "record_id": record_id, verb: count})
     else:
@@ -369,7 +369,7 @@ def links_link(
     """Link a message (or its thread) to a record by hand; rules never remove such a link."""
     record = _one_record(contact, deal, company)
     _change_link(
-        link_service.link_manually,
+        links.link_manually,
         "linked",
         "{count} message(s) linked to {record}.",
         message,
@@ -393,7 +393,7 @@ def links_unlink(
     """Remove a record from a message (or its thread); rules will not put it back on the thread."""
     record = _one_record(contact, deal, company)
     _change_link(
-        link_service.unlink,
+        links.unlink,
         "unlinked",
         "{count} link(s) to {record} removed.",
         message,
@@ -460,11 +460,8 @@ def _emit(rows: Sequence[Any], row_type: type[Any], fmt: OutputFormat) -> None:
 
 
 def _run_report(fn: Any, row_type: type[Any], fmt: OutputFormat, tenant: int | None, **kwargs: Any) -> None:
-    try:
-        with session_scope() as session:
-            rows = fn(session=session, tenant_id=tenant_id_of(session, tenant), **kwargs)
-    except CrmError as exc:
-        raise fail(str(exc)) from None
+    with _acting(tenant) as (session, caller):
+        rows = fn(session=session, caller=caller, **kwargs)
     _emit(rows, row_type, fmt)
 
 

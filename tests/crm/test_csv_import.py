@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ErrorKind
 from crm.rules.csv_import import (
     ACCEPTED_HEADERS,
     ContactRow,
@@ -13,6 +14,7 @@ from crm.rules.csv_import import (
     CsvImportError,
     ParsedCsv,
     RowError,
+    RowProblem,
     parse_contacts_csv,
 )
 
@@ -129,7 +131,13 @@ def test_bad_rows_are_reported_with_their_file_line() -> None:
         (12, "mary@initech.com", None),
         (13, "ann@initech.com", "Ann"),
     ]
-    assert [error.line for error in parsed.errors] == [3, 4, 6, 9, 10]
+    assert [(error.line, error.code) for error in parsed.errors] == [
+        (3, RowProblem.INVALID_EMAIL),
+        (4, RowProblem.MISSING_EMAIL),
+        (6, RowProblem.DUPLICATE_EMAIL),
+        (9, RowProblem.INVALID_EMAIL),
+        (10, RowProblem.DUPLICATE_EMAIL),
+    ]
     reasons = {error.line: error.reason for error in parsed.errors}
     assert reasons[3].startswith("invalid email 'not-an-email'")
     assert reasons[4] == "missing email"
@@ -141,6 +149,9 @@ def test_bad_rows_are_reported_with_their_file_line() -> None:
 def test_missing_email_column_is_a_file_level_error() -> None:
     with pytest.raises(CsvImportError) as raised:
         parse_fixture("no_email_column.csv")
+    assert raised.value.code == "csv_no_email_column"
+    assert raised.value.fields["columns"] == ["First Name", "Last Name", "Company", "Phone"]
+    assert raised.value.fields["line"] == 1 and "Email" in raised.value.fields["accepted"]
     message = str(raised.value)
     assert '"First Name", "Last Name", "Company", "Phone"' in message
     for accepted in ("Email", "E-mail", "Email address", "E-mail address", "Work email", "Email 1"):
@@ -149,8 +160,9 @@ def test_missing_email_column_is_a_file_level_error() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"  \r\n\r\n"])
 def test_empty_file(data: bytes) -> None:
-    with pytest.raises(CsvImportError, match="empty"):
+    with pytest.raises(CsvImportError, match="empty") as raised:
         parse_contacts_csv(data)
+    assert raised.value.code == "csv_empty" and raised.value.kind is ErrorKind.INVALID
 
 
 @pytest.mark.parametrize(

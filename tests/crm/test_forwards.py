@@ -117,6 +117,10 @@ def test_hostile_bodies_finish_quickly(body: str) -> None:
         ("jane@acme.example <jane@acme.example>", ("jane@acme.example", "")),
         ("Jane Doe", None),
         ("Jane <jane@localhost>", None),
+        # Checked by email-validator, not by hand: these were accepted before.
+        ("Jane <jane..doe@acme.example>", None),
+        ("Jane <jane@server.local>", None),
+        ("Jane <jane@acme.example.> ", ("jane@acme.example", "Jane")),
     ],
 )
 def test_parse_mailbox(value: str, expected: tuple[str, str] | None) -> None:

@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.caller import Caller, Role
 from core.db import session_scope
 from crm import link_service, records
-from crm.models import Contact, Message, MessageLink, Tenant
+from crm import links as link_ops
+from crm.models import AccountAccess, Contact, Message, MessageLink, Tenant
 from crm.rules.linking import RecordKind
 from devtools.samples import build_message
 from sync.engine import SyncEngine
@@ -41,37 +43,34 @@ def world(db: Engine, mailbox_user):  # type: ignore[no-untyped-def]
         alice = accounts.create_user(
             session=s, tenant_id=tenant_id, email="alice@acme.test", first_name="Alice"
         )
-        globex = records.create_company(
-            session=s, tenant_id=tenant_id, name="Globex", domains=["globex.test"]
-        )
-        initech = records.create_company(
-            session=s, tenant_id=tenant_id, name="Initech", domains=["initech.test"]
-        )
+        # Alice is a member who sees the sales account: she links and unlinks its mail.
+        s.add(AccountAccess(user_id=alice.id or 0, account_id=account_id))
+        op = Caller.operator(tenant_id)
+        globex = records.create_company(session=s, caller=op, name="Globex", domains=["globex.test"])
+        initech = records.create_company(session=s, caller=op, name="Initech", domains=["initech.test"])
         hank = records.create_contact(
             session=s,
-            tenant_id=tenant_id,
+            caller=op,
             emails=["hank@globex.test"],
             first_name="Hank",
             company_id=globex.id,
         )
         peter = records.create_contact(
             session=s,
-            tenant_id=tenant_id,
+            caller=op,
             emails=["peter@initech.test"],
             first_name="Peter",
             company_id=initech.id,
         )
-        zed = records.create_contact(
-            session=s, tenant_id=tenant_id, emails=["zed@gmail.com"], first_name="Zed"
-        )
+        zed = records.create_contact(session=s, caller=op, emails=["zed@gmail.com"], first_name="Zed")
         renewal = records.create_deal(
-            session=s, tenant_id=tenant_id, title="Globex renewal", contact_ids=[hank.id or 0]
+            session=s, caller=op, title="Globex renewal", contact_ids=[hank.id or 0]
         )
         lost = records.create_deal(
-            session=s, tenant_id=tenant_id, title="Initech old", contact_ids=[peter.id or 0], status="lost"
+            session=s, caller=op, title="Initech old", contact_ids=[peter.id or 0], status="lost"
         )
         expansion = records.create_deal(
-            session=s, tenant_id=tenant_id, title="Initech expansion", contact_ids=[peter.id or 0]
+            session=s, caller=op, title="Initech expansion", contact_ids=[peter.id or 0]
         )
         ids = SimpleNamespace(
             tenant=tenant_id,
@@ -144,7 +143,7 @@ def test_every_link_and_nothing_extra(world) -> None:  # type: ignore[no-untyped
     assert total == 3 + 3 + 1 + 3 + 1 + 6 + 3
     with session_scope(db) as s:
         m1 = s.exec(select(Message).where(Message.message_id == "<m1@test>")).one()
-        why = link_service.why(session=s, tenant_id=ids.tenant, message_pk=m1.id or 0)
+        why = link_ops.why(session=s, caller=Caller.operator(ids.tenant), message_pk=m1.id or 0)
     assert {(w.record_kind, w.detail) for w in why} >= {("contact", "hank@globex.test")}
 
 
@@ -155,13 +154,12 @@ def test_unlink_is_sticky_across_replies_resync_and_backfill(world) -> None:  # 
     sync(db, ids.account)
     with session_scope(db) as s:
         m1 = s.exec(select(Message).where(Message.message_id == "<m1@test>")).one()
-        link_service.unlink(
+        link_ops.unlink(
             session=s,
-            tenant_id=ids.tenant,
+            caller=Caller(ids.tenant, ids.alice, Role.MEMBER),
             message_pk=m1.id or 0,
             kind=RecordKind.DEAL,
             record_id=ids.renewal,
-            user_id=ids.alice,
             whole_thread=True,
         )
     assert ("deal", ids.renewal) not in {(k, i) for k, i, _ in links(db, "<m1@test>")}
@@ -185,21 +183,22 @@ def test_unlink_is_sticky_across_replies_resync_and_backfill(world) -> None:  # 
     sync(db, ids.account)
     with session_scope(db) as s:
         records.add_contact_email(
-            session=s, tenant_id=ids.tenant, contact_id=ids.hank, email="hank2@globex.test"
+            session=s, caller=Caller.operator(ids.tenant), contact_id=ids.hank, email="hank2@globex.test"
         )
-        records.add_deal_contact(session=s, tenant_id=ids.tenant, deal_id=ids.renewal, contact_id=ids.hank)
+        records.add_deal_contact(
+            session=s, caller=Caller.operator(ids.tenant), deal_id=ids.renewal, contact_id=ids.hank
+        )
     for mid in ("<m1@test>", "<m2@test>"):
         assert ("deal", ids.renewal) not in {(k, i) for k, i, _ in links(db, mid)}
     # Until a user links it again.
     with session_scope(db) as s:
         m1 = s.exec(select(Message).where(Message.message_id == "<m1@test>")).one()
-        link_service.link_manually(
+        link_ops.link_manually(
             session=s,
-            tenant_id=ids.tenant,
+            caller=Caller(ids.tenant, ids.alice, Role.MEMBER),
             message_pk=m1.id or 0,
             kind=RecordKind.DEAL,
             record_id=ids.renewal,
-            user_id=ids.alice,
             whole_thread=True,
         )
     assert ("deal", ids.renewal, "manual") in links(db, "<m2@test>")
@@ -227,7 +226,9 @@ def test_backfill_touches_only_that_contacts_mail(world) -> None:  # type: ignor
     sync(db, ids.account)
     assert links(db, "<m1@test>") == set()
     with session_scope(db) as s:
-        contact = records.create_contact(session=s, tenant_id=ids.tenant, emails=["Newbie@Umbrella.test"])
+        contact = records.create_contact(
+            session=s, caller=Caller.operator(ids.tenant), emails=["Newbie@Umbrella.test"]
+        )
         stats = link_service.backfill_addresses(
             session=s, tenant_id=ids.tenant, emails=["newbie@umbrella.test"]
         )
@@ -237,7 +238,10 @@ def test_backfill_touches_only_that_contacts_mail(world) -> None:  # type: ignor
     # Removing the address unlinks what was linked only through it.
     with session_scope(db) as s:
         records.remove_contact_email(
-            session=s, tenant_id=ids.tenant, contact_id=contact.id or 0, email="newbie@umbrella.test"
+            session=s,
+            caller=Caller.operator(ids.tenant),
+            contact_id=contact.id or 0,
+            email="newbie@umbrella.test",
         )
     assert links(db, "<m1@test>") == set()
 
@@ -304,7 +308,7 @@ def test_removing_an_address_unlinks_its_deal_and_makes_no_lead(world) -> None: 
     assert {(k, i) for k, i, _ in links(db, "<m1@test>")} >= {("contact", ids.hank), ("deal", ids.renewal)}
     with session_scope(db) as s:
         records.remove_contact_email(
-            session=s, tenant_id=ids.tenant, contact_id=ids.hank, email="hank@globex.test"
+            session=s, caller=Caller.operator(ids.tenant), contact_id=ids.hank, email="hank@globex.test"
         )
     # Only the domain link is left: the deal came through Hank's address and goes with it.
     assert links(db, "<m1@test>") == {("company", ids.globex, "domain")}
@@ -314,28 +318,31 @@ def test_removing_an_address_unlinks_its_deal_and_makes_no_lead(world) -> None: 
 
 def test_records_of_another_tenant_cannot_be_linked(world) -> None:  # type: ignore[no-untyped-def]
     db, box, ids = world
-    from crm.errors import NotFound
+    from core.errors import NotFound
 
     other_tenant = make_tenant(db, name="Other")
     with session_scope(db) as s:
-        stranger = records.create_contact(session=s, tenant_id=other_tenant, emails=["x@else.test"])
+        stranger = records.create_contact(
+            session=s, caller=Caller.operator(other_tenant), emails=["x@else.test"]
+        )
     box.dovecot.append(box.name, "INBOX", mail(1, from_="hank@globex.test"))
     sync(db, ids.account)
     with session_scope(db) as s:
         m1 = s.exec(select(Message).where(Message.message_id == "<m1@test>")).one()
-        with pytest.raises(NotFound):
-            link_service.link_manually(
+        with pytest.raises(NotFound) as raised:
+            link_ops.link_manually(
                 session=s,
-                tenant_id=ids.tenant,
+                caller=Caller.operator(ids.tenant),
                 message_pk=m1.id or 0,
                 kind=RecordKind.CONTACT,
                 record_id=stranger.id or 0,
-                user_id=None,
             )
-        with pytest.raises(NotFound):
+        assert raised.value.code == "contact_not_found"
+        with pytest.raises(NotFound) as raised:
             records.create_contact(
-                session=s, tenant_id=ids.tenant, emails=["y@else.test"], company_id=999_999
+                session=s, caller=Caller.operator(ids.tenant), emails=["y@else.test"], company_id=999_999
             )
+        assert raised.value.code == "company_not_found"
 
 
 def test_company_added_later_gets_its_domain_and_subdomain_mail(world) -> None:  # type: ignore[no-untyped-def]
@@ -348,7 +355,7 @@ def test_company_added_later_gets_its_domain_and_subdomain_mail(world) -> None: 
     sync(db, ids.account)
     with session_scope(db) as s:
         umbrella = records.create_company(
-            session=s, tenant_id=ids.tenant, name="Umbrella", domains=["umbrella.test"]
+            session=s, caller=Caller.operator(ids.tenant), name="Umbrella", domains=["umbrella.test"]
         )
     assert links(db, "<m1@test>") == {("company", umbrella.id, "domain")}
     assert links(db, "<m2@test>") == {("company", umbrella.id, "domain")}

@@ -27,6 +27,8 @@ from crm.rules.linking import (
     is_free_mail,
     is_public_suffix,
     lookup_keys,
+    normalize_email,
+    registrable_domain,
     split_name,
 )
 
@@ -672,6 +674,8 @@ def test_domain_of(email: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("domain", "expected"),
     [
+        ("a.trust1.nhs.uk", ("a.trust1.nhs.uk", "trust1.nhs.uk")),
+        ("alice.github.io", ("alice.github.io",)),
         ("mail.eu.globex.example", ("mail.eu.globex.example", "eu.globex.example", "globex.example")),
         ("Globex.Example", ("globex.example",)),
         ("a.initech.co.uk", ("a.initech.co.uk", "initech.co.uk")),
@@ -687,10 +691,61 @@ def test_domain_candidates(domain: str, expected: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(
     ("domain", "expected"),
-    [("com", True), ("co.uk", True), ("com.au", True), ("globex.example", False), ("bbc.co.uk", False)],
+    [
+        ("com", True),
+        ("co.uk", True),
+        ("com.au", True),
+        ("globex.example", False),
+        ("bbc.co.uk", False),
+        # The Public Suffix List, not a guess: registries and hosting platforms are suffixes.
+        ("nhs.uk", True),
+        ("trust1.nhs.uk", False),
+        ("github.io", True),
+        ("alice.github.io", False),
+        ("", True),
+    ],
 )
 def test_is_public_suffix(domain: str, expected: bool) -> None:
     assert is_public_suffix(domain) is expected
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        # The guess this replaced mapped these two to "nhs.uk" and "github.io".
+        ("trust1.nhs.uk", "trust1.nhs.uk"),
+        ("mail.trust1.nhs.uk", "trust1.nhs.uk"),
+        ("alice.github.io", "alice.github.io"),
+        ("www.alice.github.io", "alice.github.io"),
+        ("mail.eu.globex.test", "globex.test"),
+        ("Shop.COM.au.", "shop.com.au"),
+        ("co.uk", ""),
+        ("test", ""),
+        ("", ""),
+    ],
+)
+def test_registrable_domain(domain: str, expected: str) -> None:
+    assert registrable_domain(domain) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Hank@Globex.TEST", "hank@globex.test"),
+        (" <jane@acme.co.uk> ", "jane@acme.co.uk"),
+        ("jane@acme.com.", "jane@acme.com"),
+        ("no-at-sign", None),
+        ("@acme.com", None),
+        ("jane@", None),
+        ("two words@acme.com", None),
+        ("jane..doe@acme.com", None),  # the hand-written check let these through
+        ("jane@acme..com", None),
+        ("jane@server.local", None),  # reserved names never are contacts
+        ("jane@nodot", None),
+    ],
+)
+def test_normalize_email_uses_email_validator(raw: str, expected: str | None) -> None:
+    assert normalize_email(raw) == expected
 
 
 @pytest.mark.parametrize(

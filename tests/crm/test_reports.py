@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.caller import Caller
 from core.db import session_scope
 from core.secrets import SecretBox
 from core.types import Direction, FolderRole, Security
@@ -142,14 +143,14 @@ def build_world(db: Engine) -> SimpleNamespace:
         alice = accounts.create_user(session=s, tenant_id=tenant_id, email="alice@acme.test")
         bob = accounts.create_user(session=s, tenant_id=tenant_id, email="bob@acme.test")
         globex = records.create_company(
-            session=s, tenant_id=tenant_id, name="Globex", domains=["globex.test"]
+            session=s, caller=Caller.operator(tenant_id), name="Globex", domains=["globex.test"]
         )
         initech = records.create_company(
-            session=s, tenant_id=tenant_id, name="Initech", domains=["initech.test"]
+            session=s, caller=Caller.operator(tenant_id), name="Initech", domains=["initech.test"]
         )
         hank = records.create_contact(
             session=s,
-            tenant_id=tenant_id,
+            caller=Caller.operator(tenant_id),
             emails=["hank@globex.test"],
             full_name="Hank Scorpio",
             company_id=globex.id,
@@ -157,14 +158,14 @@ def build_world(db: Engine) -> SimpleNamespace:
         )
         peter = records.create_contact(
             session=s,
-            tenant_id=tenant_id,
+            caller=Caller.operator(tenant_id),
             emails=["peter@initech.test"],
             full_name="Peter Gibbons",
             company_id=initech.id,
             owner_user_id=bob.id,
         )
         renewal = records.create_deal(
-            session=s, tenant_id=tenant_id, title="Globex renewal", contact_ids=[hank.id or 0]
+            session=s, caller=Caller.operator(tenant_id), title="Globex renewal", contact_ids=[hank.id or 0]
         )
         ids = SimpleNamespace(
             tenant=tenant_id,
@@ -209,8 +210,10 @@ def test_world_is_threaded_and_linked_as_described(world: tuple[Engine, SimpleNa
 def test_activity_per_day_and_week(world: tuple[Engine, SimpleNamespace]) -> None:
     db, ids = world
     with Session(db) as s:
-        daily = activity(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT)
-        weekly = activity(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT, period=Period.WEEK)
+        daily = activity(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
+        weekly = activity(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT, period=Period.WEEK
+        )
     hank, peter = "Hank Scorpio", "Peter Gibbons"
     c = ReportBy.CONTACT
     assert daily == [
@@ -234,7 +237,7 @@ def test_activity_range_and_one_record(world: tuple[Engine, SimpleNamespace]) ->
     with Session(db) as s:
         rows = activity(
             session=s,
-            tenant_id=ids.tenant,
+            caller=Caller.operator(ids.tenant),
             by=ReportBy.CONTACT,
             since=at(4, 0),
             until=at(5, 8),  # exclusive: m3 at 05-05 08:00 is out
@@ -250,8 +253,10 @@ def test_activity_of_companies_and_deals_follows_their_contacts(
 ) -> None:
     db, ids = world
     with Session(db) as s:
-        companies = activity(session=s, tenant_id=ids.tenant, by=ReportBy.COMPANY, period=Period.WEEK)
-        deals = activity(session=s, tenant_id=ids.tenant, by=ReportBy.DEAL, period=Period.WEEK)
+        companies = activity(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.COMPANY, period=Period.WEEK
+        )
+        deals = activity(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.DEAL, period=Period.WEEK)
     assert [(r.record_id, r.label, r.period_start, r.inbound, r.outbound) for r in companies] == [
         (ids.globex, "Globex", date(2026, 4, 27), 1, 0),
         (ids.globex, "Globex", date(2026, 5, 4), 3, 3),
@@ -267,7 +272,7 @@ def test_activity_per_user(world: tuple[Engine, SimpleNamespace]) -> None:
     """Out: mail the user sent. In: inbound mail of the contacts the user owns."""
     db, ids = world
     with Session(db) as s:
-        rows = activity(session=s, tenant_id=ids.tenant, by=ReportBy.USER)
+        rows = activity(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.USER)
     assert [(r.record_id, r.label, r.period_start, r.inbound, r.outbound) for r in rows] == [
         (ids.alice, "alice@acme.test", date(2026, 5, 3), 1, 0),
         (ids.alice, "alice@acme.test", date(2026, 5, 4), 1, 2),
@@ -283,9 +288,11 @@ def test_activity_per_user(world: tuple[Engine, SimpleNamespace]) -> None:
 def test_last_contact(world: tuple[Engine, SimpleNamespace]) -> None:
     db, ids = world
     with Session(db) as s:
-        contacts = last_contact(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT)
-        users = last_contact(session=s, tenant_id=ids.tenant, by=ReportBy.USER)
-        as_of = last_contact(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT, until=at(5, 0))
+        contacts = last_contact(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
+        users = last_contact(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.USER)
+        as_of = last_contact(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT, until=at(5, 0)
+        )
     assert [(r.record_id, r.last_date, r.direction, r.subject) for r in contacts] == [
         (ids.hank, at(6, 12), Direction.INBOUND, "Contract question"),
         (ids.peter, at(8, 9, 1), Direction.OUTBOUND, "Re: Delivery"),
@@ -304,7 +311,7 @@ def test_first_response_per_thread(world: tuple[Engine, SimpleNamespace]) -> Non
     db, ids = world
     t = ids.threads
     with Session(db) as s:
-        rows = thread_responses(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT)
+        rows = thread_responses(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
     assert [
         (r.record_id, r.thread_id, r.first_inbound_at, r.first_response_at, r.response_seconds) for r in rows
     ] == [
@@ -319,10 +326,14 @@ def test_first_response_per_thread(world: tuple[Engine, SimpleNamespace]) -> Non
 def test_first_response_per_record_and_user(world: tuple[Engine, SimpleNamespace]) -> None:
     db, ids = world
     with Session(db) as s:
-        contacts = first_response(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT)
-        users = first_response(session=s, tenant_id=ids.tenant, by=ReportBy.USER)
-        bob_threads = thread_responses(session=s, tenant_id=ids.tenant, by=ReportBy.USER, record_id=ids.bob)
-        since = first_response(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT, since=at(7, 0))
+        contacts = first_response(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
+        users = first_response(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.USER)
+        bob_threads = thread_responses(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.USER, record_id=ids.bob
+        )
+        since = first_response(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT, since=at(7, 0)
+        )
     c, u = ReportBy.CONTACT, ReportBy.USER
     assert contacts == [
         FirstResponseRow(c, ids.hank, "Hank Scorpio", 2, 1, 5400.0, 5400.0),
@@ -347,12 +358,18 @@ def test_unanswered_threads(world: tuple[Engine, SimpleNamespace]) -> None:
     db, ids = world
     t = ids.threads
     with Session(db) as s:
-        contacts = unanswered(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT)
+        contacts = unanswered(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
         old = unanswered(
-            session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT, older_than_hours=48, now=at(7, 12)
+            session=s,
+            caller=Caller.operator(ids.tenant),
+            by=ReportBy.CONTACT,
+            older_than_hours=48,
+            now=at(7, 12),
         )
-        users = unanswered(session=s, tenant_id=ids.tenant, by=ReportBy.USER)
-        deals = unanswered(session=s, tenant_id=ids.tenant, by=ReportBy.DEAL, record_id=ids.renewal)
+        users = unanswered(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.USER)
+        deals = unanswered(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.DEAL, record_id=ids.renewal
+        )
     assert [(r.record_id, r.thread_id, r.subject, r.last_inbound_at, r.last_from) for r in contacts] == [
         (ids.hank, t["T3"], "Intro", at(4, 15), "hank@globex.test"),
         (ids.hank, t["T2"], "Contract question", at(6, 12), "hank@globex.test"),
@@ -377,11 +394,13 @@ def test_a_reply_and_another_tenant_change_only_what_they_should(
     )
     with session_scope(db) as s:
         other = accounts.create_tenant(session=s, name="Other", own_domains=["other.test"])
-        records.create_contact(session=s, tenant_id=other.id or 0, emails=["hank@globex.test"])
+        records.create_contact(session=s, caller=Caller.operator(other.id or 0), emails=["hank@globex.test"])
     with Session(db) as s:
-        still_open = unanswered(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT)
-        hank = first_response(session=s, tenant_id=ids.tenant, by=ReportBy.CONTACT, record_id=ids.hank)
-        others = activity(session=s, tenant_id=other.id or 0, by=ReportBy.CONTACT)
+        still_open = unanswered(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
+        hank = first_response(
+            session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT, record_id=ids.hank
+        )
+        others = activity(session=s, caller=Caller.operator(other.id or 0), by=ReportBy.CONTACT)
     assert [r.thread_id for r in still_open] == [ids.threads["T3"]]
     assert hank == [FirstResponseRow(ReportBy.CONTACT, ids.hank, "Hank Scorpio", 2, 2, 4500.0, 4500.0)]
     assert others == []
