@@ -11,7 +11,7 @@ One run, one machine, fresh temporary SQLite files (migrated with `core.db.migra
   contacts. Bulk-inserted: the records are the setting, not what is measured.
 * mail: `--messages` generated `MessageData` (threads with replies both ways, mail to/from
   contacts, unknown senders at customer domains, free mail, a few From the users), stored as a
-  first sync would: INBOX then Sent, in batches of 200, one `crm.store.apply_batch` and one
+  first sync would: INBOX then Sent, in batches of 200, one `crm.mailstore.apply_batch` and one
   transaction per batch. That threads, indexes addresses and links each batch.
 * baseline (same run): a bare executemany INSERT of the very same message rows into another
   fresh database, same batches and transactions: no threading, no address index, no links.
@@ -56,8 +56,9 @@ from core.db import make_engine, migrate, session_scope  # noqa: E402
 from core.secrets import SecretBox  # noqa: E402
 from core.settings import reset_settings  # noqa: E402
 from core.types import FolderRole, Security  # noqa: E402
-from crm import accounts, contact_import, link_service, records, reports, store  # noqa: E402
+from crm import accounts, contact_import, link_service, mailstore, records, reports, sync_state  # noqa: E402
 from crm import backfill as backfill_jobs  # noqa: E402
+from crm.mailstore import Location, MessageData, NewMail  # noqa: E402
 from crm.models import (  # noqa: E402
     Company,
     CompanyDomain,
@@ -68,7 +69,6 @@ from crm.models import (  # noqa: E402
     Message,
     MessageLink,
 )
-from crm.store import Location, MessageData, NewMail  # noqa: E402
 
 BATCH = 200  # the sync engine's default batch size (settings.sync_batch_size)
 USERS = 10
@@ -262,9 +262,9 @@ def generate_mail(messages: int, world: World, rng: random.Random) -> list[Gener
 def store_all(engine: Engine, world: World, mail: Sequence[Generated]) -> float:
     """INBOX then Sent, BATCH messages per apply_batch and per transaction. Returns seconds."""
     with session_scope(engine) as s:
-        identities = store.tenant_identities(session=s, tenant_id=world.tenant_id)
+        identities = mailstore.tenant_identities(session=s, tenant_id=world.tenant_id)
         folders = {
-            role: store.folder_cursor(
+            role: sync_state.folder_cursor(
                 session=s, account_id=world.account_id, role=role, name=role.value
             ).folder_id
             for role in (FolderRole.INBOX, FolderRole.SENT)
@@ -277,7 +277,7 @@ def store_all(engine: Engine, world: World, mail: Sequence[Generated]) -> float:
                 NewMail(Location(uid=offset + n + 1), d) for n, d in enumerate(items[offset : offset + BATCH])
             ]
             with session_scope(engine) as s:
-                store.apply_batch(
+                mailstore.apply_batch(
                     session=s,
                     tenant_id=world.tenant_id,
                     account_id=world.account_id,
@@ -286,7 +286,7 @@ def store_all(engine: Engine, world: World, mail: Sequence[Generated]) -> float:
                     uidvalidity=1,
                     items=batch,
                     identities=identities,
-                    cursor=store.CursorUpdate(highest_uid=offset + len(batch)),
+                    cursor=mailstore.CursorUpdate(highest_uid=offset + len(batch)),
                 )
     return time.perf_counter() - started
 
@@ -298,7 +298,7 @@ def bare_insert(engine: Engine, mail: Sequence[Generated]) -> float:
         tenant_id = accounts.create_tenant(session=s, name="Baseline", own_domains=["acme.test"]).id or 0
     identities = frozenset({"sales@acme.test", *(f"user{u}@acme.test" for u in range(USERS))})
     rows = [
-        store._message_row(tenant_id, g.data, g.role, identities).model_dump(exclude={"id"}) for g in mail
+        mailstore._message_row(tenant_id, g.data, g.role, identities).model_dump(exclude={"id"}) for g in mail
     ]
     started = time.perf_counter()
     for chunk in _chunks(rows, BATCH):

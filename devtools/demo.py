@@ -111,7 +111,7 @@ def run_demo(directory: str, count: int, out: Console) -> None:
             account_id = account.id or 0
             tenant_id = tenant.id or 0
 
-        from sync.engine import SyncEngine
+        from sync.account_pass import SyncEngine
 
         with SyncEngine(db=engine, settings=settings) as sync:
             first = sync.sync_account(account_id)

@@ -15,10 +15,10 @@ from sqlmodel import col, select
 from core.caller import Caller
 from core.db import session_scope
 from core.types import FolderRole
-from crm import backfill, contact_import, store
+from crm import backfill, contact_import, mailstore, sync_state
+from crm.mailstore import Location, MessageData, NewMail
 from crm.models import MessageLink
 from crm.models.records import BackfillJob
-from crm.store import Location, MessageData, NewMail
 from tests.factories import make_offline_account, make_tenant
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -51,8 +51,10 @@ def _store(db: Engine, tenant_id: int, account_id: int, mail: list[NewMail]) -> 
     """Commit one sync batch through the mail store; returns the seconds it took."""
     started = time.monotonic()
     with session_scope(db) as s:
-        cursor = store.folder_cursor(session=s, account_id=account_id, role=FolderRole.INBOX, name="INBOX")
-        store.apply_batch(
+        cursor = sync_state.folder_cursor(
+            session=s, account_id=account_id, role=FolderRole.INBOX, name="INBOX"
+        )
+        mailstore.apply_batch(
             session=s,
             tenant_id=tenant_id,
             account_id=account_id,
@@ -60,7 +62,7 @@ def _store(db: Engine, tenant_id: int, account_id: int, mail: list[NewMail]) -> 
             folder_role=FolderRole.INBOX,
             uidvalidity=1,
             items=mail,
-            identities=store.tenant_identities(session=s, tenant_id=tenant_id),
+            identities=mailstore.tenant_identities(session=s, tenant_id=tenant_id),
             cursor=None,
         )
     return time.monotonic() - started

@@ -16,7 +16,7 @@ from crm import links as link_ops
 from crm.models import AccountAccess, Contact, Message, MessageLink, Tenant
 from crm.rules.linking import RecordKind
 from devtools.samples import build_message
-from sync.engine import SyncEngine
+from sync.account_pass import SyncEngine
 from tests.factories import make_account, make_tenant
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)

@@ -26,8 +26,8 @@ from core.types import AccountStatus, Security
 from crm import grants, mailboxes, signature_service
 from crm.models import FetchFailure, FolderState, MailAccount, Signature, SyncRun, Tenant, User
 from devtools.samples import build_message
+from sync.account_pass import SyncEngine
 from sync.check import CheckResult, make_verifier
-from sync.engine import SyncEngine
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import add_offline, grant, make_account, make_tenant, make_user, offline_input
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER, free_port, smtp_server

@@ -1,6 +1,6 @@
 """Reports against a small hand-checked mailbox, on SQLite and PostgreSQL.
 
-The mail is stored through `crm.store.apply_batch` (so threading and linking are the real ones)
+The mail is stored through `crm.mailstore.apply_batch` (so threading and linking are the real ones)
 from hand-made `MessageData`; every expected figure below was worked out by hand from this table
 (UTC; 2026-05-03 is a Sunday, 2026-05-04 a Monday):
 
@@ -38,7 +38,8 @@ from core.caller import Caller
 from core.db import session_scope
 from core.secrets import SecretBox
 from core.types import Direction, FolderRole, Security
-from crm import accounts, records, store
+from crm import accounts, mailstore, records, sync_state
+from crm.mailstore import Location, MessageData, NewMail
 from crm.models import Message, MessageLink, Thread
 from crm.reports import (
     ActivityRow,
@@ -51,7 +52,6 @@ from crm.reports import (
     thread_responses,
     unanswered,
 )
-from crm.store import Location, MessageData, NewMail
 
 
 def at(day: int, hour: int, minute: int = 0) -> datetime:
@@ -101,15 +101,15 @@ def store_mail(
 ) -> None:
     """Store mail the way the sync engine does: one `apply_batch` per folder."""
     with session_scope(db) as s:
-        identities = store.tenant_identities(session=s, tenant_id=tenant_id)
+        identities = mailstore.tenant_identities(session=s, tenant_id=tenant_id)
         for role in (FolderRole.INBOX, FolderRole.SENT):
-            cursor = store.folder_cursor(session=s, account_id=account_id, role=role, name=role.value)
+            cursor = sync_state.folder_cursor(session=s, account_id=account_id, role=role, name=role.value)
             items = [
                 NewMail(Location(uid=first_uid + n), _data(name, when, sender, to, subject, parent))
                 for n, (name, when, folder, sender, to, subject, parent) in enumerate(mail)
                 if folder is role
             ]
-            store.apply_batch(
+            mailstore.apply_batch(
                 session=s,
                 tenant_id=tenant_id,
                 account_id=account_id,
