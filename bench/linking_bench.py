@@ -56,8 +56,8 @@ from core.db import make_engine, migrate, session_scope  # noqa: E402
 from core.secrets import SecretBox  # noqa: E402
 from core.settings import reset_settings  # noqa: E402
 from core.types import FolderRole, Security  # noqa: E402
-from crm import accounts, contact_import, link_service, mailstore, records, reports, sync_state  # noqa: E402
 from crm import backfill as backfill_jobs  # noqa: E402
+from crm import contact_import, link_service, mailboxes, mailstore, records, reports, sync_state, tenants  # noqa: E402
 from crm.mailstore import Location, MessageData, NewMail  # noqa: E402
 from crm.models import (  # noqa: E402
     Company,
@@ -102,12 +102,12 @@ def make_records(engine: Engine, contacts: int, rng: random.Random) -> World:
     companies = max(1, contacts // 5)
     deals = max(1, contacts // 10)
     with session_scope(engine) as s:
-        tenant = accounts.create_tenant(session=s, name="Bench", account_quota=5, own_domains=["acme.test"])
+        tenant = tenants.create_tenant(session=s, name="Bench", account_quota=5, own_domains=["acme.test"])
         tenant_id = tenant.id or 0
-        account = accounts.add_account(
+        account = mailboxes.add_account(
             session=s,
-            tenant_id=tenant_id,
-            data=accounts.AccountInput(
+            caller=Caller.operator(tenant_id),
+            data=mailboxes.AccountInput(
                 email="sales@acme.test",
                 imap_host="imap.acme.test",
                 imap_port=993,
@@ -117,8 +117,9 @@ def make_records(engine: Engine, contacts: int, rng: random.Random) -> World:
             password=SecretStr("unused"),
             box=SecretBox.from_settings(),
         )
+        operator = Caller.operator(tenant_id)
         user_ids = tuple(
-            accounts.create_user(session=s, tenant_id=tenant_id, email=f"user{u}@acme.test").id or 0
+            tenants.create_user(session=s, caller=operator, email=f"user{u}@acme.test").id
             for u in range(USERS)
         )
         s.execute(
@@ -295,7 +296,7 @@ def bare_insert(engine: Engine, mail: Sequence[Generated]) -> float:
     """The same message rows as apply_batch writes (built by the store's own row builder), as a
     plain executemany INSERT per batch: the floor any store+link could reach."""
     with session_scope(engine) as s:
-        tenant_id = accounts.create_tenant(session=s, name="Baseline", own_domains=["acme.test"]).id or 0
+        tenant_id = tenants.create_tenant(session=s, name="Baseline", own_domains=["acme.test"]).id or 0
     identities = frozenset({"sales@acme.test", *(f"user{u}@acme.test" for u in range(USERS))})
     rows = [
         mailstore._message_row(tenant_id, g.data, g.role, identities).model_dump(exclude={"id"}) for g in mail

@@ -38,11 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import SecretStr  # noqa: E402
 
+from core.caller import Caller  # noqa: E402
 from core.db import make_engine, migrate, session_scope  # noqa: E402
 from core.secrets import SecretBox  # noqa: E402
 from core.settings import reset_settings  # noqa: E402
 from core.types import Security  # noqa: E402
-from crm import accounts  # noqa: E402
+from crm import mailboxes, tenants  # noqa: E402
 from devtools.devmail import LocalDovecot  # noqa: E402
 from devtools.samples import generate_mailbox  # noqa: E402
 
@@ -109,13 +110,13 @@ def setup_db(workdir: Path, dovecot: LocalDovecot, box: Mailbox) -> tuple[dict[s
     engine = make_engine(env["CRM_INBOX_DATABASE_URL"])
     migrate(engine)
     with session_scope(engine) as session:
-        tenant = accounts.create_tenant(
+        tenant = tenants.create_tenant(
             session=session, name="Bench", account_quota=10, own_domains=["acme.test"]
         )
-        account = accounts.add_account(
+        account = mailboxes.add_account(
             session=session,
-            tenant_id=tenant.id or 0,
-            data=accounts.AccountInput(
+            caller=Caller.operator(tenant.id or 0),
+            data=mailboxes.AccountInput(
                 email="sales@acme.test",
                 imap_host=dovecot.host,
                 imap_port=dovecot.ssl_port or 0,

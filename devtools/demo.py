@@ -18,7 +18,7 @@ from core.db import make_engine, migrate, session_scope, set_engine
 from core.secrets import SecretBox
 from core.settings import get_settings, reset_settings
 from core.types import Security
-from crm import accounts, mailboxes, records, reports
+from crm import mailboxes, records, reports, tenants
 from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
 from devtools.devmail import LocalDovecot
 from devtools.samples import COMPANIES, build_message, generate_mailbox
@@ -89,15 +89,15 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         out.print(f"Loaded {len(mail) + 1} sample messages into INBOX and Sent.")
 
         with session_scope(engine) as session:
-            tenant = accounts.create_tenant(session=session, name="Acme (demo)", own_domains=["acme.test"])
-            accounts.create_user(
-                session=session, tenant_id=tenant.id or 0, email="dana@acme.test", is_admin=True
+            tenant = tenants.create_tenant(session=session, name="Acme (demo)", own_domains=["acme.test"])
+            tenants.create_user(
+                session=session, caller=Caller.operator(tenant.id or 0), email="dana@acme.test", is_admin=True
             )
             _demo_records(session, tenant.id or 0)
-            account = accounts.add_account(
+            account = mailboxes.add_account(
                 session=session,
-                tenant_id=tenant.id or 0,
-                data=accounts.AccountInput(
+                caller=Caller.operator(tenant.id or 0),
+                data=mailboxes.AccountInput(
                     email="sales@acme.test",
                     imap_host=dovecot.host,
                     imap_port=dovecot.ssl_port,

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from core.db import session_scope
-from crm import accounts
+from crm import tenants
 from crm.models import Contact, Message
 from crm_inbox import cli
 from crm_inbox.cli import records as cli_records
@@ -51,7 +51,7 @@ def run(db: Engine):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def tenant(db: Engine) -> int:
     with session_scope(db) as s:
-        return accounts.create_tenant(session=s, name="Acme", own_domains=["acme.test"]).id or 0
+        return tenants.create_tenant(session=s, name="Acme", own_domains=["acme.test"]).id or 0
 
 
 def test_import_reports_bad_rows_by_line_and_reimport_changes_nothing(run, tenant: int, db: Engine) -> None:  # type: ignore[no-untyped-def]

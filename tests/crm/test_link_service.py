@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from core.caller import Caller, Role
 from core.db import session_scope
-from crm import link_service, records
+from crm import link_service, records, tenants
 from crm import links as link_ops
 from crm.models import AccountAccess, Contact, Message, MessageLink, Tenant
 from crm.rules.linking import RecordKind
@@ -38,10 +38,8 @@ def world(db: Engine, mailbox_user):  # type: ignore[no-untyped-def]
     tenant_id = make_tenant(db, own_domains=("acme.test",))
     account_id = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
     with session_scope(db) as s:
-        from crm import accounts
-
-        alice = accounts.create_user(
-            session=s, tenant_id=tenant_id, email="alice@acme.test", first_name="Alice"
+        alice = tenants.create_user(
+            session=s, caller=Caller.operator(tenant_id), email="alice@acme.test", first_name="Alice"
         )
         # Alice is a member who sees the sales account: she links and unlinks its mail.
         s.add(AccountAccess(user_id=alice.id or 0, account_id=account_id))

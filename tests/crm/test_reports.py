@@ -38,7 +38,7 @@ from core.caller import Caller
 from core.db import session_scope
 from core.secrets import SecretBox
 from core.types import Direction, FolderRole, Security
-from crm import accounts, mailstore, records, sync_state
+from crm import mailboxes, mailstore, records, sync_state, tenants
 from crm.mailstore import Location, MessageData, NewMail
 from crm.models import Message, MessageLink, Thread
 from crm.reports import (
@@ -125,12 +125,12 @@ def store_mail(
 def build_world(db: Engine) -> SimpleNamespace:
     """The tenant, records and mail of the module docstring; returns their ids."""
     with session_scope(db) as s:
-        tenant = accounts.create_tenant(session=s, name="Acme", account_quota=5, own_domains=["acme.test"])
+        tenant = tenants.create_tenant(session=s, name="Acme", account_quota=5, own_domains=["acme.test"])
         tenant_id = tenant.id or 0
-        account = accounts.add_account(
+        account = mailboxes.add_account(
             session=s,
-            tenant_id=tenant_id,
-            data=accounts.AccountInput(
+            caller=Caller.operator(tenant_id),
+            data=mailboxes.AccountInput(
                 email="sales@acme.test",
                 imap_host="imap.acme.test",
                 imap_port=993,
@@ -140,8 +140,8 @@ def build_world(db: Engine) -> SimpleNamespace:
             password=SecretStr("not used"),
             box=SecretBox.from_settings(),
         )
-        alice = accounts.create_user(session=s, tenant_id=tenant_id, email="alice@acme.test")
-        bob = accounts.create_user(session=s, tenant_id=tenant_id, email="bob@acme.test")
+        alice = tenants.create_user(session=s, caller=Caller.operator(tenant_id), email="alice@acme.test")
+        bob = tenants.create_user(session=s, caller=Caller.operator(tenant_id), email="bob@acme.test")
         globex = records.create_company(
             session=s, caller=Caller.operator(tenant_id), name="Globex", domains=["globex.test"]
         )
@@ -393,7 +393,7 @@ def test_a_reply_and_another_tenant_change_only_what_they_should(
         first_uid=100,
     )
     with session_scope(db) as s:
-        other = accounts.create_tenant(session=s, name="Other", own_domains=["other.test"])
+        other = tenants.create_tenant(session=s, name="Other", own_domains=["other.test"])
         records.create_contact(session=s, caller=Caller.operator(other.id or 0), emails=["hank@globex.test"])
     with Session(db) as s:
         still_open = unanswered(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)

@@ -17,7 +17,7 @@ from core.db import session_scope
 from core.errors import Forbidden, NotFound
 from core.secrets import SecretBox
 from core.types import AccountStatus, FolderRole, FolderSyncStatus, Security
-from crm import accounts, mailstore, sync_state
+from crm import mailboxes, mailstore, sync_state
 from crm.models import FolderState, ImapUid, MailAccount, Message, Thread
 from tests.factories import make_tenant
 
@@ -27,10 +27,10 @@ T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
 def _account(db: Engine) -> tuple[int, int, int]:
     tenant_id = make_tenant(db)
     with session_scope(db) as s:
-        account = accounts.add_account(
+        account = mailboxes.add_account(
             session=s,
-            tenant_id=tenant_id,
-            data=accounts.AccountInput(
+            caller=Caller.operator(tenant_id),
+            data=mailboxes.AccountInput(
                 email="s@acme.test",
                 imap_host="imap.acme.test",
                 imap_port=993,
