@@ -129,4 +129,5 @@ class ActivityKind(enum.StrEnum):
     MENTION = "mention"
     LINKED = "linked"
     UNLINKED = "unlinked"
+    MERGED = "merged"  # the threading joined another conversation into this one
     SIGNED_IN = "signed_in"

@@ -19,7 +19,7 @@ from core.caller import Caller
 from core.errors import InvalidInput
 from core.types import ActivityKind, ConversationStatus, utcnow
 from crm import access
-from crm.models import Activity, Note, Thread, ThreadRead, User
+from crm.models import Activity, Note, Presence, Thread, ThreadRead, User
 
 MAX_NOTE_LENGTH = 20_000
 # "@alice@acme.example" (a full address) or "@alice" (a local part unique in the tenant).
@@ -310,3 +310,50 @@ def unread_clause(caller: Caller) -> Any:
         col(ThreadRead.read_at) >= col(Thread.last_date),
     )
     return ~read_after_last
+
+
+# The order in which a merged conversation keeps the more active of two states.
+_ACTIVITY_ORDER = (
+    ConversationStatus.OPEN,
+    ConversationStatus.PENDING,
+    ConversationStatus.SNOOZED,
+    ConversationStatus.CLOSED,
+)
+
+
+def absorb(session: Session, *, source: int, target: int) -> None:
+    """The threading found that conversation `source` is part of `target` (a reply joined them):
+    everything the team did on `source` moves to `target` before `source` is deleted. The team's
+    state keeps the more active one (open over closed) and an assignee over none."""
+    src, dst = session.get(Thread, source), session.get(Thread, target)
+    if src is None or dst is None:
+        return
+    for note in session.exec(select(Note).where(Note.thread_id == source)).all():
+        note.thread_id = target
+        session.add(note)
+    for entry in session.exec(select(Activity).where(Activity.thread_id == source)).all():
+        entry.thread_id = target
+        session.add(entry)
+    readers = set(session.exec(select(ThreadRead.user_id).where(ThreadRead.thread_id == target)).all())
+    for read in session.exec(select(ThreadRead).where(ThreadRead.thread_id == source)).all():
+        if read.user_id in readers:
+            session.delete(read)
+        else:
+            read.thread_id = target
+            session.add(read)
+    present = set(session.exec(select(Presence.user_id).where(Presence.thread_id == target)).all())
+    for here in session.exec(select(Presence).where(Presence.thread_id == source)).all():
+        if here.user_id in present:
+            session.delete(here)
+        else:
+            here.thread_id = target
+            session.add(here)
+    if dst.assignee_user_id is None and src.assignee_user_id is not None:
+        dst.assignee_user_id = src.assignee_user_id
+    if _ACTIVITY_ORDER.index(effective_status(src)) < _ACTIVITY_ORDER.index(effective_status(dst)):
+        dst.status, dst.snoozed_until = src.status, src.snoozed_until
+    session.add(dst)
+    session.add(
+        Activity(tenant_id=dst.tenant_id, thread_id=target, kind=ActivityKind.MERGED, data={"from": source})
+    )
+    session.flush()

@@ -24,6 +24,7 @@ from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from core.types import Direction, FolderRole, SkipReason, UidState, utcnow
+from crm import assignment
 from crm.link_service import address_rows, link_messages
 from crm.locks import lock_tenant
 from crm.models import (
@@ -286,6 +287,11 @@ def apply_batch(
                 account_id=account_id,
                 preloaded=new_messages,
                 create_leads=True,
+            )
+            # The team's side, in the same transaction: new conversations get an owner by the
+            # account's rule, and a customer writing again reopens a closed or snoozed one.
+            assignment.on_new_mail(
+                session=session, tenant_id=tenant_id, account_id=account_id, messages=new_messages
             )
         if located:
             session.execute(

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
+from crm import conversations
 from crm.models import LinkSuppression, Message, MessageRef, Thread
 
 SUBJECT_THREAD_WINDOW = timedelta(days=7)
@@ -185,6 +186,7 @@ def _merge(session: Session, *, source: int, target: int) -> None:
             suppression.thread_id = target
             session.add(suppression)
     session.flush()
+    conversations.absorb(session, source=source, target=target)  # notes, history, state, reads
     session.execute(delete(Thread).where(col(Thread.id) == source))
 
 
