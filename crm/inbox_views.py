@@ -124,6 +124,7 @@ class MessageView:
     # Sanitized on the server (no script, forms, frames, event handlers); a face still shows it
     # in a sandboxed frame under a strict CSP.
     html_body: str
+    remote_images_held: int  # images that would have loaded from the sender's servers
     attachments: tuple[AttachmentView, ...]
     locations: tuple[LocationView, ...]  # where the caller can find it
     links: tuple[LinkView, ...]
@@ -420,6 +421,13 @@ def find_by_message_id(*, session: Session, caller: Caller, message_id: str) -> 
     return _message_views(session, caller, [found])[0]
 
 
+def _display_html(html: str) -> tuple[str, int]:
+    """Sanitized mail HTML with remote images held back (no tracking pixel reaches the sender)."""
+    if not html:
+        return "", 0
+    return signatures.hold_remote_images(signatures.sanitize_mail_html(html))
+
+
 def _participants(rows: list[dict[str, Any]]) -> tuple[Participant, ...]:
     return tuple(Participant(str(r.get("email", "")), str(r.get("name", ""))) for r in rows)
 
@@ -443,6 +451,7 @@ def _message_views(session: Session, caller: Caller, messages: list[Message]) ->
         links.setdefault(link.message_pk, []).append(
             LinkView(record_kind=str(link.record_kind), record_id=link.record_id, reason=str(link.reason))
         )
+    shown = {m.id: _display_html(m.html_body) for m in messages}
     return tuple(
         MessageView(
             id=m.id or 0,
@@ -456,7 +465,8 @@ def _message_views(session: Session, caller: Caller, messages: list[Message]) ->
             cc=_participants(m.cc_addrs),
             bcc=_participants(m.bcc_addrs) if m.direction is Direction.OUTBOUND else (),
             text_body=m.text_body,
-            html_body=signatures.sanitize_mail_html(m.html_body) if m.html_body else "",
+            html_body=shown[m.id][0],
+            remote_images_held=shown[m.id][1],
             attachments=tuple(
                 AttachmentView(
                     filename=a.get("filename"),

@@ -25,6 +25,7 @@ from signatures.render import (
 )
 from signatures.sanitize import (
     SanitizedSignature,
+    hold_remote_images,
     html_to_text,
     sanitize_mail_html,
     sanitize_signature_html,
@@ -43,6 +44,7 @@ __all__ = [
     "TemplateSyntaxInvalid",
     "UnknownMergeTag",
     "UnsafeTemplate",
+    "hold_remote_images",
     "html_to_text",
     "prepare_signature_template",
     "render_signature",

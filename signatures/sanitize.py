@@ -569,3 +569,28 @@ def html_to_text(html: str) -> str:
     extractor also used for received mail).
     """
     return html_text.html_to_text(html, html_text.COMPOSED)
+
+
+_IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_SRC_ATTRIBUTE = re.compile(r'\ssrc="([^"]*)"', re.IGNORECASE)
+
+
+def hold_remote_images(clean_html: str) -> tuple[str, int]:
+    """Take the address out of every image that would load from the network (the sender would
+    learn who read the mail, and when), keeping `cid:` images of the message's own parts.
+
+    Works on the output of :func:`sanitize_mail_html`, whose serializer always double-quotes
+    attributes; returns the HTML and how many images were held back, so a face can say so.
+    """
+    held = 0
+
+    def hold(match: re.Match[str]) -> str:
+        nonlocal held
+        tag = match.group(0)
+        src = _SRC_ATTRIBUTE.search(tag)
+        if src is None or _url_scheme(src.group(1)) == "cid":
+            return tag
+        held += 1
+        return tag[: src.start()] + ' data-held="remote"' + tag[src.end() :]
+
+    return _IMG_TAG.sub(hold, clean_html), held

@@ -384,3 +384,21 @@ def test_signature_text_is_derived_from_sanitized_html() -> None:
     result = sanitize_signature_html('<p>Ann<script>alert(1)</script></p><a href="javascript:x()">click</a>')
 
     assert result.text == "Ann\nclick"
+
+
+@pytest.mark.parametrize(
+    ("source", "held"),
+    [
+        ('<img src="https://tracker.example.com/p.gif">', 1),
+        ('<img src="http://a.example/x.png" alt="logo"><img src="HTTPS://b.example/y">', 2),
+        ('<img src="//cdn.example.com/x.png">', 0),  # scheme-relative: the sanitizer drops it
+        ('<img src="cid:part1@mail">', 0),  # the message's own part
+        ("<p>no images</p>", 0),
+    ],
+)
+def test_remote_images_are_held_back(source: str, held: int) -> None:
+    from signatures import hold_remote_images, sanitize_mail_html
+
+    shown, count = hold_remote_images(sanitize_mail_html(source))
+    assert count == held
+    assert "tracker" not in shown and "cdn.example" not in shown and "a.example" not in shown

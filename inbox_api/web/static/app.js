@@ -26,6 +26,7 @@ const state = {
   selected: -1,
   openId: null,
   team: new Map(),
+  accounts: new Map(),
   heartbeat: null,
 };
 
@@ -132,7 +133,7 @@ async function loadCounts() {
             "data-account": id,
             onclick: () => chooseView(VIEWS[2], Number(id)),
           },
-          el("span", { class: "label", text: `Account ${id}` }),
+          el("span", { class: "label", text: state.accounts.get(Number(id)) || `Account ${id}` }),
           el("span", { class: "count", text: String(count) }),
         ),
       ),
@@ -143,7 +144,7 @@ async function loadCounts() {
 function chooseView(view, account) {
   state.view = view;
   state.account = account;
-  $("#list-title").textContent = account === null ? view.label : `Account ${account}`;
+  $("#list-title").textContent = account === null ? view.label : state.accounts.get(account) || `Account ${account}`;
   document.body.classList.remove("nav-open");
   refresh();
 }
@@ -266,6 +267,9 @@ function renderMessage(message) {
   const flags = [];
   if (message.malformed) flags.push("This message was malformed; it is shown as well as it could be read.");
   if (message.headers_only) flags.push("This message was too large: only its headers were kept.");
+  if (message.remote_images_held) {
+    flags.push(`${message.remote_images_held} remote image(s) held back: the sender cannot tell you read this.`);
+  }
   return el(
     "article",
     { class: "message " + (message.direction === "outbound" ? "ours" : "theirs"), "data-message-id": String(message.id) },
@@ -468,8 +472,9 @@ function onKey(event) {
 }
 
 async function start() {
-  const team = await api("/api/team");
+  const [team, accounts] = await Promise.all([api("/api/team"), api("/api/accounts")]);
   for (const member of team) state.team.set(member.id, member);
+  for (const account of accounts) state.accounts.set(account.id, account.display_name || account.email);
   document.addEventListener("keydown", onKey);
   $("#search").addEventListener("submit", (event) => {
     event.preventDefault();

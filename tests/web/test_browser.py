@@ -1,0 +1,233 @@
+"""The web page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright's
+Python client; never a downloaded browser) against the app served by uvicorn on loopback.
+
+The browser is kept off the network: every host name resolves to nothing except 127.0.0.1, and
+every request the page makes is recorded, so a test can prove none left for a remote host.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from pydantic import SecretStr
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from core.db import session_scope
+from core.types import UidState
+from crm import auth
+from crm.models import FolderState, ImapUid, Message
+from inbox_api.app import create_app
+from tests.crm.world import T0, World, build_world
+
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "correct horse battery"
+SHOTS = Path(os.environ.get("CRM_INBOX_SCREENSHOTS", "test-screenshots"))
+
+# HTML mail that tries everything: none of it may run or reach the network.
+XSS_HTML = """
+<p>Hello <b>team</b></p>
+<script>alert('script')</script>
+<img src="x" onerror="alert('onerror')">
+<img src="http://tracker.example.com/pixel.gif?id=42">
+<a href="javascript:alert('link')">click</a>
+<iframe srcdoc="<script>alert('srcdoc')</script>"></iframe>
+<svg><script>alert('svg')</script></svg>
+<math><mtext><table><mglyph><style><img src=x onerror=alert('mxss')></style></mglyph></table></mtext></math>
+<div style="background:url(http://tracker.example.com/bg.png)">styled</div>
+<meta http-equiv="refresh" content="0;url=http://evil.example.com/">
+<base href="http://evil.example.com/">
+<form action="http://evil.example.com/"><input name="x"></form>
+"""
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is installed by ./scripts/setup"
+)
+
+
+@pytest.fixture
+def world(sqlite_db: Engine) -> World:
+    w = build_world(sqlite_db)
+    with session_scope(sqlite_db) as s:
+        for who in ("alice", "admin"):
+            auth.set_password(
+                session=s, caller=w.caller(who), user_id=w.users[who], password=SecretStr(PASSWORD)
+            )
+        xss = Message(
+            tenant_id=w.tenant,
+            message_id="<xss@mail.test>",
+            content_hash="xss",
+            subject="Re: Alpha",
+            date=T0,
+            from_email="mallory@evil.test",
+            from_name="<img src=x onerror=alert('name')>",
+            text_body="fallback",
+            html_body=XSS_HTML,
+            thread_id=w.threads["Alpha"],
+        )
+        s.add(xss)
+        s.flush()
+        folder = s.exec(select(FolderState).where(FolderState.account_id == w.accounts["A"])).one()
+        s.add(
+            ImapUid(
+                account_id=w.accounts["A"],
+                folder_id=folder.id or 0,
+                uidvalidity=1,
+                uid=999,
+                state=UidState.STORED,
+                message_pk=xss.id,
+            )
+        )
+    return w
+
+
+@pytest.fixture
+def base_url(world: World) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+class Watch:
+    """Dialogs opened, console errors and every request the page made."""
+
+    def __init__(self, page: Page) -> None:
+        self.dialogs: list[str] = []
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def remote(self) -> list[str]:
+        return [u for u in self.requests if not u.startswith(("http://127.0.0.1", "data:", "about:"))]
+
+
+def _sign_in(page: Page, base_url: str, email: str) -> None:
+    page.goto(f"{base_url}/")
+    page.wait_for_url("**/login")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/")
+    page.locator("#threads .thread").first.wait_for()
+
+
+def test_triage_a_conversation(base_url: str, browser: Browser, world: World) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    subjects = page.locator("#threads .thread .subject").all_inner_texts()
+    assert subjects == ["Shared", "Alpha"]  # alice's accounts only
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "inbox.png"))
+
+    page.keyboard.press("j")  # the first conversation opens
+    page.locator("#conversation-subject").wait_for()
+    assert page.locator("#conversation-subject").inner_text() == "Shared"
+    page.get_by_role("button", name="Assign to me").click()
+    expect(page.locator("#assignee")).to_have_value(str(world.users["alice"]))
+    page.get_by_label("Internal note (@name mentions a colleague)").fill("@admin please check the price")
+    page.get_by_role("button", name="Add note").click()
+    page.locator(".note p", has_text="please check the price").wait_for()
+    page.get_by_role("button", name="Close", exact=True).click()
+    page.get_by_role("button", name="Reopen").wait_for()
+    page.locator(".history summary").click()
+    history = page.locator(".history li").all_inner_texts()
+    assert any("assigned it to" in h for h in history) and any("set it closed" in h for h in history)
+
+    # Views: the closed conversation left "All open" and shows under Closed.
+    page.locator('#view-list [data-view="closed"]').click()
+    expect(page.locator("#list-title")).to_have_text("Closed")
+    page.locator("#threads .thread .subject", has_text="Shared").wait_for()
+    # Search (full text): a word of a body.
+    page.locator('#view-list [data-view="open"]').click()
+    page.locator("#search-q").fill("alpha1")
+    page.locator("#search-q").press("Enter")
+    expect(page.locator("#threads .thread")).to_have_count(1)
+    assert page.locator("#threads .thread .subject").all_inner_texts() == ["Alpha"]
+    # The help overlay lists the shortcuts.
+    page.locator("body").click(position={"x": 5, "y": 300})
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible() and "Assign to me" in page.locator("#help").inner_text()
+    page.keyboard.press("Escape")
+    assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+
+
+def test_hostile_mail_runs_nothing_and_calls_no_one(base_url: str, browser: Browser, world: World) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    page.locator("#threads .thread", has_text="Alpha").click()
+    page.locator("iframe.mail-frame").first.wait_for()
+    frame_element = page.locator("iframe.mail-frame").first
+    assert frame_element.get_attribute("sandbox") == ""
+    frame = frame_element.content_frame
+    frame.locator("text=Hello").wait_for()
+    assert frame.locator("script").count() == 0
+    assert frame.locator("[onerror]").count() == 0 and frame.locator("iframe, form, svg, math").count() == 0
+    page.wait_for_timeout(500)
+    # The sender's hostile display name is text, not markup.
+    assert page.locator(".message .from", has_text="<img src=x").count() == 1
+    assert watch.dialogs == [], watch.dialogs
+    assert watch.remote() == [], watch.remote()
+    assert page.url.startswith(base_url)  # no meta refresh or base took us elsewhere
+    page.screenshot(path=str(SHOTS / "conversation.png"))
+
+
+def test_security_headers_and_sign_in_errors(base_url: str, browser: Browser, world: World) -> None:
+    page = browser.new_page()
+    response = page.goto(f"{base_url}/login")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    page.get_by_label("E-mail").fill("alice@acme.test")
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_role("button", name="Sign in").click()
+    assert "credentials are not valid" in page.locator("#login-error").inner_text()
+    # A member's page at phone width: one pane, the views behind the toggle.
+    _sign_in(page, base_url, "alice@acme.test")
+    page.set_viewport_size({"width": 375, "height": 740})
+    assert not page.locator("#views").is_visible()
+    page.get_by_role("button", name="Views").click()
+    assert page.locator("#views").is_visible()
