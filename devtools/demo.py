@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
@@ -18,7 +18,7 @@ from core.db import make_engine, migrate, session_scope, set_engine
 from core.secrets import SecretBox
 from core.settings import get_settings, reset_settings
 from core.types import Security
-from crm import mailboxes, records, reports, tenants
+from crm import auth, grants, mailboxes, records, reports, tenants
 from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
 from devtools.devmail import LocalDovecot
 from devtools.samples import COMPANIES, build_message, generate_mailbox
@@ -56,7 +56,23 @@ def _demo_records(session: Session, tenant_id: int) -> None:
         )
 
 
-def run_demo(directory: str, count: int, out: Console) -> None:
+def _demo_people(engine: Engine, tenant_id: int, account_id: int) -> list[tuple[str, str, str]]:
+    """The demo's admin (made with the tenant) and a sales member with access to the mailbox,
+    each with a fresh random password printed once."""
+    operator = Caller.operator(tenant_id)
+    people = []
+    with session_scope(engine) as session:
+        sam = tenants.create_user(session=session, caller=operator, email="sam@acme.test", first_name="Sam")
+        grants.grant_access(session=session, caller=operator, account_id=account_id, user_id=sam.id)
+        dana = tenants.find_user(session=session, caller=operator, ref="dana@acme.test")
+        for user, role in ((dana, "admin"), (sam, "member")):
+            password = secrets.token_urlsafe(9)
+            auth.set_password(session=session, caller=operator, user_id=user.id, password=SecretStr(password))
+            people.append((user.email, role, password))
+    return people
+
+
+def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, port: int = 8025) -> None:
     base = Path(directory).resolve()
     base.mkdir(parents=True, exist_ok=True)
     db_path = base / "crm-inbox.db"
@@ -169,6 +185,21 @@ def run_demo(directory: str, count: int, out: Console) -> None:
             + ", ".join(f"{f.name} (last sync {f.last_success_at:%H:%M:%S})" for f in view.folders)
         )
     out.print(f"Database: {db_path}")
+    people = _demo_people(engine, tenant_id, account_id)
+    out.print("Sign in to the shared inbox with (one-time demo passwords):")
+    for email, role, password_ in people:
+        out.print(f"  {email} ({role}): {password_}", highlight=False)
+    if not serve:
+        out.print(
+            f"Serve it with: crm-inbox serve --port {port} (CRM_INBOX_DATABASE_URL=sqlite:///{db_path})"
+        )
+        return
+    import uvicorn
+
+    from inbox_api.app import create_app
+
+    out.print(f"Shared inbox: http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,8 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__)
     parser.add_argument("--dir", default="demo-data", help="Where the demo keeps its files.")
     parser.add_argument("--messages", type=int, default=300, help="Sample messages in the demo mailbox.")
+    parser.add_argument("--port", type=int, default=8025, help="Port of the shared inbox page.")
+    parser.add_argument("--no-serve", action="store_true", help="Print the summary and exit (scripts, CI).")
     args = parser.parse_args(argv)
-    run_demo(args.dir, args.messages, Console(soft_wrap=True))
+    run_demo(args.dir, args.messages, Console(soft_wrap=True), serve=not args.no_serve, port=args.port)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,16 @@ def test_demo_command_syncs_a_local_mailbox(tmp_path: Path) -> None:
     """The README's first command, small: its own Dovecot, its own SQLite file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_INBOX_")}
     result = subprocess.run(
-        [sys.executable, "-m", "devtools.demo", "--dir", str(tmp_path / "demo"), "--messages", "40"],
+        [
+            sys.executable,
+            "-m",
+            "devtools.demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--messages",
+            "40",
+            "--no-serve",
+        ],
         env=env,
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
@@ -144,3 +153,4 @@ def test_demo_command_syncs_a_local_mailbox(tmp_path: Path) -> None:
     assert "Stored 40 messages" in result.stdout
     assert "1 skipped" in result.stdout and "120 distinct recipients" in result.stdout
     assert (tmp_path / "demo" / "crm-inbox.db").exists()
+    assert "dana@acme.test (admin): " in result.stdout and "sam@acme.test (member): " in result.stdout

@@ -48,10 +48,6 @@ XSS_HTML = """
 <form action="http://evil.example.com/"><input name="x"></form>
 """
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is installed by ./scripts/setup"
-)
-
 
 @pytest.fixture
 def world(sqlite_db: Engine) -> World:
@@ -111,6 +107,8 @@ def base_url(world: World) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
+        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
