@@ -131,3 +131,12 @@ class ActivityKind(enum.StrEnum):
     UNLINKED = "unlinked"
     MERGED = "merged"  # the threading joined another conversation into this one
     SIGNED_IN = "signed_in"
+
+
+class SharingLevel(enum.StrEnum):
+    """What a record's timeline shows of an account's mail to users who cannot see that account."""
+
+    FULL = "full"  # the message as its readers see it
+    SUBJECT = "subject"  # who, when and the subject
+    METADATA = "metadata"  # who and when only
+    HIDDEN = "hidden"  # not on the timeline at all

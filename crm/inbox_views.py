@@ -361,7 +361,7 @@ def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple
                 last_date=thread.last_date,
                 message_count=counts.get(thread.id or 0, 0),
                 last_from=Participant(last.from_email, last.from_name) if last and last.from_email else None,
-                snippet=_snippet(last.text_body) if last else "",
+                snippet=snippet_of(last.text_body) if last else "",
                 status=conversations.effective_status(thread),
                 assignee_user_id=thread.assignee_user_id,
                 unread=thread.id in unread,
@@ -370,7 +370,7 @@ def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple
     return tuple(out)
 
 
-def _snippet(text: str, size: int = 140) -> str:
+def snippet_of(text: str, size: int = 140) -> str:
     """The start of the newest message's own words: quoted lines ('>') are the older mail."""
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith(">")]
     flat = " ".join(lines)

@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 from core.types import (
     AccountStatus,
     Security,
+    SharingLevel,
     StrEnumType,
 )
 from crm.models._columns import created, json_column, timestamp
@@ -74,6 +75,9 @@ class MailAccount(SQLModel, table=True):
     # A CA bundle to trust for a self-hosted server (verification stays on).
     ca_file: str | None = Field(default=None, max_length=1000)
     active: bool = Field(default=True, index=True)
+    # What record timelines show of this account's mail to users without access (0012); None:
+    # full for a shared mailbox (several users), metadata for a personal one.
+    sharing: SharingLevel | None = Field(default=None, sa_type=StrEnumType(SharingLevel))
     sync_interval_seconds: int = Field(default=300)
     # History window: the first sync only takes mail since this date (None: all mail).
     sync_since: datetime | None = timestamp()

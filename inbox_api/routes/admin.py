@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, EmailStr, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from core.db import session_scope
 from core.secrets import SecretBox
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/api", tags=["administration"])
 
 
 class AccountIn(BaseModel):
-    email: EmailStr
+    email: str = Field(max_length=320)  # checked by the service (email-validator)
     imap_host: str = Field(min_length=1, max_length=255)
     imap_port: int = Field(default=993, ge=1, le=65535)
     imap_security: Security = Security.TLS
@@ -82,7 +82,7 @@ class SignatureEditIn(BaseModel):
 
 
 class UserIn(BaseModel):
-    email: EmailStr
+    email: str = Field(max_length=320)  # checked by the service (email-validator)
     first_name: str = Field(default="", max_length=100)
     last_name: str = Field(default="", max_length=100)
     is_admin: bool = False

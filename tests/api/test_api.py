@@ -13,8 +13,9 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from core.caller import Caller
 from core.db import session_scope
-from crm import auth
+from crm import auth, records
 from crm.models import Signature, User
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
@@ -187,6 +188,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("patch", "/api/signatures/{signature_id}"): {"name": "y"},
     ("put", "/api/users/{user_id}/default-account"): {"account_id": None},
     ("post", "/api/users/{user_id}/active"): {"active": False},
+    ("patch", "/api/contacts/{contact_id}"): {"phone": "1"},
+    ("patch", "/api/deals/{deal_id}"): {"stage": "won over"},
+    ("put", "/api/accounts/{account_id}/sharing"): {"level": "full"},
 }
 
 
@@ -220,6 +224,18 @@ def _visible_id(world: World, who: str, param: str) -> int:
     }
     assert param in visible, f"the sweep needs a visible id for {param}"
     return visible[param]
+
+
+def _records_of(db: Engine, tenant_id: int) -> dict[str, list[int]]:
+    """A contact, a company and a deal of a tenant the caller is not in."""
+    operator = Caller.operator(tenant_id)
+    with session_scope(db) as s:
+        company = records.create_company(session=s, caller=operator, name="Hidden Co", domains=[])
+        contact = records.create_contact(
+            session=s, caller=operator, emails=[f"hidden{tenant_id}@hidden.test"]
+        )
+        deal = records.create_deal(session=s, caller=operator, title="Hidden deal", contact_ids=[contact.id])
+    return {"contact_id": [contact.id], "company_id": [company.id], "deal_id": [deal.id]}
 
 
 def _signatures_of(db: Engine, world: World, accounts: list[str]) -> list[int]:
@@ -256,10 +272,11 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
         tokens = auth.list_tokens(session=s, caller=world.caller("admin"), user_id=world.users[owner])
     ids["token_id"] = [t.id for t in tokens]
     ids["signature_id"] = _signatures_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
+    ids.update(_records_of(db, world.tenant if who == "other_admin" else world.other_tenant))
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():
-        params = re.findall(r"{(\w+)}", path)
+        params = [p for p in re.findall(r"{(\w+)}", path) if p.endswith("_id")]  # ids, not names
         if not params:
             continue
         for method in operations:

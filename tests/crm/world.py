@@ -17,17 +17,20 @@ from sqlalchemy import Engine
 from core.caller import Caller, Role
 from core.db import session_scope
 from core.types import Direction, FolderRole, Security, UidState
+from crm.link_service import address_rows
 from crm.models import (
     AccountAccess,
     FolderState,
     ImapUid,
     MailAccount,
     Message,
+    MessageAddress,
     MessageLink,
     Tenant,
     Thread,
     User,
 )
+from crm.rules.linking import LinkReason, RecordKind
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -146,11 +149,14 @@ def build_world(db: Engine) -> World:
                 MessageLink(
                     tenant_id=tenant,
                     message_pk=row.id or 0,
-                    record_kind="contact",
+                    record_kind=RecordKind.CONTACT,
                     record_id=w.contact_id,
-                    reason="address",
+                    reason=LinkReason.ADDRESS,
                 )
             )
+            # The address index the store writes, so records added later find this mail.
+            for address in address_rows(row):
+                s.add(MessageAddress.model_validate(address))
             t = s.get(Thread, w.threads[thread_name])
             assert t is not None and row.date is not None
             t.first_date = min(t.first_date or row.date, row.date)
