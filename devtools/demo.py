@@ -141,7 +141,10 @@ def run_demo(directory: str, count: int, out: Console) -> None:
         ).all()
         per_company = session.exec(
             select(Company.name, func.count(func.distinct(MessageLink.message_pk)))
-            .join(MessageLink, (col(MessageLink.record_id) == Company.id) & (col(MessageLink.record_kind) == "company"))
+            .join(
+                MessageLink,
+                (col(MessageLink.record_id) == Company.id) & (col(MessageLink.record_kind) == "company"),
+            )
             .group_by(Company.name)
             .order_by(Company.name)
         ).all()
