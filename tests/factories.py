@@ -14,6 +14,7 @@ from core.secrets import SecretBox
 from core.types import Security
 from crm import access, grants, mailboxes, tenants
 from crm.models import User
+from tests.dovecot_fixtures import Mailbox
 
 
 def make_tenant(
@@ -55,7 +56,7 @@ def caller_of(db: Engine, tenant_id: int, user_id: int) -> Caller:
 def make_account(
     db: Engine,
     tenant_id: int,
-    mailbox: Any,
+    mailbox: Mailbox,
     *,
     email: str | None = None,
     security: Security = Security.TLS,
@@ -68,6 +69,7 @@ def make_account(
     dovecot = mailbox.dovecot
     if port is None:
         port = dovecot.ssl_port if security is Security.TLS else dovecot.port
+        assert port is not None, "the session's Dovecot serves TLS"
     with session_scope(db) as session:
         account = mailboxes.add_account(
             session=session,
