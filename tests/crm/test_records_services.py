@@ -200,9 +200,13 @@ def test_every_public_result_serializes(people: SimpleNamespace, db: Engine) -> 
         results.append(records.get_company(session=s, caller=op, company_id=company.id))
         results.append(records.get_deal(session=s, caller=op, deal_id=deal.id))
         results.append(records.find_company(session=s, caller=op, name="Umbrella"))
-        extra = {"contact_id": contact.id, "email": "a2@umbrella.test"}
-        results.append(records.add_contact_email(session=s, caller=op, **extra))
-        results.append(records.remove_contact_email(session=s, caller=op, **extra))
+        address = "a2@umbrella.test"
+        records.add_contact_email(
+            session=s, caller=op, contact_id=contact.id, email=address
+        )  # returns nothing
+        results.append(
+            records.remove_contact_email(session=s, caller=op, contact_id=contact.id, email=address)
+        )
     with session_scope() as s:
         report = contact_import.import_contacts(
             session=s,
