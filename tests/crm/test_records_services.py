@@ -197,7 +197,7 @@ def test_error_codes(people: People) -> None:
         s.rollback()
 
 
-def _plain(value: Any) -> None:
+def _plain(value: object) -> None:
     """Serializable, and no ORM row anywhere inside (views hold plain values only)."""
     to_jsonable_python(value)
     if dataclasses.is_dataclass(value):
@@ -213,7 +213,7 @@ def _plain(value: Any) -> None:
 def test_every_public_result_serializes(people: People, db: Engine) -> None:
     ids = people
     op = Caller.operator(ids.tenant)
-    results: list[Any] = []
+    results: list[object] = []
     with session_scope() as s:
         company = records.create_company(session=s, caller=op, name="Umbrella", domains=["umbrella.test"])
         contact = records.create_contact(
