@@ -45,6 +45,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, func, insert, select, text
+from sqlmodel import col
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -310,7 +311,7 @@ def bare_insert(engine: Engine, mail: Sequence[Generated]) -> float:
 
 def relink_all(engine: Engine, world: World) -> tuple[float, int]:
     with session_scope(engine) as s:
-        pks = list(s.execute(select(Message.id).order_by(Message.id)).scalars())
+        pks = list(s.execute(select(col(Message.id)).order_by(col(Message.id))).scalars())
     started = time.perf_counter()
     for chunk in _chunks(pks, BATCH):
         with session_scope(engine) as s:
@@ -335,8 +336,8 @@ def backfill(engine: Engine, world: World, mail: Sequence[Generated]) -> tuple[f
     seconds = time.perf_counter() - started
     with session_scope(engine) as s:
         linked = s.execute(
-            select(func.count(MessageLink.id)).where(
-                MessageLink.record_kind == "contact", MessageLink.record_id == contact.id
+            select(func.count(col(MessageLink.id))).where(
+                col(MessageLink.record_kind) == "contact", col(MessageLink.record_id) == contact.id
             )
         ).scalar_one()
     return seconds, touched, linked, truth
@@ -379,9 +380,9 @@ def _busiest(engine: Engine, by: reports.ReportBy) -> int:
     """The record of this kind with the most mail: the "one record" case at its heaviest."""
     with engine.connect() as conn:
         return conn.execute(
-            select(MessageLink.record_id)
-            .where(MessageLink.record_kind == by.value)
-            .group_by(MessageLink.record_id)
+            select(col(MessageLink.record_id))
+            .where(col(MessageLink.record_kind) == by.value)
+            .group_by(col(MessageLink.record_id))
             .order_by(func.count().desc())
             .limit(1)
         ).scalar_one()
@@ -390,7 +391,9 @@ def _busiest(engine: Engine, by: reports.ReportBy) -> int:
 def time_reports(engine: Engine, world: World) -> list[tuple[str, float, int]]:
     """(name, seconds, rows) of each report query, over all records and for one record."""
     out: list[tuple[str, float, int]] = []
-    one = {by: _busiest(engine, by) for by in reports.ReportBy if by is not reports.ReportBy.USER}
+    one: dict[reports.ReportBy, int] = {
+        by: _busiest(engine, by) for by in reports.ReportBy if by is not reports.ReportBy.USER
+    }
     one[reports.ReportBy.USER] = world.user_ids[0]
     queries: list[tuple[str, Callable[..., list[Any]], dict[str, Any]]] = [
         ("activity day", reports.activity, {}),

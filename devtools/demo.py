@@ -91,6 +91,8 @@ def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, p
     migrate(engine)
 
     with LocalDovecot(base / "dovecot", tls=True) as dovecot:
+        ssl_port = dovecot.ssl_port
+        assert ssl_port is not None  # started with tls=True
         password = secrets.token_urlsafe(16)
         dovecot.add_user("sales", password)
         out.print(f"Local Dovecot on 127.0.0.1:{dovecot.ssl_port} (TLS, self-signed CA {dovecot.ca_file})")
@@ -116,7 +118,7 @@ def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, p
                 data=mailboxes.AccountInput(
                     email="sales@acme.test",
                     imap_host=dovecot.host,
-                    imap_port=dovecot.ssl_port,
+                    imap_port=ssl_port,
                     imap_security=Security.TLS,
                     username="sales",
                     ca_file=str(dovecot.ca_file),
@@ -155,7 +157,10 @@ def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, p
         ).all()
         per_company = session.exec(
             select(Company.name, func.count(func.distinct(MessageLink.message_pk)))
-            .join(MessageLink, (MessageLink.record_id == Company.id) & (MessageLink.record_kind == "company"))
+            .join(
+                MessageLink,
+                (col(MessageLink.record_id) == Company.id) & (col(MessageLink.record_kind) == "company"),
+            )
             .group_by(Company.name)
             .order_by(Company.name)
         ).all()
@@ -171,9 +176,9 @@ def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, p
         companies.add_row(name, str(n))
     out.print(companies)
     answers = Table("company", "inbound threads", "answered", "median first response")
-    for row in responsiveness:
-        median = f"{row.median_seconds / 3600:.1f} h" if row.median_seconds is not None else "-"
-        answers.add_row(row.label, str(row.threads), str(row.answered), median)
+    for answer in responsiveness:
+        median = f"{answer.median_seconds / 3600:.1f} h" if answer.median_seconds is not None else "-"
+        answers.add_row(answer.label, str(answer.threads), str(answer.answered), median)
     out.print(answers)
     recent = Table("latest threads", "messages", "last message (UTC)")
     for thread in latest:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from email import policy
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
-from typing import Literal
+from typing import Literal, TypedDict
 
 __all__ = [
     "Attachment",
@@ -167,6 +167,31 @@ def encoded_word(text: str, charset: str, encoding: Literal["Q", "B"] = "Q") -> 
     return "\r\n ".join(words)
 
 
+TransferEncoding = Literal["7bit", "8bit", "quoted-printable", "base64"]
+_SAMPLE_ENCODINGS: tuple[TransferEncoding | None, ...] = (None, None, "quoted-printable", "base64")
+
+
+class MessageFields(TypedDict, total=False):
+    """The keyword arguments of :func:`build_message`, so helpers that fill in defaults can
+    take ``**fields: Unpack[MessageFields]`` and stay type-checked."""
+
+    subject: str
+    from_: str
+    to: str | Sequence[str]
+    cc: Sequence[str]
+    bcc: Sequence[str]
+    body: str
+    html: str | None
+    message_id: str | None
+    in_reply_to: str | None
+    references: Sequence[str]
+    date: dt.datetime | None
+    extra_headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
+    attachments: Sequence[Attachment | tuple[str, str, bytes]]
+    charset: str
+    transfer_encoding: TransferEncoding | None
+
+
 def build_message(
     *,
     subject: str,
@@ -183,7 +208,7 @@ def build_message(
     extra_headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None,
     attachments: Sequence[Attachment | tuple[str, str, bytes]] = (),
     charset: str = "utf-8",
-    transfer_encoding: Literal["7bit", "8bit", "quoted-printable", "base64"] | None = None,
+    transfer_encoding: TransferEncoding | None = None,
 ) -> bytes:
     """Build one RFC 5322 message as CRLF bytes, with exactly the headers a test asks for.
 
@@ -291,7 +316,7 @@ def generate_mailbox(
         if not _encodable(body + subject, charset):
             charset = "utf-8"  # e.g. a Japanese signature cannot be latin-1
         html = _html(body, charset) if rng.random() < 0.45 else None
-        encoding = rng.choice((None, None, "quoted-printable", "base64")) if charset == "utf-8" else None
+        encoding = rng.choice(_SAMPLE_ENCODINGS) if charset == "utf-8" else None
         attachments = _attachments(rng, html is not None, index)
         if large_every > 0 and (index + 1) % large_every == 0:
             attachments.append(Attachment(f"scan-{index}.pdf", "application/pdf", _pdf(rng, large_size)))

@@ -3,7 +3,11 @@ database named by CRM_INBOX_DATABASE_URL when run as `alembic upgrade head`."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
+from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 import crm.models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -24,7 +28,7 @@ def run_migrations_online() -> None:
         _run(conn)
 
 
-def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render our column types as plain SQLAlchemy ones, so migrations never import app code
     that may change later (a StrEnum column is a VARCHAR(32), a UTC column a DATETIME)."""
     from sqlalchemy import String
@@ -41,7 +45,7 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     return False
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         render_item=_render_item,
         connection=connection,

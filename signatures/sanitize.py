@@ -29,7 +29,7 @@ from __future__ import annotations
 import html
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -440,6 +440,9 @@ class _ExternalLinks(html5lib_shim.Filter):
 
 
 class _Cleaner(bleach.Cleaner):
+    # Declared because bleach is untyped: mypy cannot infer it from the reassignment below.
+    walker: Callable[[Any], Iterable[dict[str, Any]]]
+
     def __init__(self, profile: _Profile) -> None:
         filters: list[type[html5lib_shim.Filter]] = [_TidyUp]
         if profile.link_targets:

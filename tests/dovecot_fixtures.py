@@ -12,6 +12,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import pytest
 
@@ -21,6 +22,17 @@ from devtools.devmail import (
     LocalDovecot,
     ensure_dovecot_installed,
 )
+
+
+class Mailbox(Protocol):
+    """What the test helpers need of a mailbox: a Dovecot user's credentials and its server."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def dovecot(self) -> LocalDovecot: ...
 
 
 @dataclass(frozen=True)

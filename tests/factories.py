@@ -3,17 +3,37 @@ Dovecot user, or one never contacted), made through the services acting as the o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.caller import Caller
+from core.connection import CheckOutcome
 from core.db import session_scope
 from core.secrets import SecretBox
 from core.types import Security
 from crm import access, grants, mailboxes, tenants
 from crm.models import User
+from tests.dovecot_fixtures import Mailbox
+
+
+@dataclass(frozen=True)
+class StubCheck:
+    """A connection check's outcome for `verify=` without a server (`sync.check.CheckResult`'s
+    shape: what `crm.mailboxes` reads of it, typed as `core.connection.CheckOutcome`)."""
+
+    ok: bool
+    message: str
+    problem: str | None = None
+    code: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def stub_check(ok: bool, message: str, *, problem: str | None = None) -> CheckOutcome:
+    return StubCheck(ok=ok, message=message, problem=problem)
 
 
 def make_tenant(
@@ -55,7 +75,7 @@ def caller_of(db: Engine, tenant_id: int, user_id: int) -> Caller:
 def make_account(
     db: Engine,
     tenant_id: int,
-    mailbox: Any,
+    mailbox: Mailbox,
     *,
     email: str | None = None,
     security: Security = Security.TLS,
@@ -68,6 +88,7 @@ def make_account(
     dovecot = mailbox.dovecot
     if port is None:
         port = dovecot.ssl_port if security is Security.TLS else dovecot.port
+        assert port is not None, "the session's Dovecot serves TLS"
     with session_scope(db) as session:
         account = mailboxes.add_account(
             session=session,

@@ -7,12 +7,13 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import typer
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from core.db import session_scope
 from crm import tenants
@@ -37,12 +38,18 @@ def make_app() -> typer.Typer:
     return root
 
 
+class Run(Protocol):
+    """The `run` fixture: invoke the CLI with these arguments."""
+
+    def __call__(self, *args: str) -> Result: ...
+
+
 @pytest.fixture
-def run(db: Engine):  # type: ignore[no-untyped-def]
+def run(db: Engine) -> Run:
     app = make_app()
     runner = CliRunner()
 
-    def invoke(*args: str):  # type: ignore[no-untyped-def]
+    def invoke(*args: str) -> Result:
         return runner.invoke(app, list(args))
 
     return invoke
@@ -54,7 +61,9 @@ def tenant(db: Engine) -> int:
         return tenants.create_tenant(session=s, name="Acme", own_domains=["acme.test"]).id or 0
 
 
-def test_import_reports_bad_rows_by_line_and_reimport_changes_nothing(run, tenant: int, db: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_import_reports_bad_rows_by_line_and_reimport_changes_nothing(
+    run: Run, tenant: int, db: Engine
+) -> None:
     first = run("contacts", "import", str(MIXED), "--json")
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
@@ -88,7 +97,7 @@ def test_import_reports_bad_rows_by_line_and_reimport_changes_nothing(run, tenan
     assert [e["line"] for e in third["errors"]] == [3, 6, 8]
 
 
-def test_import_human_output_and_file_level_errors(run, tenant: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_human_output_and_file_level_errors(run: Run, tenant: int, tmp_path: Path) -> None:
     human = run("contacts", "import", str(MIXED))
     assert human.exit_code == 0
     assert "2 created, 0 updated, 0 unchanged" in human.stdout
@@ -103,7 +112,7 @@ def test_import_human_output_and_file_level_errors(run, tenant: int, tmp_path: P
     assert "cannot read" in missing.stderr
 
 
-def test_add_records_and_manual_links(run, db: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_add_records_and_manual_links(run: Run, db: Engine) -> None:
     ids = build_world(db)
     company = run("companies", "add", "Umbrella", "--domain", "umbrella.test", "--json")
     assert company.exit_code == 0, company.output
@@ -155,7 +164,7 @@ def test_add_records_and_manual_links(run, db: Engine) -> None:  # type: ignore[
     assert unknown.exit_code == 1 and "No message" in unknown.stderr
 
 
-def test_report_csv_and_json(run, db: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_report_csv_and_json(run: Run, db: Engine) -> None:
     ids = build_world(db)
     weekly = run("report", "activity", "--by", "contact", "--period", "week", "--format", "csv")
     assert weekly.exit_code == 0, weekly.output
@@ -219,7 +228,7 @@ def test_report_csv_and_json(run, db: Engine) -> None:  # type: ignore[no-untype
     assert bad.exit_code == 2 and "not a date" in bad.stderr
 
 
-def test_backfill_command_resumes_nothing_when_nothing_is_pending(run, db: Engine) -> None:  # type: ignore[no-untyped-def]
+def test_backfill_command_resumes_nothing_when_nothing_is_pending(run: Run, db: Engine) -> None:
     build_world(db)
     resumed = run("contacts", "backfill", "--json")
     assert resumed.exit_code == 0, resumed.output

@@ -18,6 +18,7 @@ import time
 import warnings
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 from cryptography import x509
@@ -27,6 +28,7 @@ from imapclient.exceptions import LoginError
 from devtools.devmail import LocalDovecot, ensure_dovecot_installed
 from devtools.samples import (
     Attachment,
+    MessageFields,
     build_message,
     encoded_word,
     generate_mailbox,
@@ -38,14 +40,15 @@ from tests.dovecot_fixtures import MailboxUser
 NEEDED_CAPABILITIES = {b"UIDPLUS", b"CONDSTORE", b"QRESYNC", b"SPECIAL-USE", b"MULTIAPPEND", b"IDLE", b"MOVE"}
 
 
-def _msg(subject: str, **kwargs: object) -> bytes:
-    defaults: dict[str, object] = {
+def _msg(subject: str, /, **kwargs: Unpack[MessageFields]) -> bytes:
+    fields: MessageFields = {
+        "subject": subject,
         "from_": "Hank Scorpio <hank@globex.test>",
         "to": "sales@acme.test",
         "date": dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC),
     }
-    defaults.update(kwargs)
-    return build_message(subject=subject, **defaults)  # type: ignore[arg-type]
+    fields.update(kwargs)
+    return build_message(**fields)
 
 
 def _parse(raw: bytes) -> EmailMessage:
@@ -358,8 +361,8 @@ def test_samples_are_parseable_and_realistic() -> None:
         seen_ids.add(sample.message_id)
         for part in parsed.walk():
             content_types.add(part.get_content_type())
-            if part.get_content_charset():
-                charsets.add(part.get_content_charset())
+            if charset := part.get_content_charset():
+                charsets.add(charset)
             if part.get_content_disposition() == "attachment":
                 attachments += 1
                 assert part.get_content() is not None
@@ -380,6 +383,10 @@ def test_large_messages_every_n() -> None:
 
 def test_build_message_exact_headers_and_101_recipients() -> None:
     recipients = [f"Customer {i} <c{i}@globex.test>" for i in range(101)]
+    extra: dict[str, str | bytes] = {
+        "X-Raw": b"=?windows-1252?Q?=93hi=94?=",
+        "List-Id": "Promo <promo.hooli.example>",
+    }
     raw = build_message(
         subject="Newsletter",
         from_="Zoë Ångström <zoe@hooli.example>",
@@ -392,7 +399,7 @@ def test_build_message_exact_headers_and_101_recipients() -> None:
         in_reply_to="<parent@acme.test>",
         references=["<root@acme.test>", "<parent@acme.test>"],
         date=dt.datetime(2024, 2, 29, 23, 59, tzinfo=dt.UTC),
-        extra_headers={"X-Raw": b"=?windows-1252?Q?=93hi=94?=", "List-Id": "Promo <promo.hooli.example>"},
+        extra_headers=extra,
         attachments=[
             Attachment("Übersicht.csv", "text/csv", b"a,b\n1,2\n"),
             ("x.bin", "application/octet-stream", b"\0\1"),
@@ -406,8 +413,10 @@ def test_build_message_exact_headers_and_101_recipients() -> None:
     assert parsed["Bcc"].addresses[0].addr_spec == "dana@acme.test"
     assert parsed["X-Raw"] == "“hi”"
     assert parsed["References"].split() == ["<root@acme.test>", "<parent@acme.test>"]
-    assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == "Plain body\n"
-    assert parsed.get_body(("html",)).get_content().strip() == "<p>HTML body</p>"
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().replace("\r\n", "\n") == "Plain body\n"
+    assert html.get_content().strip() == "<p>HTML body</p>"
     assert [a.get_filename() for a in parsed.iter_attachments()] == ["Übersicht.csv", "x.bin"]
     assert raw == build_message(
         subject="Newsletter",
@@ -421,7 +430,7 @@ def test_build_message_exact_headers_and_101_recipients() -> None:
         in_reply_to="<parent@acme.test>",
         references=["<root@acme.test>", "<parent@acme.test>"],
         date=dt.datetime(2024, 2, 29, 23, 59, tzinfo=dt.UTC),
-        extra_headers={"X-Raw": b"=?windows-1252?Q?=93hi=94?=", "List-Id": "Promo <promo.hooli.example>"},
+        extra_headers=extra,
         attachments=[
             Attachment("Übersicht.csv", "text/csv", b"a,b\n1,2\n"),
             ("x.bin", "application/octet-stream", b"\0\1"),

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.caller import Caller
+from core.connection import CheckOutcome, ConnectionSettings
 from core.db import session_scope
 from core.errors import DomainError
 from core.secrets import SecretBox
@@ -30,7 +31,7 @@ from core.types import Security
 from crm import grants, mailboxes, signature_service, tenants
 from crm.models import MailAccount, SkippedMessage
 from crm.models.mail import SkipReason
-from tests.factories import add_offline, caller_of, grant, make_tenant, make_user
+from tests.factories import add_offline, caller_of, grant, make_tenant, make_user, stub_check
 
 PASSWORD = "Very-Secret-Password-42"
 ROLES = ("member_a", "member_b", "admin", "other_admin")
@@ -272,8 +273,8 @@ def test_every_public_result_serializes_without_secrets(db: Engine, world: World
     box = SecretBox.from_settings()
     results: dict[str, object] = {}
 
-    def failing(_settings: object) -> mailboxes.CheckView:
-        return mailboxes.CheckView(ok=False, message="Authentication failed.", problem="authentication")
+    def failing(_settings: ConnectionSettings) -> CheckOutcome:
+        return stub_check(False, "Authentication failed.", problem="authentication")
 
     results["connect_account"] = mailboxes.connect_account(
         sessions=lambda: session_scope(db),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.db import session_scope
@@ -145,7 +145,7 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
     calls = {"n": 0}
     real_chunk = backfill._chunk
 
-    def crash_after_three(session, job_id):  # type: ignore[no-untyped-def]
+    def crash_after_three(session: Session, job_id: int) -> bool:
         calls["n"] += 1
         if calls["n"] > 3:
             raise RuntimeError("process killed")

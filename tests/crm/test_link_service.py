@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
+from typing import NamedTuple, Unpack
 
 import pytest
 from sqlalchemy import Engine
@@ -15,26 +16,49 @@ from crm import link_service, records, tenants
 from crm import links as link_ops
 from crm.models import AccountAccess, Contact, Message, MessageLink, Tenant
 from crm.rules.linking import RecordKind
-from devtools.samples import build_message
+from devtools.devmail import LocalDovecot
+from devtools.samples import MessageFields, build_message
 from sync.account_pass import SyncEngine
+from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 
-def mail(n: int, **kw: object) -> bytes:
-    base: dict[str, object] = {
+def mail(n: int, **kw: Unpack[MessageFields]) -> bytes:
+    base: MessageFields = {
         "subject": f"Subject {n}",
         "to": "sales@acme.test",
         "message_id": f"<m{n}@test>",
         "date": T0 + timedelta(minutes=n),
     }
     base.update(kw)
-    return build_message(**base)  # type: ignore[arg-type]
+    return build_message(**base)
+
+
+@dataclass(frozen=True)
+class Ids:
+    tenant: int
+    account: int
+    alice: int
+    globex: int
+    initech: int
+    hank: int
+    peter: int
+    zed: int
+    renewal: int
+    lost: int
+    expansion: int
+
+
+class World(NamedTuple):
+    db: Engine
+    box: MailboxUser
+    ids: Ids
 
 
 @pytest.fixture
-def world(db: Engine, mailbox_user):  # type: ignore[no-untyped-def]
+def world(db: Engine, mailbox_user: MailboxUser) -> World:
     tenant_id = make_tenant(db, own_domains=("acme.test",))
     account_id = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
     with session_scope(db) as s:
@@ -70,7 +94,7 @@ def world(db: Engine, mailbox_user):  # type: ignore[no-untyped-def]
         expansion = records.create_deal(
             session=s, caller=op, title="Initech expansion", contact_ids=[peter.id or 0]
         )
-        ids = SimpleNamespace(
+        ids = Ids(
             tenant=tenant_id,
             account=account_id,
             alice=alice.id,
@@ -83,7 +107,7 @@ def world(db: Engine, mailbox_user):  # type: ignore[no-untyped-def]
             lost=lost.id,
             expansion=expansion.id,
         )
-    return db, mailbox_user, ids
+    return World(db, mailbox_user, ids)
 
 
 def links(db: Engine, message_id: str) -> set[tuple[str, int, str]]:
@@ -105,7 +129,7 @@ FORWARD = (
 )
 
 
-def test_every_link_and_nothing_extra(world) -> None:  # type: ignore[no-untyped-def]
+def test_every_link_and_nothing_extra(world: World) -> None:
     db, box, ids = world
     d = box.dovecot
     d.append(box.name, "INBOX", mail(1, from_="Hank <HANK@GLOBEX.TEST>"))
@@ -145,7 +169,7 @@ def test_every_link_and_nothing_extra(world) -> None:  # type: ignore[no-untyped
     assert {(w.record_kind, w.detail) for w in why} >= {("contact", "hank@globex.test")}
 
 
-def test_unlink_is_sticky_across_replies_resync_and_backfill(world) -> None:  # type: ignore[no-untyped-def]
+def test_unlink_is_sticky_across_replies_resync_and_backfill(world: World) -> None:
     db, box, ids = world
     d = box.dovecot
     d.append(box.name, "INBOX", mail(1, from_="hank@globex.test", subject="Renewal"))
@@ -215,7 +239,7 @@ def test_unlink_is_sticky_across_replies_resync_and_backfill(world) -> None:  # 
     assert ("deal", ids.renewal) in {(k, i) for k, i, _ in links(db, "<m3@test>")}
 
 
-def test_backfill_touches_only_that_contacts_mail(world) -> None:  # type: ignore[no-untyped-def]
+def test_backfill_touches_only_that_contacts_mail(world: World) -> None:
     db, box, ids = world
     d = box.dovecot
     d.append(box.name, "INBOX", mail(1, from_="newbie@umbrella.test"))
@@ -244,9 +268,9 @@ def test_backfill_touches_only_that_contacts_mail(world) -> None:  # type: ignor
     assert links(db, "<m1@test>") == set()
 
 
-def test_bcc_dropbox_links_recipients_and_attributes_user(world, dovecot) -> None:  # type: ignore[no-untyped-def]
+def test_bcc_dropbox_links_recipients_and_attributes_user(world: World, dovecot: LocalDovecot) -> None:
     db, _box, ids = world
-    drop = SimpleNamespace(
+    drop = MailboxUser(
         name="dropbox" + str(ids.account) + str(ids.tenant), password="drop-secret", dovecot=dovecot
     )
     dovecot.add_user(drop.name, drop.password)
@@ -266,7 +290,7 @@ def test_bcc_dropbox_links_recipients_and_attributes_user(world, dovecot) -> Non
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_auto_leads_from_unknown_senders(world, enabled: bool) -> None:  # type: ignore[no-untyped-def]
+def test_auto_leads_from_unknown_senders(world: World, enabled: bool) -> None:
     db, box, ids = world
     with session_scope(db) as s:
         tenant = s.get_one(Tenant, ids.tenant)
@@ -295,7 +319,7 @@ def test_auto_leads_from_unknown_senders(world, enabled: bool) -> None:  # type:
         assert leads == []
 
 
-def test_removing_an_address_unlinks_its_deal_and_makes_no_lead(world) -> None:  # type: ignore[no-untyped-def]
+def test_removing_an_address_unlinks_its_deal_and_makes_no_lead(world: World) -> None:
     db, box, ids = world
     with session_scope(db) as s:
         tenant = s.get_one(Tenant, ids.tenant)
@@ -314,7 +338,7 @@ def test_removing_an_address_unlinks_its_deal_and_makes_no_lead(world) -> None: 
         assert s.exec(select(Contact).where(Contact.source == "lead")).all() == []
 
 
-def test_records_of_another_tenant_cannot_be_linked(world) -> None:  # type: ignore[no-untyped-def]
+def test_records_of_another_tenant_cannot_be_linked(world: World) -> None:
     db, box, ids = world
     from core.errors import NotFound
 
@@ -343,7 +367,7 @@ def test_records_of_another_tenant_cannot_be_linked(world) -> None:  # type: ign
         assert raised.value.code == "company_not_found"
 
 
-def test_company_added_later_gets_its_domain_and_subdomain_mail(world) -> None:  # type: ignore[no-untyped-def]
+def test_company_added_later_gets_its_domain_and_subdomain_mail(world: World) -> None:
     db, box, ids = world
     d = box.dovecot
     d.append(box.name, "INBOX", mail(1, from_="ann@umbrella.test"))

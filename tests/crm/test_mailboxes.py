@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
-from core.connection import ConnectionSettings
+from core.connection import CheckOutcome, ConnectionSettings
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from core.secrets import SecretBox
@@ -29,7 +29,15 @@ from devtools.samples import build_message
 from sync.account_pass import SyncEngine
 from sync.check import CheckResult, make_verifier
 from tests.dovecot_fixtures import MailboxUser
-from tests.factories import add_offline, grant, make_account, make_tenant, make_user, offline_input
+from tests.factories import (
+    add_offline,
+    grant,
+    make_account,
+    make_tenant,
+    make_user,
+    offline_input,
+    stub_check,
+)
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER, free_port, smtp_server
 
 # ---------------------------------------------------------------------------------------------
@@ -488,10 +496,10 @@ def test_rules_are_checked_again_when_saving(db: Engine) -> None:
     sessions = OpenSessions(db)
     inner: list[mailboxes.SaveResult] = []
 
-    def ok(_settings: ConnectionSettings) -> mailboxes.CheckView:
-        return mailboxes.CheckView(ok=True, message="Logged in.")
+    def ok(_settings: ConnectionSettings) -> CheckOutcome:
+        return stub_check(True, "Logged in.")
 
-    def racing(_settings: ConnectionSettings) -> mailboxes.CheckView:
+    def racing(_settings: ConnectionSettings) -> CheckOutcome:
         assert sessions.open == 0
         inner.append(
             mailboxes.connect_account(

@@ -4,9 +4,9 @@ error codes, and every public result serializable to JSON."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from pydantic_core import to_jsonable_python
@@ -21,41 +21,67 @@ from crm import backfill, contact_import, links, records, reports
 from crm.models import AccountAccess, Message, User
 from crm.rules.csv_import import CsvImportError, RowProblem
 from crm.rules.linking import DealStatus, RecordKind
-from tests.crm.test_reports import build_world, store_mail
+from tests.crm.test_reports import ReportIds, build_world, store_mail
 from tests.factories import make_offline_account, make_tenant
 
 WHEN = datetime(2026, 5, 9, 9, 0, tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class People(ReportIds):
+    account_b: int
+    m1: int
+    b1: int
+    member_a: Caller
+    member_b: Caller
+    admin: Caller
+    stranger: Caller
+
+
+class LinkArgs(TypedDict, total=False):
+    """The arguments `links.link_manually` and `links.unlink` share."""
+
+    message_pk: int
+    kind: RecordKind
+    record_id: int
+    whole_thread: bool
+
+
 @pytest.fixture
-def people(db: Engine) -> SimpleNamespace:
+def people(db: Engine) -> People:
     """The reports' world (account A = sales@acme.test) plus account B with one message, a member
     of each account, an admin, and the operator of another tenant."""
     ids = build_world(db)
-    ids.account_b = make_offline_account(db, ids.tenant, email="support@acme.test")
+    account_b = make_offline_account(db, ids.tenant, email="support@acme.test")
     store_mail(
         db,
         ids.tenant,
-        ids.account_b,
+        account_b,
         [("b1", WHEN, FolderRole.INBOX, "hank@globex.test", "support@acme.test", "Via B", None)],
         first_uid=100,
     )
     with session_scope(db) as s:
-        users = {}
+        users: dict[str, int] = {}
         for name, admin in (("mia", False), ("ben", False), ("ada", True)):
             user = User(tenant_id=ids.tenant, email=f"{name}@acme.test", is_admin=admin)
             s.add(user)
             s.flush()
             users[name] = user.id or 0
         s.add(AccountAccess(user_id=users["mia"], account_id=ids.account))
-        s.add(AccountAccess(user_id=users["ben"], account_id=ids.account_b))
+        s.add(AccountAccess(user_id=users["ben"], account_id=account_b))
         pks = {m.message_id: m.id for m in s.exec(select(Message)).all()}
-    ids.m1, ids.b1 = pks["<m1@test>"], pks["<b1@test>"]
-    ids.member_a = Caller(ids.tenant, users["mia"], Role.MEMBER)
-    ids.member_b = Caller(ids.tenant, users["ben"], Role.MEMBER)
-    ids.admin = Caller(ids.tenant, users["ada"], Role.ADMIN)
-    ids.stranger = Caller.operator(make_tenant(db, name="Elsewhere"))
-    return ids
+    m1, b1 = pks["<m1@test>"], pks["<b1@test>"]
+    assert m1 is not None and b1 is not None
+    return People(
+        **{f.name: getattr(ids, f.name) for f in dataclasses.fields(ids)},
+        account_b=account_b,
+        m1=m1,
+        b1=b1,
+        member_a=Caller(ids.tenant, users["mia"], Role.MEMBER),
+        member_b=Caller(ids.tenant, users["ben"], Role.MEMBER),
+        admin=Caller(ids.tenant, users["ada"], Role.ADMIN),
+        stranger=Caller.operator(make_tenant(db, name="Elsewhere")),
+    )
 
 
 def _code(fn: Any, **kwargs: Any) -> str:
@@ -69,7 +95,7 @@ def _code(fn: Any, **kwargs: Any) -> str:
     return "ok"
 
 
-def test_visibility_table(people: SimpleNamespace) -> None:
+def test_visibility_table(people: People) -> None:
     ids = people
     callers = {"member A": ids.member_a, "member B": ids.member_b, "admin": ids.admin, "other": ids.stranger}
     link_a = {"message_pk": ids.m1, "kind": RecordKind.CONTACT, "record_id": ids.peter}
@@ -108,7 +134,7 @@ def test_visibility_table(people: SimpleNamespace) -> None:
     assert _code(records.get_contact, caller=ids.admin, contact_id=999_999) == "contact_not_found"
 
 
-def test_reports_count_only_visible_mail(people: SimpleNamespace) -> None:
+def test_reports_count_only_visible_mail(people: People) -> None:
     ids = people
 
     def hank_mail(caller: Caller) -> tuple[int, int]:
@@ -127,7 +153,7 @@ def test_reports_count_only_visible_mail(people: SimpleNamespace) -> None:
     assert [(w.subject, w.last_from) for w in waiting] == [("Via B", "hank@globex.test")]
 
 
-def test_error_codes(people: SimpleNamespace) -> None:
+def test_error_codes(people: People) -> None:
     ids = people
     op = Caller.operator(ids.tenant)
     with session_scope() as s:
@@ -171,7 +197,7 @@ def test_error_codes(people: SimpleNamespace) -> None:
         s.rollback()
 
 
-def _plain(value: Any) -> None:
+def _plain(value: object) -> None:
     """Serializable, and no ORM row anywhere inside (views hold plain values only)."""
     to_jsonable_python(value)
     if dataclasses.is_dataclass(value):
@@ -184,10 +210,10 @@ def _plain(value: Any) -> None:
         assert not hasattr(value, "__table__"), value
 
 
-def test_every_public_result_serializes(people: SimpleNamespace, db: Engine) -> None:
+def test_every_public_result_serializes(people: People, db: Engine) -> None:
     ids = people
     op = Caller.operator(ids.tenant)
-    results: list[Any] = []
+    results: list[object] = []
     with session_scope() as s:
         company = records.create_company(session=s, caller=op, name="Umbrella", domains=["umbrella.test"])
         contact = records.create_contact(
@@ -200,9 +226,13 @@ def test_every_public_result_serializes(people: SimpleNamespace, db: Engine) -> 
         results.append(records.get_company(session=s, caller=op, company_id=company.id))
         results.append(records.get_deal(session=s, caller=op, deal_id=deal.id))
         results.append(records.find_company(session=s, caller=op, name="Umbrella"))
-        extra = {"contact_id": contact.id, "email": "a2@umbrella.test"}
-        results.append(records.add_contact_email(session=s, caller=op, **extra))
-        results.append(records.remove_contact_email(session=s, caller=op, **extra))
+        address = "a2@umbrella.test"
+        records.add_contact_email(
+            session=s, caller=op, contact_id=contact.id, email=address
+        )  # returns nothing
+        results.append(
+            records.remove_contact_email(session=s, caller=op, contact_id=contact.id, email=address)
+        )
     with session_scope() as s:
         report = contact_import.import_contacts(
             session=s,
@@ -211,7 +241,7 @@ def test_every_public_result_serializes(people: SimpleNamespace, db: Engine) -> 
             allow_test_domains=True,
         )
         results.append(report)
-        kwargs = {"message_pk": ids.m1, "kind": RecordKind.CONTACT, "record_id": contact.id}
+        kwargs: LinkArgs = {"message_pk": ids.m1, "kind": RecordKind.CONTACT, "record_id": contact.id}
         results.append(links.link_manually(session=s, caller=op, **kwargs))
         results.append(links.why(session=s, caller=op, message_pk=ids.m1))
         results.append(links.unlink(session=s, caller=op, **kwargs))
@@ -230,7 +260,7 @@ def test_every_public_result_serializes(people: SimpleNamespace, db: Engine) -> 
     assert to_jsonable_python(results[3])["status"] == "won"
 
 
-def test_contacts_are_read_by_every_user_but_imported_by_admins(people: SimpleNamespace) -> None:
+def test_contacts_are_read_by_every_user_but_imported_by_admins(people: People) -> None:
     ids = people
     with session_scope() as s:
         made = records.create_contact(session=s, caller=ids.member_b, emails=["new@globex.test"])
@@ -240,14 +270,17 @@ def test_contacts_are_read_by_every_user_but_imported_by_admins(people: SimpleNa
         contact_import.import_contacts(session=s, caller=ids.member_b, data=b"Email\nx@globex.test\n")
 
 
-def test_a_members_whole_thread_change_touches_only_the_mail_they_see(
-    people: SimpleNamespace, db: Engine
-) -> None:
+def test_a_members_whole_thread_change_touches_only_the_mail_they_see(people: People, db: Engine) -> None:
     ids = people
     # A reply to T1 that reached account B only: same thread, invisible to the member of A.
     reply = ("b2", WHEN, FolderRole.INBOX, "hank@globex.test", "support@acme.test", "Re: Pricing", "m4")
     store_mail(db, ids.tenant, ids.account_b, [reply], first_uid=200)
-    kwargs = {"message_pk": ids.m1, "kind": RecordKind.DEAL, "record_id": ids.renewal, "whole_thread": True}
+    kwargs: LinkArgs = {
+        "message_pk": ids.m1,
+        "kind": RecordKind.DEAL,
+        "record_id": ids.renewal,
+        "whole_thread": True,
+    }
     with session_scope() as s:
         thread = s.exec(select(Message.thread_id).where(Message.message_id == "<b2@test>")).one()
         assert thread == ids.threads["T1"]

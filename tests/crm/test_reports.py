@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from types import SimpleNamespace
 
 import pytest
 from pydantic import SecretStr
@@ -122,7 +122,23 @@ def store_mail(
             )
 
 
-def build_world(db: Engine) -> SimpleNamespace:
+@dataclass(frozen=True)
+class ReportIds:
+    """The ids of the module docstring's world; `threads` maps "T1".."T6" to thread ids."""
+
+    tenant: int
+    account: int
+    alice: int
+    bob: int
+    globex: int
+    initech: int
+    hank: int
+    peter: int
+    renewal: int
+    threads: dict[str, int]
+
+
+def build_world(db: Engine) -> ReportIds:
     """The tenant, records and mail of the module docstring; returns their ids."""
     with session_scope(db) as s:
         tenant = tenants.create_tenant(session=s, name="Acme", account_quota=5, own_domains=["acme.test"])
@@ -167,37 +183,36 @@ def build_world(db: Engine) -> SimpleNamespace:
         renewal = records.create_deal(
             session=s, caller=Caller.operator(tenant_id), title="Globex renewal", contact_ids=[hank.id or 0]
         )
-        ids = SimpleNamespace(
-            tenant=tenant_id,
-            account=account.id or 0,
-            alice=alice.id,
-            bob=bob.id,
-            globex=globex.id,
-            initech=initech.id,
-            hank=hank.id,
-            peter=peter.id,
-            renewal=renewal.id,
-        )
-    store_mail(db, ids.tenant, ids.account, MAIL)
+        account_id = account.id or 0
+    store_mail(db, tenant_id, account_id, MAIL)
     with Session(db) as s:
         threads = {m.message_id.strip("<>").split("@")[0]: m.thread_id for m in s.exec(select(Message)).all()}
-    ids.threads = {
-        "T1": threads["m1"],
-        "T2": threads["m5"],
-        "T3": threads["m6"],
-        "T4": threads["m8"],
-        "T5": threads["m10"],
-        "T6": threads["m12"],
-    }
-    return ids
+    named = {"T1": "m1", "T2": "m5", "T3": "m6", "T4": "m8", "T5": "m10", "T6": "m12"}
+    thread_ids: dict[str, int] = {}
+    for name, first in named.items():
+        thread_id = threads[first]
+        assert thread_id is not None, f"{first} was threaded"
+        thread_ids[name] = thread_id
+    return ReportIds(
+        tenant=tenant_id,
+        account=account_id,
+        alice=alice.id,
+        bob=bob.id,
+        globex=globex.id,
+        initech=initech.id,
+        hank=hank.id,
+        peter=peter.id,
+        renewal=renewal.id,
+        threads=thread_ids,
+    )
 
 
 @pytest.fixture
-def world(db: Engine) -> tuple[Engine, SimpleNamespace]:
+def world(db: Engine) -> tuple[Engine, ReportIds]:
     return db, build_world(db)
 
 
-def test_world_is_threaded_and_linked_as_described(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_world_is_threaded_and_linked_as_described(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     assert len(set(ids.threads.values())) == 6
     with Session(db) as s:
@@ -207,7 +222,7 @@ def test_world_is_threaded_and_linked_as_described(world: tuple[Engine, SimpleNa
     assert sorted(link.record_id for link in contact_links) == sorted([ids.hank] * 7 + [ids.peter] * 6)
 
 
-def test_activity_per_day_and_week(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_activity_per_day_and_week(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     with Session(db) as s:
         daily = activity(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
@@ -232,7 +247,7 @@ def test_activity_per_day_and_week(world: tuple[Engine, SimpleNamespace]) -> Non
     ]
 
 
-def test_activity_range_and_one_record(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_activity_range_and_one_record(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     with Session(db) as s:
         rows = activity(
@@ -249,7 +264,7 @@ def test_activity_range_and_one_record(world: tuple[Engine, SimpleNamespace]) ->
 
 
 def test_activity_of_companies_and_deals_follows_their_contacts(
-    world: tuple[Engine, SimpleNamespace],
+    world: tuple[Engine, ReportIds],
 ) -> None:
     db, ids = world
     with Session(db) as s:
@@ -268,7 +283,7 @@ def test_activity_of_companies_and_deals_follows_their_contacts(
     ]
 
 
-def test_activity_per_user(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_activity_per_user(world: tuple[Engine, ReportIds]) -> None:
     """Out: mail the user sent. In: inbound mail of the contacts the user owns."""
     db, ids = world
     with Session(db) as s:
@@ -285,7 +300,7 @@ def test_activity_per_user(world: tuple[Engine, SimpleNamespace]) -> None:
     ]
 
 
-def test_last_contact(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_last_contact(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     with Session(db) as s:
         contacts = last_contact(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
@@ -307,7 +322,7 @@ def test_last_contact(world: tuple[Engine, SimpleNamespace]) -> None:
     ]
 
 
-def test_first_response_per_thread(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_first_response_per_thread(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     t = ids.threads
     with Session(db) as s:
@@ -323,7 +338,7 @@ def test_first_response_per_thread(world: tuple[Engine, SimpleNamespace]) -> Non
     ]
 
 
-def test_first_response_per_record_and_user(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_first_response_per_record_and_user(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     with Session(db) as s:
         contacts = first_response(session=s, caller=Caller.operator(ids.tenant), by=ReportBy.CONTACT)
@@ -354,7 +369,7 @@ def test_first_response_per_record_and_user(world: tuple[Engine, SimpleNamespace
     assert since == [FirstResponseRow(c, ids.peter, "Peter Gibbons", 2, 2, 5430.0, 5430.0)]
 
 
-def test_unanswered_threads(world: tuple[Engine, SimpleNamespace]) -> None:
+def test_unanswered_threads(world: tuple[Engine, ReportIds]) -> None:
     db, ids = world
     t = ids.threads
     with Session(db) as s:
@@ -380,7 +395,7 @@ def test_unanswered_threads(world: tuple[Engine, SimpleNamespace]) -> None:
 
 
 def test_a_reply_and_another_tenant_change_only_what_they_should(
-    world: tuple[Engine, SimpleNamespace],
+    world: tuple[Engine, ReportIds],
 ) -> None:
     """Answering T2 takes it off the unanswered list and adds a response time; another tenant's
     mail with the same addresses never shows up."""

@@ -250,7 +250,7 @@ def test_account_health_maps_codes_to_statuses(db: Engine, code: str, status: Ac
 
 def test_folder_problems_keep_the_account_syncing(db: Engine) -> None:
     _tenant, account_id, _folder = _account(db)
-    params = {"problems": [{"folder": None, "code": "sent_folder_missing", "params": {}}]}
+    params: dict[str, object] = {"problems": [{"folder": None, "code": "sent_folder_missing", "params": {}}]}
     with session_scope(db) as s:
         sync_state.record_account_failure(
             session=s,

@@ -7,12 +7,13 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.caller import Caller
+from core.connection import CheckOutcome, ConnectionSettings
 from core.db import session_scope
 from core.errors import ErrorKind, Forbidden, InvalidInput, NotFound, QuotaExceeded
 from core.secrets import SecretBox
 from crm import mailboxes, tenants
 from crm.models import MailAccount
-from tests.factories import add_offline, caller_of, make_tenant, make_user, offline_input
+from tests.factories import add_offline, caller_of, make_tenant, make_user, offline_input, stub_check
 
 
 def test_quota_counts_active_accounts_only(db: Engine) -> None:
@@ -52,11 +53,11 @@ def test_quota_counts_active_accounts_only(db: Engine) -> None:
 
 def test_quota_refusal_comes_before_the_connection_check(db: Engine) -> None:
     tenant_id = make_tenant(db, quota=0)
-    calls: list[object] = []
+    calls: list[ConnectionSettings] = []
 
-    def verify(settings: object) -> mailboxes.CheckView:
+    def verify(settings: ConnectionSettings) -> CheckOutcome:
         calls.append(settings)
-        return mailboxes.CheckView(ok=True, message="Logged in.")
+        return stub_check(True, "Logged in.")
 
     with pytest.raises(QuotaExceeded):
         mailboxes.connect_account(

@@ -15,6 +15,7 @@ from core.types import FolderRole, FolderSyncStatus
 from crm import sync_state
 from crm.models import FolderState
 from crm_inbox.cli.sync import register
+from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_offline_account, make_tenant
 
 
@@ -50,7 +51,7 @@ def test_reset_folder_goes_through_the_service(db: Engine, cli: typer.Typer) -> 
     assert hidden.exit_code == 1 and f"No account with id {account_id}" in hidden.output
 
 
-def test_sync_json_and_hints(db: Engine, cli: typer.Typer, mailbox_user) -> None:  # type: ignore[no-untyped-def]
+def test_sync_json_and_hints(db: Engine, cli: typer.Typer, mailbox_user: MailboxUser) -> None:
     tenant_id = make_tenant(db)
     account_id = make_account(db, tenant_id, mailbox_user, trust_ca=False)
     runner = CliRunner()

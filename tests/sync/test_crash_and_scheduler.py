@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 from sqlalchemy import Engine, func, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from core.types import RunStatus
 from crm.models import ImapUid, Message, SyncRun
 from devtools.samples import generate_mailbox
 from sync.account_pass import SyncEngine
 from sync.scheduler import Worker
+from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant
 
 CLI = [sys.executable, "-m", "crm_inbox"]
@@ -35,7 +36,7 @@ def _env(db: Engine, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_kill_9_mid_sync_then_resume(db: Engine, mailbox_user) -> None:  # type: ignore[no-untyped-def]
+def test_kill_9_mid_sync_then_resume(db: Engine, mailbox_user: MailboxUser) -> None:
     total = 1200
     samples = list(generate_mailbox(total, seed=3))
     mailbox_user.dovecot.load_maildir(mailbox_user.name, "INBOX", [m.raw for m in samples])
@@ -65,12 +66,12 @@ def test_kill_9_mid_sync_then_resume(db: Engine, mailbox_user) -> None:  # type:
     distinct = len({m.message_id for m in samples})
     assert _count(db, Message) == distinct
     with Session(db) as session:
-        statuses = [r.status for r in session.exec(select(SyncRun).order_by(SyncRun.id)).all()]
+        statuses = [r.status for r in session.exec(select(SyncRun).order_by(col(SyncRun.id))).all()]
     assert statuses == [RunStatus.INTERRUPTED, RunStatus.OK]
     assert SyncEngine(db=db).sync_account(account_id).new_locations == 0
 
 
-def test_scheduler_syncs_active_accounts_and_stops(db: Engine, mailbox_user) -> None:  # type: ignore[no-untyped-def]
+def test_scheduler_syncs_active_accounts_and_stops(db: Engine, mailbox_user: MailboxUser) -> None:
     account_id = make_account(db, make_tenant(db), mailbox_user, sync_interval_seconds=1)
     mailbox_user.dovecot.append_many(
         mailbox_user.name, "INBOX", [m.raw for m in generate_mailbox(10, seed=5)]
@@ -90,7 +91,9 @@ def test_scheduler_syncs_active_accounts_and_stops(db: Engine, mailbox_user) -> 
     assert not runner.is_alive()
 
 
-def test_run_command_stops_gracefully_on_sigterm(sqlite_db: Engine, mailbox_user, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_command_stops_gracefully_on_sigterm(
+    sqlite_db: Engine, mailbox_user: MailboxUser, tmp_path: Path
+) -> None:
     db = sqlite_db
     make_account(db, make_tenant(db), mailbox_user)
     mailbox_user.dovecot.append_many(mailbox_user.name, "INBOX", [m.raw for m in generate_mailbox(5, seed=9)])

@@ -4,46 +4,56 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
+from typing import NamedTuple, Unpack
 
 import pytest
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Engine, func
+from sqlalchemy import ColumnElement, Engine, func
 from sqlmodel import Session, col, select
 
 from core import problems
+from core.settings import Settings
 from core.types import AccountStatus, Direction, FolderRole, RunStatus, Security, UidState
 from crm.models import FolderState, ImapUid, MailAccount, Message, SkippedMessage, SyncRun, Thread
-from devtools.samples import build_message, malformed_messages
+from devtools.devmail import LocalDovecot
+from devtools.samples import MessageFields, build_message, malformed_messages
 from sync.account_pass import SyncEngine
+from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant
 
 
-def _count(db: Engine, model: type, *where: object) -> int:
+def _count(db: Engine, model: type, *where: ColumnElement[bool]) -> int:
     with Session(db) as session:
         return session.exec(select(func.count()).select_from(model).where(*where)).one()
 
 
-def _msg(i: int, **kw: object) -> bytes:
-    defaults: dict[str, object] = {
+def _msg(i: int, **kw: Unpack[MessageFields]) -> bytes:
+    fields: MessageFields = {
         "subject": f"Quote {i}",
         "from_": f"buyer{i}@globex.test",
         "to": "sales@acme.test",
         "message_id": f"<msg{i}@globex.test>",
         "date": datetime(2026, 3, 1, 9, 0, tzinfo=UTC) + timedelta(hours=i),
     }
-    defaults.update(kw)
-    return build_message(**defaults)  # type: ignore[arg-type]
+    fields.update(kw)
+    return build_message(**fields)
+
+
+class Setup(NamedTuple):
+    db: Engine
+    tenant_id: int
+    account_id: int
+    box: MailboxUser
 
 
 @pytest.fixture
-def setup(db: Engine, mailbox_user):  # type: ignore[no-untyped-def]
+def setup(db: Engine, mailbox_user: MailboxUser) -> Setup:
     tenant_id = make_tenant(db)
     account_id = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
-    return db, tenant_id, account_id, mailbox_user
+    return Setup(db, tenant_id, account_id, mailbox_user)
 
 
-def test_first_sync_then_nothing_then_new_mail(setup) -> None:  # type: ignore[no-untyped-def]
+def test_first_sync_then_nothing_then_new_mail(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(5)])
     box.dovecot.append(
@@ -89,7 +99,7 @@ def test_first_sync_then_nothing_then_new_mail(setup) -> None:  # type: ignore[n
         assert [r.new_messages for r in runs] == [6, 0, 1]
 
 
-def test_sync_never_marks_mail_read(setup) -> None:  # type: ignore[no-untyped-def]
+def test_sync_never_marks_mail_read(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(3)])
     box.dovecot.append(box.name, "INBOX", _msg(3), flags=["\\Flagged"])
@@ -102,7 +112,7 @@ def test_sync_never_marks_mail_read(setup) -> None:  # type: ignore[no-untyped-d
     assert ("\\Flagged",) in stored
 
 
-def test_uidvalidity_change_rekeys_without_duplicates(setup) -> None:  # type: ignore[no-untyped-def]
+def test_uidvalidity_change_rekeys_without_duplicates(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(4)])
     SyncEngine(db=db).sync_account(account_id)
@@ -126,7 +136,7 @@ def test_uidvalidity_change_rekeys_without_duplicates(setup) -> None:  # type: i
     assert folder.uidvalidity_resyncs == 1
 
 
-def test_unstable_uidvalidity_is_flagged_not_looped(setup, settings) -> None:  # type: ignore[no-untyped-def]
+def test_unstable_uidvalidity_is_flagged_not_looped(setup: Setup, settings: Settings) -> None:
     db, _tenant, account_id, box = setup
     settings.max_uidvalidity_resyncs = 2
     box.dovecot.append(box.name, "INBOX", _msg(1))
@@ -158,7 +168,7 @@ def test_unstable_uidvalidity_is_flagged_not_looped(setup, settings) -> None:  #
     assert folder is not None and folder.last_error_code == "uidvalidity_unstable"
 
 
-def test_expunge_is_noticed_and_mail_kept(setup) -> None:  # type: ignore[no-untyped-def]
+def test_expunge_is_noticed_and_mail_kept(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     uids = box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(3)])
     SyncEngine(db=db).sync_account(account_id)
@@ -171,7 +181,7 @@ def test_expunge_is_noticed_and_mail_kept(setup) -> None:  # type: ignore[no-unt
     assert _count(db, Message) == 3
 
 
-def test_recipient_limit_100_synced_101_skipped(setup) -> None:  # type: ignore[no-untyped-def]
+def test_recipient_limit_100_synced_101_skipped(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     hundred = [f"p{i}@globex.test" for i in range(100)]
     # 101 distinct once duplicates across To/Cc/Bcc are folded.
@@ -194,7 +204,7 @@ def test_recipient_limit_100_synced_101_skipped(setup) -> None:  # type: ignore[
     assert (again.new_messages, again.skipped) == (0, 0)
 
 
-def test_same_message_in_inbox_and_sent_stored_once(setup) -> None:  # type: ignore[no-untyped-def]
+def test_same_message_in_inbox_and_sent_stored_once(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     raw = _msg(1, from_="sales@acme.test", to="sales@acme.test", subject="Note to self")
     box.dovecot.append(box.name, "INBOX", raw)
@@ -208,8 +218,8 @@ def test_same_message_in_inbox_and_sent_stored_once(setup) -> None:  # type: ign
     assert message.direction is Direction.OUTBOUND
 
 
-def test_two_accounts_share_one_message(db: Engine, dovecot, mailbox_user) -> None:  # type: ignore[no-untyped-def]
-    other = SimpleNamespace(name=f"{mailbox_user.name}b", password="second-secret", dovecot=dovecot)
+def test_two_accounts_share_one_message(db: Engine, dovecot: LocalDovecot, mailbox_user: MailboxUser) -> None:
+    other = MailboxUser(name=f"{mailbox_user.name}b", password="second-secret", dovecot=dovecot)
     dovecot.add_user(other.name, other.password)
     tenant_id = make_tenant(db)
     first = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
@@ -228,7 +238,7 @@ def test_two_accounts_share_one_message(db: Engine, dovecot, mailbox_user) -> No
     assert accounts == {first, second}
 
 
-def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_backs_off_then_waits_for_credentials(setup: Setup, settings: Settings) -> None:
     db, tenant_id, _account, box = setup
     bad = make_account(db, tenant_id, box, email="bad@acme.test", password="wrong-password")
     engine = SyncEngine(db=db, settings=settings)
@@ -273,7 +283,7 @@ def test_wrong_password_backs_off_then_waits_for_credentials(setup, settings) ->
     assert engine.sync_account(bad).status == "ok"
 
 
-def test_untrusted_certificate(setup) -> None:  # type: ignore[no-untyped-def]
+def test_untrusted_certificate(setup: Setup) -> None:
     db, tenant_id, _account, box = setup
     account_id = make_account(db, tenant_id, box, email="tls@acme.test", trust_ca=False)
     summary = SyncEngine(db=db).sync_account(account_id)
@@ -285,7 +295,7 @@ def test_untrusted_certificate(setup) -> None:  # type: ignore[no-untyped-def]
     assert (account.status, account.last_error_code) == (AccountStatus.TLS_ERROR, "certificate_untrusted")
 
 
-def test_starttls_and_plain(setup) -> None:  # type: ignore[no-untyped-def]
+def test_starttls_and_plain(setup: Setup) -> None:
     db, tenant_id, _account, box = setup
     box.dovecot.append(box.name, "INBOX", _msg(1))
     starttls = make_account(db, tenant_id, box, email="s@acme.test", security=Security.STARTTLS)
@@ -300,7 +310,7 @@ def test_starttls_and_plain(setup) -> None:  # type: ignore[no-untyped-def]
     assert SyncEngine(db=db).sync_account(plain).status == "ok"
 
 
-def test_server_down_does_not_stop_other_accounts(setup) -> None:  # type: ignore[no-untyped-def]
+def test_server_down_does_not_stop_other_accounts(setup: Setup) -> None:
     db, tenant_id, account_id, box = setup
     import socket
 
@@ -316,7 +326,7 @@ def test_server_down_does_not_stop_other_accounts(setup) -> None:  # type: ignor
         assert session.get_one(MailAccount, down).status is AccountStatus.CONNECTION_FAILED
 
 
-def test_malformed_messages_are_stored_flagged(setup) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_messages_are_stored_flagged(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     bad = malformed_messages()
     box.dovecot.append_many(box.name, "INBOX", bad)
@@ -330,7 +340,7 @@ def test_malformed_messages_are_stored_flagged(setup) -> None:  # type: ignore[n
     assert all(m.parse_errors and m.raw for m in flagged)
 
 
-def test_oversized_mail_keeps_headers_only(setup, settings) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_mail_keeps_headers_only(setup: Setup, settings: Settings) -> None:
     db, _tenant, account_id, box = setup
     settings.max_message_bytes = 50_000
     box.dovecot.append(box.name, "INBOX", _msg(1, body="x" * 200_000))
@@ -344,7 +354,7 @@ def test_oversized_mail_keeps_headers_only(setup, settings) -> None:  # type: ig
     assert not small.headers_only and "test message" in small.text_body
 
 
-def test_history_window_limits_first_sync(setup) -> None:  # type: ignore[no-untyped-def]
+def test_history_window_limits_first_sync(setup: Setup) -> None:
     db, tenant_id, _account, box = setup
     old = datetime(2020, 1, 5, tzinfo=UTC)
     box.dovecot.append(box.name, "INBOX", _msg(1, date=old), internal_date=old)
@@ -360,7 +370,7 @@ def test_history_window_limits_first_sync(setup) -> None:  # type: ignore[no-unt
     assert SyncEngine(db=db).sync_account(windowed).new_messages == 1
 
 
-def test_deactivated_account_is_not_synced(setup) -> None:  # type: ignore[no-untyped-def]
+def test_deactivated_account_is_not_synced(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     from core.caller import Caller
     from core.db import session_scope
@@ -374,7 +384,9 @@ def test_deactivated_account_is_not_synced(setup) -> None:  # type: ignore[no-un
     assert _count(db, Message) == 0
 
 
-def test_parse_worker_pool_and_pipelined_batches_give_the_same_result(setup, settings) -> None:  # type: ignore[no-untyped-def]
+def test_parse_worker_pool_and_pipelined_batches_give_the_same_result(
+    setup: Setup, settings: Settings
+) -> None:
     db, _tenant, account_id, box = setup
     settings.parse_workers = 1
     settings.sync_batch_size = 7  # several batches: the fetch thread runs ahead of the store
@@ -405,7 +417,7 @@ def test_parse_worker_pool_and_pipelined_batches_give_the_same_result(setup, set
     assert folder.highest_uid == 30
 
 
-def test_empty_history_window_does_not_download_everything_later(setup) -> None:  # type: ignore[no-untyped-def]
+def test_empty_history_window_does_not_download_everything_later(setup: Setup) -> None:
     db, tenant_id, _account, box = setup
     old = datetime(2020, 1, 5, tzinfo=UTC)
     box.dovecot.append_many(box.name, "INBOX", [_msg(i, date=old) for i in range(4)], internal_date=old)
@@ -419,7 +431,7 @@ def test_empty_history_window_does_not_download_everything_later(setup) -> None:
     assert _count(db, Message) == 1
 
 
-def test_changed_encryption_key_asks_for_credentials(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_changed_encryption_key_asks_for_credentials(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     db, _tenant, account_id, _box = setup
     from cryptography.fernet import Fernet
 
@@ -437,7 +449,7 @@ def test_changed_encryption_key_asks_for_credentials(setup, monkeypatch) -> None
     )
 
 
-def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> None:  # type: ignore[no-untyped-def]
+def test_worker_that_lost_its_lease_stops_before_writing(setup: Setup, settings: Settings) -> None:
     db, _tenant, account_id, box = setup
     box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(6)])
     settings.sync_batch_size = 2
@@ -461,7 +473,7 @@ def test_worker_that_lost_its_lease_stops_before_writing(setup, settings) -> Non
     assert row.status is not AccountStatus.ERROR
 
 
-def test_tls_verifies_the_name_while_connecting_to_the_checked_address(setup) -> None:  # type: ignore[no-untyped-def]
+def test_tls_verifies_the_name_while_connecting_to_the_checked_address(setup: Setup) -> None:
     """The host is resolved once (SSRF check) and the connection goes to that address; the
     certificate is still verified against the name the user gave."""
     db, tenant_id, _account, box = setup
@@ -470,7 +482,7 @@ def test_tls_verifies_the_name_while_connecting_to_the_checked_address(setup) ->
     assert SyncEngine(db=db).sync_account(by_name).status == "ok"
 
 
-def test_expunge_noticed_with_a_history_window(setup) -> None:  # type: ignore[no-untyped-def]
+def test_expunge_noticed_with_a_history_window(setup: Setup) -> None:
     """With a window we hold fewer messages than the server: equal counts prove nothing."""
     db, tenant_id, _account, box = setup
     old = datetime(2020, 1, 5, tzinfo=UTC)
@@ -486,7 +498,7 @@ def test_expunge_noticed_with_a_history_window(setup) -> None:  # type: ignore[n
     assert summary.new_messages == 1 and summary.expunged == 1
 
 
-def test_a_dead_parse_worker_does_not_stop_syncing(setup, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_parse_worker_does_not_stop_syncing(setup: Setup, settings: Settings) -> None:
     db, _tenant, account_id, box = setup
     settings.parse_workers = 1
     box.dovecot.append(box.name, "INBOX", _msg(1))
@@ -503,7 +515,7 @@ def test_a_dead_parse_worker_does_not_stop_syncing(setup, settings) -> None:  # 
         assert engine.sync_account(account_id).new_messages == 1  # a fresh pool took over
 
 
-def test_sent_folder_moving_to_another_name_starts_a_clean_cursor(setup) -> None:  # type: ignore[no-untyped-def]
+def test_sent_folder_moving_to_another_name_starts_a_clean_cursor(setup: Setup) -> None:
     db, _tenant, account_id, box = setup
     box.dovecot.append(box.name, "Sent", _msg(1, from_="sales@acme.test"))
     assert SyncEngine(db=db).sync_account(account_id).new_messages == 1

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.settings import Settings
 from core.types import FolderRole, UidState
 from crm.models import FetchFailure, FolderState, ImapUid, Message
 from devtools.samples import build_message
@@ -86,7 +87,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedSession:
     return session
 
 
-def test_failing_message_is_retried_then_quarantined(db: Engine, scripted: ScriptedSession, settings) -> None:  # type: ignore[no-untyped-def]
+def test_failing_message_is_retried_then_quarantined(
+    db: Engine, scripted: ScriptedSession, settings: Settings
+) -> None:
     account_id = make_offline_account(db, make_tenant(db))
 
     def cursor() -> int:
@@ -141,8 +144,8 @@ class LyingSession(ScriptedSession):
 
 
 def test_lying_server_values_never_reach_the_cursor(
-    db: Engine, monkeypatch: pytest.MonkeyPatch, settings
-) -> None:  # type: ignore[no-untyped-def]
+    db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
     messages = {
         uid: build_message(
             subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<l{uid}@test>"
@@ -186,8 +189,8 @@ def test_lying_server_values_never_reach_the_cursor(
 def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
     db: Engine,
     monkeypatch: pytest.MonkeyPatch,
-    settings,
-    stage: str,  # type: ignore[no-untyped-def]
+    settings: Settings,
+    stage: str,
 ) -> None:
     messages = {
         uid: build_message(

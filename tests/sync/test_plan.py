@@ -11,29 +11,40 @@ from sync.plan import Action, SavedState, contiguous_done, plan_folder
 from sync.types import FolderInfo, FolderRole, FolderStatus
 
 
-def saved(**kw: object) -> SavedState:
-    base: dict[str, object] = {
-        "uidvalidity": 7,
-        "highest_uid": 10,
-        "uidnext": 11,
-        "messages": 10,
-        "highestmodseq": 50,
-        "initial_sync_done": True,
-    }
-    base.update(kw)
-    return SavedState(**base)  # type: ignore[arg-type]
+def saved(
+    *,
+    uidvalidity: int | None = 7,
+    highest_uid: int = 10,
+    uidnext: int | None = 11,
+    messages: int | None = 10,
+    highestmodseq: int | None = 50,
+    uidvalidity_resyncs: int = 0,
+    unstable: bool = False,
+    initial_sync_done: bool = True,
+) -> SavedState:
+    return SavedState(
+        uidvalidity=uidvalidity,
+        highest_uid=highest_uid,
+        uidnext=uidnext,
+        messages=messages,
+        highestmodseq=highestmodseq,
+        uidvalidity_resyncs=uidvalidity_resyncs,
+        unstable=unstable,
+        initial_sync_done=initial_sync_done,
+    )
 
 
-def status(**kw: object) -> FolderStatus:
-    base: dict[str, object] = {
-        "name": "INBOX",
-        "uidvalidity": 7,
-        "uidnext": 11,
-        "messages": 10,
-        "highestmodseq": 50,
-    }
-    base.update(kw)
-    return FolderStatus(**base)  # type: ignore[arg-type]
+def status(
+    *,
+    name: str = "INBOX",
+    uidvalidity: int | None = 7,
+    uidnext: int | None = 11,
+    messages: int | None = 10,
+    highestmodseq: int | None = 50,
+) -> FolderStatus:
+    return FolderStatus(
+        name=name, uidvalidity=uidvalidity, uidnext=uidnext, messages=messages, highestmodseq=highestmodseq
+    )
 
 
 @pytest.mark.parametrize(
