@@ -26,6 +26,7 @@ from crm.models import (
     Thread,
     User,
 )
+from crm.rules.linking import LinkReason, RecordKind
 from tests.crm.world import World, build_world
 
 
@@ -39,10 +40,15 @@ def test_rota_order_cap_and_eligibility() -> None:
     assert next_in_rota([1, 2, 3], everyone, {1: 5, 2: 5, 3: 5}, 5, 1) is None  # everyone full
     assert next_in_rota([], everyone, {}, None, None) is None
     assert next_in_rota([1, 2], everyone, {}, None, 99) == 1  # a stale position starts over
-    kw = {"rota": [1, 2], "eligible": everyone, "open_counts": {}, "max_open": None, "last": 1}
-    assert choose(AssignMode.CONTACT_OWNER, contact_owner=3, **kw) == 3  # type: ignore[arg-type]
-    assert choose(AssignMode.CONTACT_OWNER, contact_owner=9, **kw) == 2  # owner not eligible: rota  # type: ignore[arg-type]
-    assert choose(AssignMode.NONE, contact_owner=3, **kw) is None  # type: ignore[arg-type]
+
+    def pick(mode: AssignMode, owner: int) -> int | None:
+        return choose(
+            mode, rota=[1, 2], eligible=everyone, open_counts={}, max_open=None, last=1, contact_owner=owner
+        )
+
+    assert pick(AssignMode.CONTACT_OWNER, 3) == 3
+    assert pick(AssignMode.CONTACT_OWNER, 9) == 2  # the owner is not eligible: the rota
+    assert pick(AssignMode.NONE, 3) is None
 
 
 @pytest.fixture
@@ -90,9 +96,9 @@ def _new_conversation(db: Engine, world: World, key: str, *, direction: Directio
             MessageLink(
                 tenant_id=world.tenant,
                 message_pk=message.id or 0,
-                record_kind="contact",
+                record_kind=RecordKind.CONTACT,
                 record_id=world.contact_id,
-                reason="address",
+                reason=LinkReason.ADDRESS,
             )
         )
         s.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic_core import to_jsonable_python
@@ -24,9 +25,9 @@ def world(db: Engine) -> World:
     return build_world(db)
 
 
-def _subjects(db: Engine, caller: Caller, **filters: object) -> list[str]:
+def _subjects(db: Engine, caller: Caller, **filters: Any) -> list[str]:
     with Session(db) as s:
-        page = inbox_views.list_threads(session=s, caller=caller, filters=ThreadFilter(**filters))  # type: ignore[arg-type]
+        page = inbox_views.list_threads(session=s, caller=caller, filters=ThreadFilter(**filters))
     return [t.subject for t in page.items]
 
 

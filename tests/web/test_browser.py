@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import select
@@ -133,9 +133,13 @@ class Watch:
         self.dialogs: list[str] = []
         self.requests: list[str] = []
         self.errors: list[str] = []
-        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", self._dialog)
         page.on("request", lambda r: self.requests.append(r.url))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
 
     def remote(self) -> list[str]:
         return [u for u in self.requests if not u.startswith(("http://127.0.0.1", "data:", "about:"))]
