@@ -18,7 +18,7 @@ from core.db import make_engine, migrate, session_scope, set_engine
 from core.secrets import SecretBox
 from core.settings import get_settings, reset_settings
 from core.types import Security
-from crm import auth, grants, mailboxes, records, reports, tenants
+from crm import auth, grants, inbox_views, mailboxes, records, reports, tenants
 from crm.models import Company, Message, MessageLink, SkippedMessage, Thread
 from devtools.devmail import LocalDovecot
 from devtools.samples import COMPANIES, build_message, generate_mailbox
@@ -95,7 +95,7 @@ def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, p
         assert ssl_port is not None  # started with tls=True
         password = secrets.token_urlsafe(16)
         dovecot.add_user("sales", password)
-        out.print(f"Local Dovecot on 127.0.0.1:{dovecot.ssl_port} (TLS, self-signed CA {dovecot.ca_file})")
+        out.print(f"Local Dovecot on 127.0.0.1:{dovecot.ssl_port} (TLS, private test CA {dovecot.ca_file})")
         mail = list(generate_mailbox(count, seed=7, own_address="sales@acme.test"))
         for folder in ("INBOX", "Sent"):
             dovecot.append_many("sales", folder, [m.raw for m in mail if m.folder == folder])
@@ -145,7 +145,8 @@ def run_demo(directory: str, count: int, out: Console, *, serve: bool = False, p
         messages = session.exec(select(func.count(col(Message.id)))).one()
         threads = session.exec(select(func.count(col(Thread.id)))).one()
         skipped = session.exec(select(SkippedMessage)).all()
-        latest = session.exec(select(Thread).order_by(col(Thread.last_date).desc()).limit(8)).all()
+        # What the inbox service shows the team, newest activity first.
+        latest = inbox_views.list_threads(session=session, caller=Caller.operator(tenant_id), limit=8).items
         views = mailboxes.list_accounts(session=session, caller=Caller.operator(tenant_id))
         responsiveness = reports.first_response(
             session=session, caller=Caller.operator(tenant_id), by=reports.ReportBy.COMPANY

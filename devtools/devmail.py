@@ -29,7 +29,6 @@ import datetime as dt
 import email.utils
 import glob
 import grp
-import ipaddress
 import itertools
 import os
 import pwd
@@ -157,71 +156,19 @@ def _kill_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _generate_self_signed(cert_path: Path, key_path: Path) -> None:
-    """Write a self-signed cert for localhost/127.0.0.1 that also works as its own CA.
+def _issue_certificates(ca_path: Path, cert_path: Path, key_path: Path) -> None:
+    """A private test CA (trustme) and a server certificate it issued for localhost and
+    127.0.0.1: clients trust the CA file, anything using the system trust store must not."""
+    import trustme
 
-    It is marked CA with keyCertSign plus SKI/AKI so OpenSSL (including Python's
-    ``VERIFY_X509_STRICT``) accepts it as a trust anchor when clients load it as
-    ``cafile``; anything using the system trust store must reject it.  An EC key keeps
-    generation to a few milliseconds.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "crm-inbox devmail"),
-        ]
-    )
-    now = dt.datetime.now(dt.UTC)
-    public = key.public_key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=825))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ca = trustme.CA(organization_name="crm-inbox devmail")
+    server = ca.issue_cert("localhost", HOST)
+    ca.cert_pem.write_to_path(str(ca_path))
+    with cert_path.open("wb") as handle:
+        for blob in server.cert_chain_pems:
+            handle.write(blob.bytes())
+    server.private_key_pem.write_to_path(str(key_path))
     key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _gconv_dirs() -> list[Path]:
@@ -273,7 +220,7 @@ class LocalDovecot:
     """A private Dovecot IMAP server rooted at ``base_dir``; use as a context manager.
 
     Layout: ``dovecot.conf``, ``users/<name>`` (passwd-files), ``run/`` (base_dir), ``state/``,
-    ``log/dovecot.log``, ``tls/cert.pem`` + ``key.pem``, ``mail/<user>/Maildir``.
+    ``log/dovecot.log``, ``tls/ca.pem`` (the test CA), ``cert.pem`` + ``key.pem``, ``mail/<user>/Maildir``.
     Helper methods talk IMAP as the user (the same path the sync engine uses) except
     ``load_maildir`` (bulk file writes for big benchmarks) and ``reset_uidvalidity``
     (``doveadm``, because no IMAP command can do it).
@@ -327,8 +274,17 @@ class LocalDovecot:
 
     @property
     def ca_file(self) -> Path | None:
-        """The self-signed server certificate; clients trust it via ``cafile=``."""
-        return self._base_dir / "tls" / "cert.pem" if self._tls else None
+        """The private CA that issued the server's certificate; clients trust it via ``cafile=``."""
+        return self._base_dir / "tls" / "ca.pem" if self._tls else None
+
+    @property
+    def cert_file(self) -> Path:
+        """The server's certificate chain (for other test servers that share it, e.g. SMTP)."""
+        return self._cert_path
+
+    @property
+    def key_file(self) -> Path:
+        return self._key_path
 
     @property
     def base_dir(self) -> Path:
@@ -372,7 +328,7 @@ class LocalDovecot:
             self._prepare_dirs()
             if self._tls and not (self.ca_file and self.ca_file.exists() and self._key_path.exists()):
                 assert self.ca_file is not None
-                _generate_self_signed(self.ca_file, self._key_path)
+                _issue_certificates(self.ca_file, self._cert_path, self._key_path)
             self._load_users()
             last_error: DovecotStartError | None = None
             for attempt in range(3):
@@ -666,6 +622,10 @@ class LocalDovecot:
     # -- internals ----------------------------------------------------------------
 
     @property
+    def _cert_path(self) -> Path:
+        return self._base_dir / "tls" / "cert.pem"
+
+    @property
     def _key_path(self) -> Path:
         return self._base_dir / "tls" / "key.pem"
 
@@ -783,7 +743,7 @@ service auth {{
             no_chroot = "  chroot =\n"
         if self._tls:
             tls = f"""ssl = yes
-ssl_cert = <{self.ca_file}
+ssl_cert = <{self._cert_path}
 ssl_key = <{self._key_path}
 ssl_min_protocol = TLSv1.2
 """

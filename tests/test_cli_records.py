@@ -20,6 +20,7 @@ from crm import tenants
 from crm.models import Contact, Message
 from crm_inbox import cli
 from crm_inbox.cli import records as cli_records
+from crm_inbox.cli.errors import HandledGroup
 from tests.crm.test_reports import build_world
 
 CSV_DIR = Path(__file__).resolve().parent / "fixtures" / "csv"
@@ -29,7 +30,7 @@ MIXED = CSV_DIR / "cli_mixed_semicolon_bom.csv"
 def make_app() -> typer.Typer:
     """cli.py's app plus the record apps, assembled without touching the global `cli.app`
     (whether or not cli.py already registers them)."""
-    root = typer.Typer(no_args_is_help=True, add_completion=False)
+    root = typer.Typer(cls=HandledGroup, no_args_is_help=True, add_completion=False)
     root.registered_callback = cli.app.registered_callback
     root.registered_commands = list(cli.app.registered_commands)
     mine = {name for name, _ in cli_records.APPS}
@@ -211,14 +212,14 @@ def test_report_csv_and_json(run: Run, db: Engine) -> None:
 
     waiting = json.loads(run("report", "unanswered", "--by", "deal", "--format", "json").stdout)
     assert [(w["thread_id"], w["subject"], w["last_inbound_at"]) for w in waiting] == [
-        (ids.threads["T3"], "Intro", "2026-05-04T15:00:00+00:00"),
-        (ids.threads["T2"], "Contract question", "2026-05-06T12:00:00+00:00"),
+        (ids.threads["T3"], "Intro", "2026-05-04T15:00:00Z"),
+        (ids.threads["T2"], "Contract question", "2026-05-06T12:00:00Z"),
     ]
 
     last = run("report", "last-contact", "--by", "company", "--format", "csv")
     assert last.stdout.splitlines()[0] == "by,record_id,label,last_date,direction,message_pk,subject"
     assert last.stdout.splitlines()[1].startswith(
-        f"company,{ids.globex},Globex,2026-05-06T12:00:00+00:00,inbound,"
+        f"company,{ids.globex},Globex,2026-05-06T12:00:00Z,inbound,"
     )
 
     table = run("report", "first-response", "--by", "contact", "--threads")

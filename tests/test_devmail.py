@@ -87,14 +87,14 @@ def test_login_over_tls_trusting_ca_file(mailbox_user: MailboxUser) -> None:
         conn.login(mailbox_user.name, mailbox_user.password)
         assert conn.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
     # The name "localhost" is valid too (checked on the certificate: we never resolve it).
-    cert = x509.load_pem_x509_certificate(server.ca_file.read_bytes())
+    cert = x509.load_pem_x509_certificate(server.cert_file.read_bytes())  # the server's, not the CA's
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
 
 
 def test_tls_fails_with_default_trust_store(dovecot: LocalDovecot) -> None:
-    """The certificate is self-signed: a client trusting only the system CAs must refuse."""
+    """The certificate comes from a private test CA: a client trusting only the system CAs must refuse."""
     with warnings.catch_warnings():
         # imaplib leaks the raw socket when the handshake fails; not what we test here.
         warnings.simplefilter("ignore", ResourceWarning)

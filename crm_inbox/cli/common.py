@@ -5,16 +5,14 @@ password (never from argv: it would show in `ps` and shell history)."""
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 import os
 import sys
-from datetime import date
 from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markup import escape
 from sqlmodel import Session
@@ -65,18 +63,8 @@ def tenant_id_of(session: Session, tenant: int | None) -> int:
 
 
 def jsonable(value: Any) -> Any:
-    """Plain JSON values; datetimes as `isoformat()` (`+00:00`, which scripts already parse)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, date):  # datetime too (a subclass): both as ISO 8601
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
+    """Plain JSON values (views, enums, datetimes in ISO 8601), by pydantic's own encoder."""
+    return to_jsonable_python(value)
 
 
 def print_json(value: Any) -> None:

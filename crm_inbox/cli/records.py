@@ -27,7 +27,6 @@ from sqlmodel import Session
 
 from core.caller import Caller
 from core.db import get_engine, session_scope
-from core.errors import DomainError
 from crm import backfill, contact_import, links, records, reports
 from crm.rules.csv_import import CsvImportError
 from crm.rules.linking import RecordKind
@@ -69,19 +68,9 @@ def _cell(value: Any) -> str:
 
 
 @contextmanager
-def _domain_errors() -> Iterator[None]:
-    """A domain error ends the command with its message and exit code 1: the one place in this
-    module that does it, until the CLI-wide handler (crm_inbox/cli/errors.py) replaces it."""
-    try:
-        yield
-    except DomainError as exc:
-        raise fail(exc.message) from None
-
-
-@contextmanager
 def _acting(tenant: int | None) -> Iterator[tuple[Session, Caller]]:
     """One short session acting in the tenant (resolved explicitly) as its operator."""
-    with _domain_errors(), session_scope() as session:
+    with session_scope() as session:
         yield session, Caller.operator(tenant_id_of(session, tenant))
 
 
@@ -126,8 +115,7 @@ def contacts_import(
             raise fail(f"{file}: {exc.message}") from None
     # The rows are committed; their synced mail is linked now in short chunks (this also resumes
     # any import whose linking was interrupted).
-    with _domain_errors():
-        backfill.run_pending(engine=get_engine(), caller=caller)
+    backfill.run_pending(engine=get_engine(), caller=caller)
     if as_json:
         print_json(report)
         return
@@ -150,8 +138,7 @@ def contacts_backfill(tenant: TenantOpt = None, as_json: JsonOpt = False) -> Non
     """Link synced mail to imported contacts whose linking was interrupted (a crash or a stop
     during an import); safe to run at any time."""
     caller = _operator_of(tenant)
-    with _domain_errors():
-        results = backfill.run_pending(engine=get_engine(), caller=caller)
+    results = backfill.run_pending(engine=get_engine(), caller=caller)
     if as_json:
         print_json(list(results))
         return

@@ -16,7 +16,6 @@ from rich.table import Table
 
 from core.caller import Caller
 from core.db import session_scope
-from core.errors import DomainError
 from core.types import FolderRole
 from crm import sync_state
 from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, out, print_json, tenant_id_of
@@ -45,12 +44,9 @@ def register(app: typer.Typer, account_app: typer.Typer) -> None:
 
 def account_reset_folder(account_id: int, role: FolderRole, tenant: TenantOpt = None) -> None:
     """Allow resyncs again on a folder paused for an unstable UIDVALIDITY."""
-    try:
-        with session_scope() as session:
-            caller = Caller.operator(tenant_id_of(session, tenant))
-            done = sync_state.reset_folder(session=session, caller=caller, account_id=account_id, role=role)
-    except DomainError as exc:
-        raise fail(exc.message) from None
+    with session_scope() as session:
+        caller = Caller.operator(tenant_id_of(session, tenant))
+        done = sync_state.reset_folder(session=session, caller=caller, account_id=account_id, role=role)
     out.print(f"Folder {done.role.value} of account {done.account_id} reset.")
 
 

@@ -1,7 +1,7 @@
 """Connection checks against real servers: the session's Dovecot for IMAP, aiosmtpd for SMTP.
 
 aiosmtpd runs in the test on loopback in three modes (plain, STARTTLS, implicit TLS) with the
-Dovecot fixture's self-signed certificate. Every failing case asserts the problem code, that the
+Dovecot fixture's certificate from a private test CA. Every failing case asserts the problem code, that the
 message never contains the password nor server text (banner, reply), and, for refusals that must
 happen before any network traffic (SSRF guard, missing STARTTLS), that none happened.
 """
@@ -91,7 +91,7 @@ class SmtpServer:
 def server_tls_context(dovecot: LocalDovecot) -> ssl.SSLContext:
     assert dovecot.ca_file is not None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(dovecot.ca_file, dovecot.ca_file.parent / "key.pem")
+    context.load_cert_chain(dovecot.cert_file, dovecot.key_file)
     return context
 
 

@@ -14,6 +14,7 @@ from core.db import session_scope
 from core.types import FolderRole, FolderSyncStatus
 from crm import sync_state
 from crm.models import FolderState
+from crm_inbox.cli.errors import HandledGroup
 from crm_inbox.cli.sync import register
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_offline_account, make_tenant
@@ -21,7 +22,7 @@ from tests.factories import make_account, make_offline_account, make_tenant
 
 @pytest.fixture
 def cli() -> typer.Typer:
-    app = typer.Typer()
+    app = typer.Typer(cls=HandledGroup)
     account_app = typer.Typer()
     app.add_typer(account_app, name="account")
     register(app, account_app)
