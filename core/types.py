@@ -129,7 +129,8 @@ class ActivityKind(enum.StrEnum):
     MENTION = "mention"
     LINKED = "linked"
     UNLINKED = "unlinked"
-    MERGED = "merged"  # the threading joined another conversation into this one
+    MERGED = "merged"  # another conversation joined this one (by the threading or a user)
+    SPLIT = "split"  # a message moved out into a conversation of its own
     SIGNED_IN = "signed_in"
 
 

@@ -19,7 +19,7 @@ from core.caller import Caller
 from core.errors import InvalidInput
 from core.types import ActivityKind, ConversationStatus, utcnow
 from crm import access
-from crm.models import Activity, Note, Presence, Thread, ThreadRead, User
+from crm.models import Activity, Note, Presence, Thread, ThreadRead, ThreadSplit, User
 
 MAX_NOTE_LENGTH = 20_000
 # "@alice@acme.example" (a full address) or "@alice" (a local part unique in the tenant).
@@ -321,7 +321,9 @@ _ACTIVITY_ORDER = (
 )
 
 
-def absorb(session: Session, *, source: int, target: int) -> None:
+def absorb(
+    session: Session, *, source: int, target: int, by_user: bool = False, actor_user_id: int | None = None
+) -> None:
     """The threading found that conversation `source` is part of `target` (a reply joined them):
     everything the team did on `source` moves to `target` before `source` is deleted. The team's
     state keeps the more active one (open over closed) and an assignee over none."""
@@ -348,12 +350,29 @@ def absorb(session: Session, *, source: int, target: int) -> None:
         else:
             here.thread_id = target
             session.add(here)
+    for pair in session.exec(
+        select(ThreadSplit).where(
+            (col(ThreadSplit.thread_a) == source) | (col(ThreadSplit.thread_b) == source)
+        )
+    ).all():
+        other = pair.thread_b if pair.thread_a == source else pair.thread_a
+        if other == target:
+            session.delete(pair)  # merged by hand after a split: the barrier goes
+        else:
+            pair.thread_a, pair.thread_b = min(other, target), max(other, target)
+            session.add(pair)
     if dst.assignee_user_id is None and src.assignee_user_id is not None:
         dst.assignee_user_id = src.assignee_user_id
     if _ACTIVITY_ORDER.index(effective_status(src)) < _ACTIVITY_ORDER.index(effective_status(dst)):
         dst.status, dst.snoozed_until = src.status, src.snoozed_until
     session.add(dst)
     session.add(
-        Activity(tenant_id=dst.tenant_id, thread_id=target, kind=ActivityKind.MERGED, data={"from": source})
+        Activity(
+            tenant_id=dst.tenant_id,
+            thread_id=target,
+            actor_user_id=actor_user_id,
+            kind=ActivityKind.MERGED,
+            data={"from": source, "by_user": by_user},
+        )
     )
     session.flush()

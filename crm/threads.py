@@ -21,7 +21,7 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from crm import conversations
-from crm.models import LinkSuppression, Message, MessageRef, Thread
+from crm.models import LinkSuppression, Message, MessageRef, Thread, ThreadSplit
 
 SUBJECT_THREAD_WINDOW = timedelta(days=7)
 
@@ -29,10 +29,12 @@ ThreadKey = tuple[str, int]  # ("db", thread id) or ("new", n)
 
 
 class _Union:
-    """Union-find over thread keys; a stored thread is preferred as the representative."""
+    """Union-find over thread keys; a stored thread is preferred as the representative. Stored
+    threads a user split apart (`apart`) are never joined again by mail that refers to both."""
 
-    def __init__(self) -> None:
+    def __init__(self, apart: frozenset[tuple[int, int]] = frozenset()) -> None:
         self.parent: dict[ThreadKey, ThreadKey] = {}
+        self.apart = apart
 
     def find(self, key: ThreadKey) -> ThreadKey:
         self.parent.setdefault(key, key)
@@ -47,6 +49,8 @@ class _Union:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return ra
+        if ra[0] == rb[0] == "db" and (min(ra[1], rb[1]), max(ra[1], rb[1])) in self.apart:
+            return ra  # kept apart by a user: the first candidate (the closest parent) wins
         # Keep the older stored thread; a new thread never absorbs a stored one.
         keep, drop = sorted((ra, rb), key=lambda k: (k[0] != "db", k[1]))
         self.parent[drop] = keep
@@ -113,14 +117,15 @@ def assign_threads(
                 if when is not None:
                     subjects[(subject, people)].append((when, ("db", thread_id or 0)))
 
-    union = _Union()
+    union = _Union(_split_pairs(session, tenant_id))
     new_count = 0
     assigned: dict[int, ThreadKey] = {}
     local_ids: dict[str, ThreadKey] = {}
     local_children: dict[str, list[ThreadKey]] = defaultdict(list)
     for message in ordered:
         candidates: list[ThreadKey] = []
-        for ref in refs.get(message.id or 0, []):
+        # The direct parent (In-Reply-To, stored last) first: it decides when threads are apart.
+        for ref in reversed(refs.get(message.id or 0, [])):
             if ref in local_ids:
                 candidates.append(local_ids[ref])
             elif ref in parents:
@@ -173,7 +178,28 @@ def assign_threads(
     _refresh(session, sorted(touched))
 
 
-def _merge(session: Session, *, source: int, target: int) -> None:
+def _split_pairs(session: Session, tenant_id: int) -> frozenset[tuple[int, int]]:
+    rows = session.exec(
+        select(ThreadSplit.thread_a, ThreadSplit.thread_b).where(ThreadSplit.tenant_id == tenant_id)
+    ).all()
+    return frozenset((min(a, b), max(a, b)) for a, b in rows)
+
+
+def merge_into(session: Session, *, source: int, target: int, actor_user_id: int | None) -> None:
+    """Move every message of thread `source` (and the team's work on it) into `target`, delete
+    `source` and recompute `target` (a user's merge; threading itself does the same)."""
+    _merge(session, source=source, target=target, by_user=True, actor_user_id=actor_user_id)
+    session.flush()
+    _refresh(session, [target])
+
+
+def refresh(session: Session, thread_ids: list[int]) -> None:
+    _refresh(session, thread_ids)
+
+
+def _merge(
+    session: Session, *, source: int, target: int, by_user: bool = False, actor_user_id: int | None = None
+) -> None:
     session.execute(update(Message).where(col(Message.thread_id) == source).values(thread_id=target))
     kept = {
         (s.record_kind, s.record_id)
@@ -186,7 +212,9 @@ def _merge(session: Session, *, source: int, target: int) -> None:
             suppression.thread_id = target
             session.add(suppression)
     session.flush()
-    conversations.absorb(session, source=source, target=target)  # notes, history, state, reads
+    conversations.absorb(
+        session, source=source, target=target, by_user=by_user, actor_user_id=actor_user_id
+    )  # notes, history, state, reads
     session.execute(delete(Thread).where(col(Thread.id) == source))
 
 

@@ -5,7 +5,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 """
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
-from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead
+from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
 from crm.models.records import (
     Company,
@@ -50,6 +50,7 @@ __all__ = [
     "Tenant",
     "Thread",
     "ThreadRead",
+    "ThreadSplit",
     "User",
     "UserPassword",
     "WebSession",

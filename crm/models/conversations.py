@@ -91,3 +91,17 @@ class AssignmentRule(SQLModel, table=True):
     last_user_id: int | None = Field(default=None)  # where the rota stands
     follow_up_days: int = Field(default=3)
     updated_at: datetime = created()
+
+
+class ThreadSplit(SQLModel, table=True):
+    """Two conversations a user split apart (0015): threading never joins them again, even when
+    later mail refers to messages of both."""
+
+    __tablename__ = "thread_split"
+    __table_args__ = (UniqueConstraint("thread_a", "thread_b"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    thread_a: int = Field(foreign_key="thread.id")
+    thread_b: int = Field(foreign_key="thread.id")
+    created_at: datetime = created()

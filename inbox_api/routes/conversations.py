@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from core.types import ConversationStatus
-from crm import conversations, inbox_views
+from crm import conversations, inbox_views, thread_edits
 from crm.conversations import ActivityView, ConversationState, NoteView
 from crm.inbox_views import ViewCounts
+from crm.thread_edits import ThreadChange, ThreadingWhy
 from inbox_api.deps import CallerDep, SessionDep
 
 router = APIRouter(prefix="/api", tags=["conversations"])
@@ -96,3 +97,24 @@ def audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ActivityView]:
     return list(conversations.audit_log(session=session, caller=caller, before_id=before_id, limit=limit))
+
+
+class MergeIn(BaseModel):
+    source_id: int = Field(description="The conversation that joins this one (and disappears)")
+
+
+@router.post("/threads/{thread_id}/merge", summary="Merge another conversation into this one (remembered)")
+def merge(thread_id: int, body: MergeIn, session: SessionDep, caller: CallerDep) -> ThreadChange:
+    return thread_edits.merge(session=session, caller=caller, target_id=thread_id, source_id=body.source_id)
+
+
+@router.post(
+    "/messages/{message_pk}/split", summary="Move a message into its own conversation (kept apart)"
+)
+def split(message_pk: int, session: SessionDep, caller: CallerDep) -> ThreadChange:
+    return thread_edits.split(session=session, caller=caller, message_pk=message_pk)
+
+
+@router.get("/messages/{message_pk}/threading", summary="Why is this message in this conversation")
+def threading_why(message_pk: int, session: SessionDep, caller: CallerDep) -> ThreadingWhy:
+    return thread_edits.why(session=session, caller=caller, message_pk=message_pk)

@@ -191,6 +191,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("patch", "/api/contacts/{contact_id}"): {"phone": "1"},
     ("patch", "/api/deals/{deal_id}"): {"stage": "won over"},
     ("put", "/api/accounts/{account_id}/sharing"): {"level": "full"},
+    ("post", "/api/threads/{thread_id}/merge"): {"source_id": 1},
 }
 
 

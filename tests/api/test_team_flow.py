@@ -122,3 +122,81 @@ def test_rules_reopen_and_merge_on_real_sync(db: Engine, mailbox_user: MailboxUs
         assert notes_api[0]["mentions"] == [ben]
         found = client.get("/api/threads?q=order", headers=headers).json()
         assert len(found["items"]) == 2  # "a"+"b" joined, and "c"
+
+
+def test_split_and_merge_are_remembered(db: Engine, mailbox_user: MailboxUser) -> None:
+    """A message split out stays apart when later mail refers to both conversations; a merge
+    takes the later replies of both; the threading evidence says why each message is where it is."""
+    tenant_id = make_tenant(db)
+    account_id = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
+    box = mailbox_user
+    box.dovecot.append_many(
+        box.name,
+        "INBOX",
+        [
+            _mail("q1", 1, subject="Quote"),
+            _mail(
+                "q2",
+                2,
+                subject="Re: Quote",
+                from_="q1@globex.test",
+                in_reply_to="<q1@globex.test>",
+                references=["<q1@globex.test>"],
+            ),
+            _mail("other", 3, subject="Other topic"),
+        ],
+    )
+    with SyncEngine() as engine:
+        assert engine.sync_account(account_id).status == "ok"
+    quote, other = _thread_of(db, "<q1@globex.test>"), _thread_of(db, "<other@globex.test>")
+    operator = Caller.operator(tenant_id)
+    with session_scope(db) as s:
+        token = auth.create_token(
+            session=s,
+            caller=operator,
+            user_id=tenants.create_user(session=s, caller=operator, email="boss@acme.test", is_admin=True).id,
+        ).secret.get_secret_value()
+        q2 = s.exec(select(Message).where(Message.message_id == "<q2@globex.test>")).one()
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app()) as client:
+        why = client.get(f"/api/messages/{q2.id}/threading", headers=headers).json()
+        assert [e["kind"] for e in why["evidence"]] == ["replies_to"]
+        split = client.post(f"/api/messages/{q2.id}/split", headers=headers)
+        assert split.status_code == 200, split.text
+        apart = split.json()["thread_id"]
+        assert apart != quote.id
+        alone = client.post(f"/api/messages/{q2.id}/split", headers=headers)
+        assert alone.status_code == 409 and alone.json()["error"]["code"] == "nothing_to_split"
+    # A reply to the split message that also cites the original: it stays with the split one.
+    box.dovecot.append(
+        box.name,
+        "INBOX",
+        _mail(
+            "q3",
+            4,
+            subject="Re: Quote",
+            in_reply_to="<q2@globex.test>",
+            references=["<q1@globex.test>", "<q2@globex.test>"],
+        ),
+    )
+    with SyncEngine() as engine:
+        assert engine.sync_account(account_id).status == "ok"
+    assert _thread_of(db, "<q3@globex.test>").id == apart
+    assert _thread_of(db, "<q1@globex.test>").id == quote.id
+    with TestClient(create_app()) as client:
+        merged = client.post(f"/api/threads/{quote.id}/merge", json={"source_id": other.id}, headers=headers)
+        assert merged.status_code == 200 and merged.json() == {
+            "thread_id": quote.id,
+            "other_thread_id": other.id,
+        }
+        gone = client.get(f"/api/threads/{other.id}", headers=headers)
+        assert gone.status_code == 404
+        kinds = [e["kind"] for e in client.get(f"/api/threads/{quote.id}/history", headers=headers).json()]
+        assert kinds == ["split", "merged"]
+    # A later reply to the merged-in message lands in the merged conversation.
+    box.dovecot.append(
+        box.name, "INBOX", _mail("o2", 5, subject="Re: Other topic", in_reply_to="<other@globex.test>")
+    )
+    with SyncEngine() as engine:
+        assert engine.sync_account(account_id).status == "ok"
+    assert _thread_of(db, "<o2@globex.test>").id == quote.id
