@@ -22,7 +22,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from core.caller import Caller, Role
 from core.errors import Forbidden, not_found
-from crm.models import AccountAccess, ImapUid, MailAccount, Message, Thread, User
+from crm.models import AccountAccess, ImapUid, MailAccount, Message, Thread, ThreadAccount, User
 
 
 def require_admin(caller: Caller, action: str) -> None:
@@ -88,11 +88,17 @@ def message_visible(caller: Caller) -> ColumnElement[bool]:
 
 
 def thread_visible(caller: Caller) -> ColumnElement[bool]:
-    """A WHERE clause on `Thread`: threads holding at least one message the caller may see."""
+    """A WHERE clause on `Thread`: threads holding at least one message the caller may see. Read
+    from `thread_account` (which accounts hold mail of which thread, kept by triggers): the same
+    rule as `message_visible`, one small index lookup per thread instead of a walk through its
+    messages' locations."""
     in_tenant = col(Thread.tenant_id) == caller.tenant_id
     if caller.is_admin:
         return in_tenant
-    return in_tenant & exists().where(col(Message.thread_id) == col(Thread.id), message_visible(caller))
+    return in_tenant & exists().where(
+        col(ThreadAccount.thread_id) == col(Thread.id),
+        col(ThreadAccount.account_id).in_(visible_account_ids(caller)),
+    )
 
 
 def account_visible(caller: Caller) -> ColumnElement[bool]:

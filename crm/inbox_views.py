@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, literal, or_
+from sqlalchemy import ColumnElement, String, and_, case, cast, exists, false, func, literal, or_
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
 import signatures
@@ -25,7 +26,7 @@ from core.caller import Caller
 from core.errors import InvalidInput, not_found
 from core.types import ConversationStatus, Direction, FolderRole, UTCDateTime, utcnow
 from crm import access, conversations, search
-from crm.models import AssignmentRule, FolderState, ImapUid, Message, MessageLink, Thread
+from crm.models import AssignmentRule, FolderState, ImapUid, Message, MessageLink, Thread, ThreadAccount
 
 MAX_PAGE = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -183,6 +184,12 @@ def _visible_message_in_thread(caller: Caller, *conditions: ColumnElement[bool])
     )
 
 
+def _in_account(account_id: int) -> ColumnElement[bool]:
+    return exists().where(
+        col(ThreadAccount.thread_id) == col(Thread.id), col(ThreadAccount.account_id) == account_id
+    )
+
+
 def _linked(kind: str, record_id: int) -> ColumnElement[bool]:
     return exists().where(
         col(MessageLink.message_pk) == col(Message.id),
@@ -195,10 +202,7 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
     clauses: list[ColumnElement[bool]] = []
     if f.account_id is not None:
         access.get_account(session, caller, f.account_id)  # an account the caller cannot see: not found
-        located = exists().where(
-            col(ImapUid.message_pk) == col(Message.id), col(ImapUid.account_id) == f.account_id
-        )
-        clauses.append(_visible_message_in_thread(caller, located))
+        clauses.append(_in_account(f.account_id))
     for kind, record_id in (("contact", f.contact_id), ("company", f.company_id), ("deal", f.deal_id)):
         if record_id is not None:
             clauses.append(_visible_message_in_thread(caller, _linked(kind, record_id)))
@@ -329,6 +333,16 @@ def list_threads(
     return ThreadPage(items=summaries, next_cursor=next_cursor)
 
 
+_SUMMARY_COLUMNS: tuple[Any, ...] = (
+    Message.id,
+    Message.thread_id,
+    Message.date,
+    Message.from_email,
+    Message.from_name,
+    Message.text_body,
+)
+
+
 def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple[ThreadSummary, ...]:
     if not threads:
         return ()
@@ -344,6 +358,7 @@ def _summaries(session: Session, caller: Caller, threads: list[Thread]) -> tuple
     # MAX_PAGE threads, and only the newest message of each is kept).
     messages = session.exec(
         select(Message)
+        .options(load_only(*_SUMMARY_COLUMNS))  # never raw bytes or HTML for a list
         .where(col(Message.thread_id).in_(ids), access.message_visible(caller))
         .order_by(col(Message.thread_id), col(Message.date).desc(), col(Message.id).desc())
     ).all()
@@ -503,26 +518,56 @@ class ViewCounts:
 
 
 def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
-    """One COUNT per view, each on the indexed status/assignee columns and the visibility rule."""
+    """All the sidebar's counts in four grouped queries (status x assignee in one pass, unread,
+    waiting, and open conversations per account through `thread_account`)."""
+    now = utcnow()
+    visible = access.thread_visible(caller)
+    awake = or_(col(Thread.snoozed_until).is_(None), col(Thread.snoozed_until) <= now)
+    effective = case(
+        (
+            and_(col(Thread.status) == ConversationStatus.SNOOZED, awake),
+            literal(ConversationStatus.OPEN.value),
+        ),
+        else_=cast(col(Thread.status), String),
+    ).label("effective")
+    nobody = col(Thread.assignee_user_id).is_(None).label("nobody")
+    mine_flag = (col(Thread.assignee_user_id) == (caller.user_id or -1)).label("mine")
+    tally = {"mine": 0, "unassigned": 0, "open": 0, "pending": 0, "snoozed": 0, "closed": 0}
+    for status, is_nobody, is_mine, n in session.execute(
+        select(effective, nobody, mine_flag, func.count(col(Thread.id)))
+        .where(visible)
+        .group_by(effective, nobody, mine_flag)
+    ).all():
+        status = str(status)
+        if status in tally:
+            tally[status] += n
+        if status == ConversationStatus.OPEN.value:
+            tally["unassigned"] += n if is_nobody else 0
+            tally["mine"] += n if is_mine else 0
+    is_open = status_clause(ConversationStatus.OPEN)
 
     def count(*clauses: ColumnElement[bool]) -> int:
-        query = select(func.count(col(Thread.id))).where(access.thread_visible(caller), *clauses)
-        return int(session.exec(query).one())
+        return int(session.exec(select(func.count(col(Thread.id))).where(visible, *clauses)).one())
 
-    is_open = status_clause(ConversationStatus.OPEN)
-    per_account: dict[int, int] = {}
-    for account_id in session.exec(access.visible_account_ids(caller)).all():
-        located = exists().where(
-            col(ImapUid.message_pk) == col(Message.id), col(ImapUid.account_id) == account_id
+    per_account = {int(a or 0): 0 for a in session.exec(access.visible_account_ids(caller)).all()}
+    for account_id, n in session.execute(
+        select(ThreadAccount.account_id, func.count(col(Thread.id)))
+        .join(Thread, col(Thread.id) == col(ThreadAccount.thread_id))
+        .where(
+            col(ThreadAccount.account_id).in_(list(per_account)),
+            col(Thread.tenant_id) == caller.tenant_id,
+            is_open,
         )
-        per_account[int(account_id or 0)] = count(is_open, _visible_message_in_thread(caller, located))
+        .group_by(col(ThreadAccount.account_id))
+    ).all():
+        per_account[int(account_id)] = int(n)
     return ViewCounts(
-        mine=count(is_open, _assignee_clause(caller, Assignee.ME)) if caller.user_id else 0,
-        unassigned=count(is_open, _assignee_clause(caller, Assignee.UNASSIGNED)),
-        open=count(is_open),
-        pending=count(status_clause(ConversationStatus.PENDING)),
-        snoozed=count(status_clause(ConversationStatus.SNOOZED)),
-        closed=count(status_clause(ConversationStatus.CLOSED)),
+        mine=tally["mine"] if caller.user_id else 0,
+        unassigned=tally["unassigned"],
+        open=tally["open"],
+        pending=tally["pending"],
+        snoozed=tally["snoozed"],
+        closed=tally["closed"],
         unread=count(is_open, conversations.unread_clause(caller)) if caller.user_id else 0,
         waiting=count(waiting_clause(session, caller)),
         per_account=per_account,

@@ -109,6 +109,7 @@ def split(*, session: Session, caller: Caller, message_pk: int) -> ThreadChange:
         )
     session.flush()
     threads.refresh(session, [old.id or 0, fresh.id or 0])
+    threads.rebuild_thread_accounts(session, [old.id or 0, fresh.id or 0])
     session.flush()
     return ThreadChange(thread_id=fresh.id or 0, other_thread_id=old.id)
 

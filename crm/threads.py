@@ -21,7 +21,7 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from crm import conversations
-from crm.models import LinkSuppression, Message, MessageRef, Thread, ThreadSplit
+from crm.models import ImapUid, LinkSuppression, Message, MessageRef, Thread, ThreadAccount, ThreadSplit
 
 SUBJECT_THREAD_WINDOW = timedelta(days=7)
 
@@ -195,6 +195,21 @@ def merge_into(session: Session, *, source: int, target: int, actor_user_id: int
 
 def refresh(session: Session, thread_ids: list[int]) -> None:
     _refresh(session, thread_ids)
+
+
+def rebuild_thread_accounts(session: Session, thread_ids: list[int]) -> None:
+    """Recompute which accounts hold mail of these threads (the triggers only ever add pairs;
+    a message moved out by a user's split can leave one behind)."""
+    session.execute(delete(ThreadAccount).where(col(ThreadAccount.thread_id).in_(thread_ids)))
+    pairs = session.exec(
+        select(Message.thread_id, ImapUid.account_id)
+        .join(ImapUid, col(ImapUid.message_pk) == col(Message.id))
+        .where(col(Message.thread_id).in_(thread_ids))
+        .distinct()
+    ).all()
+    for thread_id, account_id in pairs:
+        session.add(ThreadAccount(thread_id=thread_id or 0, account_id=account_id))
+    session.flush()
 
 
 def _merge(

@@ -6,7 +6,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
-from crm.models.mail import Message, MessageRef, SkippedMessage, Thread
+from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount
 from crm.models.records import (
     Company,
     CompanyDomain,
@@ -49,6 +49,7 @@ __all__ = [
     "SyncRun",
     "Tenant",
     "Thread",
+    "ThreadAccount",
     "ThreadRead",
     "ThreadSplit",
     "User",

@@ -116,3 +116,15 @@ class SkippedMessage(SQLModel, table=True):
     reason: SkipReason = Field(sa_type=StrEnumType(SkipReason), nullable=False)
     detail: str = Field(default="", sa_type=Text)
     created_at: datetime = created()
+
+
+class ThreadAccount(SQLModel, table=True):
+    """Which accounts hold mail of a conversation (0016): the visibility of a conversation and
+    the per-account views read this small table instead of every message's locations. Kept by
+    database triggers on `imap_uid` and on `message.thread_id`, so every writer is covered."""
+
+    __tablename__ = "thread_account"
+    __table_args__ = (Index("ix_thread_account_account", "account_id", "thread_id"),)
+
+    thread_id: int = Field(foreign_key="thread.id", primary_key=True, ondelete="CASCADE")
+    account_id: int = Field(foreign_key="mail_account.id", primary_key=True)

@@ -1,0 +1,415 @@
+"""The shared inbox at size: a generated tenant (by default 1,000,000 messages in 300,000
+conversations, 20 accounts, 50 users), then the reads a team does all day, through the services
+the API calls, timed as p50/p95 over repeated calls with varying arguments.
+
+Baseline, measured in the same run on the same database: the bare indexed read underneath each
+view (`SELECT ... FROM thread WHERE tenant_id=? ORDER BY last_date DESC LIMIT 50`), so the cost of
+visibility, filters and views is what the ratio shows.
+
+    .venv/bin/python -m bench.inbox_bench --messages 1000000 --db sqlite
+    .venv/bin/python -m bench.inbox_bench --messages 1000000 --db postgres
+
+Targets (issue 8): any view p95 < 50 ms, full-text search p95 < 200 ms, a record timeline p95 <
+50 ms, view counts < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, insert, text
+from sqlmodel import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.caller import Caller, Role  # noqa: E402
+from core.db import make_engine, migrate  # noqa: E402
+from core.types import ConversationStatus, Direction, FolderRole, Security, UidState  # noqa: E402
+from crm import inbox_views, timelines  # noqa: E402
+from crm.inbox_views import Assignee, ThreadFilter  # noqa: E402
+from crm.models import (  # noqa: E402
+    AccountAccess,
+    Contact,
+    ContactEmail,
+    FolderState,
+    ImapUid,
+    MailAccount,
+    Message,
+    MessageLink,
+    Tenant,
+    Thread,
+    User,
+)
+from crm.rules.linking import LinkReason, RecordKind  # noqa: E402
+
+WORDS = [
+    "quote",
+    "invoice",
+    "order",
+    "delivery",
+    "contract",
+    "renewal",
+    "price",
+    "discount",
+    "meeting",
+    "call",
+    "schedule",
+    "proposal",
+    "shipment",
+    "payment",
+    "reminder",
+    "offer",
+    "demo",
+    "trial",
+    "license",
+    "support",
+    "upgrade",
+    "budget",
+    "approval",
+    "signature",
+    "pallet",
+    "warehouse",
+    "freight",
+    "customs",
+    "invoice",
+    "credit",
+    "terms",
+    "volume",
+    "rebate",
+    "forecast",
+    "launch",
+    "sample",
+]
+COMPANIES = [
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "vandelay",
+    "wonka",
+    "acmecorp",
+    "stark",
+    "wayne",
+    "tyrell",
+]
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+ACCOUNTS = 20
+# JSON columns have Python-side defaults only, which a bulk INSERT does not apply.
+EMPTY_JSON: dict[str, Any] = {
+    "cc_addrs": [],
+    "bcc_addrs": [],
+    "reply_to": [],
+    "references": [],
+    "headers": {},
+    "attached_message_senders": [],
+    "parse_errors": [],
+}
+USERS = 50
+CONTACTS = 20_000
+
+
+def _engine(kind: str) -> tuple[Engine, Callable[[], None]]:
+    if kind == "sqlite":
+        folder = tempfile.mkdtemp(prefix="inbox-bench-")
+        engine = make_engine(f"sqlite:///{folder}/bench.db")
+        return engine, lambda: None
+    admin_url = os.environ.get("CRM_INBOX_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    name = f"crm_inbox_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(admin_url.rsplit("/", 1)[0] + f"/{name}")
+
+    def drop() -> None:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return engine, drop
+
+
+def generate(engine: Engine, messages: int, threads: int, rng: random.Random) -> dict[str, Any]:
+    """Bulk rows with explicit ids, in chunks: the setting, not what is measured."""
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Tenant), [{"id": 1, "name": "Bench", "account_quota": 100, "own_domains": ["acme.test"]}]
+        )
+        conn.execute(
+            insert(User),
+            [
+                {
+                    "id": u,
+                    "tenant_id": 1,
+                    "email": f"user{u}@acme.test",
+                    "first_name": f"User{u}",
+                    "is_admin": u == 1,
+                }
+                for u in range(1, USERS + 1)
+            ],
+        )
+        conn.execute(
+            insert(MailAccount),
+            [
+                {
+                    "id": a,
+                    "tenant_id": 1,
+                    "email": f"box{a}@acme.test",
+                    "imap_host": "imap.acme.test",
+                    "imap_port": 993,
+                    "imap_security": Security.TLS,
+                    "username": f"box{a}",
+                    "secret_encrypted": "x",
+                }
+                for a in range(1, ACCOUNTS + 1)
+            ],
+        )
+        conn.execute(
+            insert(FolderState),
+            [
+                {"id": a, "account_id": a, "role": FolderRole.INBOX, "name": "INBOX"}
+                for a in range(1, ACCOUNTS + 1)
+            ],
+        )
+        grants = []
+        for u in range(2, USERS + 1):
+            for a in rng.sample(range(1, ACCOUNTS + 1), rng.randint(2, 4)):
+                grants.append({"user_id": u, "account_id": a})
+        conn.execute(insert(AccountAccess), grants)
+        conn.execute(
+            insert(Contact),
+            [
+                {"id": c, "tenant_id": 1, "full_name": f"Contact {c}", "source": "manual"}
+                for c in range(1, CONTACTS + 1)
+            ],
+        )
+        conn.execute(
+            insert(ContactEmail),
+            [
+                {"tenant_id": 1, "contact_id": c, "email": f"c{c}@{COMPANIES[c % len(COMPANIES)]}.test"}
+                for c in range(1, CONTACTS + 1)
+            ],
+        )
+    thread_account = [0] + [rng.randint(1, ACCOUNTS) for _ in range(threads)]
+    thread_contact = [0] + [rng.randint(1, CONTACTS) for _ in range(threads)]
+    per_thread = [0] * (threads + 1)
+    owner = [0] * (messages + 1)
+    for m in range(1, messages + 1):
+        t = m if m <= threads else rng.randint(1, threads)
+        owner[m] = t
+        per_thread[t] += 1
+    last = [T0] * (threads + 1)
+    chunk = 20_000
+    for start in range(1, messages + 1, chunk):
+        rows, uids, links = [], [], []
+        for m in range(start, min(messages, start + chunk - 1) + 1):
+            t = owner[m]
+            when = T0 + timedelta(minutes=m // 2)
+            last[t] = max(last[t], when)
+            contact = thread_contact[t]
+            inbound = rng.random() < 0.6
+            sender = f"c{contact}@{COMPANIES[contact % len(COMPANIES)]}.test" if inbound else "box@acme.test"
+            words = " ".join(rng.choice(WORDS) for _ in range(30))
+            rows.append(
+                {
+                    "id": m,
+                    "tenant_id": 1,
+                    "message_id": f"<m{m}@bench.test>",
+                    "content_hash": f"h{m}",
+                    "subject": f"{rng.choice(WORDS).title()} {t}",
+                    "normalized_subject": f"subject {t}",
+                    "date": when,
+                    "from_email": sender,
+                    "from_name": f"Contact {contact}",
+                    "to_addrs": [{"email": "box@acme.test", "name": ""}],
+                    "text_body": f"Hello, about the {words}.",
+                    "direction": Direction.INBOUND if inbound else Direction.OUTBOUND,
+                    "thread_id": t,
+                    "attachments": [],
+                    **EMPTY_JSON,
+                }
+            )
+            uids.append(
+                {
+                    "account_id": thread_account[t],
+                    "folder_id": thread_account[t],
+                    "uidvalidity": 1,
+                    "uid": m,
+                    "state": UidState.STORED,
+                    "message_pk": m,
+                    "flags": [],
+                }
+            )
+            links.append(
+                {
+                    "tenant_id": 1,
+                    "message_pk": m,
+                    "record_kind": RecordKind.CONTACT,
+                    "record_id": contact,
+                    "reason": LinkReason.ADDRESS,
+                }
+            )
+        if start == 1:
+            _threads(engine, threads, per_thread, last, rng)
+        with engine.begin() as conn:
+            conn.execute(insert(Message), rows)
+            conn.execute(insert(ImapUid), uids)
+            conn.execute(insert(MessageLink), links)
+        print(f"  generated {min(messages, start + chunk - 1):,} messages", end="\r", flush=True)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE"))
+        else:
+            conn.execute(text("ANALYZE"))
+    print(
+        f"  generated {messages:,} messages in {threads:,} conversations in {time.perf_counter() - started:.0f} s"
+    )
+    return {"thread_contact": thread_contact}
+
+
+def _threads(
+    engine: Engine, threads: int, per_thread: list[int], last: list[datetime], rng: random.Random
+) -> None:
+    statuses = [ConversationStatus.OPEN] * 6 + [ConversationStatus.CLOSED] * 3 + [ConversationStatus.PENDING]
+    rows = []
+    for t in range(1, threads + 1):
+        snoozed = rng.random() < 0.03
+        rows.append(
+            {
+                "id": t,
+                "tenant_id": 1,
+                "subject": f"Subject {t}",
+                "normalized_subject": f"subject {t}",
+                "first_date": T0,
+                "last_date": T0 + timedelta(minutes=t // 2 + rng.randint(0, 10_000)),
+                "message_count": max(1, per_thread[t]),
+                "status": ConversationStatus.SNOOZED if snoozed else rng.choice(statuses),
+                "snoozed_until": datetime(2099, 1, 1, tzinfo=UTC) if snoozed else None,
+                "assignee_user_id": rng.randint(1, USERS) if rng.random() < 0.5 else None,
+            }
+        )
+        if len(rows) == 20_000:
+            with engine.begin() as conn:
+                conn.execute(insert(Thread), rows)
+            rows = []
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(insert(Thread), rows)
+
+
+def timed(fn: Callable[[int], object], runs: int) -> tuple[float, float]:
+    samples = []
+    for i in range(runs):
+        started = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
+
+
+def measure(
+    engine: Engine, info: dict[str, Any], runs: int, rng: random.Random
+) -> list[tuple[str, float, float, str]]:
+    admin = Caller(1, 1, Role.ADMIN)
+    members = [Caller(1, u, Role.MEMBER) for u in range(2, USERS + 1)]
+    results = []
+
+    def session_call(fn: Callable[[Session, int], object]) -> Callable[[int], object]:
+        def run(i: int) -> object:
+            with Session(engine) as s:
+                return fn(s, i)
+
+        return run
+
+    base = session_call(
+        lambda s, i: s.execute(
+            text("SELECT id FROM thread WHERE tenant_id = 1 ORDER BY last_date DESC, id DESC LIMIT 50")
+        ).all()
+    )
+    p50, p95 = timed(base, runs)
+    results.append(("baseline: bare indexed thread list", p50, p95, "-"))
+    views: list[tuple[str, ThreadFilter]] = [
+        ("All open", ThreadFilter(status=ConversationStatus.OPEN)),
+        ("Mine", ThreadFilter(status=ConversationStatus.OPEN, assignee=Assignee.ME)),
+        ("Unassigned", ThreadFilter(status=ConversationStatus.OPEN, assignee=Assignee.UNASSIGNED)),
+        ("Snoozed", ThreadFilter(status=ConversationStatus.SNOOZED)),
+        ("Closed", ThreadFilter(status=ConversationStatus.CLOSED)),
+        ("Unread", ThreadFilter(status=ConversationStatus.OPEN, unread=True)),
+        ("Waiting for reply", ThreadFilter(waiting=True)),
+        ("One account", ThreadFilter(account_id=3)),
+    ]
+    groups: list[tuple[str, list[Caller]]] = [("admin", [admin]), ("member", members)]
+    for who, callers in groups:
+        for label, filters in views:
+            if label == "One account" and who == "member":
+                continue
+
+            def view(s: Session, i: int, f: ThreadFilter = filters, cs: list[Caller] = callers) -> object:
+                return inbox_views.list_threads(session=s, caller=cs[i % len(cs)], filters=f)
+
+            p50, p95 = timed(session_call(view), runs)
+            results.append((f"view {label} ({who})", p50, p95, "< 50"))
+    for who, callers in groups:
+
+        def search(s: Session, i: int, cs: list[Caller] = callers) -> object:
+            words = f"{rng.choice(WORDS)} {rng.choice(WORDS)}"
+            return inbox_views.list_threads(
+                session=s, caller=cs[i % len(cs)], filters=ThreadFilter(text=words)
+            )
+
+        def timeline(s: Session, i: int, cs: list[Caller] = callers) -> object:
+            return timelines.timeline(
+                session=s, caller=cs[i % len(cs)], kind=RecordKind.CONTACT, record_id=rng.randint(1, CONTACTS)
+            )
+
+        def counts(s: Session, i: int, cs: list[Caller] = callers) -> object:
+            return inbox_views.view_counts(session=s, caller=cs[i % len(cs)])
+
+        p50, p95 = timed(session_call(search), runs)
+        results.append((f"full-text search, two words ({who})", p50, p95, "< 200"))
+        p50, p95 = timed(session_call(timeline), runs)
+        results.append((f"contact timeline ({who})", p50, p95, "< 50"))
+        p50, p95 = timed(session_call(counts), max(5, runs // 4))
+        results.append((f"view counts, all views ({who})", p50, p95, "< 100"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--threads", type=int, default=0, help="default: 30%% of the messages")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args(argv)
+    threads = args.threads or max(1, int(args.messages * 0.3))
+    rng = random.Random(7)
+    engine, drop = _engine(args.db)
+    try:
+        migrate(engine)
+        print(f"inbox bench: {args.messages:,} messages, {threads:,} conversations, {args.db}")
+        info = generate(engine, args.messages, threads, rng)
+        results = measure(engine, info, args.runs, rng)
+    finally:
+        drop()
+    print(f"\n| measure ({args.db}, {args.messages:,} messages) | p50 ms | p95 ms | target ms |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, p50, p95, target in results:
+        print(f"| {label} | {p50:.1f} | {p95:.1f} | {target} |")
+
+
+if __name__ == "__main__":
+    main()
