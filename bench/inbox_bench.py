@@ -273,9 +273,8 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
             conn.execute(text("ANALYZE"))
         else:
             conn.execute(text("ANALYZE"))
-    print(
-        f"  generated {messages:,} messages in {threads:,} conversations in {time.perf_counter() - started:.0f} s"
-    )
+    took = time.perf_counter() - started
+    print(f"  generated {messages:,} messages in {threads:,} conversations in {took:.0f} s")
     return {"thread_contact": thread_contact}
 
 
