@@ -376,3 +376,20 @@ def absorb(
         )
     )
     session.flush()
+
+
+def record_link_change(
+    *, session: Session, caller: Caller, message_pk: int, kind: ActivityKind, record_kind: str, record_id: int
+) -> None:
+    """A user linked or unlinked a record: it shows in the conversation's history."""
+    message = access.get_message(session, caller, message_pk)
+    _record(
+        session,
+        caller,
+        message.thread_id,
+        kind,
+        message_pk=message_pk,
+        record_kind=record_kind,
+        record_id=record_id,
+    )
+    session.flush()

@@ -19,7 +19,8 @@ from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import not_found
-from crm import access
+from core.types import ActivityKind
+from crm import access, conversations
 from crm.models import Company, Contact, Deal, LinkSuppression, Message, MessageLink
 from crm.rules.linking import LinkReason, RecordKind
 
@@ -117,6 +118,14 @@ def link_manually(
         row.reason, row.detail, row.created_by_user_id = LinkReason.MANUAL, MANUAL_DETAIL, caller.user_id
         session.add(row)
     session.flush()
+    conversations.record_link_change(
+        session=session,
+        caller=caller,
+        message_pk=message_pk,
+        kind=ActivityKind.LINKED,
+        record_kind=kind.value,
+        record_id=record_id,
+    )
     return len(pks)
 
 
@@ -160,6 +169,14 @@ def unlink(
                 )
             )
     session.flush()
+    conversations.record_link_change(
+        session=session,
+        caller=caller,
+        message_pk=message_pk,
+        kind=ActivityKind.UNLINKED,
+        record_kind=kind.value,
+        record_id=record_id,
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -10,9 +10,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from core.types import ConversationStatus
-from crm import conversations, inbox_views, thread_edits
+from crm import conversations, inbox_views, links, thread_edits
 from crm.conversations import ActivityView, ConversationState, NoteView
 from crm.inbox_views import ViewCounts
+from crm.links import LinkExplanation
+from crm.rules.linking import RecordKind
 from crm.thread_edits import ThreadChange, ThreadingWhy
 from inbox_api.deps import CallerDep, SessionDep
 
@@ -108,9 +110,7 @@ def merge(thread_id: int, body: MergeIn, session: SessionDep, caller: CallerDep)
     return thread_edits.merge(session=session, caller=caller, target_id=thread_id, source_id=body.source_id)
 
 
-@router.post(
-    "/messages/{message_pk}/split", summary="Move a message into its own conversation (kept apart)"
-)
+@router.post("/messages/{message_pk}/split", summary="Move a message into its own conversation (kept apart)")
 def split(message_pk: int, session: SessionDep, caller: CallerDep) -> ThreadChange:
     return thread_edits.split(session=session, caller=caller, message_pk=message_pk)
 
@@ -118,3 +118,44 @@ def split(message_pk: int, session: SessionDep, caller: CallerDep) -> ThreadChan
 @router.get("/messages/{message_pk}/threading", summary="Why is this message in this conversation")
 def threading_why(message_pk: int, session: SessionDep, caller: CallerDep) -> ThreadingWhy:
     return thread_edits.why(session=session, caller=caller, message_pk=message_pk)
+
+
+class LinkIn(BaseModel):
+    record_kind: RecordKind
+    record_id: int
+    whole_conversation: bool = Field(default=False, description="Every message of the conversation I see")
+
+
+class LinkResult(BaseModel):
+    messages: int = Field(description="How many messages the change touched")
+
+
+@router.get("/messages/{message_pk}/links", summary="The records a message is on, and why")
+def links_why(message_pk: int, session: SessionDep, caller: CallerDep) -> list[LinkExplanation]:
+    return list(links.why(session=session, caller=caller, message_pk=message_pk))
+
+
+@router.post("/messages/{message_pk}/links", summary="Link a message (or its conversation) to a record")
+def link(message_pk: int, body: LinkIn, session: SessionDep, caller: CallerDep) -> LinkResult:
+    count = links.link_manually(
+        session=session,
+        caller=caller,
+        message_pk=message_pk,
+        kind=body.record_kind,
+        record_id=body.record_id,
+        whole_thread=body.whole_conversation,
+    )
+    return LinkResult(messages=count)
+
+
+@router.post("/messages/{message_pk}/unlink", summary="Unlink a record (sticky for the whole conversation)")
+def unlink(message_pk: int, body: LinkIn, session: SessionDep, caller: CallerDep) -> LinkResult:
+    count = links.unlink(
+        session=session,
+        caller=caller,
+        message_pk=message_pk,
+        kind=body.record_kind,
+        record_id=body.record_id,
+        whole_thread=body.whole_conversation,
+    )
+    return LinkResult(messages=count)

@@ -192,6 +192,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("patch", "/api/deals/{deal_id}"): {"stage": "won over"},
     ("put", "/api/accounts/{account_id}/sharing"): {"level": "full"},
     ("post", "/api/threads/{thread_id}/merge"): {"source_id": 1},
+    ("post", "/api/messages/{message_pk}/links"): {"record_kind": "contact", "record_id": 1},
+    ("post", "/api/messages/{message_pk}/unlink"): {"record_kind": "contact", "record_id": 1},
 }
 
 

@@ -152,3 +152,35 @@ def test_export_and_reports_are_scoped(db: Engine, world: World, client: TestCli
     )
     json_report = client.get("/api/reports/last-contact?by=contact", headers=alice).json()
     assert all(row["record_id"] != ben for row in json_report)  # alice sees none of ben's mail
+
+
+def test_link_and_unlink_by_hand(db: Engine, world: World, client: TestClient, ben: int) -> None:
+    alice = _headers(db, world, "alice")
+    alpha1 = world.messages["alpha1"]
+    linked = client.post(
+        f"/api/messages/{alpha1}/links", json={"record_kind": "contact", "record_id": ben}, headers=alice
+    )
+    assert linked.status_code == 200 and linked.json()["messages"] == 1
+    why = client.get(f"/api/messages/{alpha1}/links", headers=alice).json()
+    assert {"record_kind": "contact", "record_id": ben, "reason": "manual"}.items() <= next(
+        w for w in why if w["record_id"] == ben
+    ).items()
+    unlinked = client.post(
+        f"/api/messages/{alpha1}/unlink",
+        json={"record_kind": "contact", "record_id": ben, "whole_conversation": True},
+        headers=alice,
+    )
+    assert unlinked.status_code == 200 and unlinked.json()["messages"] >= 1
+    assert all(
+        w["record_id"] != ben for w in client.get(f"/api/messages/{alpha1}/links", headers=alice).json()
+    )
+    kinds = [
+        e["kind"] for e in client.get(f"/api/threads/{world.threads['Alpha']}/history", headers=alice).json()
+    ]
+    assert kinds == ["linked", "unlinked"]
+    # Bob cannot see alpha1: not found, nothing changed.
+    bob = _headers(db, world, "bob")
+    hidden = client.post(
+        f"/api/messages/{alpha1}/links", json={"record_kind": "contact", "record_id": ben}, headers=bob
+    )
+    assert hidden.status_code == 404
