@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.requests import Request
 
 from core.errors import DomainError
@@ -26,6 +27,14 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def _out_of_range_handler(_request: Request, _exc: Exception) -> JSONResponse:
+    """A number the database cannot hold (an id past 2^31 on PostgreSQL, 2^63 on SQLite) or a
+    value it refuses as data: the client's input, never a server error."""
+    return JSONResponse(
+        error_body("invalid_request", "A value in the request is out of range.", {}), status_code=422
+    )
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="crm-inbox",
@@ -34,6 +43,8 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(DomainError, domain_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(OverflowError, _out_of_range_handler)
+    app.add_exception_handler(DataError, _out_of_range_handler)
     app.include_router(auth.router)
     app.include_router(threads.router)
     app.include_router(conversations.router)
