@@ -146,3 +146,42 @@ def inbox(request: Request) -> Response:
     session_caller, me = signed
     context = {"csrf": session_caller.csrf_token, "me": me, "caller": session_caller.caller}
     return security_headers(templates.TemplateResponse(request, "inbox.html", context))
+
+
+def _page(request: Request, template: str, **extra: object) -> Response:
+    signed = _signed_in(request)
+    if signed is None:
+        return RedirectResponse("/login", status_code=303)
+    session_caller, me = signed
+    context = {"csrf": session_caller.csrf_token, "me": me, "caller": session_caller.caller, **extra}
+    return security_headers(templates.TemplateResponse(request, template, context))
+
+
+@router.get("/records/{kind}", response_class=HTMLResponse)
+def record_list(request: Request, kind: str) -> Response:
+    if kind not in ("contacts", "companies", "deals"):
+        return security_headers(HTMLResponse("Not found", status_code=404))
+    return _page(request, "records.html", kind=kind, record_id=None)
+
+
+@router.get("/records/{kind}/{record_id}", response_class=HTMLResponse)
+def record_page(request: Request, kind: str, record_id: int) -> Response:
+    if kind not in ("contacts", "companies", "deals"):
+        return security_headers(HTMLResponse("Not found", status_code=404))
+    return _page(request, "records.html", kind=kind, record_id=record_id)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin_page(request: Request) -> Response:
+    signed = _signed_in(request)
+    if signed is not None and not signed[0].caller.is_admin:
+        # A member never sees admin pages (the API refuses them the data anyway).
+        return security_headers(
+            templates.TemplateResponse(
+                request,
+                "forbidden.html",
+                {"csrf": signed[0].csrf_token, "me": signed[1], "caller": signed[0].caller},
+                status_code=403,
+            )
+        )
+    return _page(request, "admin.html")

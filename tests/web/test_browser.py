@@ -23,7 +23,7 @@ from sqlmodel import select
 
 from core.db import session_scope
 from core.types import UidState
-from crm import auth
+from crm import auth, records
 from crm.models import FolderState, ImapUid, Message
 from inbox_api.app import create_app
 from tests.crm.world import T0, World, build_world
@@ -233,3 +233,42 @@ def test_security_headers_and_sign_in_errors(base_url: str, browser: Browser, wo
     assert not page.locator("#views").is_visible()
     page.get_by_role("button", name="Views").click()
     assert page.locator("#views").is_visible()
+
+
+def test_records_timeline_and_admin_pages(
+    base_url: str, browser: Browser, world: World, sqlite_db: Engine
+) -> None:
+    with session_scope(sqlite_db) as s:
+        contact = records.create_contact(
+            session=s,
+            caller=world.caller("admin"),
+            emails=["ann@globex.test"],
+            first_name="Ann",
+            last_name="Lee",
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    page.get_by_role("link", name="Records").click()
+    page.get_by_label("Search contacts").fill("globex")
+    page.get_by_label("Search contacts").press("Enter")
+    page.get_by_role("link", name="Ann Lee").click()
+    page.wait_for_url(f"{base_url}/records/contacts/{contact.id}")
+    expect(page.locator("#timeline .timeline-item")).to_have_count(1)
+    assert "Re: Alpha" in page.locator("#timeline").inner_text()
+    # A member never sees the admin page.
+    assert page.get_by_role("link", name="Admin").count() == 0
+    response = page.goto(f"{base_url}/admin")
+    assert response is not None and response.status == 403
+    assert "Administrators only" in page.inner_text("h1")
+    # The admin sees the accounts with their health, and the users.
+    admin = browser.new_page(viewport={"width": 1280, "height": 800})
+    _sign_in(admin, base_url, "admin@acme.test")
+    admin.get_by_role("link", name="Admin").click()
+    expect(admin.locator("#accounts tr")).to_have_count(3)  # A, B and the deactivated C
+    assert "a@acme.test" in admin.locator("#accounts").inner_text()
+    expect(admin.locator("#users tr")).to_have_count(5)
+    admin.locator('#accounts tr[data-account] button:has-text("Deactivate")').first.click()
+    expect(admin.locator("#admin-status")).to_contain_text("deactivated")
+    admin.screenshot(path=str(SHOTS / "admin.png"))
+    assert watch.errors == [] and watch.remote() == []

@@ -490,6 +490,8 @@ async function start() {
   });
   await refresh();
   listen();
+  const linked = /^#thread-(\d+)$/.exec(window.location.hash);  // from a record's timeline
+  if (linked) openThread(Number(linked[1]));
 }
 
 start();
