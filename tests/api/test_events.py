@@ -5,6 +5,7 @@ nothing crosses the visibility rule."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +22,14 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine
 
+from core.caller import Caller
 from core.db import session_scope
-from crm import auth
+from crm import auth, grants, tenants
+from devtools.samples import build_message
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
+from tests.dovecot_fixtures import MailboxUser
+from tests.factories import make_account, make_tenant
 
 
 @pytest.fixture
@@ -207,3 +213,53 @@ def test_resume_with_last_event_id_and_stop_when_deactivated(db: Engine, world: 
             assert user is not None
             user.active = False
         again.wait_for(lambda e: e.get("event") == "signed_out", timeout=3.0)
+
+
+def test_mail_synced_by_another_process_is_on_the_stream_within_2s(
+    sqlite_db: Engine, mailbox_user: MailboxUser, tmp_path: Path
+) -> None:
+    """A real `crm-inbox sync --once` in a separate process, against Dovecot: the user who may see
+    the account hears of the new conversation within 2 s of the sync's end."""
+    tenant_id = make_tenant(sqlite_db)
+    account_id = make_account(sqlite_db, tenant_id, mailbox_user, email="sales@acme.test")
+    operator = Caller.operator(tenant_id)
+    with session_scope(sqlite_db) as s:
+        sam = tenants.create_user(session=s, caller=operator, email="sam@acme.test")
+        grants.grant_access(session=s, caller=operator, account_id=account_id, user_id=sam.id)
+        token = auth.create_token(session=s, caller=operator, user_id=sam.id).secret.get_secret_value()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with streams(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}) as (stream,):
+            mailbox_user.dovecot.append(
+                mailbox_user.name,
+                "INBOX",
+                build_message(subject="Fresh order", from_="buyer@globex.test", to="sales@acme.test"),
+            )
+            env = dict(os.environ)
+            env["CRM_INBOX_DATABASE_URL"] = sqlite_db.url.render_as_string(hide_password=False)
+            done = subprocess.run(
+                [sys.executable, "-m", "crm_inbox", "sync", "--once"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            finished = time.monotonic()
+            assert done.returncode == 0, done.stderr
+            event = stream.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
+            assert time.monotonic() - finished < 2.0
+            assert event["data"]["subject"] == "Fresh order"
+    finally:
+        server.should_exit = True
+        thread.join(10)
