@@ -206,21 +206,27 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
     thread_contact = [0] + [rng.randint(1, CONTACTS) for _ in range(threads)]
     per_thread = [0] * (threads + 1)
     owner = [0] * (messages + 1)
+    inbound = [True] * (messages + 1)
+    last = [T0] * (threads + 1)
+    last_in = [True] * (threads + 1)
     for m in range(1, messages + 1):
         t = m if m <= threads else rng.randint(1, threads)
         owner[m] = t
         per_thread[t] += 1
-    last = [T0] * (threads + 1)
+        inbound[m] = rng.random() < 0.6
+        when = T0 + timedelta(minutes=m // 2)
+        if when >= last[t]:  # as the store keeps it: the newest message's date and direction
+            last[t], last_in[t] = when, inbound[m]
     chunk = 20_000
     for start in range(1, messages + 1, chunk):
         rows, uids, links = [], [], []
         for m in range(start, min(messages, start + chunk - 1) + 1):
             t = owner[m]
             when = T0 + timedelta(minutes=m // 2)
-            last[t] = max(last[t], when)
             contact = thread_contact[t]
-            inbound = rng.random() < 0.6
-            sender = f"c{contact}@{COMPANIES[contact % len(COMPANIES)]}.test" if inbound else "box@acme.test"
+            sender = (
+                f"c{contact}@{COMPANIES[contact % len(COMPANIES)]}.test" if inbound[m] else "box@acme.test"
+            )
             words = " ".join(rng.choice(WORDS) for _ in range(30))
             rows.append(
                 {
@@ -235,7 +241,7 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
                     "from_name": f"Contact {contact}",
                     "to_addrs": [{"email": "box@acme.test", "name": ""}],
                     "text_body": f"Hello, about the {words}.",
-                    "direction": Direction.INBOUND if inbound else Direction.OUTBOUND,
+                    "direction": Direction.INBOUND if inbound[m] else Direction.OUTBOUND,
                     "thread_id": t,
                     "attachments": [],
                     **EMPTY_JSON,
@@ -262,7 +268,7 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
                 }
             )
         if start == 1:
-            _threads(engine, threads, per_thread, last, rng)
+            _threads(engine, threads, per_thread, last, last_in, rng)
         with engine.begin() as conn:
             conn.execute(insert(Message), rows)
             conn.execute(insert(ImapUid), uids)
@@ -279,7 +285,12 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
 
 
 def _threads(
-    engine: Engine, threads: int, per_thread: list[int], last: list[datetime], rng: random.Random
+    engine: Engine,
+    threads: int,
+    per_thread: list[int],
+    last: list[datetime],
+    last_in: list[bool],
+    rng: random.Random,
 ) -> None:
     statuses = [ConversationStatus.OPEN] * 6 + [ConversationStatus.CLOSED] * 3 + [ConversationStatus.PENDING]
     rows = []
@@ -292,7 +303,8 @@ def _threads(
                 "subject": f"Subject {t}",
                 "normalized_subject": f"subject {t}",
                 "first_date": T0,
-                "last_date": T0 + timedelta(minutes=t // 2 + rng.randint(0, 10_000)),
+                "last_date": last[t],
+                "last_direction": Direction.INBOUND if last_in[t] else Direction.OUTBOUND,
                 "message_count": max(1, per_thread[t]),
                 "status": ConversationStatus.SNOOZED if snoozed else rng.choice(statuses),
                 "snoozed_until": datetime(2099, 1, 1, tzinfo=UTC) if snoozed else None,

@@ -26,7 +26,16 @@ from core.caller import Caller
 from core.errors import InvalidInput, not_found
 from core.types import ConversationStatus, Direction, FolderRole, UTCDateTime, utcnow
 from crm import access, conversations, search
-from crm.models import AssignmentRule, FolderState, ImapUid, Message, MessageLink, Thread, ThreadAccount
+from crm.models import (
+    AssignmentRule,
+    FolderState,
+    ImapUid,
+    Message,
+    MessageLink,
+    Thread,
+    ThreadAccount,
+    ThreadRead,
+)
 
 MAX_PAGE = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -267,30 +276,21 @@ def waiting_clause(session: Session, caller: Caller) -> ColumnElement[bool]:
         groups.setdefault(days_of.get(account_id or 0, 3), []).append(account_id or 0)
     if not groups:
         return false()
+    not_closed = col(Thread.status) != ConversationStatus.CLOSED
+    ours_last = col(Thread.last_direction) == Direction.OUTBOUND
+    if len(groups) == 1:  # one follow-up delay for every account the caller sees: no join needed
+        (days,) = groups
+        return and_(not_closed, ours_last, col(Thread.last_date) <= now - timedelta(days=days))
     per_days = [
         and_(
             col(Thread.last_date) <= now - timedelta(days=days),
-            _visible_message_in_thread(
-                caller,
-                exists().where(
-                    col(ImapUid.message_pk) == col(Message.id), col(ImapUid.account_id).in_(accounts)
-                ),
+            exists().where(
+                col(ThreadAccount.thread_id) == col(Thread.id), col(ThreadAccount.account_id).in_(accounts)
             ),
         )
         for days, accounts in sorted(groups.items())
     ]
-    last_is_ours = exists().where(
-        col(Message.thread_id) == col(Thread.id),
-        col(Message.direction) == Direction.OUTBOUND,
-        col(Message.date) == col(Thread.last_date),
-    )
-    answered_at_same_time = exists().where(
-        col(Message.thread_id) == col(Thread.id),
-        col(Message.direction) == Direction.INBOUND,
-        col(Message.date) == col(Thread.last_date),
-    )
-    not_closed = col(Thread.status) != ConversationStatus.CLOSED
-    return and_(not_closed, last_is_ours, ~answered_at_same_time, or_(*per_days))
+    return and_(not_closed, ours_last, or_(*per_days))
 
 
 def _assignee_clause(caller: Caller, assignee: Assignee | int) -> ColumnElement[bool]:
@@ -316,7 +316,7 @@ def list_threads(
         raise InvalidInput(
             "invalid_page_size", f"A page holds 1 to {MAX_PAGE} threads.", field="limit", maximum=MAX_PAGE
         )
-    last_key = func.coalesce(col(Thread.last_date), literal(_EPOCH, UTCDateTime))
+    last_key = col(Thread.last_date)  # never NULL (crm.threads): the list walks its index
     query = select(Thread).where(
         access.thread_visible(caller), *_filter_clauses(session, caller, filters or ThreadFilter())
     )
@@ -517,6 +517,23 @@ class ViewCounts:
     per_account: dict[int, int]  # open conversations per account the caller sees
 
 
+def _read_open(session: Session, caller: Caller, is_open: ColumnElement[bool]) -> int:
+    """Open conversations the caller has read since their last mail: unread = open minus these
+    (starting from the caller's few read marks, not from every conversation)."""
+    query = (
+        select(func.count(col(Thread.id)))
+        .select_from(ThreadRead)
+        .join(Thread, col(Thread.id) == col(ThreadRead.thread_id))
+        .where(
+            col(ThreadRead.user_id) == caller.user_id,
+            col(ThreadRead.read_at) >= col(Thread.last_date),
+            access.thread_visible(caller),
+            is_open,
+        )
+    )
+    return int(session.exec(query).one())
+
+
 def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
     """All the sidebar's counts in four grouped queries (status x assignee in one pass, unread,
     waiting, and open conversations per account through `thread_account`)."""
@@ -568,7 +585,7 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
         pending=tally["pending"],
         snoozed=tally["snoozed"],
         closed=tally["closed"],
-        unread=count(is_open, conversations.unread_clause(caller)) if caller.user_id else 0,
+        unread=max(0, tally["open"] - _read_open(session, caller, is_open)) if caller.user_id else 0,
         waiting=count(waiting_clause(session, caller)),
         per_account=per_account,
     )

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
+from core.types import Direction
 from crm import conversations
 from crm.models import ImapUid, LinkSuppression, Message, MessageRef, Thread, ThreadAccount, ThreadSplit
 
 SUBJECT_THREAD_WINDOW = timedelta(days=7)
+UNDATED = datetime(1970, 1, 1, tzinfo=UTC)  # the last activity of a thread whose mail has no date
 
 ThreadKey = tuple[str, int]  # ("db", thread id) or ("new", n)
 
@@ -248,12 +250,14 @@ def _refresh(session: Session, thread_ids: list[int]) -> None:
             .group_by(col(Message.thread_id))
         ).all()
         first_subject: dict[int, str] = {}
-        for thread_id, subject in session.exec(
-            select(Message.thread_id, Message.subject)
+        last_direction: dict[int, Direction] = {}
+        for thread_id, subject, direction in session.exec(
+            select(Message.thread_id, Message.subject, Message.direction)
             .where(col(Message.thread_id).in_(chunk))
             .order_by(col(Message.thread_id), col(Message.date).asc(), col(Message.id).asc())
         ).all():
             first_subject.setdefault(thread_id or 0, subject)
+            last_direction[thread_id or 0] = Direction(direction)  # ascending: the newest wins
         threads = {t.id: t for t in session.exec(select(Thread).where(col(Thread.id).in_(chunk))).all()}
         for thread_id, count, first, last in stats:
             thread = threads.get(thread_id)
@@ -261,7 +265,9 @@ def _refresh(session: Session, thread_ids: list[int]) -> None:
                 continue
             thread.message_count = count
             thread.first_date = first
-            thread.last_date = last
+            # Never NULL: lists walk an index on last_date, and both databases must order alike.
+            thread.last_date = last or UNDATED
+            thread.last_direction = last_direction.get(thread_id or 0, Direction.INBOUND)
             thread.subject = first_subject.get(thread_id or 0, thread.subject)
             thread.normalized_subject = thread.normalized_subject or ""
             session.add(thread)

@@ -19,6 +19,10 @@ from crm.models._columns import created, json_column, timestamp
 
 class Thread(SQLModel, table=True):
     __tablename__ = "thread"
+    __table_args__ = (
+        Index("ix_thread_tenant_last", "tenant_id", "last_date", "id"),
+        Index("ix_thread_tenant_status", "tenant_id", "status", "assignee_user_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
@@ -33,6 +37,10 @@ class Thread(SQLModel, table=True):
     )
     snoozed_until: datetime | None = timestamp()
     assignee_user_id: int | None = Field(default=None, foreign_key="app_user.id", index=True)
+    # Direction of the newest message (0017): "waiting for reply" without reading the messages.
+    last_direction: Direction = Field(
+        default=Direction.INBOUND, sa_type=StrEnumType(Direction), nullable=False
+    )
 
 
 class Message(SQLModel, table=True):

@@ -30,7 +30,9 @@ WHERE m.thread_id IS NOT NULL
 def upgrade() -> None:
     op.create_table(
         "thread_account",
-        sa.Column("thread_id", sa.Integer(), sa.ForeignKey("thread.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "thread_id", sa.Integer(), sa.ForeignKey("thread.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("account_id", sa.Integer(), sa.ForeignKey("mail_account.id"), primary_key=True),
     )
     op.create_index("ix_thread_account_account", "thread_account", ["account_id", "thread_id"])
