@@ -309,3 +309,21 @@ def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
         session.logout()
         raise
     return session
+
+
+def append_message(
+    session: ImapSession, folder: str, raw: bytes, *, when: datetime | None = None
+) -> tuple[int, int] | None:
+    """APPEND a message we sent to `folder`, marked \\Seen. Returns (UIDVALIDITY, UID) from the
+    server's APPENDUID answer (RFC 4315 UIDPLUS) so the caller can record where it landed and
+    the next sync recognises it; None when the server does not say."""
+    with session._guard(f"appending to {folder}"):
+        answer = session._client.append(folder, raw, flags=(b"\\Seen",), msg_time=when)
+    text = _decode(answer)
+    start = text.upper().find("[APPENDUID ")
+    if start < 0:
+        return None
+    parts = text[start + len("[APPENDUID ") :].split("]", 1)[0].split()
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
