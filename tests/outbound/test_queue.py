@@ -250,3 +250,40 @@ def test_a_worker_killed_in_each_phase(setup: Setup, settings: Settings) -> None
         ) is None  # fmt: skip
     assert _row(st.db, safe.id).state is OutboundState.SENT
     assert _row(st.db, unsure.id).phase is None or _row(st.db, unsure.id).phase is SendPhase.DATA
+
+
+def test_cli_send_now_and_mail_log(setup: Setup, settings: Settings) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from crm_inbox.cli import app
+
+    st = setup
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        [
+            "send", "--user", "mia@acme.test", "--account", str(st.account_id),
+            "--to", "Buyer <buyer@globex.test>",
+            "--subject", "Your order", "--body", "Shipped today.\n\nRegards", "--now", "--json",
+        ],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    sent = json.loads(done.stdout)
+    assert (sent["state"], sent["kind"], sent["attempts"]) == ("sent", "compose", 1)
+    (got,) = st.smtp.recorder.received
+    assert b"Subject: Your order" in got.data and b"Shipped today." in got.data
+    refused = runner.invoke(
+        app, ["send", "--user", "mia@acme.test", "--account", str(st.account_id), "--to", "x@"]
+    )
+    assert refused.exit_code == 1 and "not a valid e-mail address" in refused.output
+    log = runner.invoke(app, ["mail-log", "--state", "sent", "--address", "buyer@globex.test"])
+    assert log.exit_code == 0, log.output
+    assert (
+        "sent" in log.stdout
+        and "'Your order'" in log.stdout
+        and "[250 2.0.0 Ok: queued as TEST42]" in log.stdout
+    )
+    empty = runner.invoke(app, ["mail-log", "--state", "failed", "--json"])
+    assert json.loads(empty.stdout) == []
