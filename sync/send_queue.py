@@ -52,6 +52,22 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:send"
 
 
+def _holder_is_dead(owner: str) -> bool:
+    """True when a lease owner ("host:pid:...") is a process of this host that is gone (the
+    same rule as the sync's account leases)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _sent_copy(job: queue.SendJob) -> bytes:
     """The copy filed in Sent keeps the Bcc the recipients never saw (addresses were checked
     when the mail was composed: no line breaks can be in them)."""
@@ -75,6 +91,9 @@ def work_queue(
     box = SecretBox.from_settings(settings)
     summary = QueueSummary()
     with session_scope(db) as session:
+        for outbound_id, holder in queue.leases_held(session=session):
+            if holder != owner and _holder_is_dead(holder):
+                queue.break_lease(session=session, outbound_id=outbound_id, owner=holder)
         summary.recovered = queue.recover_expired(session=session)
         due = queue.due_ids(session=session, limit=limit)
     for outbound_id in due:

@@ -130,6 +130,30 @@ def recover_expired(*, session: Session, now: datetime | None = None) -> int:
     return int(getattr(retried, "rowcount", 0) or 0) + int(getattr(uncertain, "rowcount", 0) or 0)
 
 
+def leases_held(*, session: Session) -> list[tuple[int, str]]:
+    """(row, owner) of every mail a worker is sending right now."""
+    rows = session.exec(
+        select(OutboundMail.id, OutboundMail.lease_owner).where(OutboundMail.state == OutboundState.SENDING)
+    ).all()
+    return [(i, o) for i, o in rows if i is not None and o]
+
+
+def break_lease(*, session: Session, outbound_id: int, owner: str, now: datetime | None = None) -> None:
+    """End the lease of a worker known to be dead (its process is gone) without waiting for it
+    to expire; `recover_expired` then decides by the phase, as for any expired lease."""
+    now = now or utcnow()
+    session.execute(
+        update(OutboundMail)
+        .where(
+            col(OutboundMail.id) == outbound_id,
+            col(OutboundMail.lease_owner) == owner,
+            col(OutboundMail.state) == OutboundState.SENDING,
+        )
+        .values(lease_expires_at=now - timedelta(seconds=1))
+        .execution_options(synchronize_session=False)
+    )
+
+
 def due_ids(*, session: Session, now: datetime | None = None, limit: int = 50) -> list[int]:
     now = now or utcnow()
     rows = session.exec(
