@@ -135,6 +135,17 @@ def work_queue(
             summary.deferred += 1
         elif state is OutboundState.FAILED:
             summary.failed += 1
+    # Filing left over by a worker that died after sending (or found IMAP down): the append
+    # looks for the Message-ID first, so a copy that did land is not appended twice.
+    with session_scope(db) as session:
+        leftover = queue.filing_due_ids(session=session, limit=limit)
+    for outbound_id in leftover:
+        with session_scope(db) as session:
+            job = queue.claim_filing(
+                session=session, outbound_id=outbound_id, owner=owner, lease_seconds=lease_seconds
+            )
+        if job is not None and _file_sent(db, settings, box, job, summary):
+            summary.stored += 1
     return summary
 
 
@@ -186,8 +197,8 @@ def _file_sent(
     db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, summary: QueueSummary
 ) -> bool:
     """Append to Sent and store in the conversation. A failure here never un-sends the mail: it
-    is logged and the row keeps `sent_folder_done` false (the next sync of a server-filed
-    copy still stores it)."""
+    is logged, the row keeps `sent_folder_done` false and its lease, and a later pass takes it
+    up again once the lease has run out (`queue.claim_filing`)."""
     if job.server_saves_sent:
         with session_scope(db) as session:
             queue.record_stored(session=session, outbound_id=job.id, sent_folder_done=True)
@@ -200,7 +211,7 @@ def _file_sent(
     try:
         password: SecretStr = box.decrypt(job.imap_secret_encrypted)
         with imap.connect(_imap_endpoint(settings, job), password) as conn:
-            where = imap.append_message(conn, job.sent_folder, copy, when=now)
+            where = imap.append_message(conn, job.sent_folder, copy, message_id=job.message_id, when=now)
     except (errors.SyncError, DomainError) as exc:
         log.warning("sent mail %s not appended to Sent: %s", job.id, exc.code)
         summary.sent_folder_errors.append(f"{job.message_id}: {exc.code}")

@@ -131,9 +131,12 @@ def recover_expired(*, session: Session, now: datetime | None = None) -> int:
 
 
 def leases_held(*, session: Session) -> list[tuple[int, str]]:
-    """(row, owner) of every mail a worker is sending right now."""
+    """(row, owner) of every mail a worker is sending or filing right now."""
     rows = session.exec(
-        select(OutboundMail.id, OutboundMail.lease_owner).where(OutboundMail.state == OutboundState.SENDING)
+        select(OutboundMail.id, OutboundMail.lease_owner).where(
+            col(OutboundMail.state).in_([OutboundState.SENDING, OutboundState.SENT]),
+            col(OutboundMail.lease_owner).is_not(None),
+        )
     ).all()
     return [(i, o) for i, o in rows if i is not None and o]
 
@@ -147,7 +150,7 @@ def break_lease(*, session: Session, outbound_id: int, owner: str, now: datetime
         .where(
             col(OutboundMail.id) == outbound_id,
             col(OutboundMail.lease_owner) == owner,
-            col(OutboundMail.state) == OutboundState.SENDING,
+            col(OutboundMail.state).in_([OutboundState.SENDING, OutboundState.SENT]),
         )
         .values(lease_expires_at=now - timedelta(seconds=1))
         .execution_options(synchronize_session=False)
@@ -165,31 +168,7 @@ def due_ids(*, session: Session, now: datetime | None = None, limit: int = 50) -
     return [r for r in rows if r is not None]
 
 
-def claim(
-    *, session: Session, outbound_id: int, owner: str, lease_seconds: int, now: datetime | None = None
-) -> SendJob | None:
-    """Take one due row (compare-and-set); None when another worker or a cancel was first."""
-    now = now or utcnow()
-    result = session.execute(
-        update(OutboundMail)
-        .where(
-            col(OutboundMail.id) == outbound_id,
-            col(OutboundMail.state).in_(_DUE),
-            col(OutboundMail.next_attempt_at) <= now,
-        )
-        .values(
-            state=OutboundState.SENDING,
-            phase=SendPhase.CLAIMED,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=col(OutboundMail.attempts) + 1,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    row = session.get_one(OutboundMail, outbound_id, populate_existing=True)
+def _job(session: Session, row: OutboundMail) -> SendJob:
     account = session.get_one(MailAccount, row.account_id)
     choice = session.get(OutboundAccount, row.account_id)
     sent = session.exec(
@@ -224,6 +203,70 @@ def claim(
     )
 
 
+def claim(
+    *, session: Session, outbound_id: int, owner: str, lease_seconds: int, now: datetime | None = None
+) -> SendJob | None:
+    """Take one due row (compare-and-set); None when another worker or a cancel was first."""
+    now = now or utcnow()
+    result = session.execute(
+        update(OutboundMail)
+        .where(
+            col(OutboundMail.id) == outbound_id,
+            col(OutboundMail.state).in_(_DUE),
+            col(OutboundMail.next_attempt_at) <= now,
+        )
+        .values(
+            state=OutboundState.SENDING,
+            phase=SendPhase.CLAIMED,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=col(OutboundMail.attempts) + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return _job(session, session.get_one(OutboundMail, outbound_id, populate_existing=True))
+
+
+def filing_due_ids(*, session: Session, now: datetime | None = None, limit: int = 50) -> list[int]:
+    """Sent mail whose filing (Sent folder, conversation) is not done and nobody is doing."""
+    now = now or utcnow()
+    rows = session.exec(
+        select(OutboundMail.id)
+        .where(
+            OutboundMail.state == OutboundState.SENT,
+            col(OutboundMail.sent_folder_done).is_(False),
+            or_(col(OutboundMail.lease_expires_at).is_(None), col(OutboundMail.lease_expires_at) < now),
+        )
+        .order_by(col(OutboundMail.id))
+        .limit(limit)
+    ).all()
+    return [r for r in rows if r is not None]
+
+
+def claim_filing(
+    *, session: Session, outbound_id: int, owner: str, lease_seconds: int, now: datetime | None = None
+) -> SendJob | None:
+    """Take over the filing of a sent mail whose worker died (or could not reach IMAP)."""
+    now = now or utcnow()
+    result = session.execute(
+        update(OutboundMail)
+        .where(
+            col(OutboundMail.id) == outbound_id,
+            col(OutboundMail.state) == OutboundState.SENT,
+            col(OutboundMail.sent_folder_done).is_(False),
+            or_(col(OutboundMail.lease_expires_at).is_(None), col(OutboundMail.lease_expires_at) < now),
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return _job(session, session.get_one(OutboundMail, outbound_id, populate_existing=True))
+
+
 def _owned(session: Session, outbound_id: int, owner: str) -> OutboundMail | None:
     row = session.get(OutboundMail, outbound_id, populate_existing=True)
     if row is None or row.state is not OutboundState.SENDING or row.lease_owner != owner:
@@ -243,8 +286,17 @@ def enter_data_phase(*, session: Session, outbound_id: int, owner: str) -> bool:
 
 
 def record_sent(
-    *, session: Session, outbound_id: int, owner: str, code: int, reply: str, now: datetime | None = None
+    *,
+    session: Session,
+    outbound_id: int,
+    owner: str,
+    code: int,
+    reply: str,
+    lease_seconds: int = 300,
+    now: datetime | None = None,
 ) -> None:
+    """Sent. The worker keeps its lease for the filing step (Sent folder, conversation): a
+    worker dying there leaves the row to `claim_filing` once the lease has run out."""
     now = now or utcnow()
     row = _owned(session, outbound_id, owner)
     if row is None:
@@ -260,7 +312,8 @@ def record_sent(
     row.last_response = _clean(reply)
     row.error_code = None
     row.error_params = {}
-    row.lease_owner = row.lease_expires_at = row.next_attempt_at = None
+    row.next_attempt_at = None
+    row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_seconds)
     row.updated_at = now
     session.add(row)
     session.flush()
@@ -310,6 +363,7 @@ def record_stored(*, session: Session, outbound_id: int, sent_folder_done: bool)
     ).first()
     row.stored_message_pk = found
     row.sent_folder_done = sent_folder_done
+    row.lease_owner = row.lease_expires_at = None
     session.add(row)
     session.flush()
     return found

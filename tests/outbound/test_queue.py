@@ -357,6 +357,8 @@ def test_kill_9_at_random_points_never_sends_twice_nor_loses(setup: Setup, setti
     for message_id, row in rows.items():
         if row.state is OutboundState.SENT:
             assert received[message_id] == 1
+            # Filed once in Sent and stored once, even when the sender died before filing.
+            assert row.sent_folder_done and stored[message_id] == 1, row
         else:  # never lost silently: flagged for a person, with the message kept
             assert (row.state, row.error_code) == (OutboundState.FAILED, "send_uncertain"), row
             uncertain += 1
@@ -368,6 +370,33 @@ def test_kill_9_at_random_points_never_sends_twice_nor_loses(setup: Setup, setti
         if line.lower().startswith(b"message-id:")
     )
     assert all(n == 1 for n in copies.values()), copies
+    assert set(copies) == {m for m, r in rows.items() if r.state is OutboundState.SENT}
     print(
         f"kills={kills} sent={len(rows) - uncertain} uncertain={uncertain} delivered={sum(received.values())}"
     )
+
+
+def test_filing_is_taken_up_again_and_never_appended_twice(setup: Setup, settings: Settings) -> None:
+    st = setup
+    with session_scope(st.db) as s:
+        real_port = s.get_one(MailAccount, st.account_id).imap_port
+        s.get_one(MailAccount, st.account_id).imap_port = 1  # IMAP down while the mail goes out
+    mail = _reply(st)
+    first = work_queue(db=st.db, settings=settings)
+    assert first.sent == 1 and first.stored == 0 and len(first.sent_folder_errors) == 1
+    row = _row(st.db, mail.id)
+    assert row.state is OutboundState.SENT and not row.sent_folder_done and row.lease_owner is not None
+    with session_scope(st.db) as s:
+        s.get_one(MailAccount, st.account_id).imap_port = real_port
+    # A worker that died right after its APPEND: the copy is in Sent but not recorded.
+    st.box.dovecot.append(st.box.name, "Sent", b"Bcc: archive@acme.test\r\n" + row.raw)
+    assert work_queue(db=st.db, settings=settings).stored == 0  # the lease is still running
+    with session_scope(st.db) as s:
+        s.execute(update(OutboundMail).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert work_queue(db=st.db, settings=settings).stored == 1
+    assert len(st.box.dovecot.fetch(st.box.name, "Sent")) == 1
+    row = _row(st.db, mail.id)
+    assert row.sent_folder_done and row.stored_message_pk is not None and row.lease_owner is None
+    assert len(st.smtp.recorder.received) == 1
+    again = SyncEngine(db=st.db, settings=settings).sync_account(st.account_id)
+    assert (again.new_messages, again.new_locations) == (0, 0)
