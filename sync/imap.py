@@ -309,3 +309,36 @@ def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
         session.logout()
         raise
     return session
+
+
+def append_message(
+    session: ImapSession,
+    folder: str,
+    raw: bytes,
+    *,
+    message_id: str | None = None,
+    when: datetime | None = None,
+) -> tuple[int, int] | None:
+    """APPEND a message we sent to `folder`, marked \\Seen, once: with `message_id`, a copy
+    already there (an earlier attempt that died before recording it) is found by a SEARCH and
+    not appended again. Returns (UIDVALIDITY, UID) of the copy (RFC 4315 APPENDUID for a new
+    one), or None when the server does not say."""
+    client = session._client
+    if message_id is not None:
+        with session._guard(f"looking for {message_id} in {folder}"):
+            selected = client.select_folder(folder, readonly=True)
+            found = client.search(["HEADER", "Message-ID", message_id])
+            client.close_folder()  # after EXAMINE, CLOSE expunges nothing (RFC 3501 6.4.2)
+        uidvalidity = _int_or_none(selected.get(b"UIDVALIDITY"))
+        if found and uidvalidity is not None:
+            return uidvalidity, int(min(found))
+    with session._guard(f"appending to {folder}"):
+        answer = client.append(folder, raw, flags=(b"\\Seen",), msg_time=when)
+    text = _decode(answer)
+    start = text.upper().find("[APPENDUID ")
+    if start < 0:
+        return None
+    parts = text[start + len("[APPENDUID ") :].split("]", 1)[0].split()
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])

@@ -7,6 +7,15 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount
+from crm.models.outbound import (
+    MailKind,
+    MessageIdKey,
+    OutboundAccount,
+    OutboundMail,
+    OutboundState,
+    SenderName,
+    SendPhase,
+)
 from crm.models.records import (
     Company,
     CompanyDomain,
@@ -38,12 +47,19 @@ __all__ = [
     "LinkSuppression",
     "LoginFailure",
     "MailAccount",
+    "MailKind",
     "Message",
     "MessageAddress",
+    "MessageIdKey",
     "MessageLink",
     "MessageRef",
     "Note",
+    "OutboundAccount",
+    "OutboundMail",
+    "OutboundState",
     "Presence",
+    "SendPhase",
+    "SenderName",
     "Signature",
     "SkippedMessage",
     "SyncRun",

@@ -21,6 +21,7 @@ from crm_inbox.cli import admin as cli_admin
 from crm_inbox.cli.accounts import account_app
 from crm_inbox.cli.common import JsonOpt, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
+from crm_inbox.cli.mail import register as register_mail_commands
 from crm_inbox.cli.records import register as register_record_commands
 from crm_inbox.cli.serve import register as register_serve
 from crm_inbox.cli.sync import register as register_sync_commands
@@ -38,6 +39,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 register_serve(app)
 register_sync_commands(app, account_app)
+register_mail_commands(app)
 
 
 @app.callback()

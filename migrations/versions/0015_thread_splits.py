@@ -1,7 +1,7 @@
 """Conversations split apart by a user stay apart
 
 Revision ID: 0015
-Revises: 0014
+Revises: 0013 (0014 when the robustness migration lands)
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from core.types import UTCDateTime
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

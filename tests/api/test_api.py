@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from sqlmodel import Session
 from core.caller import Caller
 from core.db import session_scope
 from crm import auth, records
-from crm.models import Signature, User
+from crm.models import MailKind, OutboundMail, OutboundState, Signature, User
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 
@@ -194,6 +195,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/threads/{thread_id}/merge"): {"source_id": 1},
     ("post", "/api/messages/{message_pk}/links"): {"record_kind": "contact", "record_id": 1},
     ("post", "/api/messages/{message_pk}/unlink"): {"record_kind": "contact", "record_id": 1},
+    ("post", "/api/messages/{message_pk}/reply"): {"html": "<p>Thanks</p>", "undo_seconds": 0},
 }
 
 
@@ -258,6 +260,27 @@ def _signatures_of(db: Engine, world: World, accounts: list[str]) -> list[int]:
     return ids
 
 
+def _outbound_of(db: Engine, world: World, accounts: list[str]) -> list[int]:
+    """A queued outgoing mail of each account the caller cannot see."""
+    ids = []
+    with session_scope(db) as s:
+        for key in accounts:
+            row = OutboundMail(
+                tenant_id=world.other_tenant if key == "X" else world.tenant,
+                account_id=world.accounts[key],
+                kind=MailKind.COMPOSE,
+                state=OutboundState.QUEUED,
+                message_id=f"<sweep-{key}@acme.test>",
+                from_email=f"{key.lower()}@acme.test",
+                raw=b"Subject: x\r\n\r\nx\r\n",
+                next_attempt_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+            s.add(row)
+            s.flush()
+            ids.append(row.id or 0)
+    return ids
+
+
 def _sees(who: str, account: str) -> bool:
     return {"alice": {"A"}, "bob": {"B"}, "other_admin": {"X"}}[who].__contains__(account)
 
@@ -276,6 +299,7 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     ids["token_id"] = [t.id for t in tokens]
     ids["signature_id"] = _signatures_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     ids.update(_records_of(db, world.tenant if who == "other_admin" else world.other_tenant))
+    ids["outbound_id"] = _outbound_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():

@@ -1,0 +1,112 @@
+"""Outgoing mail (issue 10): the durable send queue, per-account sending choices, and the key
+that signs our Message-IDs."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.types import StrEnumType
+from crm.models._columns import created, json_column, timestamp
+
+
+class OutboundState(enum.StrEnum):
+    """The queue's state machine (see crm.outbound.queue for the transitions)."""
+
+    QUEUED = "queued"  # waiting for its time (undo delay or send later)
+    SENDING = "sending"  # claimed by a worker under a lease
+    SENT = "sent"
+    DEFERRED = "deferred"  # a temporary failure; retried at next_attempt_at
+    FAILED = "failed"  # permanent failure, attempts exhausted, or a send that may have happened
+    CANCELLED = "cancelled"  # recalled within the undo delay
+
+
+class MailKind(enum.StrEnum):
+    REPLY = "reply"
+    FORWARD = "forward"
+    COMPOSE = "compose"
+    NOTIFICATION = "notification"
+    TEST = "test"
+    VERIFICATION = "verification"
+
+
+class SenderName(enum.StrEnum):
+    """The display name of From, chosen per account."""
+
+    USER = "user"  # "Ann Smith"
+    COMPANY = "company"  # "Acme"
+    USER_AT_COMPANY = "user_at_company"  # "Ann Smith at Acme"
+
+
+class SendPhase(enum.StrEnum):
+    """How far a claimed send got: decides what a worker does after a crash."""
+
+    CLAIMED = "claimed"  # nothing was handed to the server: safe to retry
+    DATA = "data"  # the message body may have reached the server: never resent automatically
+
+
+class OutboundMail(SQLModel, table=True):
+    __tablename__ = "outbound_mail"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "message_id"),
+        Index("ix_outbound_due", "state", "next_attempt_at"),
+        Index("ix_outbound_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    account_id: int = Field(foreign_key="mail_account.id", index=True)
+    user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    thread_id: int | None = Field(default=None, foreign_key="thread.id")
+    kind: MailKind = Field(sa_type=StrEnumType(MailKind), nullable=False)
+    state: OutboundState = Field(sa_type=StrEnumType(OutboundState), nullable=False)
+    phase: SendPhase | None = Field(default=None, sa_type=StrEnumType(SendPhase))
+    # Our Message-ID: the idempotency key of the send, of the Sent copy and of the stored message.
+    message_id: str = Field(sa_type=Text)
+    subject: str = Field(default="", sa_type=Text)
+    from_email: str = Field(max_length=320)
+    from_name: str = Field(default="", sa_type=Text)
+    recipients: list[str] = json_column(list)  # the envelope (To + Cc + Bcc)
+    to_addrs: list[dict[str, str]] = json_column(list)
+    cc_addrs: list[dict[str, str]] = json_column(list)
+    bcc_addrs: list[dict[str, str]] = json_column(list)
+    # The complete message as built at compose time: every attempt sends the same bytes.
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int = Field(default=0)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = timestamp()
+    last_response_code: int | None = None
+    last_response: str = Field(default="", sa_type=Text)  # the server's last answer (mail log)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_params: dict[str, Any] = json_column(dict)
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = timestamp()
+    sent_at: datetime | None = timestamp()
+    stored_message_pk: int | None = Field(default=None, foreign_key="message.id")
+    sent_folder_done: bool = Field(default=False)  # appended (or the server saves it itself)
+    created_at: datetime = created()
+    updated_at: datetime = created()
+
+
+class OutboundAccount(SQLModel, table=True):
+    """Sending choices of one mail account (a row only once an admin changed a default)."""
+
+    __tablename__ = "outbound_account"
+
+    account_id: int = Field(foreign_key="mail_account.id", primary_key=True)
+    sender_name: SenderName = Field(default=SenderName.USER, sa_type=StrEnumType(SenderName), nullable=False)
+    # Gmail and Microsoft 365 file submitted mail in Sent themselves: no IMAP APPEND then.
+    server_saves_sent: bool = Field(default=False)
+
+
+class MessageIdKey(SQLModel, table=True):
+    """A tenant's key for the HMAC in our Message-IDs (created on first use)."""
+
+    __tablename__ = "message_id_key"
+
+    tenant_id: int = Field(foreign_key="tenant.id", primary_key=True)
+    key: str = Field(max_length=128)

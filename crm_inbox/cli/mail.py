@@ -1,0 +1,156 @@
+"""`crm-inbox send`, `crm-inbox mail-log` and `crm-inbox send-queue`: outgoing mail for scripts.
+
+Mail is always sent by a user of the tenant (`--user`), from an account that user may send from,
+exactly as over the API. Scripts have nobody to press "undo", so the undo delay is 0 here unless
+asked; `--now` works the queue at once instead of leaving it to the scheduler.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.db import session_scope
+from crm import access, tenants
+from crm.outbound import compose, queue
+from crm.outbound.views import MailKind, OutboundState, OutboundView
+from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, print_json, say
+from sync.send_queue import work_queue
+
+UserOpt = Annotated[str, typer.Option("--user", help="The sending user (id or e-mail).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    app.command("mail-log")(mail_log)
+    app.command("send-queue")(send_queue)
+
+
+def _line(view: OutboundView) -> str:
+    to = ", ".join(r.email for r in (*view.to, *view.cc, *view.bcc))
+    answer = f" [{view.last_response_code} {view.last_response}]" if view.last_response_code else ""
+    error = f" ({view.error_code})" if view.error_code else ""
+    return (
+        f"#{view.id} {view.created_at:%Y-%m-%d %H:%M:%S} {view.state.value:<9} {view.kind.value:<8} "
+        f"{view.from_email} -> {to}: {view.subject!r} attempts={view.attempts}{answer}{error}"
+    )
+
+
+def send(
+    user: UserOpt,
+    to: Annotated[list[str] | None, typer.Option("--to", help="Recipient (repeat for several).")] = None,
+    cc: Annotated[list[str] | None, typer.Option("--cc")] = None,
+    bcc: Annotated[list[str] | None, typer.Option("--bcc")] = None,
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    body: Annotated[str, typer.Option("--body", help="Plain text body.")] = "",
+    html_file: Annotated[Path | None, typer.Option("--html-file", help="HTML body from a file.")] = None,
+    attach: Annotated[list[Path] | None, typer.Option("--attach", help="A file to attach (repeat).")] = None,
+    account: Annotated[int | None, typer.Option("--account", help="Account id to send from.")] = None,
+    reply_to: Annotated[
+        int | None, typer.Option("--reply-to", help="Message id to answer (with --mode).")
+    ] = None,
+    mode: Annotated[compose.ComposeMode, typer.Option("--mode")] = compose.ComposeMode.REPLY,
+    signature: Annotated[int | None, typer.Option("--signature", help="Another signature id.")] = None,
+    no_signature: Annotated[bool, typer.Option("--no-signature")] = False,
+    send_at: Annotated[
+        datetime | None, typer.Option("--send-at", help="Send later (ISO 8601, with zone).")
+    ] = None,
+    undo_seconds: Annotated[int, typer.Option("--undo-seconds")] = 0,
+    now: Annotated[bool, typer.Option("--now", help="Work the send queue right away.")] = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a mail from an account (or answer a stored message with --reply-to)."""
+    if html_file is not None and body:
+        raise fail("give either --body or --html-file, not both.")
+    content = html_file.read_text(encoding="utf-8") if html_file is not None else ""
+    if not content and body:
+        content = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in body.split("\n\n"))
+    files = tuple(
+        compose.AttachmentIn(
+            p.name, mimetypes.guess_type(p.name)[0] or "application/octet-stream", p.read_bytes()
+        )
+        for p in attach or ()
+    )
+    draft = compose.Draft(
+        html=content,
+        to=tuple(to or ()),
+        cc=tuple(cc or ()),
+        bcc=tuple(bcc or ()),
+        subject=subject,
+        signature_id=signature,
+        no_signature=no_signature,
+        attachments=files,
+    )
+    with session_scope() as session:
+        op = operator(session, tenant)
+        sender = tenants.find_user(session=session, caller=op, ref=user)
+        caller = access.caller_for_user(session=session, tenant_id=op.tenant_id, user_id=sender.id)
+        result = compose.send_mail(
+            session=session,
+            caller=caller,
+            draft=draft,
+            mode=mode if reply_to is not None else compose.ComposeMode.COMPOSE,
+            account_id=account,
+            message_pk=reply_to,
+            send_at=send_at,
+            undo_seconds=undo_seconds,
+        )
+    assert result.mail is not None  # no opened_at from the command line: never held
+    outbound_id = result.mail.id
+    if now:
+        work_queue()
+        with session_scope() as session:
+            mail = queue.get_outbound(session=session, caller=caller, outbound_id=outbound_id)
+    else:
+        mail = result.mail
+    emit(as_json, mail, _line(mail))
+
+
+def mail_log(
+    state: Annotated[list[OutboundState] | None, typer.Option("--state")] = None,
+    kind: Annotated[list[MailKind] | None, typer.Option("--kind")] = None,
+    since: Annotated[datetime | None, typer.Option("--since", help="ISO 8601, with zone.")] = None,
+    until: Annotated[datetime | None, typer.Option("--until")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Sender or recipient.")] = None,
+    account: Annotated[int | None, typer.Option("--account")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every outgoing mail of the tenant, newest first."""
+    with session_scope() as session:
+        rows = queue.mail_log(
+            session=session,
+            caller=operator(session, tenant),
+            states=state or (),
+            kinds=kind or (),
+            since=since,
+            until=until,
+            address=address,
+            account_id=account,
+            limit=limit,
+        )
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        say(_line(row))
+    if not rows:
+        say("No outgoing mail.")
+
+
+def send_queue(as_json: JsonOpt = False) -> None:
+    """Work the send queue once (the scheduler does this on its own)."""
+    summary = work_queue()
+    emit(
+        as_json,
+        summary,
+        f"sent {summary.sent}, deferred {summary.deferred}, failed {summary.failed}, "
+        f"recovered {summary.recovered}",
+    )

@@ -1,0 +1,159 @@
+"""Outgoing mail: reply, reply-all and forward from a message, compose from an account; recall
+within the undo delay; the send queue and the mail log. Scoped like everything else: a member
+sends only from the accounts granted to them and sees only their mail in the log."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from core.errors import InvalidInput
+from crm.outbound import compose, queue
+from crm.outbound.views import MailKind, OutboundState, OutboundView, SendResult
+from inbox_api.deps import CallerDep, SessionDep
+
+router = APIRouter(prefix="/api", tags=["outbound"])
+
+_QUEUE_STATES = (OutboundState.QUEUED, OutboundState.SENDING, OutboundState.DEFERRED)
+
+
+class AttachmentIn(BaseModel):
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    data_base64: str = Field(description="The file's bytes, base64-encoded")
+
+
+class DraftIn(BaseModel):
+    html: str = Field(default="", max_length=2_000_000, description="The body as HTML (text is derived)")
+    to: list[str] = Field(default_factory=list, max_length=100, description='"Name <a@b.test>" or "a@b.test"')
+    cc: list[str] = Field(default_factory=list, max_length=100)
+    bcc: list[str] = Field(default_factory=list, max_length=100)
+    subject: str | None = Field(default=None, max_length=998)
+    signature_id: int | None = Field(default=None, description="Another signature of the account")
+    no_signature: bool = False
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=compose.MAX_ATTACHMENTS)
+    send_at: datetime | None = Field(default=None, description="Send later, at this time")
+    undo_seconds: int = Field(default=compose.UNDO_SECONDS, ge=0, le=compose.MAX_UNDO_SECONDS)
+
+
+class ReplyIn(DraftIn):
+    mode: Literal["reply", "reply_all", "forward"] = "reply"
+    account_id: int | None = Field(
+        default=None, description="Default: the caller's account holding the message"
+    )
+    opened_at: datetime | None = Field(
+        default=None, description="When the draft was opened (collision guard)"
+    )
+    confirm: bool = Field(default=False, description="Send even though new mail arrived since opened_at")
+
+
+class ComposeIn(DraftIn):
+    account_id: int
+
+
+def _draft(body: DraftIn) -> compose.Draft:
+    attachments = []
+    for item in body.attachments:
+        try:
+            data = base64.b64decode(item.data_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(
+                "attachment_invalid",
+                f"The attachment {item.filename!r} is not valid base64.",
+                field="attachments",
+            ) from exc
+        attachments.append(compose.AttachmentIn(item.filename, item.content_type, data))
+    return compose.Draft(
+        html=body.html,
+        to=tuple(body.to),
+        cc=tuple(body.cc),
+        bcc=tuple(body.bcc),
+        subject=body.subject,
+        signature_id=body.signature_id,
+        no_signature=body.no_signature,
+        attachments=tuple(attachments),
+    )
+
+
+@router.post("/messages/{message_pk}/reply", summary="Reply, reply to all or forward a message")
+def reply(message_pk: int, body: ReplyIn, session: SessionDep, caller: CallerDep) -> SendResult:
+    """Queued after the undo delay; `held` with the new messages when the conversation moved on
+    since `opened_at` (send again with `confirm`)."""
+    return compose.send_mail(
+        session=session,
+        caller=caller,
+        draft=_draft(body),
+        mode=compose.ComposeMode(body.mode),
+        account_id=body.account_id,
+        message_pk=message_pk,
+        opened_at=body.opened_at,
+        confirm=body.confirm,
+        send_at=body.send_at,
+        undo_seconds=body.undo_seconds,
+    )
+
+
+@router.post("/outbound", summary="Compose a new mail from an account")
+def compose_mail(body: ComposeIn, session: SessionDep, caller: CallerDep) -> SendResult:
+    return compose.send_mail(
+        session=session,
+        caller=caller,
+        draft=_draft(body),
+        account_id=body.account_id,
+        send_at=body.send_at,
+        undo_seconds=body.undo_seconds,
+    )
+
+
+@router.get("/outbound", summary="The send queue: mail not sent yet (queued, sending, deferred)")
+def send_queue(
+    session: SessionDep,
+    caller: CallerDep,
+    account_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> tuple[OutboundView, ...]:
+    return queue.mail_log(
+        session=session, caller=caller, states=_QUEUE_STATES, account_id=account_id, limit=limit
+    )
+
+
+@router.get("/outbound/{outbound_id}", summary="One outgoing mail and its state")
+def get_outbound(outbound_id: int, session: SessionDep, caller: CallerDep) -> OutboundView:
+    return queue.get_outbound(session=session, caller=caller, outbound_id=outbound_id)
+
+
+@router.post(
+    "/outbound/{outbound_id}/cancel", summary="Undo send (within the delay) or drop a send-later mail"
+)
+def cancel(outbound_id: int, session: SessionDep, caller: CallerDep) -> OutboundView:
+    return queue.cancel(session=session, caller=caller, outbound_id=outbound_id)
+
+
+@router.get("/mail-log", summary="Every outgoing mail: time, sender, recipients, state, server's answer")
+def mail_log(
+    session: SessionDep,
+    caller: CallerDep,
+    state: Annotated[list[OutboundState] | None, Query()] = None,
+    kind: Annotated[list[MailKind] | None, Query()] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    address: str | None = None,
+    account_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> tuple[OutboundView, ...]:
+    return queue.mail_log(
+        session=session,
+        caller=caller,
+        states=state or (),
+        kinds=kind or (),
+        since=since,
+        until=until,
+        address=address,
+        account_id=account_id,
+        limit=limit,
+    )
