@@ -7,6 +7,8 @@ every request the page makes is recorded, so a test can prove none left for a re
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import socket
 import threading
@@ -19,12 +21,12 @@ import uvicorn
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from core.db import session_scope
 from core.types import UidState
 from crm import auth, records
-from crm.models import FolderState, ImapUid, Message
+from crm.models import FolderState, ImapUid, Message, OutboundMail
 from inbox_api.app import create_app
 from tests.crm.world import T0, World, build_world
 
@@ -172,6 +174,7 @@ def test_triage_a_conversation(base_url: str, browser: Browser, world: World) ->
     page.get_by_label("Internal note (@name mentions a colleague)").fill("@admin please check the price")
     page.get_by_role("button", name="Add note").click()
     page.locator(".note p", has_text="please check the price").wait_for()
+    page.locator("#conversation").evaluate("pane => pane.scrollTo(0, 0)")  # back to the actions
     page.get_by_role("button", name="Close", exact=True).click()
     page.get_by_role("button", name="Reopen").wait_for()
     page.locator(".history summary").click()
@@ -271,4 +274,29 @@ def test_records_timeline_and_admin_pages(
     admin.locator('#accounts tr[data-account] button:has-text("Deactivate")').first.click()
     expect(admin.locator("#admin-status")).to_contain_text("deactivated")
     admin.screenshot(path=str(SHOTS / "admin.png"))
+    assert watch.errors == [] and watch.remote() == []
+
+
+def test_reply_with_undo_from_the_page(
+    base_url: str, browser: Browser, world: World, sqlite_db: Engine
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    page.locator("#threads .thread", has_text="Shared").click()
+    page.locator("#conversation-subject").wait_for()
+    page.keyboard.press("r")  # the shortcut focuses the reply box
+    page.locator("#reply-body").fill("Thanks, <b>the</b> offer follows.")
+    page.get_by_role("button", name="Send", exact=True).click()
+    status = page.locator("#reply-status")
+    expect(status).to_contain_text("Sending in 10 s")
+    page.get_by_role("button", name="Undo").click()
+    expect(status).to_contain_text("recalled")
+    with Session(sqlite_db) as s:
+        mail = s.exec(select(OutboundMail)).one()
+    assert mail.state.value == "cancelled"
+    sent = email.message_from_bytes(mail.raw, policy=email.policy.default)
+    html_part = sent.get_body(("html",))
+    assert html_part is not None
+    assert "&lt;b&gt;the&lt;/b&gt;" in html_part.get_content()  # what was typed is text, not markup
     assert watch.errors == [] and watch.remote() == []

@@ -281,6 +281,7 @@ function renderMessage(message) {
 }
 
 async function openThread(id) {
+  if (state.openId !== id) state.openedAt = new Date().toISOString();  // for the collision guard
   state.openId = id;
   const [thread, notes, history, present] = await Promise.all([
     api(`/api/threads/${id}`),
@@ -313,6 +314,14 @@ function renderPresence(people) {
 }
 
 function renderConversation(thread, notes, history, present) {
+  // Re-rendering must never lose what someone is typing.
+  const typing = {
+    reply: $("#reply-body") ? $("#reply-body").value : "",
+    note: $("#note-body") ? $("#note-body").value : "",
+    focus: document.activeElement ? document.activeElement.id : "",
+    same: state.renderedId === thread.id,
+  };
+  state.renderedId = thread.id;
   const assign = el(
     "select",
     { id: "assignee", "aria-label": "Assignee", onchange: (event) => assignTo(event.target.value ? Number(event.target.value) : null) },
@@ -346,6 +355,32 @@ function renderConversation(thread, notes, history, present) {
       el("li", { class: "note" }, el("span", { class: "author", text: personName(n.author_user_id) }), el("p", { text: n.body })),
     ),
   );
+  const last = thread.messages[thread.messages.length - 1];
+  const replyForm = last
+    ? el(
+        "form",
+        { id: "reply-form", class: "reply-form", onsubmit: (event) => sendReply(event, last.id, false) },
+        el("label", { for: "reply-body", text: `Reply from ${accountName(last)} (your signature is added)` }),
+        el("textarea", { id: "reply-body", rows: "5", maxlength: "100000", required: true, oninput: replying }),
+        el(
+          "div",
+          { class: "actions" },
+          el("label", { for: "reply-mode", class: "visually-hidden", text: "Reply mode" }),
+          el(
+            "select",
+            { id: "reply-mode" },
+            el("option", { value: "reply", text: "Reply" }),
+            el("option", { value: "reply_all", text: "Reply all" }),
+            el("option", { value: "forward", text: "Forward" }),
+          ),
+          el("label", { for: "reply-to", class: "visually-hidden", text: "Forward to" }),
+          el("input", { id: "reply-to", type: "text", placeholder: "Forward to (address)", autocomplete: "off" }),
+          el("button", { type: "submit" }, "Send"),
+        ),
+        el("p", { id: "reply-status", class: "reply-status", role: "status" }),
+      )
+    : null;
+  const records = el("aside", { id: "crm-sidebar", class: "crm-sidebar", "aria-label": "Linked records" });
   const historyList = el(
     "details",
     { class: "history" },
@@ -361,12 +396,101 @@ function renderConversation(thread, notes, history, present) {
     ),
     el("div", { id: "presence", class: "presence", "aria-live": "polite" }),
     actions,
+    records,
     ...thread.messages.map(renderMessage),
+    replyForm,
     noteList,
     noteForm,
     historyList,
   );
   renderPresence(present);
+  renderRecords(thread);
+  if (typing.same) {
+    if ($("#reply-body")) $("#reply-body").value = typing.reply;
+    if ($("#note-body")) $("#note-body").value = typing.note;
+    if (typing.focus && document.getElementById(typing.focus)) document.getElementById(typing.focus).focus();
+  }
+}
+
+function accountName(message) {
+  const where = message.locations && message.locations[0];
+  return where ? state.accounts.get(where.account_id) || `account ${where.account_id}` : "the conversation's account";
+}
+
+const RECORD_PATH = { contact: "contacts", company: "companies", deal: "deals" };
+
+async function renderRecords(thread) {
+  const seen = new Map();
+  for (const message of thread.messages) {
+    for (const link of message.links) seen.set(`${link.record_kind}:${link.record_id}`, link);
+  }
+  const box = $("#crm-sidebar");
+  if (!box) return;
+  if (!seen.size) {
+    box.replaceChildren(el("p", { class: "muted", text: "Not linked to any contact, company or deal yet." }));
+    return;
+  }
+  const items = await Promise.all(
+    [...seen.values()].map(async (link) => {
+      const path = RECORD_PATH[link.record_kind];
+      try {
+        const record = await api(`/api/${path}/${link.record_id}`);
+        const label = record.full_name || record.name || record.title || `${link.record_kind} ${link.record_id}`;
+        const extra = link.record_kind === "deal" ? ` · ${record.stage}${record.amount === null ? "" : `, ${record.amount} ${record.currency}`}` : "";
+        return el("li", {}, el("a", { href: `/records/${path}/${link.record_id}`, text: label }),
+          el("span", { class: "muted", text: ` (${link.record_kind}${extra}; ${link.reason})` }));
+      } catch {
+        return null;
+      }
+    }),
+  );
+  box.replaceChildren(el("h3", { text: "On records" }), el("ul", {}, ...items.filter(Boolean)));
+}
+
+let replyingSent = 0;
+function replying() {
+  // Tell colleagues someone is writing (at most every 10 s): no one starts a second reply.
+  if (state.openId === null || Date.now() - replyingSent < 10000) return;
+  replyingSent = Date.now();
+  api(`/api/threads/${state.openId}/presence`, { method: "POST", body: { state: "replying" } });
+}
+
+function escapeHtml(text) {
+  const div = document.createElement("div");
+  div.textContent = text;
+  return div.innerHTML.replace(/\n/g, "<br>");
+}
+
+async function sendReply(event, messageId, confirm) {
+  if (event) event.preventDefault();
+  const status = $("#reply-status");
+  const text = $("#reply-body").value.trim();
+  if (!text) return;
+  const mode = $("#reply-mode").value;
+  const body = { html: `<p>${escapeHtml(text)}</p>`, mode, opened_at: state.openedAt, confirm, undo_seconds: 10 };
+  if (mode === "forward") body.to = [$("#reply-to").value.trim()].filter(Boolean);
+  try {
+    const result = await api(`/api/messages/${messageId}/reply`, { method: "POST", body });
+    if (result.held) {
+      status.replaceChildren(
+        el("span", { text: `${result.new_messages.length} new message(s) arrived since you opened this conversation. ` }),
+        el("button", { type: "button", onclick: () => sendReply(null, messageId, true) }, "Send anyway"),
+      );
+      openThread(state.openId);
+      return;
+    }
+    $("#reply-body").value = "";
+    const mail = result.mail;
+    status.replaceChildren(
+      el("span", { text: "Sending in 10 s. " }),
+      el("button", { type: "button", id: "undo-send", onclick: async () => {
+        await api(`/api/outbound/${mail.id}/cancel`, { method: "POST" });
+        status.textContent = "Not sent: the reply was recalled.";
+      } }, "Undo"),
+    );
+  } catch (error) {
+    status.textContent = error.message;
+  }
 }
 
 function describe(entry) {
@@ -410,6 +534,7 @@ async function addNote(event) {
   const body = $("#note-body").value.trim();
   if (!body || state.openId === null) return;
   await api(`/api/threads/${state.openId}/notes`, { method: "POST", body: { body } });
+  $("#note-body").value = "";
   await openThread(state.openId);
 }
 
@@ -419,12 +544,18 @@ async function addNote(event) {
 function listen() {
   const source = new EventSource("/api/events");
   let pending = null;
-  const later = () => {
+  let reopen = false;
+  const later = (event) => {
+    const data = JSON.parse(event.data);
+    // Our own actions already re-rendered the conversation; a colleague's change or new mail
+    // in the open conversation re-renders it (keeping what is being typed).
+    if (data.thread_id === state.openId && data.actor !== myId) reopen = true;
     clearTimeout(pending);
     pending = setTimeout(() => {
       loadCounts();
       loadThreads();
-      if (state.openId !== null) openThread(state.openId);
+      if (reopen && state.openId !== null) openThread(state.openId);
+      reopen = false;
     }, 300);
   };
   for (const type of ["message.new", "conversation.assigned", "conversation.status", "note.new"]) {
@@ -433,7 +564,7 @@ function listen() {
   source.addEventListener("mention", (event) => {
     const data = JSON.parse(event.data);
     notify(`${personName(data.actor)} mentioned you`);
-    later();
+    later(event);
   });
   source.addEventListener("presence", (event) => {
     const data = JSON.parse(event.data);
@@ -459,7 +590,7 @@ function onKey(event) {
     o: () => setStatus("open"),
     s: () => snooze(),
     n: () => $("#note-body") && $("#note-body").focus(),
-    r: () => notify("Replying from crm-inbox comes with outbound mail; for now, reply from your mail client."),
+    r: () => $("#reply-body") && $("#reply-body").focus(),
     "/": () => $("#search-q").focus(),
     "?": () => { help.hidden = false; $("#help-close").focus(); },
     Escape: () => { help.hidden = true; },
