@@ -297,7 +297,10 @@ def _assignee_clause(caller: Caller, assignee: Assignee | int) -> ColumnElement[
     if assignee == Assignee.ME:
         return col(Thread.assignee_user_id) == caller.user_id
     if assignee == Assignee.UNASSIGNED:
-        return col(Thread.assignee_user_id).is_(None)
+        # Written so no index on the assignee is used: half the conversations are unassigned,
+        # and walking the last-activity index in order finds a page of them at once, where the
+        # assignee index would collect them all and sort (measured at 1,000,000 messages).
+        return func.coalesce(col(Thread.assignee_user_id), 0) == 0
     if assignee == Assignee.ANY:
         return col(Thread.assignee_user_id).is_not(None)
     return col(Thread.assignee_user_id) == int(assignee)
