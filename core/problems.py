@@ -97,6 +97,10 @@ TEMPLATES: dict[str, str] = {
     "lease_lost": "Another worker took over this account; this worker stopped before writing.",
     "message_fetch_failed": "Message UID {uid} could not be fetched: {reason}.",
     "sync_unexpected": "Unexpected error ({error_type}); details are in the worker log.",
+    "folder_unexpected": (
+        "Unexpected error ({error_type}) while syncing {folder}; the other folder was synced and "
+        "this one is retried at the next pass. Details are in the worker log."
+    ),
 }
 
 

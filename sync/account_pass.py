@@ -282,7 +282,8 @@ class SyncEngine:
             password = self._box.decrypt(account.secret_encrypted)
         except SecretKeyError as exc:
             raise errors.CredentialsUnreadable() from exc
-        with imap.connect(account.endpoint, password) as conn:
+        conn = imap.connect(account.endpoint, password)
+        try:
             folders = pick_folders(conn.list_folders())
             summary.folders = {role.value: name for role, name in folders.items()}
             if FolderRole.SENT not in folders:
@@ -292,23 +293,49 @@ class SyncEngine:
             for role in (FolderRole.INBOX, FolderRole.SENT):
                 if role not in folders or self.stop_event.is_set():
                     continue
+                folder_pass = FolderPass(
+                    self,
+                    conn,
+                    account,
+                    identities,
+                    role,
+                    folders[role],
+                    summary,
+                    reconnect=lambda: imap.connect(account.endpoint, password),
+                )
                 try:
-                    FolderPass(self, conn, account, identities, role, folders[role], summary).run()
+                    folder_pass.run()
                 except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
                     # A folder-level problem: record it and go on with the other folder.
-                    summary.folder_problems.append(SyncProblem.of(folders[role], exc))
-                    summary.errors.append(f"{folders[role]}: {exc}")
-                    with session_scope(self.db) as session:
-                        cursor = sync_state.folder_cursor(
-                            session=session, account_id=account.id, role=role, name=folders[role]
-                        )
-                        sync_state.finish_folder_pass(
-                            session=session,
-                            folder_id=cursor.folder_id,
-                            uidnext=None,
-                            messages=None,
-                            highestmodseq=None,
-                            error_code=exc.code,
-                            error_params=exc.params,
-                            completed=False,
-                        )
+                    self._folder_failed(account, role, folders[role], summary, exc)
+                except errors.SyncError:
+                    raise  # the connection, the credentials or the database: the whole pass
+                except Exception as exc:  # a bug met in one folder never skips the other one
+                    log.exception("unexpected error while syncing account %s folder %s", account.id, role)
+                    unexpected = errors.FolderUnexpected(type(exc).__name__, folders[role])
+                    self._folder_failed(account, role, folders[role], summary, unexpected)
+                    # The connection may be mid-response: the next folder gets a fresh one.
+                    folder_pass.conn.logout()
+                    folder_pass.conn = imap.connect(account.endpoint, password)
+                finally:
+                    conn = folder_pass.conn  # the pass may have reconnected
+        finally:
+            conn.logout()
+
+    def _folder_failed(
+        self, account: AccountInfo, role: FolderRole, name: str, summary: SyncSummary, exc: errors.SyncError
+    ) -> None:
+        summary.folder_problems.append(SyncProblem.of(name, exc))
+        summary.errors.append(f"{name}: {exc}")
+        with session_scope(self.db) as session:
+            cursor = sync_state.folder_cursor(session=session, account_id=account.id, role=role, name=name)
+            sync_state.finish_folder_pass(
+                session=session,
+                folder_id=cursor.folder_id,
+                uidnext=None,
+                messages=None,
+                highestmodseq=None,
+                error_code=exc.code,
+                error_params=exc.params,
+                completed=False,
+            )

@@ -185,3 +185,13 @@ class UnexpectedError(SyncError, InternalError):
 
     def __init__(self, error_type: str) -> None:
         super().__init__(error_type=error_type)
+
+
+class FolderUnexpected(SyncError, InternalError):
+    """A bug met in one folder: logged with its traceback; the other folder is synced and this
+    one retried at the next pass."""
+
+    code_name = "folder_unexpected"
+
+    def __init__(self, error_type: str, folder: str) -> None:
+        super().__init__(error_type=error_type, folder=folder)

@@ -20,9 +20,9 @@ attempts, so one bad message never blocks its folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
@@ -36,10 +36,15 @@ from sync.pipeline import Fetched, chunks, prefetched
 from sync.plan import Action, SavedState, contiguous_done, plan_folder
 from sync.types import FolderRole, MessageMeta, ParsedMessage
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from sync.account_pass import AccountInfo, SyncEngine, SyncSummary
 
 log = logging.getLogger(__name__)
+
+RECONNECT_BUDGET = 24
+DROPPED_ON_MESSAGE = "the server closed the connection when asked for this message"
 
 
 def to_message_data(
@@ -112,8 +117,14 @@ class FolderPass:
         role: FolderRole,
         name: str,
         summary: SyncSummary,
+        *,
+        reconnect: Callable[[], imap.ImapSession] | None = None,
     ) -> None:
         self.engine = engine
+        self._connect = reconnect
+        # Reconnects this pass may spend narrowing down a message the server drops the
+        # connection on: a bisection of a full batch needs about 2 x log2(batch size).
+        self.reconnects_left = RECONNECT_BUDGET
         self.settings = engine.settings
         self.conn = conn
         self.account = account
@@ -279,17 +290,51 @@ class FolderPass:
         return fetched
 
     def _fetch_meta(self, uids: list[int], failures: dict[int, str]) -> list[MessageMeta]:
+        def fetch(part: list[int]) -> dict[int, MessageMeta]:
+            return {m.uid: m for m in self.conn.fetch_meta(part)}
+
+        return list(self._narrowed(uids, failures, fetch).values())
+
+    def _narrowed(
+        self, uids: list[int], failures: dict[int, str], fetch: Callable[[list[int]], dict[int, T]]
+    ) -> dict[int, T]:
+        """`fetch(uids)`, narrowed down to the message(s) the server chokes on. A refused command
+        (NO/BAD) is retried one message at a time on the same connection. A dropped connection
+        (some servers crash on one crafted message) is bisected across reconnects: the halves
+        that come back are kept, a single UID that still drops it is a failure, counted towards
+        its quarantine like any other, so the folder moves on after a few passes."""
+        if not uids:
+            return {}
         try:
-            return self.conn.fetch_meta(uids)
-        except errors.ProtocolError:
-            # The server refused the batch: find the message(s) it chokes on, one by one.
-            metas: list[MessageMeta] = []
-            for uid in uids:
-                try:
-                    metas.extend(self.conn.fetch_meta([uid]))
-                except errors.ProtocolError as exc:
-                    failures[uid] = str(exc)
-            return metas
+            return fetch(uids)
+        except errors.ProtocolError as exc:
+            if len(uids) == 1:
+                failures[uids[0]] = str(exc)
+                return {}
+            parts = [[uid] for uid in uids]
+        except errors.ConnectionLost:
+            self._reconnect()
+            if len(uids) == 1:
+                failures[uids[0]] = DROPPED_ON_MESSAGE
+                return {}
+            middle = len(uids) // 2
+            parts = [uids[:middle], uids[middle:]]
+        out: dict[int, T] = {}
+        for part in parts:
+            out.update(self._narrowed(part, failures, fetch))
+        return out
+
+    def _reconnect(self) -> None:
+        """A fresh connection with the folder open again, within this pass's budget; otherwise
+        the lost connection fails the pass like any other."""
+        if self._connect is None or self.reconnects_left <= 0:
+            raise errors.ConnectionLost(self.account.endpoint.host, "again and again while fetching")
+        self.reconnects_left -= 1
+        self.conn.logout()
+        self.conn = self._connect()
+        selected = self.conn.examine(self.name)
+        if selected.uidvalidity != self.uidvalidity:
+            raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
 
     def _finish_batch(self, fetched: Fetched) -> None:
         """The database side of a batch: build the items, count failures, write, advance."""
@@ -340,18 +385,10 @@ class FolderPass:
         )
 
     def _download(self, uids: list[int], *, headers_only: bool, failures: dict[int, str]) -> dict[int, bytes]:
-        if not uids:
-            return {}
-        try:
-            bodies = self.conn.fetch_bodies(uids, headers_only=headers_only)
-        except errors.ProtocolError:
-            # The server refused the batch: find the message(s) it chokes on, one by one.
-            bodies = {}
-            for uid in uids:
-                try:
-                    bodies.update(self.conn.fetch_bodies([uid], headers_only=headers_only))
-                except errors.ProtocolError as exc:
-                    failures[uid] = str(exc)
+        def fetch(part: list[int]) -> dict[int, bytes]:
+            return self.conn.fetch_bodies(part, headers_only=headers_only)
+
+        bodies = self._narrowed(uids, failures, fetch)
         for uid in uids:
             if uid not in bodies and uid not in failures:
                 failures[uid] = "the server returned no body for it"

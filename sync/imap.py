@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
 import socket
 import ssl
 from collections.abc import Iterator, Sequence
@@ -59,7 +60,7 @@ def translate_errors(endpoint: ImapEndpoint, doing: str) -> Iterator[None]:
     except errors.SyncError:
         raise
     except imap_exc.LoginError as exc:
-        raise errors.AuthFailed(host, endpoint.username) from exc
+        raise _login_error(endpoint, exc) from exc
     except imap_exc.CapabilityError as exc:
         raise errors.TlsFailed(host, port, "the server does not offer STARTTLS") from exc
     except ssl.SSLCertVerificationError as exc:
@@ -78,6 +79,42 @@ def translate_errors(endpoint: ImapEndpoint, doing: str) -> Iterator[None]:
         raise errors.ProtocolError(doing) from exc
     except OSError as exc:
         raise errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}") from exc
+
+
+def _login_error(endpoint: ImapEndpoint, exc: imap_exc.LoginError) -> errors.SyncError:
+    """What a failed LOGIN means. imapclient turns every `IMAP4.error` of LOGIN into `LoginError`,
+    a dropped connection (`IMAP4.abort`, an `OSError`) included: only a tagged NO refuses the
+    credentials (RFC 3501 6.2.3; RFC 5530 codes such as [AUTHENTICATIONFAILED]). A NO with
+    [UNAVAILABLE] or [SERVERBUG] is the server's trouble, and BAD is a garbled exchange."""
+    cause = exc.__context__
+    if isinstance(cause, imaplib.IMAP4.abort | OSError):
+        return errors.ConnectionLost(endpoint.host, "while logging in")
+    text = str(exc).upper()
+    if "COMMAND ERROR: NO" not in text and "LOGIN COMMAND ERROR" in text:
+        return errors.ProtocolError("logging in")
+    if "[UNAVAILABLE]" in text or "[SERVERBUG]" in text:
+        return errors.ConnectionLost(endpoint.host, "the server could not check the password just now")
+    return errors.AuthFailed(endpoint.host, endpoint.username)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _imap_date(value: datetime) -> str:
+    """RFC 3501 date (`1-Mar-2026`), independent of the process locale."""
+    return f"{value.day}-{_MONTHS[value.month - 1]}-{value.year}"
+
+
+def parse_search(lines: Sequence[Any]) -> list[int]:
+    """The message numbers of untagged SEARCH responses (pure). Numbers only, whatever follows:
+    a CONDSTORE server may add `(MODSEQ n)` (RFC 7162 3.1.5), and some send it with no number at
+    all (`* SEARCH (MODSEQ 1)` after an expunge), which imapclient 4.1 rejects."""
+    found: set[int] = set()
+    for line in lines:
+        text = _decode(line) if line is not None else ""
+        text = re.sub(r"\([^)]*\)", " ", text)
+        found.update(int(token) for token in text.split() if token.isdigit())
+    return sorted(found)
 
 
 def _decode(value: Any) -> str:
@@ -195,25 +232,32 @@ class ImapSession:
             highestmodseq=_int_or_none(data.get(b"HIGHESTMODSEQ")),
         )
 
+    def _search(self, *criteria: bytes) -> list[int]:
+        """UID SEARCH with plain ASCII criteria, its answer read by `parse_search` rather than by
+        imapclient's parser (which raises on a MODSEQ item without numbers). Its lower-level
+        command helper is used on purpose: this module is the one place that knows imapclient."""
+        lines = self._client._raw_command_untagged(b"SEARCH", list(criteria))
+        return parse_search(lines)
+
     def uids_above(self, uid: int) -> list[int]:
         """UIDs greater than `uid`. `UID n:*` always matches the last message even when its UID
         is lower (RFC 3501 6.4.8), hence the filter."""
         with self._guard("searching for new messages"):
-            found = self._client.search(["UID", f"{uid + 1}:*"])
+            found = self._search(b"UID", f"{uid + 1}:*".encode())
         return sorted(u for u in found if u > uid)
 
     def uids_since(self, since: datetime) -> list[int]:
         with self._guard("searching by date"):
-            found = self._client.search(["SINCE", since.date()])
+            found = self._search(b"SINCE", _imap_date(since).encode())
         return sorted(found)
 
     def all_uids(self) -> list[int]:
         with self._guard("listing message UIDs"):
-            return sorted(self._client.search(["ALL"]))
+            return self._search(b"ALL")
 
     def exists(self, uid: int) -> bool:
         with self._guard("checking a message"):
-            return uid in self._client.search(["UID", str(uid)])
+            return uid in self._search(b"UID", str(uid).encode())
 
     def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
         if not uids:
@@ -262,7 +306,7 @@ class ImapSession:
         """FLAGS of messages whose mod-sequence is above `modseq`: SEARCH MODSEQ (RFC 7162
         3.1.5) names them, then one FETCH reads their flags."""
         with self._guard("searching for changed flags"):
-            uids = self._client.search(["MODSEQ", str(modseq + 1)])
+            uids = self._search(b"MODSEQ", str(modseq + 1).encode())
         return self.flags_of(sorted(uids))
 
     def all_flags(self) -> dict[int, tuple[str, ...]]:

@@ -36,6 +36,9 @@ class ScriptedSession:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def logout(self) -> None:
+        return None
+
     def has(self, capability: str) -> bool:
         return False
 
