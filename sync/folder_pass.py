@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -31,6 +32,7 @@ from core.db import session_scope
 from core.types import SkipReason
 from crm import mailstore, sync_state
 from sync import errors, imap
+from sync.identity import as_reused, reused_key, same_message
 from sync.parse import parse_message
 from sync.pipeline import Fetched, chunks, prefetched
 from sync.plan import Action, SavedState, contiguous_done, plan_folder
@@ -256,12 +258,12 @@ class FolderPass:
                     fetched.failures[uid] = "the server returned no data for it"
                 else:
                     fetched.done.add(uid)  # expunged between SEARCH and FETCH
-        heads = {
-            uid: parse_message(m.header_bytes, internal_date=m.internal_date)
-            for uid, m in fetched.metas.items()
-        }
+        # Parsed without INTERNALDATE: `date` is then the Date header's own value (or None),
+        # which is what tells a copy of a stored message from another one reusing its ID.
+        heads = {uid: parse_message(m.header_bytes) for uid, m in fetched.metas.items()}
+        fetched.heads = heads
         with self._session() as session:
-            fetched.known = mailstore.known_message_ids(
+            fetched.known = mailstore.known_messages(
                 session=session,
                 tenant_id=self.account.tenant_id,
                 message_ids=[h.message_id for h in heads.values() if not h.message_id_synthetic],
@@ -271,10 +273,18 @@ class FolderPass:
         for uid, meta in sorted(fetched.metas.items()):
             head = heads[uid]
             location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            if not head.message_id_synthetic and head.message_id in fetched.known:
-                fetched.early.append(mailstore.KnownMail(location=location, message_id=head.message_id))
-            elif head.recipient_count > self.settings.max_recipients:
-                fetched.early.append(self._skipped(location, head))
+            known = None if head.message_id_synthetic else fetched.known.get(head.message_id)
+            if known is not None:
+                if same_message(head, known, header_date=head.date):
+                    fetched.early.append(mailstore.KnownMail(location=location, message_id=head.message_id))
+                    continue
+                fetched.reused.add(uid)
+            if head.recipient_count > self.settings.max_recipients:
+                if uid in fetched.reused:
+                    head = replace(head, message_id=reused_key(head.message_id, head.content_hash))
+                fetched.early.append(
+                    self._skipped(location, replace(head, date=head.date or meta.internal_date))
+                )
             elif meta.size > self.settings.max_message_bytes:
                 header_only.append(uid)
             else:
@@ -339,27 +349,42 @@ class FolderPass:
     def _finish_batch(self, fetched: Fetched) -> None:
         """The database side of a batch: build the items, count failures, write, advance."""
         items = list(fetched.early)
-        known = fetched.known
-        for uid, parsed in self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"):
+        parsed_all = list(self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"))
+        for uid, header in sorted(fetched.headers.items()):
+            parsed_all.append((uid, parse_message(header, internal_date=fetched.metas[uid].internal_date)))
+        # Batches are fetched ahead of storing: what an earlier batch stored since is looked up
+        # again here, so a reused Message-ID is told apart however the batches fall.
+        unseen = [p.message_id for _, p in parsed_all if p.message_id not in fetched.known]
+        if unseen:
+            with self._session() as session:
+                fetched.known.update(
+                    mailstore.known_messages(
+                        session=session, tenant_id=self.account.tenant_id, message_ids=unseen
+                    )
+                )
+        for uid, parsed in sorted(parsed_all, key=lambda pair: pair[0]):
             meta = fetched.metas[uid]
             location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            header_date = fetched.heads[uid].date if uid in fetched.heads else parsed.date
+            known = fetched.known.get(parsed.message_id)
+            if uid in fetched.reused or (
+                known is not None and not same_message(parsed, known, header_date=header_date)
+            ):
+                parsed = as_reused(parsed)  # a different message under a Message-ID we hold
+                known = fetched.known.get(parsed.message_id)
             if parsed.recipient_count > self.settings.max_recipients:
                 items.append(self._skipped(location, parsed))
-            elif parsed.message_id in known:
+            elif known is not None:
                 items.append(mailstore.KnownMail(location=location, message_id=parsed.message_id))
             else:
-                raw = fetched.bodies[uid]
-                items.append(mailstore.NewMail(location=location, data=to_message_data(parsed, raw=raw)))
-                known.add(parsed.message_id)
-        for uid, header in sorted(fetched.headers.items()):
-            meta = fetched.metas[uid]
-            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            parsed = parse_message(header, internal_date=meta.internal_date)
-            items.append(
-                mailstore.NewMail(
-                    location=location, data=to_message_data(parsed, raw=header, headers_only=True)
+                headers_only = uid in fetched.headers
+                raw = fetched.headers[uid] if headers_only else fetched.bodies[uid]
+                data = to_message_data(parsed, raw=raw, headers_only=headers_only)
+                items.append(mailstore.NewMail(location=location, data=data))
+                sender = parsed.from_.email if parsed.from_ else ""
+                fetched.known[parsed.message_id] = mailstore.KnownIdentity(
+                    sender, parsed.subject, header_date
                 )
-            )
         items = _dedupe(items)
         quarantined = self._record_failures(fetched.failures)
         done = fetched.done | quarantined | {i.location.uid for i in items}

@@ -41,7 +41,9 @@ class Fetched:
     failures: dict[int, str] = field(default_factory=dict)
     early: list[mailstore.Incoming] = field(default_factory=list)  # decided from headers alone
     metas: dict[int, MessageMeta] = field(default_factory=dict)
-    known: set[str] = field(default_factory=set)
+    known: dict[str, mailstore.KnownIdentity] = field(default_factory=dict)
+    heads: dict[int, ParsedMessage] = field(default_factory=dict)  # parsed from the meta headers
+    reused: set[int] = field(default_factory=set)  # a Message-ID we hold, other content
     bodies: dict[int, bytes] = field(default_factory=dict)
     headers: dict[int, bytes] = field(default_factory=dict)
     parsed: Future[Parsed] = field(default_factory=Future)
