@@ -87,8 +87,9 @@ def sync(
 
         with SyncEngine(progress=on_progress) as engine:
             for account_id in ids:
-                # --account names one explicitly: run it now even while it is backing off.
-                summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
+                # A person asked for a pass now: accounts backing off after errors are tried too
+                # (the backoff paces the scheduler, `crm-inbox run`, not the operator).
+                summaries.append(engine.sync_account(account_id, ignore_backoff=True))
     if as_json:
         print_json(summaries)
     else:
