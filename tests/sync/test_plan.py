@@ -148,6 +148,12 @@ def test_pick_folders_inbox_is_case_insensitive_and_required() -> None:
         ("169.254.170.2", True, True),  # link-local (ECS credentials): blocked even when private is allowed
         ("0.0.0.0", True, True),
         ("93.184.216.34", False, False),
+        # IPv4 carried in IPv6 (issue 12.14): 6to4 and Teredo unwrapped like IPv4-mapped.
+        ("2002:7f00:1::", False, True),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::", True, True),  # 6to4 of 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:5601:5601", True, True),  # Teredo client 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:80fe:fffe", False, True),  # Teredo client 127.1.0.1
+        ("2002:5db8:d822::", False, False),  # 6to4 of a public address
     ],
 )
 def test_address_guard(address: str, allow_private: bool, blocked: bool) -> None:
