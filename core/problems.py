@@ -95,6 +95,15 @@ TEMPLATES: dict[str, str] = {
         "The database could not be written ({reason}); the sync will resume from the last saved batch."
     ),
     "lease_lost": "Another worker took over this account; this worker stopped before writing.",
+    "command_timed_out": (
+        "{host} answered too slowly while {doing} (over {seconds:g} s); the sync resumes from "
+        "the last saved batch at the next pass."
+    ),
+    "pass_timed_out": (
+        "Syncing with {host} took longer than {seconds:g} s and was stopped; it resumes from the "
+        "last saved batch at the next pass."
+    ),
+    "sync_interrupted": "The sync was stopped (the worker is shutting down); it resumes from the last saved batch.",
     "message_fetch_failed": "Message UID {uid} could not be fetched: {reason}.",
     "sync_unexpected": "Unexpected error ({error_type}); details are in the worker log.",
     "folder_unexpected": (

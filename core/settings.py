@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     default_sync_interval_seconds: int = Field(default=300, ge=10)
     connect_timeout_seconds: float = Field(default=15.0, gt=0)
     read_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Deadlines, so a server that trickles (each read within the socket timeout) cannot hold a
+    # pass forever: one IMAP command may take this floor plus its expected bytes at the minimum
+    # rate; one account's pass at most `pass_deadline_seconds` (it resumes from its last batch).
+    command_deadline_seconds: float = Field(default=120.0, gt=0)
+    min_bytes_per_second: int = Field(default=20_000, ge=1)
+    pass_deadline_seconds: float = Field(default=3600.0, gt=0)
     # A message whose fetch or store fails this many times is quarantined and skipped.
     max_message_attempts: int = Field(default=3, ge=1)
     # A folder whose UIDVALIDITY changed this many times is flagged instead of resynced again.

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -189,6 +190,8 @@ class SyncEngine:
                     connect_timeout=self.settings.connect_timeout_seconds,
                     read_timeout=self.settings.read_timeout_seconds,
                     allow_private_hosts=self.settings.allow_private_hosts,
+                    command_deadline=self.settings.command_deadline_seconds,
+                    min_bytes_per_second=self.settings.min_bytes_per_second,
                 ),
                 secret_encrypted=row.secret_encrypted,
                 sync_since=row.sync_since,
@@ -198,6 +201,8 @@ class SyncEngine:
         failure: errors.SyncError | None = None
         try:
             self._sync_folders(account, identities, summary)
+        except errors.Interrupted:
+            pass  # the worker is stopping: the pass ends as interrupted, nothing to back off
         except errors.SyncError as exc:
             failure = exc
             summary.errors.append(str(exc))
@@ -282,7 +287,18 @@ class SyncEngine:
             password = self._box.decrypt(account.secret_encrypted)
         except SecretKeyError as exc:
             raise errors.CredentialsUnreadable() from exc
-        conn = imap.connect(account.endpoint, password)
+        deadline = time.monotonic() + self.settings.pass_deadline_seconds
+
+        def connect() -> imap.ImapSession:
+            # Reconnects within the pass share its deadline.
+            return imap.connect(
+                account.endpoint,
+                password,
+                stop=self.stop_event,
+                pass_seconds=max(deadline - time.monotonic(), 0.001),
+            )
+
+        conn = connect()
         try:
             folders = pick_folders(conn.list_folders())
             summary.folders = {role.value: name for role, name in folders.items()}
@@ -301,7 +317,7 @@ class SyncEngine:
                     role,
                     folders[role],
                     summary,
-                    reconnect=lambda: imap.connect(account.endpoint, password),
+                    reconnect=connect,
                 )
                 try:
                     folder_pass.run()
@@ -316,7 +332,7 @@ class SyncEngine:
                     self._folder_failed(account, role, folders[role], summary, unexpected)
                     # The connection may be mid-response: the next folder gets a fresh one.
                     folder_pass.conn.logout()
-                    folder_pass.conn = imap.connect(account.endpoint, password)
+                    folder_pass.conn = connect()
                 finally:
                     conn = folder_pass.conn  # the pass may have reconnected
         finally:

@@ -289,7 +289,8 @@ class FolderPass:
                 header_only.append(uid)
             else:
                 full.append(uid)
-        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures)
+        sizes = {uid: meta.size for uid, meta in fetched.metas.items()}
+        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures, sizes=sizes)
         fetched.headers = self._download(header_only, headers_only=True, failures=fetched.failures)
         jobs = [
             (uid, fetched.bodies[uid], fetched.metas[uid].internal_date)
@@ -409,9 +410,17 @@ class FolderPass:
             recipient_count=parsed.recipient_count,
         )
 
-    def _download(self, uids: list[int], *, headers_only: bool, failures: dict[int, str]) -> dict[int, bytes]:
+    def _download(
+        self,
+        uids: list[int],
+        *,
+        headers_only: bool,
+        failures: dict[int, str],
+        sizes: dict[int, int] | None = None,
+    ) -> dict[int, bytes]:
         def fetch(part: list[int]) -> dict[int, bytes]:
-            return self.conn.fetch_bodies(part, headers_only=headers_only)
+            expected = sum((sizes or {}).get(uid, 0) for uid in part)
+            return self.conn.fetch_bodies(part, headers_only=headers_only, expected_bytes=expected)
 
         bodies = self._narrowed(uids, failures, fetch)
         for uid in uids:

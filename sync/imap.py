@@ -16,6 +16,8 @@ import imaplib
 import re
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,52 @@ class ImapEndpoint:
     connect_timeout: float = 15.0
     read_timeout: float = 120.0
     allow_private_hosts: bool = False
+    command_deadline: float = 120.0  # floor of one command's deadline
+    min_bytes_per_second: int = 20_000  # plus its expected bytes at this rate
+
+
+class Watchdog:
+    """Cuts a connection that must not wait any longer: the command in flight overran its
+    deadline, the pass overran its own, or the worker is stopping (SIGTERM). The socket timeout
+    alone cannot do it: a server trickling a byte now and then satisfies every read. Shutting
+    the socket down makes the blocked read return at once; `why` tells `_guard` what happened."""
+
+    POLL = 0.2
+
+    def __init__(self, stop: threading.Event | None, pass_deadline: float | None) -> None:
+        self.stop = stop
+        self.pass_seconds = pass_deadline or 0.0
+        self.pass_deadline = time.monotonic() + pass_deadline if pass_deadline else None
+        self.command_deadline: float | None = None
+        self.why: str | None = None
+        self._sock: socket.socket | None = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="imap-watchdog", daemon=True)
+
+    def watch(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.POLL):
+            now = time.monotonic()
+            if self.stop is not None and self.stop.is_set():
+                self._cut("stop")
+            elif self.pass_deadline is not None and now > self.pass_deadline:
+                self._cut("pass")
+            elif self.command_deadline is not None and now > self.command_deadline:
+                self._cut("command")
+            if self.why:
+                return
+
+    def _cut(self, why: str) -> None:
+        self.why = why
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
 
 @contextmanager
@@ -155,9 +203,10 @@ def _body_item(data: dict[bytes, Any]) -> bytes | None:
 class ImapSession:
     """A logged-in connection. Use `connect()`; close with `logout()` or a `with` block."""
 
-    def __init__(self, client: IMAPClient, endpoint: ImapEndpoint) -> None:
+    def __init__(self, client: IMAPClient, endpoint: ImapEndpoint, watchdog: Watchdog | None = None) -> None:
         self._client = client
         self.endpoint = endpoint
+        self._watchdog = watchdog
         self._caps: frozenset[str] | None = None
         self._condstore_enabled = False
 
@@ -167,8 +216,33 @@ class ImapSession:
     def __exit__(self, *exc: object) -> None:
         self.logout()
 
-    def _guard(self, doing: str) -> Any:
-        return translate_errors(self.endpoint, doing)
+    @contextmanager
+    def _guard(self, doing: str, expected_bytes: int = 0) -> Iterator[None]:
+        """Errors translated, and the command bounded in time (see `Watchdog`)."""
+        dog = self._watchdog
+        seconds = self.endpoint.command_deadline + expected_bytes / self.endpoint.min_bytes_per_second
+        if dog is not None:
+            if dog.why:
+                raise self._cut_short(dog.why, doing, seconds)
+            dog.command_deadline = time.monotonic() + seconds
+        try:
+            with translate_errors(self.endpoint, doing):
+                yield
+        except errors.SyncError:
+            if dog is not None and dog.why:
+                raise self._cut_short(dog.why, doing, seconds) from None
+            raise
+        finally:
+            if dog is not None:
+                dog.command_deadline = None
+
+    def _cut_short(self, why: str, doing: str, seconds: float) -> errors.SyncError:
+        host = self.endpoint.host
+        if why == "stop":
+            return errors.Interrupted()
+        if why == "pass" and self._watchdog is not None and self._watchdog.pass_seconds:
+            return errors.PassTimedOut(host, self._watchdog.pass_seconds)
+        return errors.CommandTimedOut(host, doing, round(seconds, 1))
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -279,11 +353,13 @@ class ImapSession:
             )
         return sorted(metas, key=lambda m: m.uid)
 
-    def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
+    def fetch_bodies(
+        self, uids: Sequence[int], *, headers_only: bool = False, expected_bytes: int = 0
+    ) -> dict[int, bytes]:
         if not uids:
             return {}
         item = "BODY.PEEK[HEADER]" if headers_only else "BODY.PEEK[]"
-        with self._guard("downloading messages"):
+        with self._guard("downloading messages", expected_bytes):
             data = self._client.fetch(list(uids), [item])
         wanted = set(uids)
         out: dict[int, bytes] = {}
@@ -317,6 +393,8 @@ class ImapSession:
             self._client.noop()
 
     def logout(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.close()
         try:
             self._client.logout()
         except Exception:  # closing a dead connection must never raise
@@ -324,8 +402,15 @@ class ImapSession:
                 self._client.shutdown()
 
 
-def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
-    """Open, secure and log in. Raises a `SyncError` subclass on any failure."""
+def connect(
+    endpoint: ImapEndpoint,
+    password: SecretStr,
+    *,
+    stop: threading.Event | None = None,
+    pass_seconds: float | None = None,
+) -> ImapSession:
+    """Open, secure and log in. Raises a `SyncError` subclass on any failure. `stop` (the
+    worker stopping) and `pass_seconds` (the pass's time limit) cut the connection short."""
     address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
     timeout = SocketTimeout(connect=endpoint.connect_timeout, read=endpoint.read_timeout)
     context = pinned_context(endpoint.host, endpoint.ca_file)
@@ -342,12 +427,14 @@ def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
             raise errors.ConnectionTimedOut(endpoint.host, endpoint.port, endpoint.connect_timeout) from exc
     # Aware datetimes for INTERNALDATE instead of naive local time.
     client.normalise_times = False
-    session = ImapSession(client, endpoint)
+    watchdog = Watchdog(stop, pass_seconds)
+    session = ImapSession(client, endpoint, watchdog)
     try:
         if endpoint.security is Security.STARTTLS:
-            with translate_errors(endpoint, "starting TLS"):
+            with session._guard("starting TLS"):
                 client.starttls(context)
-        with translate_errors(endpoint, "logging in"):
+        watchdog.watch(client.socket())
+        with session._guard("logging in"):
             client.login(endpoint.username, password.get_secret_value())
     except BaseException:
         session.logout()

@@ -5,6 +5,8 @@ The database is real (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,11 +14,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from core.settings import Settings
 from core.types import AccountStatus, Security, UidState
 from crm.models import FetchFailure, FolderState, ImapUid, MailAccount, Message
 from devtools.samples import build_message
 from sync import imap
-from sync.account_pass import SyncEngine
+from sync.account_pass import SyncEngine, SyncSummary
 from sync.types import FolderStatus
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant
@@ -175,3 +178,62 @@ def test_message_that_drops_the_connection_is_narrowed_down_and_quarantined(
         inbox = session.exec(select(FolderState).where(FolderState.name == "INBOX")).one()
         assert inbox.highest_uid == 6
     assert engine.sync_account(account_id).status == "ok"
+
+
+def _run_in_thread(engine: SyncEngine, account_id: int) -> tuple[threading.Thread, list[SyncSummary]]:
+    done: list[SyncSummary] = []
+    thread = threading.Thread(target=lambda: done.append(engine.sync_account(account_id)), daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_trickling_server_hits_the_command_deadline(
+    db: Engine, mailbox_user: MailboxUser, proxy: FaultProxy, settings: Settings
+) -> None:
+    """Issue 12.6: every read arrives within the socket timeout, yet the command is cut at its
+    deadline (floor + expected bytes at the minimum rate)."""
+    box = mailbox_user
+    box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(3)])
+    account_id = _account(db, box, proxy)
+    proxy.rules.stall_when, proxy.rules.trickle, proxy.rules.trickle_every = rb"UID FETCH", 5, 0.3
+    quick = settings.model_copy(update={"command_deadline_seconds": 2.0, "read_timeout_seconds": 10.0})
+    started = time.monotonic()
+    thread, done = _run_in_thread(SyncEngine(db=db, settings=quick), account_id)
+    thread.join(15)
+    assert done, "the pass is still running"
+    assert time.monotonic() - started < 8
+    (summary,) = done
+    assert summary.failure is not None and summary.failure.code == "command_timed_out", summary.errors
+
+
+def test_pass_deadline(db: Engine, mailbox_user: MailboxUser, proxy: FaultProxy, settings: Settings) -> None:
+    box = mailbox_user
+    box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(3)])
+    account_id = _account(db, box, proxy)
+    proxy.rules.stall_when, proxy.rules.trickle = rb"UID FETCH", 0
+    short = settings.model_copy(update={"pass_deadline_seconds": 2.0, "read_timeout_seconds": 30.0})
+    thread, done = _run_in_thread(SyncEngine(db=db, settings=short), account_id)
+    thread.join(10)
+    assert done, "the pass is still running"
+    assert done[0].failure is not None and done[0].failure.code == "pass_timed_out"
+
+
+def test_stop_cuts_a_stalled_command_within_seconds(
+    db: Engine, mailbox_user: MailboxUser, proxy: FaultProxy, settings: Settings
+) -> None:
+    """SIGTERM sets the stop event: a pass blocked on a silent server ends within a second or
+    two as interrupted, with no backoff recorded."""
+    box = mailbox_user
+    box.dovecot.append_many(box.name, "INBOX", [_msg(i) for i in range(3)])
+    account_id = _account(db, box, proxy)
+    proxy.rules.stall_when, proxy.rules.trickle = rb"UID FETCH", 0
+    engine = SyncEngine(db=db, settings=settings.model_copy(update={"read_timeout_seconds": 60.0}))
+    thread, done = _run_in_thread(engine, account_id)
+    time.sleep(1.5)
+    stopped = time.monotonic()
+    engine.stop_event.set()
+    thread.join(10)
+    assert done and time.monotonic() - stopped < 3
+    assert done[0].status == "interrupted", done[0].errors
+    with Session(db) as session:
+        assert session.get_one(MailAccount, account_id).next_attempt_at is None

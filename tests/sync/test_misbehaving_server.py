@@ -71,7 +71,9 @@ class ScriptedSession:
             for uid in [u]
         ]
 
-    def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
+    def fetch_bodies(
+        self, uids: Sequence[int], *, headers_only: bool = False, expected_bytes: int = 0
+    ) -> dict[int, bytes]:
         if self.stage == "body" and self.broken in uids:
             raise errors.ProtocolError("downloading messages")
         return {u: self.messages[u] for u in uids}
@@ -86,7 +88,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedSession:
         for uid in (1, 2, 3)
     }
     session = ScriptedSession(messages, broken=2)
-    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: session)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: session)
     return session
 
 
@@ -156,7 +158,7 @@ def test_lying_server_values_never_reach_the_cursor(
         for uid in (1, 2, 3)
     }
     server = LyingSession(messages)
-    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: server)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
     account_id = make_offline_account(db, make_tenant(db))
 
     def folder() -> FolderState:
@@ -202,7 +204,7 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
         for uid in range(1, 8)
     }
     server = ScriptedSession(messages, broken=2, stage=stage)
-    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: server)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
     settings.sync_batch_size = 3  # batches [1,2,3] [4,5,6] [7]: the failure is in the first
     account_id = make_offline_account(db, make_tenant(db))
 
