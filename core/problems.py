@@ -103,7 +103,9 @@ TEMPLATES: dict[str, str] = {
         "Syncing with {host} took longer than {seconds:g} s and was stopped; it resumes from the "
         "last saved batch at the next pass."
     ),
-    "sync_interrupted": "The sync was stopped (the worker is shutting down); it resumes from the last saved batch.",
+    "sync_interrupted": (
+        "The sync was stopped (the worker is shutting down); it resumes from the last saved batch."
+    ),
     "message_fetch_failed": "Message UID {uid} could not be fetched: {reason}.",
     "sync_unexpected": "Unexpected error ({error_type}); details are in the worker log.",
     "folder_unexpected": (
