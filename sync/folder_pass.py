@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
-from core.db import session_scope
+from core.db import DatabaseUnavailable, session_scope
 from core.types import SkipReason
 from crm import mailstore, sync_state
 from sync import errors, imap
@@ -494,7 +494,7 @@ class FolderPass:
         cursor = self._cursor_after(batch, done)
         try:
             result = self._apply(items, cursor)
-        except OperationalError as exc:
+        except (OperationalError, DatabaseUnavailable) as exc:
             # Locked or unreachable database: not the message's fault, retry the pass later.
             raise errors.StorageUnavailable(type(exc).__name__) from exc
         except (SQLAlchemyError, LookupError, ValueError) as exc:
@@ -511,7 +511,7 @@ class FolderPass:
         for item in items:
             try:
                 result = self._apply([item], None)
-            except OperationalError as exc:
+            except (OperationalError, DatabaseUnavailable) as exc:
                 raise errors.StorageUnavailable(type(exc).__name__) from exc
             except (SQLAlchemyError, LookupError, ValueError) as exc:
                 failures[item.location.uid] = f"could not be stored ({type(exc).__name__})"
