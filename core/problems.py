@@ -88,8 +88,9 @@ TEMPLATES: dict[str, str] = {
     "folder_problems": "{problems}",
     # The worker's side.
     "credentials_unreadable": (
-        "A stored password cannot be decrypted with the current key: the key changed since it was "
-        "saved. Restore the old key or enter the account's password again."
+        "Key mismatch: a stored password cannot be decrypted with the current encryption key (the "
+        "key changed since it was saved). Restore the old key and the account resumes by itself, "
+        "with no password to enter again; or enter the account's password again."
     ),
     "storage_unavailable": (
         "The database could not be written ({reason}); the sync will resume from the last saved batch."

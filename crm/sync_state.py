@@ -315,7 +315,8 @@ def record_account_success(*, session: Session, account_id: int) -> None:
 STATUS_BY_CODE: dict[str, AccountStatus] = {
     "auth_failed": AccountStatus.AUTH_FAILED,
     "auth_stopped": AccountStatus.NEEDS_CREDENTIALS,
-    "credentials_unreadable": AccountStatus.NEEDS_CREDENTIALS,
+    # Not "needs credentials": restoring the old key resumes the account, passwords unchanged.
+    "credentials_unreadable": AccountStatus.KEY_MISMATCH,
     "certificate_untrusted": AccountStatus.TLS_ERROR,
     "tls_failed": AccountStatus.TLS_ERROR,
     "smtp_tls_failed": AccountStatus.TLS_ERROR,
@@ -377,6 +378,11 @@ def record_account_failure(
         account.auth_failures = 0
     account.next_attempt_at = now + backoff_delay(account.consecutive_failures)
     session.add(account)
+
+
+def any_stored_secrets(*, session: Session) -> bool:
+    """Does the database hold encrypted passwords (which a new key could never decrypt)?"""
+    return session.exec(select(MailAccount.id).limit(1)).first() is not None
 
 
 def syncable_account_ids(*, session: Session) -> list[tuple[int, int]]:

@@ -120,6 +120,24 @@ def _holder_is_dead(owner: str) -> bool:
     return False
 
 
+def _secret_box(db: Engine, settings: Settings) -> SecretBox:
+    """The key that decrypts the stored passwords. A key file that disappeared while the
+    database holds encrypted passwords is refused: a new key would decrypt none of them and
+    hide the real problem (a lost or unmounted file) behind every account failing."""
+    path = settings.resolved_key_file
+    if not settings.secret_key and not path.exists():
+        with session_scope(db) as session:
+            if sync_state.any_stored_secrets(session=session):
+                raise SecretKeyError(
+                    "secret_key_missing",
+                    f"The encryption key file {str(path)!r} is missing although the database holds "
+                    "encrypted passwords. Restore the key file (or give the key) instead of starting "
+                    "with a new key, which could decrypt none of them.",
+                    path=str(path),
+                )
+    return SecretBox.from_settings(settings)
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -137,7 +155,7 @@ class SyncEngine:
         self.stop_event = stop_event or threading.Event()
         self.progress = progress
         self.after_batch = list(after_batch)
-        self._box = SecretBox.from_settings(self.settings)
+        self._box = _secret_box(self.db, self.settings)
         self.parser = ParsePool(self.settings)  # scheduler threads share one engine and its pool
 
     def close(self) -> None:
