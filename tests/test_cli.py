@@ -217,3 +217,31 @@ def test_data_dir_and_database_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for path in data.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_rotate_key(cli_env: dict[str, str], mailbox_user: MailboxUser) -> None:
+    """Issue 12.10: `secrets rotate-key` re-encrypts every password with a new key file; the
+    sync then works with the new key, and the old key is kept aside (0600)."""
+    d = mailbox_user.dovecot
+    d.append(mailbox_user.name, "INBOX", build_message(subject="Hi", from_="a@globex.test", to="s@acme.test"))
+    assert run(cli_env, "init").returncode == 0
+    env = dict(cli_env, MAILBOX_PASSWORD=mailbox_user.password)
+    added = run(
+        env,
+        *("account", "add", "--email", "s@acme.test", "--imap-host", "127.0.0.1"),
+        *("--username", mailbox_user.name, "--ca-file", str(d.ca_file), "--imap-port", str(d.ssl_port)),
+        *("--password-env", "MAILBOX_PASSWORD"),
+    )
+    assert added.returncode == 0, added.stderr
+    key_file = Path(cli_env["CRM_INBOX_DATA_DIR"]) / "secret.key"
+    before = key_file.read_bytes()
+    rotated = run(cli_env, "secrets", "rotate-key", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["accounts"] == 1
+    assert key_file.read_bytes() != before
+    old = Path(json.loads(rotated.stdout)["old_key_file"])
+    assert old.read_bytes() == before and stat.S_IMODE(old.stat().st_mode) == 0o600
+    synced = run(cli_env, "sync", "--once", "--json")
+    assert synced.returncode == 0, synced.stderr
+    [summary] = json.loads(synced.stdout)
+    assert summary["status"] == "ok" and summary["new_messages"] == 1
