@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     secret_key_file: Path | None = None
 
     sync_batch_size: int = Field(default=200, ge=1, le=5000)
+    # ...and at most this many bytes of message (RFC822.SIZE) per batch: peak memory follows it.
+    sync_batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
     default_sync_interval_seconds: int = Field(default=300, ge=10)

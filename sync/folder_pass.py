@@ -34,8 +34,8 @@ from crm import mailstore, sync_state
 from sync import errors, imap
 from sync.identity import as_reused, reused_key, same_message
 from sync.parse import parse_message
-from sync.pipeline import Fetched, chunks, prefetched
-from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.pipeline import Fetched, prefetched
+from sync.plan import Action, SavedState, contiguous_done, plan_folder, size_batches
 from sync.types import FolderRole, MessageMeta, ParsedMessage
 
 T = TypeVar("T")
@@ -231,7 +231,17 @@ class FolderPass:
         """Fetch and store batch after batch. The network side of batch N+1 (a background thread,
         the only user of the IMAP connection meanwhile) overlaps with parsing and storing batch
         N; a bounded queue keeps at most two fetched batches waiting, so memory stays flat."""
-        batches = list(chunks(uids, self.settings.sync_batch_size))
+        # Memory follows the bytes in flight (up to four batches: being fetched, two queued, being
+        # stored), so batches are bounded by total size as well as by count. Mail over the size
+        # limit only has its header downloaded: it counts for that.
+        limit = self.settings.max_message_bytes
+        sizes = {uid: size if size <= limit else 0 for uid, size in self.conn.sizes(uids).items()}
+        batches = size_batches(
+            uids,
+            sizes,
+            max_count=self.settings.sync_batch_size,
+            max_bytes=self.settings.sync_batch_max_bytes,
+        )
         total, done = len(uids), 0
         name = f"fetch-{self.account.id}-{self.role}"
         for fetched in prefetched(batches, self._fetch_batch, stop=self.engine.stop_event, name=name):

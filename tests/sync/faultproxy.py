@@ -37,6 +37,7 @@ class FaultProxy:
         self.rules = Rules()
         self.connections = 0
         self.cuts = 0
+        self.client_lines: list[bytes] = []  # what the client sent (commands and literals)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = threading.Event()
@@ -93,6 +94,7 @@ class FaultProxy:
         try:
             for line in reader:
                 rules = self.rules
+                self.client_lines.append(line)
                 if self._matches(rules.cut_when, line) and self.cuts < rules.cut_times:
                     self.cuts += 1
                     self._cut(client, server)

@@ -237,3 +237,28 @@ def test_stop_cuts_a_stalled_command_within_seconds(
     assert done[0].status == "interrupted", done[0].errors
     with Session(db) as session:
         assert session.get_one(MailAccount, account_id).next_attempt_at is None
+
+
+def test_batches_are_bounded_by_total_size(
+    db: Engine, mailbox_user: MailboxUser, proxy: FaultProxy, settings: Settings
+) -> None:
+    """Issue 12.7: six messages of ~300 KB with a 700 KB batch budget: no download asks for more
+    than two of them at once, whatever the batch count allows."""
+    box = mailbox_user
+    big = [
+        build_message(
+            subject=f"Big {i}",
+            from_="a@globex.test",
+            to="s@acme.test",
+            message_id=f"<big{i}@globex.test>",
+            body=("x" * 75 + "\n") * 4000,
+        )
+        for i in range(6)
+    ]
+    box.dovecot.append_many(box.name, "INBOX", big)
+    account_id = _account(db, box, proxy)
+    bounded = settings.model_copy(update={"sync_batch_max_bytes": 700_000, "sync_batch_size": 200})
+    assert SyncEngine(db=db, settings=bounded).sync_account(account_id).new_messages == 6
+    downloads = [line for line in proxy.client_lines if b"BODY.PEEK[]" in line]
+    assert len(downloads) == 3
+    assert all(len(_uid_set(line)) <= 2 for line in downloads), downloads

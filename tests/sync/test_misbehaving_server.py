@@ -62,6 +62,9 @@ class ScriptedSession:
     def exists(self, uid: int) -> bool:
         return uid in self.messages
 
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        return {u: len(self.messages[u]) for u in uids if u in self.messages}
+
     def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
         if self.stage == "meta" and self.broken in uids:
             raise errors.ProtocolError("fetching message sizes and headers")

@@ -7,7 +7,7 @@ import pytest
 from sync import errors
 from sync.folders import pick_folders
 from sync.netguard import address_problem
-from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.plan import Action, SavedState, contiguous_done, plan_folder, size_batches
 from sync.types import FolderInfo, FolderRole, FolderStatus
 
 
@@ -158,3 +158,18 @@ def test_pick_folders_inbox_is_case_insensitive_and_required() -> None:
 )
 def test_address_guard(address: str, allow_private: bool, blocked: bool) -> None:
     assert (address_problem(address, allow_private=allow_private) is not None) is blocked
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_count", "max_bytes", "expected"),
+    [
+        ({1: 10, 2: 10, 3: 10}, 200, 25, [[1, 2], [3]]),
+        ({1: 10, 2: 10, 3: 10}, 2, 1000, [[1, 2], [3]]),
+        ({1: 5, 2: 100, 3: 5}, 200, 50, [[1], [2], [3]]),  # too big alone: a batch of its own
+        ({}, 2, 10, [[1, 2], [3]]),  # unknown sizes: by count
+    ],
+)
+def test_size_batches(
+    sizes: dict[int, int], max_count: int, max_bytes: int, expected: list[list[int]]
+) -> None:
+    assert size_batches([1, 2, 3], sizes, max_count=max_count, max_bytes=max_bytes) == expected
