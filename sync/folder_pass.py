@@ -107,6 +107,10 @@ def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
     return out
 
 
+class _UidValidityMoved(Exception):
+    """UIDVALIDITY differs from what we saved, or between two opens of one pass."""
+
+
 class FolderPass:
     """The state of one folder's pass (kept in one object so the steps stay small)."""
 
@@ -143,6 +147,23 @@ class FolderPass:
         return session_scope(self.engine.db)
 
     def run(self) -> None:
+        try:
+            self._run(may_write_select=True)
+        except _UidValidityMoved:
+            # Some servers write their UID database only when a client opens the folder
+            # read-write, and hand out a new UIDVALIDITY at every read-only open until then (a
+            # shared mailbox only delivered to and read through us never gets one). Open it
+            # read-write once, then look again: a real change is then resynced as usual, a
+            # merely unsaved one is stable from now on. Nothing is fetched on this opening (the
+            # folder is EXAMINEd again before any FETCH, and BODY.PEEK never sets \Seen); the
+            # only trace is that \Recent is cleared, as by any client opening the folder.
+            log.info(
+                "account %s folder %s: UIDVALIDITY moved, opening read-write once", self.account.id, self.name
+            )
+            self.conn.select_readwrite(self.name)
+            self._run(may_write_select=False)
+
+    def _run(self, *, may_write_select: bool) -> None:
         status = self.conn.status(self.name)
         with self._session() as session:
             cursor = sync_state.folder_cursor(
@@ -173,6 +194,8 @@ class FolderPass:
             return
         if plan.action is Action.UNUSABLE:
             raise errors.ProtocolError(f"reading {self.name}: {plan.reason}")
+        if may_write_select and plan.action in (Action.RESYNC, Action.FLAGGED):
+            raise _UidValidityMoved()
         if plan.action is Action.FLAGGED:
             with self._session() as session:
                 sync_state.flag_unstable(session=session, folder_id=self.folder_id)
@@ -194,6 +217,8 @@ class FolderPass:
         self.uidvalidity = plan.uidvalidity
         selected = self.conn.examine(self.name)
         if selected.uidvalidity != self.uidvalidity:
+            if may_write_select:
+                raise _UidValidityMoved()
             raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
         self.cursor_uid = 0 if plan.action is Action.RESYNC else plan.fetch_above
         uids = self.conn.uids_above(self.cursor_uid)

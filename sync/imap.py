@@ -313,6 +313,21 @@ class ImapSession:
         lines = self._client._raw_command_untagged(b"SEARCH", list(criteria))
         return parse_search(lines)
 
+    def select_readwrite(self, folder: str) -> FolderStatus:
+        """Open read-write (SELECT), for servers that save their UIDs only then. Nothing is done
+        while it is open; the caller EXAMINEs it again, which deselects it WITHOUT expunging
+        (never CLOSE here: CLOSE on a read-write folder expunges \\Deleted mail)."""
+        self.enable_condstore()
+        with self._guard(f"opening {folder} read-write"):
+            data = self._client.select_folder(folder, readonly=False)
+        return FolderStatus(
+            name=folder,
+            uidvalidity=_int_or_none(data.get(b"UIDVALIDITY")),
+            uidnext=_int_or_none(data.get(b"UIDNEXT")),
+            messages=_int_or_none(data.get(b"EXISTS")),
+            highestmodseq=_int_or_none(data.get(b"HIGHESTMODSEQ")),
+        )
+
     def uids_above(self, uid: int) -> list[int]:
         """UIDs greater than `uid`. `UID n:*` always matches the last message even when its UID
         is lower (RFC 3501 6.4.8), hence the filter."""

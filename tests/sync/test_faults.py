@@ -262,3 +262,27 @@ def test_batches_are_bounded_by_total_size(
     downloads = [line for line in proxy.client_lines if b"BODY.PEEK[]" in line]
     assert len(downloads) == 3
     assert all(len(_uid_set(line)) <= 2 for line in downloads), downloads
+
+
+def test_readwrite_open_changes_no_flags_and_expunges_nothing(mailbox_user: MailboxUser) -> None:
+    box = mailbox_user
+    box.dovecot.append_many(box.name, "INBOX", [_msg(1), _msg(2)])
+    with box.dovecot.client(box.name) as admin:  # another client marks UID 2 deleted
+        admin.select_folder("INBOX")
+        admin.add_flags([2], [b"\\Deleted"])
+    endpoint = imap.ImapEndpoint(
+        host="127.0.0.1",
+        port=box.dovecot.port,
+        security=Security.PLAIN,
+        username=box.name,
+        allow_private_hosts=True,
+    )
+    from pydantic import SecretStr
+
+    with imap.connect(endpoint, SecretStr(box.password)) as conn:
+        opened = conn.select_readwrite("INBOX")
+        assert opened.messages == 2
+        conn.examine("INBOX")
+        assert conn.all_uids() == [1, 2]
+    flags = box.dovecot.flags(box.name, "INBOX")
+    assert flags == {1: (), 2: ("\\Deleted",)}

@@ -225,3 +225,50 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
     with Session(db) as s:
         assert s.exec(select(ImapUid).where(ImapUid.state == UidState.QUARANTINED)).one().uid == 2
         assert len(s.exec(select(Message)).all()) == 6
+
+
+class UnsavedUidsSession(ScriptedSession):
+    """A server that hands out a new UIDVALIDITY at every read-only open until some client
+    opens the folder read-write (it saves its UID database only then); issue 12.2."""
+
+    def __init__(self, messages: dict[int, bytes]) -> None:
+        super().__init__(messages, broken=-1)
+        self.validity = 100
+        self.saved = False
+        self.readwrite_opens = 0
+
+    def status(self, name: str) -> FolderStatus:
+        if name != "INBOX":
+            return FolderStatus(name, 9, 1, 0, None)
+        if not self.saved:
+            self.validity += 1
+        return FolderStatus(name, self.validity, max(self.inbox) + 1, len(self.inbox), None)
+
+    def select_readwrite(self, name: str) -> FolderStatus:
+        self.readwrite_opens += 1
+        if name == "INBOX":
+            self.saved = True
+        return self.status(name)
+
+
+def test_uidvalidity_unsaved_until_a_readwrite_open(
+    db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    messages = {
+        uid: build_message(
+            subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<u{uid}@test>"
+        )
+        for uid in (1, 2, 3)
+    }
+    server = UnsavedUidsSession(messages)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
+    account_id = make_offline_account(db, make_tenant(db))
+    engine = SyncEngine(db=db, settings=settings)
+    for _ in range(settings.max_uidvalidity_resyncs + 2):
+        summary = engine.sync_account(account_id)
+        assert summary.status == "ok", summary.errors
+    assert server.readwrite_opens == 1
+    with Session(db) as s:
+        inbox = s.exec(select(FolderState).where(FolderState.role == FolderRole.INBOX)).one()
+        assert inbox.uidvalidity == server.validity and inbox.highest_uid == 3
+        assert len(s.exec(select(Message)).all()) == 3  # nothing duplicated
