@@ -34,7 +34,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    busy_ms = int(get_settings().database_busy_timeout_seconds * 1000)
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.close()
 
 
@@ -44,6 +45,20 @@ class DatabaseUnavailable(Unavailable):
     def __init__(self, reason: str) -> None:
         super().__init__(
             "database_unavailable", f"The database could not be reached ({reason}).", reason=reason
+        )
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """SQLite's write lock stayed taken past the busy timeout (a long import, another writer):
+    transient, retried later; never a traceback."""
+
+    def __init__(self) -> None:
+        Unavailable.__init__(
+            self,
+            "database_busy",
+            "The database is busy: another process held its write lock too long (a long import, "
+            "for instance). Try again shortly.",
+            reason="busy",
         )
 
 
@@ -100,6 +115,8 @@ def _translate_errors(context: ExceptionContext) -> None:
     original = context.original_exception
     text = str(original).lower()
     sqlstate = getattr(original, "sqlstate", None)
+    if "database is locked" in text or "database table is locked" in text:
+        raise DatabaseBusy() from original
     if "no such table" in text or sqlstate == "42P01":
         raise DatabaseNotInitialised() from original
     if context.connection is None and not context.is_pre_ping:

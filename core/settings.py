@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     # Empty means "embedded SQLite file in data_dir".
     database_url: str = ""
+    # How long a SQLite writer waits for the write lock before the database counts as busy.
+    database_busy_timeout_seconds: float = Field(default=30.0, gt=0)
     # Fernet key (urlsafe base64, 32 bytes). Empty: read or create `secret_key_file`.
     secret_key: str = Field(default="", repr=False)
     secret_key_file: Path | None = None

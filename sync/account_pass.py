@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core.db import get_engine, session_scope
+from core.db import DatabaseUnavailable, get_engine, session_scope
 from core.secrets import SecretBox, SecretKeyError
 from core.settings import Settings, get_settings
 from core.types import AccountStatus, RunStatus, utcnow
@@ -169,6 +169,18 @@ class SyncEngine:
 
     # -----------------------------------------------------------------------------------------
     def sync_account(self, account_id: int, *, ignore_backoff: bool = False) -> SyncSummary:
+        """One pass over one account; never raises for a database that is busy or unreachable
+        (a transient condition of this account's pass: the next account is still tried)."""
+        try:
+            return self._sync_account(account_id, ignore_backoff=ignore_backoff)
+        except DatabaseUnavailable as exc:
+            log.warning("account %s: database unavailable (%s)", account_id, exc.code)
+            problem = errors.StorageUnavailable(exc.fields.get("reason") or exc.code)
+            summary = SyncSummary(account_id=account_id, status="failed", errors=[str(problem)])
+            summary.failure = SyncProblem.of(None, problem)
+            return summary
+
+    def _sync_account(self, account_id: int, *, ignore_backoff: bool) -> SyncSummary:
         summary = SyncSummary(account_id=account_id)
         with session_scope(self.db) as session:
             row = session.get(MailAccount, account_id)
@@ -224,6 +236,9 @@ class SyncEngine:
         except errors.SyncError as exc:
             failure = exc
             summary.errors.append(str(exc))
+        except DatabaseUnavailable as exc:
+            failure = errors.StorageUnavailable(exc.fields.get("reason") or exc.code)
+            summary.errors.append(str(failure))
         except Exception as exc:  # one account's bug must not stop the others
             log.exception("unexpected error while syncing account %s", account_id)
             failure = errors.UnexpectedError(type(exc).__name__)
@@ -342,7 +357,7 @@ class SyncEngine:
                 except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
                     # A folder-level problem: record it and go on with the other folder.
                     self._folder_failed(account, role, folders[role], summary, exc)
-                except errors.SyncError:
+                except (errors.SyncError, DatabaseUnavailable):
                     raise  # the connection, the credentials or the database: the whole pass
                 except Exception as exc:  # a bug met in one folder never skips the other one
                     log.exception("unexpected error while syncing account %s folder %s", account.id, role)
