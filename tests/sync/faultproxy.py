@@ -29,6 +29,7 @@ class Rules:
     stall_when: bytes | None = None
     trickle: int = 0
     trickle_every: float = 1.0
+    cut_at_byte: int | None = None  # cut the next connection after this many server bytes
 
 
 class FaultProxy:
@@ -67,6 +68,8 @@ class FaultProxy:
             except OSError:
                 return
             server = socket.create_connection(self.upstream)
+            for sock in (client, server):  # line by line: without it, Nagle meets delayed ACKs
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.connections += 1
                 self._sockets += [client, server]
@@ -108,8 +111,16 @@ class FaultProxy:
 
     def _pump_server(self, server: socket.socket, client: socket.socket, state: dict[str, bool]) -> None:
         reader = server.makefile("rb")
+        sent = 0
         try:
             for line in reader:
+                cut_at = self.rules.cut_at_byte
+                if cut_at is not None and sent + len(line) > cut_at:
+                    self.rules.cut_at_byte = None  # once
+                    self.cuts += 1
+                    client.sendall(line[: max(cut_at - sent, 0)])
+                    break
+                sent += len(line)
                 for pattern, replacement in self.rules.rewrite:
                     line = re.sub(pattern, replacement, line)
                 if state["stalled"]:
