@@ -272,3 +272,48 @@ def test_uidvalidity_unsaved_until_a_readwrite_open(
         inbox = s.exec(select(FolderState).where(FolderState.role == FolderRole.INBOX)).one()
         assert inbox.uidvalidity == server.validity and inbox.highest_uid == 3
         assert len(s.exec(select(Message)).all()) == 3  # nothing duplicated
+
+
+class GmailSession(ScriptedSession):
+    """Gmail's layout: `[Gmail]/Sent Mail` flagged \\Sent (Cyrus-style lower case here), and
+    `[Gmail]/All Mail` holding every message again, which must never be synced (issue 12.3)."""
+
+    def __init__(self, inbox: dict[int, bytes], sent: dict[int, bytes]) -> None:
+        super().__init__(inbox, broken=-1)
+        self.sent = sent
+        self.opened: list[str] = []
+
+    def list_folders(self) -> list[FolderInfo]:
+        return [
+            FolderInfo("INBOX", "/"),
+            FolderInfo("[Gmail]", "/", ("\\Noselect", "\\HasChildren")),
+            FolderInfo("[Gmail]/All Mail", "/", ("\\All",)),
+            FolderInfo("[Gmail]/Sent Mail", "/", ("\\sent",)),
+        ]
+
+    def _folder(self, name: str) -> dict[int, bytes]:
+        return {"INBOX": self.inbox, "[Gmail]/Sent Mail": self.sent}.get(name, {**self.inbox, **self.sent})
+
+    def status(self, name: str) -> FolderStatus:
+        uids = sorted(self._folder(name))
+        return FolderStatus(name, 7, (max(uids) + 1) if uids else 1, len(uids), None)
+
+    def examine(self, name: str) -> FolderStatus:
+        self.opened.append(name)
+        self.messages = self._folder(name)
+        return self.status(name)
+
+
+def test_gmail_layout_syncs_inbox_and_sent_mail_only(
+    db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    def message(i: int, sender: str) -> bytes:
+        return build_message(subject=f"m{i}", from_=sender, to="x@globex.test", message_id=f"<gm{i}@test>")
+
+    server = GmailSession({1: message(1, "a@globex.test")}, {1: message(2, "s@acme.test")})
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
+    account_id = make_offline_account(db, make_tenant(db))
+    summary = SyncEngine(db=db, settings=settings).sync_account(account_id)
+    assert summary.status == "ok", summary.errors
+    assert summary.folders == {"inbox": "INBOX", "sent": "[Gmail]/Sent Mail"}
+    assert server.opened == ["INBOX", "[Gmail]/Sent Mail"] and summary.new_messages == 2
