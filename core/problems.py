@@ -88,15 +88,31 @@ TEMPLATES: dict[str, str] = {
     "folder_problems": "{problems}",
     # The worker's side.
     "credentials_unreadable": (
-        "A stored password cannot be decrypted with the current key: the key changed since it was "
-        "saved. Restore the old key or enter the account's password again."
+        "Key mismatch: a stored password cannot be decrypted with the current encryption key (the "
+        "key changed since it was saved). Restore the old key and the account resumes by itself, "
+        "with no password to enter again; or enter the account's password again."
     ),
     "storage_unavailable": (
         "The database could not be written ({reason}); the sync will resume from the last saved batch."
     ),
     "lease_lost": "Another worker took over this account; this worker stopped before writing.",
+    "command_timed_out": (
+        "{host} answered too slowly while {doing} (over {seconds:g} s); the sync resumes from "
+        "the last saved batch at the next pass."
+    ),
+    "pass_timed_out": (
+        "Syncing with {host} took longer than {seconds:g} s and was stopped; it resumes from the "
+        "last saved batch at the next pass."
+    ),
+    "sync_interrupted": (
+        "The sync was stopped (the worker is shutting down); it resumes from the last saved batch."
+    ),
     "message_fetch_failed": "Message UID {uid} could not be fetched: {reason}.",
     "sync_unexpected": "Unexpected error ({error_type}); details are in the worker log.",
+    "folder_unexpected": (
+        "Unexpected error ({error_type}) while syncing {folder}; the other folder was synced and "
+        "this one is retried at the next pass. Details are in the worker log."
+    ),
 }
 
 

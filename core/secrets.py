@@ -62,6 +62,13 @@ class SecretBox:
     def encrypt(self, secret: SecretStr) -> str:
         return self._fernet.encrypt(secret.get_secret_value().encode("utf-8")).decode("ascii")
 
+    def can_decrypt(self, token: str) -> bool:
+        try:
+            self._fernet.decrypt(token.encode("ascii"))
+        except InvalidToken:
+            return False
+        return True
+
     def decrypt(self, token: str) -> SecretStr:
         try:
             return SecretStr(self._fernet.decrypt(token.encode("ascii")).decode("utf-8"))
@@ -71,3 +78,42 @@ class SecretBox:
                 "A stored password cannot be decrypted with the current key: the key changed "
                 "since it was saved. Restore the old key or enter the account's password again.",
             ) from exc
+
+
+def new_key() -> bytes:
+    return Fernet.generate_key()
+
+
+def existing_box(settings: Settings | None = None) -> SecretBox:
+    """The current key, never a new one (rotation must start from the key in use)."""
+    settings = settings or get_settings()
+    if settings.secret_key:
+        return SecretBox(settings.secret_key.encode())
+    path = settings.resolved_key_file
+    try:
+        return SecretBox(path.read_bytes().strip())
+    except FileNotFoundError as exc:
+        raise SecretKeyError(
+            "secret_key_missing", f"The encryption key file {str(path)!r} is missing.", path=str(path)
+        ) from exc
+
+
+def stage_key_file(path: Path, key: bytes) -> Path:
+    """Write `key` beside the key file (`secret.key.new`, 0600) before any secret uses it, so a
+    crash mid-rotation leaves both keys on disk."""
+    staged = path.with_name(path.name + ".new")
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return staged
+
+
+def activate_key_file(path: Path) -> Path:
+    """The staged key becomes the key file; the old one is kept as `secret.key.old` (0600)."""
+    old = path.with_name(path.name + ".old")
+    os.replace(path, old)
+    os.replace(path.with_name(path.name + ".new"), path)
+    return old

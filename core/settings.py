@@ -25,16 +25,26 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     # Empty means "embedded SQLite file in data_dir".
     database_url: str = ""
+    # How long a SQLite writer waits for the write lock before the database counts as busy.
+    database_busy_timeout_seconds: float = Field(default=30.0, gt=0)
     # Fernet key (urlsafe base64, 32 bytes). Empty: read or create `secret_key_file`.
     secret_key: str = Field(default="", repr=False)
     secret_key_file: Path | None = None
 
     sync_batch_size: int = Field(default=200, ge=1, le=5000)
+    # ...and at most this many bytes of message (RFC822.SIZE) per batch: peak memory follows it.
+    sync_batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
     default_sync_interval_seconds: int = Field(default=300, ge=10)
     connect_timeout_seconds: float = Field(default=15.0, gt=0)
     read_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Deadlines, so a server that trickles (each read within the socket timeout) cannot hold a
+    # pass forever: one IMAP command may take this floor plus its expected bytes at the minimum
+    # rate; one account's pass at most `pass_deadline_seconds` (it resumes from its last batch).
+    command_deadline_seconds: float = Field(default=120.0, gt=0)
+    min_bytes_per_second: int = Field(default=20_000, ge=1)
+    pass_deadline_seconds: float = Field(default=3600.0, gt=0)
     # A message whose fetch or store fails this many times is quarantined and skipped.
     max_message_attempts: int = Field(default=3, ge=1)
     # A folder whose UIDVALIDITY changed this many times is flagged instead of resynced again.

@@ -161,27 +161,38 @@ def seen_uids(*, session: Session, folder_id: int, uidvalidity: int, uids: Seque
     return set(rows)
 
 
-def known_message_ids(*, session: Session, tenant_id: int, message_ids: Iterable[str]) -> set[str]:
-    """Message-IDs already stored or skipped in this tenant."""
+@dataclass(frozen=True, slots=True)
+class KnownIdentity:
+    """What tells a stored message from another one carrying the same Message-ID (buggy mailers
+    reuse them): its sender, subject and date."""
+
+    from_email: str
+    subject: str
+    date: datetime | None
+
+
+def known_messages(
+    *, session: Session, tenant_id: int, message_ids: Iterable[str]
+) -> dict[str, KnownIdentity]:
+    """Message-IDs already stored or skipped in this tenant, with what identifies each."""
     ids = list({m for m in message_ids if m})
-    found: set[str] = set()
+    found: dict[str, KnownIdentity] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        found.update(
-            session.exec(
-                select(Message.message_id).where(
-                    Message.tenant_id == tenant_id, col(Message.message_id).in_(chunk)
+        for model in (Message, SkippedMessage):
+            rows = session.exec(
+                select(model.message_id, model.from_email, model.subject, model.date).where(
+                    model.tenant_id == tenant_id, col(model.message_id).in_(chunk)
                 )
             ).all()
-        )
-        found.update(
-            session.exec(
-                select(SkippedMessage.message_id).where(
-                    SkippedMessage.tenant_id == tenant_id, col(SkippedMessage.message_id).in_(chunk)
-                )
-            ).all()
-        )
+            for message_id, from_email, subject, date in rows:
+                found.setdefault(message_id, KnownIdentity(from_email, subject, date))
     return found
+
+
+def known_message_ids(*, session: Session, tenant_id: int, message_ids: Iterable[str]) -> set[str]:
+    """Message-IDs already stored or skipped in this tenant."""
+    return set(known_messages(session=session, tenant_id=tenant_id, message_ids=message_ids))
 
 
 def apply_batch(

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import NotFound
+from core.secrets import SecretBox, SecretKeyError
 from core.types import AccountStatus, FolderRole, FolderSyncStatus, RunStatus, utcnow
 from crm import access
 from crm.mailstore import BatchResult
@@ -315,7 +316,8 @@ def record_account_success(*, session: Session, account_id: int) -> None:
 STATUS_BY_CODE: dict[str, AccountStatus] = {
     "auth_failed": AccountStatus.AUTH_FAILED,
     "auth_stopped": AccountStatus.NEEDS_CREDENTIALS,
-    "credentials_unreadable": AccountStatus.NEEDS_CREDENTIALS,
+    # Not "needs credentials": restoring the old key resumes the account, passwords unchanged.
+    "credentials_unreadable": AccountStatus.KEY_MISMATCH,
     "certificate_untrusted": AccountStatus.TLS_ERROR,
     "tls_failed": AccountStatus.TLS_ERROR,
     "smtp_tls_failed": AccountStatus.TLS_ERROR,
@@ -377,6 +379,39 @@ def record_account_failure(
         account.auth_failures = 0
     account.next_attempt_at = now + backoff_delay(account.consecutive_failures)
     session.add(account)
+
+
+def any_stored_secrets(*, session: Session) -> bool:
+    """Does the database hold encrypted passwords (which a new key could never decrypt)?"""
+    return session.exec(select(MailAccount.id).limit(1)).first() is not None
+
+
+def reencrypt_secrets(*, session: Session, old: SecretBox, new: SecretBox) -> int:
+    """Every stored password (IMAP and SMTP) decrypted with `old` and encrypted with `new`, in
+    the caller's transaction: all or nothing. A secret that `old` cannot decrypt stops it
+    (code `secret_undecryptable`, with the accounts): rotating would lose it for good."""
+    rows = list(session.exec(select(MailAccount).order_by(col(MailAccount.id))).all())
+    unreadable: list[int] = []
+    for account in rows:
+        for token in (account.secret_encrypted, account.smtp_secret_encrypted):
+            if token and not old.can_decrypt(token):
+                unreadable.append(account.id or 0)
+    if unreadable:
+        ids = sorted(set(unreadable))
+        raise SecretKeyError(
+            "secret_undecryptable",
+            f"The passwords of accounts {', '.join(map(str, ids))} cannot be decrypted with the "
+            "current key, so the key was not rotated. Restore their key or enter their passwords "
+            "again first.",
+            account_ids=ids,
+        )
+    for account in rows:
+        account.secret_encrypted = new.encrypt(old.decrypt(account.secret_encrypted))
+        if account.smtp_secret_encrypted:
+            account.smtp_secret_encrypted = new.encrypt(old.decrypt(account.smtp_secret_encrypted))
+        session.add(account)
+    session.flush()
+    return len(rows)
 
 
 def syncable_account_ids(*, session: Session) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core.db import get_engine, session_scope
+from core.db import DatabaseUnavailable, get_engine, session_scope
 from core.secrets import SecretBox, SecretKeyError
 from core.settings import Settings, get_settings
 from core.types import AccountStatus, RunStatus, utcnow
@@ -119,6 +120,24 @@ def _holder_is_dead(owner: str) -> bool:
     return False
 
 
+def _secret_box(db: Engine, settings: Settings) -> SecretBox:
+    """The key that decrypts the stored passwords. A key file that disappeared while the
+    database holds encrypted passwords is refused: a new key would decrypt none of them and
+    hide the real problem (a lost or unmounted file) behind every account failing."""
+    path = settings.resolved_key_file
+    if not settings.secret_key and not path.exists():
+        with session_scope(db) as session:
+            if sync_state.any_stored_secrets(session=session):
+                raise SecretKeyError(
+                    "secret_key_missing",
+                    f"The encryption key file {str(path)!r} is missing although the database holds "
+                    "encrypted passwords. Restore the key file (or give the key) instead of starting "
+                    "with a new key, which could decrypt none of them.",
+                    path=str(path),
+                )
+    return SecretBox.from_settings(settings)
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -136,7 +155,7 @@ class SyncEngine:
         self.stop_event = stop_event or threading.Event()
         self.progress = progress
         self.after_batch = list(after_batch)
-        self._box = SecretBox.from_settings(self.settings)
+        self._box = _secret_box(self.db, self.settings)
         self.parser = ParsePool(self.settings)  # scheduler threads share one engine and its pool
 
     def close(self) -> None:
@@ -150,6 +169,18 @@ class SyncEngine:
 
     # -----------------------------------------------------------------------------------------
     def sync_account(self, account_id: int, *, ignore_backoff: bool = False) -> SyncSummary:
+        """One pass over one account; never raises for a database that is busy or unreachable
+        (a transient condition of this account's pass: the next account is still tried)."""
+        try:
+            return self._sync_account(account_id, ignore_backoff=ignore_backoff)
+        except DatabaseUnavailable as exc:
+            log.warning("account %s: database unavailable (%s)", account_id, exc.code)
+            problem = errors.StorageUnavailable(exc.fields.get("reason") or exc.code)
+            summary = SyncSummary(account_id=account_id, status="failed", errors=[str(problem)])
+            summary.failure = SyncProblem.of(None, problem)
+            return summary
+
+    def _sync_account(self, account_id: int, *, ignore_backoff: bool) -> SyncSummary:
         summary = SyncSummary(account_id=account_id)
         with session_scope(self.db) as session:
             row = session.get(MailAccount, account_id)
@@ -189,6 +220,8 @@ class SyncEngine:
                     connect_timeout=self.settings.connect_timeout_seconds,
                     read_timeout=self.settings.read_timeout_seconds,
                     allow_private_hosts=self.settings.allow_private_hosts,
+                    command_deadline=self.settings.command_deadline_seconds,
+                    min_bytes_per_second=self.settings.min_bytes_per_second,
                 ),
                 secret_encrypted=row.secret_encrypted,
                 sync_since=row.sync_since,
@@ -198,9 +231,14 @@ class SyncEngine:
         failure: errors.SyncError | None = None
         try:
             self._sync_folders(account, identities, summary)
+        except errors.Interrupted:
+            pass  # the worker is stopping: the pass ends as interrupted, nothing to back off
         except errors.SyncError as exc:
             failure = exc
             summary.errors.append(str(exc))
+        except DatabaseUnavailable as exc:
+            failure = errors.StorageUnavailable(exc.fields.get("reason") or exc.code)
+            summary.errors.append(str(failure))
         except Exception as exc:  # one account's bug must not stop the others
             log.exception("unexpected error while syncing account %s", account_id)
             failure = errors.UnexpectedError(type(exc).__name__)
@@ -282,7 +320,19 @@ class SyncEngine:
             password = self._box.decrypt(account.secret_encrypted)
         except SecretKeyError as exc:
             raise errors.CredentialsUnreadable() from exc
-        with imap.connect(account.endpoint, password) as conn:
+        deadline = time.monotonic() + self.settings.pass_deadline_seconds
+
+        def connect() -> imap.ImapSession:
+            # Reconnects within the pass share its deadline.
+            return imap.connect(
+                account.endpoint,
+                password,
+                stop=self.stop_event,
+                pass_seconds=max(deadline - time.monotonic(), 0.001),
+            )
+
+        conn = connect()
+        try:
             folders = pick_folders(conn.list_folders())
             summary.folders = {role.value: name for role, name in folders.items()}
             if FolderRole.SENT not in folders:
@@ -292,23 +342,49 @@ class SyncEngine:
             for role in (FolderRole.INBOX, FolderRole.SENT):
                 if role not in folders or self.stop_event.is_set():
                     continue
+                folder_pass = FolderPass(
+                    self,
+                    conn,
+                    account,
+                    identities,
+                    role,
+                    folders[role],
+                    summary,
+                    reconnect=connect,
+                )
                 try:
-                    FolderPass(self, conn, account, identities, role, folders[role], summary).run()
+                    folder_pass.run()
                 except (errors.ProtocolError, errors.FolderMissing, errors.UidValidityUnstable) as exc:
                     # A folder-level problem: record it and go on with the other folder.
-                    summary.folder_problems.append(SyncProblem.of(folders[role], exc))
-                    summary.errors.append(f"{folders[role]}: {exc}")
-                    with session_scope(self.db) as session:
-                        cursor = sync_state.folder_cursor(
-                            session=session, account_id=account.id, role=role, name=folders[role]
-                        )
-                        sync_state.finish_folder_pass(
-                            session=session,
-                            folder_id=cursor.folder_id,
-                            uidnext=None,
-                            messages=None,
-                            highestmodseq=None,
-                            error_code=exc.code,
-                            error_params=exc.params,
-                            completed=False,
-                        )
+                    self._folder_failed(account, role, folders[role], summary, exc)
+                except (errors.SyncError, DatabaseUnavailable):
+                    raise  # the connection, the credentials or the database: the whole pass
+                except Exception as exc:  # a bug met in one folder never skips the other one
+                    log.exception("unexpected error while syncing account %s folder %s", account.id, role)
+                    unexpected = errors.FolderUnexpected(type(exc).__name__, folders[role])
+                    self._folder_failed(account, role, folders[role], summary, unexpected)
+                    # The connection may be mid-response: the next folder gets a fresh one.
+                    folder_pass.conn.logout()
+                    folder_pass.conn = connect()
+                finally:
+                    conn = folder_pass.conn  # the pass may have reconnected
+        finally:
+            conn.logout()
+
+    def _folder_failed(
+        self, account: AccountInfo, role: FolderRole, name: str, summary: SyncSummary, exc: errors.SyncError
+    ) -> None:
+        summary.folder_problems.append(SyncProblem.of(name, exc))
+        summary.errors.append(f"{name}: {exc}")
+        with session_scope(self.db) as session:
+            cursor = sync_state.folder_cursor(session=session, account_id=account.id, role=role, name=name)
+            sync_state.finish_folder_pass(
+                session=session,
+                folder_id=cursor.folder_id,
+                uidnext=None,
+                messages=None,
+                highestmodseq=None,
+                error_code=exc.code,
+                error_params=exc.params,
+                completed=False,
+            )

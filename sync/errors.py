@@ -185,3 +185,41 @@ class UnexpectedError(SyncError, InternalError):
 
     def __init__(self, error_type: str) -> None:
         super().__init__(error_type=error_type)
+
+
+class FolderUnexpected(SyncError, InternalError):
+    """A bug met in one folder: logged with its traceback; the other folder is synced and this
+    one retried at the next pass."""
+
+    code_name = "folder_unexpected"
+
+    def __init__(self, error_type: str, folder: str) -> None:
+        super().__init__(error_type=error_type, folder=folder)
+
+
+class CommandTimedOut(SyncError, Unavailable):
+    """One command overran its deadline (a server trickling its answer): the pass stops and
+    resumes from its last committed batch later."""
+
+    code_name = "command_timed_out"
+
+    def __init__(self, host: str, doing: str, seconds: float) -> None:
+        super().__init__(host=host, doing=doing, seconds=seconds)
+
+
+class PassTimedOut(SyncError, Unavailable):
+    """One account's pass overran its deadline; it resumes from its last committed batch."""
+
+    code_name = "pass_timed_out"
+
+    def __init__(self, host: str, seconds: float) -> None:
+        super().__init__(host=host, seconds=seconds)
+
+
+class Interrupted(SyncError, Unavailable):
+    """The worker is stopping (SIGTERM): the command in flight was cut short."""
+
+    code_name = "sync_interrupted"
+
+    def __init__(self) -> None:
+        super().__init__()

@@ -20,26 +20,33 @@ attempts, so one bad message never blocks its folder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
-from core.db import session_scope
+from core.db import DatabaseUnavailable, session_scope
 from core.types import SkipReason
 from crm import mailstore, sync_state
 from sync import errors, imap
+from sync.identity import as_reused, reused_key, same_message
 from sync.parse import parse_message
-from sync.pipeline import Fetched, chunks, prefetched
-from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.pipeline import Fetched, prefetched
+from sync.plan import Action, SavedState, contiguous_done, plan_folder, size_batches
 from sync.types import FolderRole, MessageMeta, ParsedMessage
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sync.account_pass import AccountInfo, SyncEngine, SyncSummary
 
 log = logging.getLogger(__name__)
+
+RECONNECT_BUDGET = 24
+DROPPED_ON_MESSAGE = "the server closed the connection when asked for this message"
 
 
 def to_message_data(
@@ -100,6 +107,10 @@ def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
     return out
 
 
+class _UidValidityMoved(Exception):
+    """UIDVALIDITY differs from what we saved, or between two opens of one pass."""
+
+
 class FolderPass:
     """The state of one folder's pass (kept in one object so the steps stay small)."""
 
@@ -112,8 +123,14 @@ class FolderPass:
         role: FolderRole,
         name: str,
         summary: SyncSummary,
+        *,
+        reconnect: Callable[[], imap.ImapSession] | None = None,
     ) -> None:
         self.engine = engine
+        self._connect = reconnect
+        # Reconnects this pass may spend narrowing down a message the server drops the
+        # connection on: a bisection of a full batch needs about 2 x log2(batch size).
+        self.reconnects_left = RECONNECT_BUDGET
         self.settings = engine.settings
         self.conn = conn
         self.account = account
@@ -130,6 +147,23 @@ class FolderPass:
         return session_scope(self.engine.db)
 
     def run(self) -> None:
+        try:
+            self._run(may_write_select=True)
+        except _UidValidityMoved:
+            # Some servers write their UID database only when a client opens the folder
+            # read-write, and hand out a new UIDVALIDITY at every read-only open until then (a
+            # shared mailbox only delivered to and read through us never gets one). Open it
+            # read-write once, then look again: a real change is then resynced as usual, a
+            # merely unsaved one is stable from now on. Nothing is fetched on this opening (the
+            # folder is EXAMINEd again before any FETCH, and BODY.PEEK never sets \Seen); the
+            # only trace is that \Recent is cleared, as by any client opening the folder.
+            log.info(
+                "account %s folder %s: UIDVALIDITY moved, opening read-write once", self.account.id, self.name
+            )
+            self.conn.select_readwrite(self.name)
+            self._run(may_write_select=False)
+
+    def _run(self, *, may_write_select: bool) -> None:
         status = self.conn.status(self.name)
         with self._session() as session:
             cursor = sync_state.folder_cursor(
@@ -160,6 +194,8 @@ class FolderPass:
             return
         if plan.action is Action.UNUSABLE:
             raise errors.ProtocolError(f"reading {self.name}: {plan.reason}")
+        if may_write_select and plan.action in (Action.RESYNC, Action.FLAGGED):
+            raise _UidValidityMoved()
         if plan.action is Action.FLAGGED:
             with self._session() as session:
                 sync_state.flag_unstable(session=session, folder_id=self.folder_id)
@@ -181,6 +217,8 @@ class FolderPass:
         self.uidvalidity = plan.uidvalidity
         selected = self.conn.examine(self.name)
         if selected.uidvalidity != self.uidvalidity:
+            if may_write_select:
+                raise _UidValidityMoved()
             raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
         self.cursor_uid = 0 if plan.action is Action.RESYNC else plan.fetch_above
         uids = self.conn.uids_above(self.cursor_uid)
@@ -218,7 +256,17 @@ class FolderPass:
         """Fetch and store batch after batch. The network side of batch N+1 (a background thread,
         the only user of the IMAP connection meanwhile) overlaps with parsing and storing batch
         N; a bounded queue keeps at most two fetched batches waiting, so memory stays flat."""
-        batches = list(chunks(uids, self.settings.sync_batch_size))
+        # Memory follows the bytes in flight (up to four batches: being fetched, two queued, being
+        # stored), so batches are bounded by total size as well as by count. Mail over the size
+        # limit only has its header downloaded: it counts for that.
+        limit = self.settings.max_message_bytes
+        sizes = {uid: size if size <= limit else 0 for uid, size in self.conn.sizes(uids).items()}
+        batches = size_batches(
+            uids,
+            sizes,
+            max_count=self.settings.sync_batch_size,
+            max_bytes=self.settings.sync_batch_max_bytes,
+        )
         total, done = len(uids), 0
         name = f"fetch-{self.account.id}-{self.role}"
         for fetched in prefetched(batches, self._fetch_batch, stop=self.engine.stop_event, name=name):
@@ -245,12 +293,12 @@ class FolderPass:
                     fetched.failures[uid] = "the server returned no data for it"
                 else:
                     fetched.done.add(uid)  # expunged between SEARCH and FETCH
-        heads = {
-            uid: parse_message(m.header_bytes, internal_date=m.internal_date)
-            for uid, m in fetched.metas.items()
-        }
+        # Parsed without INTERNALDATE: `date` is then the Date header's own value (or None),
+        # which is what tells a copy of a stored message from another one reusing its ID.
+        heads = {uid: parse_message(m.header_bytes) for uid, m in fetched.metas.items()}
+        fetched.heads = heads
         with self._session() as session:
-            fetched.known = mailstore.known_message_ids(
+            fetched.known = mailstore.known_messages(
                 session=session,
                 tenant_id=self.account.tenant_id,
                 message_ids=[h.message_id for h in heads.values() if not h.message_id_synthetic],
@@ -260,15 +308,24 @@ class FolderPass:
         for uid, meta in sorted(fetched.metas.items()):
             head = heads[uid]
             location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            if not head.message_id_synthetic and head.message_id in fetched.known:
-                fetched.early.append(mailstore.KnownMail(location=location, message_id=head.message_id))
-            elif head.recipient_count > self.settings.max_recipients:
-                fetched.early.append(self._skipped(location, head))
+            known = None if head.message_id_synthetic else fetched.known.get(head.message_id)
+            if known is not None:
+                if same_message(head, known, header_date=head.date):
+                    fetched.early.append(mailstore.KnownMail(location=location, message_id=head.message_id))
+                    continue
+                fetched.reused.add(uid)
+            if head.recipient_count > self.settings.max_recipients:
+                if uid in fetched.reused:
+                    head = replace(head, message_id=reused_key(head.message_id, head.content_hash))
+                fetched.early.append(
+                    self._skipped(location, replace(head, date=head.date or meta.internal_date))
+                )
             elif meta.size > self.settings.max_message_bytes:
                 header_only.append(uid)
             else:
                 full.append(uid)
-        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures)
+        sizes = {uid: meta.size for uid, meta in fetched.metas.items()}
+        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures, sizes=sizes)
         fetched.headers = self._download(header_only, headers_only=True, failures=fetched.failures)
         jobs = [
             (uid, fetched.bodies[uid], fetched.metas[uid].internal_date)
@@ -279,42 +336,91 @@ class FolderPass:
         return fetched
 
     def _fetch_meta(self, uids: list[int], failures: dict[int, str]) -> list[MessageMeta]:
+        def fetch(part: list[int]) -> dict[int, MessageMeta]:
+            return {m.uid: m for m in self.conn.fetch_meta(part)}
+
+        return list(self._narrowed(uids, failures, fetch).values())
+
+    def _narrowed(
+        self, uids: list[int], failures: dict[int, str], fetch: Callable[[list[int]], dict[int, T]]
+    ) -> dict[int, T]:
+        """`fetch(uids)`, narrowed down to the message(s) the server chokes on. A refused command
+        (NO/BAD) is retried one message at a time on the same connection. A dropped connection
+        (some servers crash on one crafted message) is bisected across reconnects: the halves
+        that come back are kept, a single UID that still drops it is a failure, counted towards
+        its quarantine like any other, so the folder moves on after a few passes."""
+        if not uids:
+            return {}
         try:
-            return self.conn.fetch_meta(uids)
-        except errors.ProtocolError:
-            # The server refused the batch: find the message(s) it chokes on, one by one.
-            metas: list[MessageMeta] = []
-            for uid in uids:
-                try:
-                    metas.extend(self.conn.fetch_meta([uid]))
-                except errors.ProtocolError as exc:
-                    failures[uid] = str(exc)
-            return metas
+            return fetch(uids)
+        except errors.ProtocolError as exc:
+            if len(uids) == 1:
+                failures[uids[0]] = str(exc)
+                return {}
+            parts = [[uid] for uid in uids]
+        except errors.ConnectionLost:
+            self._reconnect()
+            if len(uids) == 1:
+                failures[uids[0]] = DROPPED_ON_MESSAGE
+                return {}
+            middle = len(uids) // 2
+            parts = [uids[:middle], uids[middle:]]
+        out: dict[int, T] = {}
+        for part in parts:
+            out.update(self._narrowed(part, failures, fetch))
+        return out
+
+    def _reconnect(self) -> None:
+        """A fresh connection with the folder open again, within this pass's budget; otherwise
+        the lost connection fails the pass like any other."""
+        if self._connect is None or self.reconnects_left <= 0:
+            raise errors.ConnectionLost(self.account.endpoint.host, "again and again while fetching")
+        self.reconnects_left -= 1
+        self.conn.logout()
+        self.conn = self._connect()
+        selected = self.conn.examine(self.name)
+        if selected.uidvalidity != self.uidvalidity:
+            raise errors.ProtocolError(f"opening {self.name}: UIDVALIDITY changed while syncing")
 
     def _finish_batch(self, fetched: Fetched) -> None:
         """The database side of a batch: build the items, count failures, write, advance."""
         items = list(fetched.early)
-        known = fetched.known
-        for uid, parsed in self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"):
+        parsed_all = list(self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"))
+        for uid, header in sorted(fetched.headers.items()):
+            parsed_all.append((uid, parse_message(header, internal_date=fetched.metas[uid].internal_date)))
+        # Batches are fetched ahead of storing: what an earlier batch stored since is looked up
+        # again here, so a reused Message-ID is told apart however the batches fall.
+        unseen = [p.message_id for _, p in parsed_all if p.message_id not in fetched.known]
+        if unseen:
+            with self._session() as session:
+                fetched.known.update(
+                    mailstore.known_messages(
+                        session=session, tenant_id=self.account.tenant_id, message_ids=unseen
+                    )
+                )
+        for uid, parsed in sorted(parsed_all, key=lambda pair: pair[0]):
             meta = fetched.metas[uid]
             location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
+            header_date = fetched.heads[uid].date if uid in fetched.heads else parsed.date
+            known = fetched.known.get(parsed.message_id)
+            if uid in fetched.reused or (
+                known is not None and not same_message(parsed, known, header_date=header_date)
+            ):
+                parsed = as_reused(parsed)  # a different message under a Message-ID we hold
+                known = fetched.known.get(parsed.message_id)
             if parsed.recipient_count > self.settings.max_recipients:
                 items.append(self._skipped(location, parsed))
-            elif parsed.message_id in known:
+            elif known is not None:
                 items.append(mailstore.KnownMail(location=location, message_id=parsed.message_id))
             else:
-                raw = fetched.bodies[uid]
-                items.append(mailstore.NewMail(location=location, data=to_message_data(parsed, raw=raw)))
-                known.add(parsed.message_id)
-        for uid, header in sorted(fetched.headers.items()):
-            meta = fetched.metas[uid]
-            location = mailstore.Location(uid=uid, flags=meta.flags, internal_date=meta.internal_date)
-            parsed = parse_message(header, internal_date=meta.internal_date)
-            items.append(
-                mailstore.NewMail(
-                    location=location, data=to_message_data(parsed, raw=header, headers_only=True)
+                headers_only = uid in fetched.headers
+                raw = fetched.headers[uid] if headers_only else fetched.bodies[uid]
+                data = to_message_data(parsed, raw=raw, headers_only=headers_only)
+                items.append(mailstore.NewMail(location=location, data=data))
+                sender = parsed.from_.email if parsed.from_ else ""
+                fetched.known[parsed.message_id] = mailstore.KnownIdentity(
+                    sender, parsed.subject, header_date
                 )
-            )
         items = _dedupe(items)
         quarantined = self._record_failures(fetched.failures)
         done = fetched.done | quarantined | {i.location.uid for i in items}
@@ -339,19 +445,19 @@ class FolderPass:
             recipient_count=parsed.recipient_count,
         )
 
-    def _download(self, uids: list[int], *, headers_only: bool, failures: dict[int, str]) -> dict[int, bytes]:
-        if not uids:
-            return {}
-        try:
-            bodies = self.conn.fetch_bodies(uids, headers_only=headers_only)
-        except errors.ProtocolError:
-            # The server refused the batch: find the message(s) it chokes on, one by one.
-            bodies = {}
-            for uid in uids:
-                try:
-                    bodies.update(self.conn.fetch_bodies([uid], headers_only=headers_only))
-                except errors.ProtocolError as exc:
-                    failures[uid] = str(exc)
+    def _download(
+        self,
+        uids: list[int],
+        *,
+        headers_only: bool,
+        failures: dict[int, str],
+        sizes: dict[int, int] | None = None,
+    ) -> dict[int, bytes]:
+        def fetch(part: list[int]) -> dict[int, bytes]:
+            expected = sum((sizes or {}).get(uid, 0) for uid in part)
+            return self.conn.fetch_bodies(part, headers_only=headers_only, expected_bytes=expected)
+
+        bodies = self._narrowed(uids, failures, fetch)
         for uid in uids:
             if uid not in bodies and uid not in failures:
                 failures[uid] = "the server returned no body for it"
@@ -423,7 +529,7 @@ class FolderPass:
         cursor = self._cursor_after(batch, done)
         try:
             result = self._apply(items, cursor)
-        except OperationalError as exc:
+        except (OperationalError, DatabaseUnavailable) as exc:
             # Locked or unreachable database: not the message's fault, retry the pass later.
             raise errors.StorageUnavailable(type(exc).__name__) from exc
         except (SQLAlchemyError, LookupError, ValueError) as exc:
@@ -440,7 +546,7 @@ class FolderPass:
         for item in items:
             try:
                 result = self._apply([item], None)
-            except OperationalError as exc:
+            except (OperationalError, DatabaseUnavailable) as exc:
                 raise errors.StorageUnavailable(type(exc).__name__) from exc
             except (SQLAlchemyError, LookupError, ValueError) as exc:
                 failures[item.location.uid] = f"could not be stored ({type(exc).__name__})"

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +51,52 @@ class ImapEndpoint:
     connect_timeout: float = 15.0
     read_timeout: float = 120.0
     allow_private_hosts: bool = False
+    command_deadline: float = 120.0  # floor of one command's deadline
+    min_bytes_per_second: int = 20_000  # plus its expected bytes at this rate
+
+
+class Watchdog:
+    """Cuts a connection that must not wait any longer: the command in flight overran its
+    deadline, the pass overran its own, or the worker is stopping (SIGTERM). The socket timeout
+    alone cannot do it: a server trickling a byte now and then satisfies every read. Shutting
+    the socket down makes the blocked read return at once; `why` tells `_guard` what happened."""
+
+    POLL = 0.2
+
+    def __init__(self, stop: threading.Event | None, pass_deadline: float | None) -> None:
+        self.stop = stop
+        self.pass_seconds = pass_deadline or 0.0
+        self.pass_deadline = time.monotonic() + pass_deadline if pass_deadline else None
+        self.command_deadline: float | None = None
+        self.why: str | None = None
+        self._sock: socket.socket | None = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="imap-watchdog", daemon=True)
+
+    def watch(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.POLL):
+            now = time.monotonic()
+            if self.stop is not None and self.stop.is_set():
+                self._cut("stop")
+            elif self.pass_deadline is not None and now > self.pass_deadline:
+                self._cut("pass")
+            elif self.command_deadline is not None and now > self.command_deadline:
+                self._cut("command")
+            if self.why:
+                return
+
+    def _cut(self, why: str) -> None:
+        self.why = why
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
 
 @contextmanager
@@ -59,7 +108,7 @@ def translate_errors(endpoint: ImapEndpoint, doing: str) -> Iterator[None]:
     except errors.SyncError:
         raise
     except imap_exc.LoginError as exc:
-        raise errors.AuthFailed(host, endpoint.username) from exc
+        raise _login_error(endpoint, exc) from exc
     except imap_exc.CapabilityError as exc:
         raise errors.TlsFailed(host, port, "the server does not offer STARTTLS") from exc
     except ssl.SSLCertVerificationError as exc:
@@ -78,6 +127,42 @@ def translate_errors(endpoint: ImapEndpoint, doing: str) -> Iterator[None]:
         raise errors.ProtocolError(doing) from exc
     except OSError as exc:
         raise errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}") from exc
+
+
+def _login_error(endpoint: ImapEndpoint, exc: imap_exc.LoginError) -> errors.SyncError:
+    """What a failed LOGIN means. imapclient turns every `IMAP4.error` of LOGIN into `LoginError`,
+    a dropped connection (`IMAP4.abort`, an `OSError`) included: only a tagged NO refuses the
+    credentials (RFC 3501 6.2.3; RFC 5530 codes such as [AUTHENTICATIONFAILED]). A NO with
+    [UNAVAILABLE] or [SERVERBUG] is the server's trouble, and BAD is a garbled exchange."""
+    cause = exc.__context__
+    if isinstance(cause, imaplib.IMAP4.abort | OSError):
+        return errors.ConnectionLost(endpoint.host, "while logging in")
+    text = str(exc).upper()
+    if "COMMAND ERROR: NO" not in text and "LOGIN COMMAND ERROR" in text:
+        return errors.ProtocolError("logging in")
+    if "[UNAVAILABLE]" in text or "[SERVERBUG]" in text:
+        return errors.ConnectionLost(endpoint.host, "the server could not check the password just now")
+    return errors.AuthFailed(endpoint.host, endpoint.username)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _imap_date(value: datetime) -> str:
+    """RFC 3501 date (`1-Mar-2026`), independent of the process locale."""
+    return f"{value.day}-{_MONTHS[value.month - 1]}-{value.year}"
+
+
+def parse_search(lines: Sequence[Any]) -> list[int]:
+    """The message numbers of untagged SEARCH responses (pure). Numbers only, whatever follows:
+    a CONDSTORE server may add `(MODSEQ n)` (RFC 7162 3.1.5), and some send it with no number at
+    all (`* SEARCH (MODSEQ 1)` after an expunge), which imapclient 4.1 rejects."""
+    found: set[int] = set()
+    for line in lines:
+        text = _decode(line) if line is not None else ""
+        text = re.sub(r"\([^)]*\)", " ", text)
+        found.update(int(token) for token in text.split() if token.isdigit())
+    return sorted(found)
 
 
 def _decode(value: Any) -> str:
@@ -118,9 +203,10 @@ def _body_item(data: dict[bytes, Any]) -> bytes | None:
 class ImapSession:
     """A logged-in connection. Use `connect()`; close with `logout()` or a `with` block."""
 
-    def __init__(self, client: IMAPClient, endpoint: ImapEndpoint) -> None:
+    def __init__(self, client: IMAPClient, endpoint: ImapEndpoint, watchdog: Watchdog | None = None) -> None:
         self._client = client
         self.endpoint = endpoint
+        self._watchdog = watchdog
         self._caps: frozenset[str] | None = None
         self._condstore_enabled = False
 
@@ -130,8 +216,33 @@ class ImapSession:
     def __exit__(self, *exc: object) -> None:
         self.logout()
 
-    def _guard(self, doing: str) -> Any:
-        return translate_errors(self.endpoint, doing)
+    @contextmanager
+    def _guard(self, doing: str, expected_bytes: int = 0) -> Iterator[None]:
+        """Errors translated, and the command bounded in time (see `Watchdog`)."""
+        dog = self._watchdog
+        seconds = self.endpoint.command_deadline + expected_bytes / self.endpoint.min_bytes_per_second
+        if dog is not None:
+            if dog.why:
+                raise self._cut_short(dog.why, doing, seconds)
+            dog.command_deadline = time.monotonic() + seconds
+        try:
+            with translate_errors(self.endpoint, doing):
+                yield
+        except errors.SyncError:
+            if dog is not None and dog.why:
+                raise self._cut_short(dog.why, doing, seconds) from None
+            raise
+        finally:
+            if dog is not None:
+                dog.command_deadline = None
+
+    def _cut_short(self, why: str, doing: str, seconds: float) -> errors.SyncError:
+        host = self.endpoint.host
+        if why == "stop":
+            return errors.Interrupted()
+        if why == "pass" and self._watchdog is not None and self._watchdog.pass_seconds:
+            return errors.PassTimedOut(host, self._watchdog.pass_seconds)
+        return errors.CommandTimedOut(host, doing, round(seconds, 1))
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -195,25 +306,47 @@ class ImapSession:
             highestmodseq=_int_or_none(data.get(b"HIGHESTMODSEQ")),
         )
 
+    def _search(self, *criteria: bytes) -> list[int]:
+        """UID SEARCH with plain ASCII criteria, its answer read by `parse_search` rather than by
+        imapclient's parser (which raises on a MODSEQ item without numbers). Its lower-level
+        command helper is used on purpose: this module is the one place that knows imapclient."""
+        lines = self._client._raw_command_untagged(b"SEARCH", list(criteria))
+        return parse_search(lines)
+
+    def select_readwrite(self, folder: str) -> FolderStatus:
+        """Open read-write (SELECT), for servers that save their UIDs only then. Nothing is done
+        while it is open; the caller EXAMINEs it again, which deselects it WITHOUT expunging
+        (never CLOSE here: CLOSE on a read-write folder expunges \\Deleted mail)."""
+        self.enable_condstore()
+        with self._guard(f"opening {folder} read-write"):
+            data = self._client.select_folder(folder, readonly=False)
+        return FolderStatus(
+            name=folder,
+            uidvalidity=_int_or_none(data.get(b"UIDVALIDITY")),
+            uidnext=_int_or_none(data.get(b"UIDNEXT")),
+            messages=_int_or_none(data.get(b"EXISTS")),
+            highestmodseq=_int_or_none(data.get(b"HIGHESTMODSEQ")),
+        )
+
     def uids_above(self, uid: int) -> list[int]:
         """UIDs greater than `uid`. `UID n:*` always matches the last message even when its UID
         is lower (RFC 3501 6.4.8), hence the filter."""
         with self._guard("searching for new messages"):
-            found = self._client.search(["UID", f"{uid + 1}:*"])
+            found = self._search(b"UID", f"{uid + 1}:*".encode())
         return sorted(u for u in found if u > uid)
 
     def uids_since(self, since: datetime) -> list[int]:
         with self._guard("searching by date"):
-            found = self._client.search(["SINCE", since.date()])
+            found = self._search(b"SINCE", _imap_date(since).encode())
         return sorted(found)
 
     def all_uids(self) -> list[int]:
         with self._guard("listing message UIDs"):
-            return sorted(self._client.search(["ALL"]))
+            return self._search(b"ALL")
 
     def exists(self, uid: int) -> bool:
         with self._guard("checking a message"):
-            return uid in self._client.search(["UID", str(uid)])
+            return uid in self._search(b"UID", str(uid).encode())
 
     def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
         if not uids:
@@ -235,11 +368,23 @@ class ImapSession:
             )
         return sorted(metas, key=lambda m: m.uid)
 
-    def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE of each message, a thousand at a time (a few bytes each on the wire)."""
+        out: dict[int, int] = {}
+        for start in range(0, len(uids), 1000):
+            chunk = list(uids[start : start + 1000])
+            with self._guard("fetching message sizes"):
+                data = self._client.fetch(chunk, ["RFC822.SIZE"])
+            out.update({uid: _int_or_none(item.get(b"RFC822.SIZE")) or 0 for uid, item in data.items()})
+        return out
+
+    def fetch_bodies(
+        self, uids: Sequence[int], *, headers_only: bool = False, expected_bytes: int = 0
+    ) -> dict[int, bytes]:
         if not uids:
             return {}
         item = "BODY.PEEK[HEADER]" if headers_only else "BODY.PEEK[]"
-        with self._guard("downloading messages"):
+        with self._guard("downloading messages", expected_bytes):
             data = self._client.fetch(list(uids), [item])
         wanted = set(uids)
         out: dict[int, bytes] = {}
@@ -262,7 +407,7 @@ class ImapSession:
         """FLAGS of messages whose mod-sequence is above `modseq`: SEARCH MODSEQ (RFC 7162
         3.1.5) names them, then one FETCH reads their flags."""
         with self._guard("searching for changed flags"):
-            uids = self._client.search(["MODSEQ", str(modseq + 1)])
+            uids = self._search(b"MODSEQ", str(modseq + 1).encode())
         return self.flags_of(sorted(uids))
 
     def all_flags(self) -> dict[int, tuple[str, ...]]:
@@ -273,6 +418,8 @@ class ImapSession:
             self._client.noop()
 
     def logout(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.close()
         try:
             self._client.logout()
         except Exception:  # closing a dead connection must never raise
@@ -280,8 +427,15 @@ class ImapSession:
                 self._client.shutdown()
 
 
-def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
-    """Open, secure and log in. Raises a `SyncError` subclass on any failure."""
+def connect(
+    endpoint: ImapEndpoint,
+    password: SecretStr,
+    *,
+    stop: threading.Event | None = None,
+    pass_seconds: float | None = None,
+) -> ImapSession:
+    """Open, secure and log in. Raises a `SyncError` subclass on any failure. `stop` (the
+    worker stopping) and `pass_seconds` (the pass's time limit) cut the connection short."""
     address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
     timeout = SocketTimeout(connect=endpoint.connect_timeout, read=endpoint.read_timeout)
     context = pinned_context(endpoint.host, endpoint.ca_file)
@@ -298,12 +452,14 @@ def connect(endpoint: ImapEndpoint, password: SecretStr) -> ImapSession:
             raise errors.ConnectionTimedOut(endpoint.host, endpoint.port, endpoint.connect_timeout) from exc
     # Aware datetimes for INTERNALDATE instead of naive local time.
     client.normalise_times = False
-    session = ImapSession(client, endpoint)
+    watchdog = Watchdog(stop, pass_seconds)
+    session = ImapSession(client, endpoint, watchdog)
     try:
         if endpoint.security is Security.STARTTLS:
-            with translate_errors(endpoint, "starting TLS"):
+            with session._guard("starting TLS"):
                 client.starttls(context)
-        with translate_errors(endpoint, "logging in"):
+        watchdog.watch(client.socket())
+        with session._guard("logging in"):
             client.login(endpoint.username, password.get_secret_value())
     except BaseException:
         session.logout()

@@ -25,11 +25,26 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+def embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 address carries to its destination, if any: IPv4-mapped
+    (::ffff:a.b.c.d), 6to4 (2002:AABB:CCDD::/48, RFC 3056) and Teredo (2001::/32, the client
+    address, RFC 4380). `2002:a9fe:a9fe::` reaches 169.254.169.254 on a host with a 6to4 relay."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    return ip
+
+
 def address_problem(address: str, *, allow_private: bool) -> str | None:
     """Why `address` may not be contacted, or None. Pure; tested from a table."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    ip = embedded_ipv4(ipaddress.ip_address(address.split("%", 1)[0]))
     if ip in METADATA_ADDRESSES:
         return "it is a cloud metadata address"
     if ip.is_link_local:

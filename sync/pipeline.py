@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,7 +44,9 @@ class Fetched:
     failures: dict[int, str] = field(default_factory=dict)
     early: list[mailstore.Incoming] = field(default_factory=list)  # decided from headers alone
     metas: dict[int, MessageMeta] = field(default_factory=dict)
-    known: set[str] = field(default_factory=set)
+    known: dict[str, mailstore.KnownIdentity] = field(default_factory=dict)
+    heads: dict[int, ParsedMessage] = field(default_factory=dict)  # parsed from the meta headers
+    reused: set[int] = field(default_factory=set)  # a Message-ID we hold, other content
     bodies: dict[int, bytes] = field(default_factory=dict)
     headers: dict[int, bytes] = field(default_factory=dict)
     parsed: Future[Parsed] = field(default_factory=Future)
@@ -54,6 +59,36 @@ class Fetched:
 def parse_jobs(jobs: Sequence[ParseJob]) -> Parsed:
     """Top-level (picklable) so a process pool can run it."""
     return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
+
+
+def _die_with(parent_pid: int) -> None:
+    """Initializer of each parse worker: exit as soon as the syncing process is gone, even after
+    a kill -9. Workers are forked from the forkserver, so neither a parent-death signal nor EOF
+    on their queue (they hold both ends of it) would tell them. They also let go of stdin and
+    stdout at once: `crm-inbox sync --once | wc` must end when the sync does."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    os.close(devnull)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() == 1 or not _alive(parent_pid):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ParsePool:
@@ -76,6 +111,8 @@ class ParsePool:
                     self._executor = ProcessPoolExecutor(
                         max_workers=self.settings.parse_workers,
                         mp_context=multiprocessing.get_context("forkserver"),
+                        initializer=_die_with,
+                        initargs=(os.getpid(),),
                     )
                 executor = self._executor
             try:

@@ -17,6 +17,7 @@ HIGHESTMODSEQ lower than the saved one is not trusted (the flags are rescanned i
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sync.types import FolderStatus
@@ -117,3 +118,24 @@ def contiguous_done(batch: list[int], done: set[int], current: int) -> int:
             break
         cursor = max(cursor, uid)
     return cursor
+
+
+def size_batches(
+    uids: Sequence[int], sizes: Mapping[int, int], *, max_count: int, max_bytes: int
+) -> list[list[int]]:
+    """Consecutive batches of at most `max_count` messages and `max_bytes` of RFC822.SIZE (a
+    message larger than `max_bytes` alone), so memory follows the bytes of a batch rather than
+    batch size times message size. Unknown sizes count as 0."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for uid in uids:
+        size = max(sizes.get(uid, 0), 0)
+        if current and (len(current) >= max_count or total + size > max_bytes):
+            batches.append(current)
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        batches.append(current)
+    return batches

@@ -154,3 +154,94 @@ def test_demo_command_syncs_a_local_mailbox(tmp_path: Path) -> None:
     assert "1 skipped" in result.stdout and "120 distinct recipients" in result.stdout
     assert (tmp_path / "demo" / "crm-inbox.db").exists()
     assert "dana@acme.test (admin): " in result.stdout and "sam@acme.test (member): " in result.stdout
+
+
+def _fresh_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CRM_INBOX_DATABASE_URL", None)
+    env["CRM_INBOX_DATA_DIR"] = str(tmp_path / "fresh")
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("notaurl", "not a database URL"),
+        ("[::1", "not a database URL"),
+        ("mysql://u@h/db", "only SQLite and PostgreSQL"),
+        ("http://example.test/db", "only SQLite and PostgreSQL"),
+        ("postgresql://", "names no database"),
+        ("postgresql://127.0.0.1", "names no database"),
+        ("sqlite://", "in memory"),
+        ("sqlite:///:memory:", "in memory"),
+    ],
+)
+def test_bad_database_url_is_a_clear_error(tmp_path: Path, url: str, words: str) -> None:
+    """Issue 12.12: never a traceback; never a schema in libpq's default database or in memory."""
+    done = run(_fresh_env(tmp_path, CRM_INBOX_DATABASE_URL=url), "init")
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr and words in done.stderr, done.stderr
+    assert "Database ready" not in done.stdout
+
+
+def test_commands_before_init_and_unreachable_databases(tmp_path: Path, pg_database: str) -> None:
+    before = run(_fresh_env(tmp_path), "account", "list")
+    assert before.returncode == 1 and "Traceback" not in before.stderr, before.stderr
+    assert "not initialised" in before.stderr and "crm-inbox init" in before.stderr
+    down_url = "postgresql://crm@127.0.0.1:1/crm"
+    down = run(_fresh_env(tmp_path, CRM_INBOX_DATABASE_URL=down_url), "account", "list")
+    assert down.returncode == 1 and "Traceback" not in down.stderr, down.stderr
+    assert "could not be reached" in down.stderr
+    unknown = pg_database.rsplit("/", 1)[0] + "/no_such_database_here"
+    missing = run(_fresh_env(tmp_path, CRM_INBOX_DATABASE_URL=unknown), "account", "list")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert "could not be reached" in missing.stderr
+
+
+def test_unusable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = run(_fresh_env(tmp_path, CRM_INBOX_DATA_DIR=str(blocker / "data")), "init")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "data folder" in done.stderr
+
+
+def test_data_dir_and_database_are_private(tmp_path: Path) -> None:
+    """Issue 12.13: synced mail is readable by its owner only."""
+    env = _fresh_env(tmp_path)
+    env.pop("CRM_INBOX_SECRET_KEY", None)
+    done = run(env, "init")
+    assert done.returncode == 0, done.stderr
+    data = Path(env["CRM_INBOX_DATA_DIR"])
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for path in data.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_rotate_key(cli_env: dict[str, str], mailbox_user: MailboxUser) -> None:
+    """Issue 12.10: `secrets rotate-key` re-encrypts every password with a new key file; the
+    sync then works with the new key, and the old key is kept aside (0600)."""
+    d = mailbox_user.dovecot
+    d.append(mailbox_user.name, "INBOX", build_message(subject="Hi", from_="a@globex.test", to="s@acme.test"))
+    assert run(cli_env, "init").returncode == 0
+    env = dict(cli_env, MAILBOX_PASSWORD=mailbox_user.password)
+    added = run(
+        env,
+        *("account", "add", "--email", "s@acme.test", "--imap-host", "127.0.0.1"),
+        *("--username", mailbox_user.name, "--ca-file", str(d.ca_file), "--imap-port", str(d.ssl_port)),
+        *("--password-env", "MAILBOX_PASSWORD"),
+    )
+    assert added.returncode == 0, added.stderr
+    key_file = Path(cli_env["CRM_INBOX_DATA_DIR"]) / "secret.key"
+    before = key_file.read_bytes()
+    rotated = run(cli_env, "secrets", "rotate-key", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    assert json.loads(rotated.stdout)["accounts"] == 1
+    assert key_file.read_bytes() != before
+    old = Path(json.loads(rotated.stdout)["old_key_file"])
+    assert old.read_bytes() == before and stat.S_IMODE(old.stat().st_mode) == 0o600
+    synced = run(cli_env, "sync", "--once", "--json")
+    assert synced.returncode == 0, synced.stderr
+    [summary] = json.loads(synced.stdout)
+    assert summary["status"] == "ok" and summary["new_messages"] == 1

@@ -23,6 +23,7 @@ from crm_inbox.cli.common import JsonOpt, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
 from crm_inbox.cli.mail import register as register_mail_commands
 from crm_inbox.cli.records import register as register_record_commands
+from crm_inbox.cli.secrets import register as register_secrets
 from crm_inbox.cli.serve import register as register_serve
 from crm_inbox.cli.sync import register as register_sync_commands
 from crm_inbox.cli.users import token_app, user_app
@@ -38,6 +39,7 @@ register_record_commands(app)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 register_serve(app)
+register_secrets(app)
 register_sync_commands(app, account_app)
 register_mail_commands(app)
 

@@ -46,6 +46,9 @@ HINTS: dict[str, str] = {
     ),
     "tenant_required": "choose one with --tenant ID (crm-inbox tenant list shows them).",
     "no_tenant": "run crm-inbox init first.",
+    "database_not_initialised": "run crm-inbox init first.",
+    "data_dir_unusable": "set CRM_INBOX_DATA_DIR to a folder this user can create and write.",
+    "database_url_invalid": "check CRM_INBOX_DATABASE_URL (empty: a SQLite file in the data folder).",
     "admin_required": "this command acts as the tenant's administrator.",
 }
 

@@ -24,7 +24,9 @@ from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, out, print_json,
 HINTS: dict[str, str] = {
     "auth_failed": "Set the new password with `crm-inbox account password {account}`.",
     "auth_stopped": "Set the new password with `crm-inbox account password {account}`.",
-    "credentials_unreadable": "Restore the old key, or `crm-inbox account password {account}`.",
+    "credentials_unreadable": (
+        "Restore the old key (the account then resumes), or `crm-inbox account password {account}`."
+    ),
     "certificate_untrusted": "Give the CA file with `crm-inbox account edit {account} --ca-file PATH`.",
     "uidvalidity_unstable": "Reset it with `crm-inbox account reset-folder {account} ROLE` (inbox or sent).",
 }
@@ -87,8 +89,9 @@ def sync(
 
         with SyncEngine(progress=on_progress) as engine:
             for account_id in ids:
-                # --account names one explicitly: run it now even while it is backing off.
-                summaries.append(engine.sync_account(account_id, ignore_backoff=account is not None))
+                # A person asked for a pass now: accounts backing off after errors are tried too
+                # (the backoff paces the scheduler, `crm-inbox run`, not the operator).
+                summaries.append(engine.sync_account(account_id, ignore_backoff=True))
     if as_json:
         print_json(summaries)
     else:

@@ -227,7 +227,7 @@ def test_reset_folder_is_an_admin_service_scoped_to_the_tenant(db: Engine) -> No
         ("certificate_untrusted", AccountStatus.TLS_ERROR),
         ("host_blocked", AccountStatus.HOST_NOT_FOUND),
         ("connection_timed_out", AccountStatus.CONNECTION_FAILED),
-        ("credentials_unreadable", AccountStatus.NEEDS_CREDENTIALS),
+        ("credentials_unreadable", AccountStatus.KEY_MISMATCH),
         ("sent_folder_missing", AccountStatus.FOLDER_MISSING),
         ("protocol_error", AccountStatus.ERROR),
     ],

@@ -65,3 +65,17 @@ def test_sync_json_and_hints(db: Engine, cli: typer.Typer, mailbox_user: Mailbox
     assert table.exit_code == 1
     # The product's sentence, then this CLI's hint for the code.
     assert "not trusted" in table.stdout and f"crm-inbox account edit {account_id} --ca-file" in table.stdout
+
+
+def test_sync_once_tries_now_even_after_a_failed_pass(
+    db: Engine, cli: typer.Typer, mailbox_user: MailboxUser
+) -> None:
+    """Issue 12.15: a person at the terminal gets a real attempt, not "skipped: backing off";
+    the backoff is the scheduler's."""
+    tenant_id = make_tenant(db)
+    make_account(db, tenant_id, mailbox_user, trust_ca=False)
+    runner = CliRunner()
+    for _ in range(2):
+        [summary] = json.loads(runner.invoke(cli, ["sync", "--once", "--json"]).stdout)
+        assert summary["status"] == "failed" and summary["skip_reason"] == ""
+        assert summary["failure"]["code"] == "certificate_untrusted"

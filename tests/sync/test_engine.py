@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Unpack
 
@@ -431,22 +432,49 @@ def test_empty_history_window_does_not_download_everything_later(setup: Setup) -
     assert _count(db, Message) == 1
 
 
-def test_changed_encryption_key_asks_for_credentials(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    db, _tenant, account_id, _box = setup
+def test_changed_encryption_key_is_a_key_mismatch_and_the_old_key_resumes(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.10: another valid key is a key mismatch, not "needs credentials"; restoring the
+    old key resumes the account without entering its password again."""
+    db, _tenant, account_id, box = setup
     from cryptography.fernet import Fernet
 
     from core.settings import reset_settings
 
+    box.dovecot.append(box.name, "INBOX", _msg(1))
+    old_key = os.environ["CRM_INBOX_SECRET_KEY"]
     monkeypatch.setenv("CRM_INBOX_SECRET_KEY", Fernet.generate_key().decode())
     reset_settings()
     summary = SyncEngine(db=db).sync_account(account_id)
-    assert summary.status == "failed" and "cannot be decrypted" in summary.errors[0]
+    assert summary.status == "failed" and "Key mismatch" in summary.errors[0]
     with Session(db) as session:
         account = session.get_one(MailAccount, account_id)
-    assert (account.status, account.last_error_code) == (
-        AccountStatus.NEEDS_CREDENTIALS,
-        "credentials_unreadable",
-    )
+    assert (account.status, account.last_error_code) == (AccountStatus.KEY_MISMATCH, "credentials_unreadable")
+    monkeypatch.setenv("CRM_INBOX_SECRET_KEY", old_key)
+    reset_settings()
+    resumed = SyncEngine(db=db).sync_account(account_id, ignore_backoff=True)
+    assert resumed.status == "ok" and resumed.new_messages == 1
+    with Session(db) as session:
+        assert session.get_one(MailAccount, account_id).status is AccountStatus.OK
+
+
+def test_missing_key_file_with_stored_passwords_refuses_to_start(
+    db: Engine, mailbox_user: MailboxUser, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    from core.secrets import SecretKeyError
+    from core.settings import get_settings, reset_settings
+
+    monkeypatch.delenv("CRM_INBOX_SECRET_KEY")
+    reset_settings()
+    make_account(db, make_tenant(db), mailbox_user)  # the key file is created for it
+    key_file = get_settings().resolved_key_file
+    assert key_file.exists()
+    key_file.unlink()
+    with pytest.raises(SecretKeyError) as refused:
+        SyncEngine(db=db)
+    assert refused.value.code == "secret_key_missing" and "missing" in refused.value.message
+    assert not key_file.exists()  # no new key written over the problem
 
 
 def test_worker_that_lost_its_lease_stops_before_writing(setup: Setup, settings: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic_core import to_jsonable_python
+from sqlalchemy import Engine
 
 from core import problems
 from core.errors import DomainError, ErrorKind
@@ -78,3 +79,39 @@ def test_auth_stopped_and_folder_problems_render() -> None:
     assert problems.render("folder_problems", several) == (
         f"{errors.SentFolderMissing().message} INBOX: {errors.UidValidityUnstable('INBOX').message}"
     )
+
+
+def test_busy_database_is_a_transient_failure_of_the_pass(
+    sqlite_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.11: another process holds SQLite's write lock (a long import): the pass of each
+    account fails as "storage unavailable" after the busy timeout, never with a traceback."""
+    import sqlite3
+    import time
+
+    from core.db import make_engine
+    from core.settings import reset_settings
+    from sync.account_pass import SyncEngine
+    from tests.factories import make_offline_account, make_tenant
+
+    tenant = make_tenant(sqlite_db)
+    first = make_offline_account(sqlite_db, tenant, email="a@acme.test")
+    second = make_offline_account(sqlite_db, tenant, email="b@acme.test")
+    monkeypatch.setenv("CRM_INBOX_DATABASE_BUSY_TIMEOUT_SECONDS", "0.5")
+    reset_settings()
+    url = sqlite_db.url.render_as_string(hide_password=False)
+    engine = make_engine(url)
+    holder = sqlite3.connect(sqlite_db.url.database or "", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with SyncEngine(db=engine) as sync:
+            summaries = [sync.sync_account(first), sync.sync_account(second)]
+        assert time.monotonic() - started < 10
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        engine.dispose()
+    for summary in summaries:
+        assert summary.status == "failed"
+        assert summary.failure is not None and summary.failure.code == "storage_unavailable"

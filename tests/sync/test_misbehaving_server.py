@@ -36,6 +36,9 @@ class ScriptedSession:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def logout(self) -> None:
+        return None
+
     def has(self, capability: str) -> bool:
         return False
 
@@ -59,6 +62,9 @@ class ScriptedSession:
     def exists(self, uid: int) -> bool:
         return uid in self.messages
 
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        return {u: len(self.messages[u]) for u in uids if u in self.messages}
+
     def fetch_meta(self, uids: Sequence[int]) -> list[MessageMeta]:
         if self.stage == "meta" and self.broken in uids:
             raise errors.ProtocolError("fetching message sizes and headers")
@@ -68,7 +74,9 @@ class ScriptedSession:
             for uid in [u]
         ]
 
-    def fetch_bodies(self, uids: Sequence[int], *, headers_only: bool = False) -> dict[int, bytes]:
+    def fetch_bodies(
+        self, uids: Sequence[int], *, headers_only: bool = False, expected_bytes: int = 0
+    ) -> dict[int, bytes]:
         if self.stage == "body" and self.broken in uids:
             raise errors.ProtocolError("downloading messages")
         return {u: self.messages[u] for u in uids}
@@ -83,7 +91,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedSession:
         for uid in (1, 2, 3)
     }
     session = ScriptedSession(messages, broken=2)
-    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: session)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: session)
     return session
 
 
@@ -153,7 +161,7 @@ def test_lying_server_values_never_reach_the_cursor(
         for uid in (1, 2, 3)
     }
     server = LyingSession(messages)
-    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: server)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
     account_id = make_offline_account(db, make_tenant(db))
 
     def folder() -> FolderState:
@@ -199,7 +207,7 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
         for uid in range(1, 8)
     }
     server = ScriptedSession(messages, broken=2, stage=stage)
-    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password: server)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
     settings.sync_batch_size = 3  # batches [1,2,3] [4,5,6] [7]: the failure is in the first
     account_id = make_offline_account(db, make_tenant(db))
 
@@ -217,3 +225,95 @@ def test_failure_in_an_early_batch_holds_the_cursor_for_the_whole_pass(
     with Session(db) as s:
         assert s.exec(select(ImapUid).where(ImapUid.state == UidState.QUARANTINED)).one().uid == 2
         assert len(s.exec(select(Message)).all()) == 6
+
+
+class UnsavedUidsSession(ScriptedSession):
+    """A server that hands out a new UIDVALIDITY at every read-only open until some client
+    opens the folder read-write (it saves its UID database only then); issue 12.2."""
+
+    def __init__(self, messages: dict[int, bytes]) -> None:
+        super().__init__(messages, broken=-1)
+        self.validity = 100
+        self.saved = False
+        self.readwrite_opens = 0
+
+    def status(self, name: str) -> FolderStatus:
+        if name != "INBOX":
+            return FolderStatus(name, 9, 1, 0, None)
+        if not self.saved:
+            self.validity += 1
+        return FolderStatus(name, self.validity, max(self.inbox) + 1, len(self.inbox), None)
+
+    def select_readwrite(self, name: str) -> FolderStatus:
+        self.readwrite_opens += 1
+        if name == "INBOX":
+            self.saved = True
+        return self.status(name)
+
+
+def test_uidvalidity_unsaved_until_a_readwrite_open(
+    db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    messages = {
+        uid: build_message(
+            subject=f"m{uid}", from_="a@globex.test", to="s@acme.test", message_id=f"<u{uid}@test>"
+        )
+        for uid in (1, 2, 3)
+    }
+    server = UnsavedUidsSession(messages)
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
+    account_id = make_offline_account(db, make_tenant(db))
+    engine = SyncEngine(db=db, settings=settings)
+    for _ in range(settings.max_uidvalidity_resyncs + 2):
+        summary = engine.sync_account(account_id)
+        assert summary.status == "ok", summary.errors
+    assert server.readwrite_opens == 1
+    with Session(db) as s:
+        inbox = s.exec(select(FolderState).where(FolderState.role == FolderRole.INBOX)).one()
+        assert inbox.uidvalidity == server.validity and inbox.highest_uid == 3
+        assert len(s.exec(select(Message)).all()) == 3  # nothing duplicated
+
+
+class GmailSession(ScriptedSession):
+    """Gmail's layout: `[Gmail]/Sent Mail` flagged \\Sent (Cyrus-style lower case here), and
+    `[Gmail]/All Mail` holding every message again, which must never be synced (issue 12.3)."""
+
+    def __init__(self, inbox: dict[int, bytes], sent: dict[int, bytes]) -> None:
+        super().__init__(inbox, broken=-1)
+        self.sent = sent
+        self.opened: list[str] = []
+
+    def list_folders(self) -> list[FolderInfo]:
+        return [
+            FolderInfo("INBOX", "/"),
+            FolderInfo("[Gmail]", "/", ("\\Noselect", "\\HasChildren")),
+            FolderInfo("[Gmail]/All Mail", "/", ("\\All",)),
+            FolderInfo("[Gmail]/Sent Mail", "/", ("\\sent",)),
+        ]
+
+    def _folder(self, name: str) -> dict[int, bytes]:
+        return {"INBOX": self.inbox, "[Gmail]/Sent Mail": self.sent}.get(name, {**self.inbox, **self.sent})
+
+    def status(self, name: str) -> FolderStatus:
+        uids = sorted(self._folder(name))
+        return FolderStatus(name, 7, (max(uids) + 1) if uids else 1, len(uids), None)
+
+    def examine(self, name: str) -> FolderStatus:
+        self.opened.append(name)
+        self.messages = self._folder(name)
+        return self.status(name)
+
+
+def test_gmail_layout_syncs_inbox_and_sent_mail_only(
+    db: Engine, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    def message(i: int, sender: str) -> bytes:
+        return build_message(subject=f"m{i}", from_=sender, to="x@globex.test", message_id=f"<gm{i}@test>")
+
+    server = GmailSession({1: message(1, "a@globex.test")}, {1: message(2, "s@acme.test")})
+    monkeypatch.setattr(imap_module, "connect", lambda endpoint, password, **kw: server)
+    account_id = make_offline_account(db, make_tenant(db))
+    summary = SyncEngine(db=db, settings=settings).sync_account(account_id)
+    assert summary.status == "ok", summary.errors
+    assert summary.folders == {"inbox": "INBOX", "sent": "[Gmail]/Sent Mail"}
+    assert server.opened == ["INBOX", "[Gmail]/Sent Mail"] and summary.new_messages == 2

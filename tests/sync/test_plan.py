@@ -7,7 +7,7 @@ import pytest
 from sync import errors
 from sync.folders import pick_folders
 from sync.netguard import address_problem
-from sync.plan import Action, SavedState, contiguous_done, plan_folder
+from sync.plan import Action, SavedState, contiguous_done, plan_folder, size_batches
 from sync.types import FolderInfo, FolderRole, FolderStatus
 
 
@@ -148,7 +148,28 @@ def test_pick_folders_inbox_is_case_insensitive_and_required() -> None:
         ("169.254.170.2", True, True),  # link-local (ECS credentials): blocked even when private is allowed
         ("0.0.0.0", True, True),
         ("93.184.216.34", False, False),
+        # IPv4 carried in IPv6 (issue 12.14): 6to4 and Teredo unwrapped like IPv4-mapped.
+        ("2002:7f00:1::", False, True),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::", True, True),  # 6to4 of 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:5601:5601", True, True),  # Teredo client 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:80fe:fffe", False, True),  # Teredo client 127.1.0.1
+        ("2002:5db8:d822::", False, False),  # 6to4 of a public address
     ],
 )
 def test_address_guard(address: str, allow_private: bool, blocked: bool) -> None:
     assert (address_problem(address, allow_private=allow_private) is not None) is blocked
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_count", "max_bytes", "expected"),
+    [
+        ({1: 10, 2: 10, 3: 10}, 200, 25, [[1, 2], [3]]),
+        ({1: 10, 2: 10, 3: 10}, 2, 1000, [[1, 2], [3]]),
+        ({1: 5, 2: 100, 3: 5}, 200, 50, [[1], [2], [3]]),  # too big alone: a batch of its own
+        ({}, 2, 10, [[1, 2], [3]]),  # unknown sizes: by count
+    ],
+)
+def test_size_batches(
+    sizes: dict[int, int], max_count: int, max_bytes: int, expected: list[list[int]]
+) -> None:
+    assert size_batches([1, 2, 3], sizes, max_count=max_count, max_bytes=max_bytes) == expected
