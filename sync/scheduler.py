@@ -21,14 +21,17 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from core.db import session_scope
+from core.caller import Caller
+from core.db import get_engine, session_scope
 from core.types import utcnow
-from crm import sync_state
+from crm import backfill, sync_state, tenants
 from sync.account_pass import SyncEngine
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30
+SEND_QUEUE_SECONDS = 5  # under the undo delay's granularity: a reply goes within seconds of it
+BACKFILL_SECONDS = 60
 
 
 class Worker:
@@ -82,6 +85,23 @@ class Worker:
             len(summary.errors),
         )
 
+    def _send_queue(self) -> None:
+        from sync.send_queue import work_queue
+
+        try:
+            work_queue()
+        except Exception:  # one bad pass must not stop the scheduler; the rows keep their state
+            log.exception("the send queue pass failed; it runs again in %s s", SEND_QUEUE_SECONDS)
+
+    def _resume_backfills(self) -> None:
+        try:
+            with session_scope() as session:
+                tenant_ids = [t.id for t in tenants.list_tenants(session=session)]
+            for tenant_id in tenant_ids:
+                backfill.run_pending(engine=get_engine(), caller=Caller.operator(tenant_id))
+        except Exception:
+            log.exception("resuming link backfills failed; they are retried in %s s", BACKFILL_SECONDS)
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s received: finishing the current batches, then stopping", signum)
         self.stop_event.set()
@@ -94,6 +114,22 @@ class Worker:
         self.refresh_jobs()
         self.scheduler.add_job(
             self.refresh_jobs, IntervalTrigger(seconds=REFRESH_SECONDS), id="refresh-accounts"
+        )
+        # Outgoing mail (replies, undo-able for a few seconds) and interrupted link backfills
+        # are worked by the same process: one command runs the whole embedded deployment.
+        self.scheduler.add_job(
+            self._send_queue,
+            IntervalTrigger(seconds=SEND_QUEUE_SECONDS),
+            id="send-queue",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self._resume_backfills,
+            IntervalTrigger(seconds=BACKFILL_SECONDS),
+            id="backfills",
+            max_instances=1,
+            coalesce=True,
         )
         self.scheduler.start()
         try:

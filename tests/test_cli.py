@@ -245,3 +245,37 @@ def test_rotate_key(cli_env: dict[str, str], mailbox_user: MailboxUser) -> None:
     assert synced.returncode == 0, synced.stderr
     [summary] = json.loads(synced.stdout)
     assert summary["status"] == "ok" and summary["new_messages"] == 1
+
+
+def test_run_serves_the_inbox_and_stops_on_sigterm(cli_env: dict[str, str]) -> None:
+    """`crm-inbox run`: the scheduler, the send queue and the shared inbox in one process."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    assert run(cli_env, "init", "--tenant", "Acme").returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [*CLI, "run", "--port", str(port)], env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline and status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as response:
+                    status = response.status
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

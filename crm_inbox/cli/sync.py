@@ -131,11 +131,32 @@ def _skipped_text(count: int, reasons: dict[str, int]) -> str:
     return f"{count} (" + ", ".join(f"{n} {_REASONS.get(r, r)}" for r, n in sorted(reasons.items())) + ")"
 
 
-def run() -> None:
-    """Run the scheduler: each active account synced at its interval until SIGTERM/SIGINT."""
+def run(
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Also serve the shared inbox.")] = True,
+    host: Annotated[str, typer.Option(help="Address the shared inbox listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the shared inbox.")] = 8025,
+) -> None:
+    """Run everything until SIGTERM/SIGINT: each active account synced at its interval, the send
+    queue, and (unless --no-serve) the shared inbox's web page and API. On PostgreSQL the parts
+    can run apart: `crm-inbox run --no-serve` on workers, `crm-inbox serve` behind a proxy."""
     from sync.account_pass import SyncEngine
     from sync.scheduler import Worker
 
     logging.getLogger().setLevel(logging.INFO)
-    with SyncEngine() as engine:
-        Worker(engine).run()
+    server = None
+    if serve:
+        import threading
+
+        import uvicorn
+
+        from inbox_api.app import create_app
+
+        server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
+        threading.Thread(target=server.run, name="http", daemon=True).start()
+        out.print(f"Shared inbox at http://{host}:{port}/")
+    try:
+        with SyncEngine() as engine:
+            Worker(engine).run()
+    finally:
+        if server is not None:
+            server.should_exit = True
