@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,17 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine
 
 from core.caller import Caller
 from core.db import session_scope
 from crm import auth, grants, tenants
 from devtools.samples import build_message
-from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant
+from tests.serving import served_app
 
 
 @pytest.fixture
@@ -39,23 +37,8 @@ def world(db: Engine) -> World:
 
 @pytest.fixture
 def base_url(world: World) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served_app() as url:
+        yield url
 
 
 def _token(db: Engine, world: World, who: str) -> dict[str, str]:
@@ -227,39 +210,23 @@ def test_mail_synced_by_another_process_is_on_the_stream_within_2s(
         sam = tenants.create_user(session=s, caller=operator, email="sam@acme.test")
         grants.grant_access(session=s, caller=operator, account_id=account_id, user_id=sam.id)
         token = auth.create_token(session=s, caller=operator, user_id=sam.id).secret.get_secret_value()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+    with served_app() as url, streams(url, {"Authorization": f"Bearer {token}"}) as (stream,):
+        mailbox_user.dovecot.append(
+            mailbox_user.name,
+            "INBOX",
+            build_message(subject="Fresh order", from_="buyer@globex.test", to="sales@acme.test"),
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        with streams(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}) as (stream,):
-            mailbox_user.dovecot.append(
-                mailbox_user.name,
-                "INBOX",
-                build_message(subject="Fresh order", from_="buyer@globex.test", to="sales@acme.test"),
-            )
-            env = dict(os.environ)
-            env["CRM_INBOX_DATABASE_URL"] = sqlite_db.url.render_as_string(hide_password=False)
-            done = subprocess.run(
-                [sys.executable, "-m", "crm_inbox", "sync", "--once"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            finished = time.monotonic()
-            assert done.returncode == 0, done.stderr
-            event = stream.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
-            assert time.monotonic() - finished < 2.0
-            assert event["data"]["subject"] == "Fresh order"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+        env = dict(os.environ)
+        env["CRM_INBOX_DATABASE_URL"] = sqlite_db.url.render_as_string(hide_password=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "crm_inbox", "sync", "--once"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        finished = time.monotonic()
+        assert done.returncode == 0, done.stderr
+        event = stream.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
+        assert time.monotonic() - finished < 2.0
+        assert event["data"]["subject"] == "Fresh order"

@@ -10,14 +10,10 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -27,8 +23,8 @@ from core.db import session_scope
 from core.types import UidState
 from crm import auth, records
 from crm.models import FolderState, ImapUid, Message, OutboundMail
-from inbox_api.app import create_app
 from tests.crm.world import T0, World, build_world
+from tests.serving import served_app
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -89,22 +85,8 @@ def world(sqlite_db: Engine) -> World:
 
 @pytest.fixture
 def base_url(world: World) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served_app() as url:
+        yield url
 
 
 @pytest.fixture

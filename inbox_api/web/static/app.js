@@ -3,7 +3,6 @@
 // HTML goes into a sandboxed iframe's srcdoc, never into this document.
 "use strict";
 
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const myId = Number(document.querySelector('meta[name="user-id"]').content) || null;
 
 const VIEWS = [
@@ -32,41 +31,15 @@ const state = {
 
 const $ = (selector) => document.querySelector(selector);
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value !== null && value !== undefined && value !== false) node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
+const { el } = crm;  // common.js: the same DOM helper and fetch for every page
 
 async function api(path, options = {}) {
-  const method = options.method || "GET";
-  const headers = { Accept: "application/json" };
-  if (method !== "GET") headers["X-CSRF-Token"] = csrf;
-  if (options.body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: options.body === undefined ? undefined : JSON.stringify(options.body),
-  });
-  if (response.status === 401) {
-    window.location.assign("/login");
-    throw new Error("signed out");
+  try {
+    return await crm.api(path, options);
+  } catch (error) {
+    if (error.message !== "signed out") notify(error.message, true);
+    throw error;
   }
-  if (response.status === 204) return null;
-  const data = await response.json();
-  if (!response.ok) {
-    const message = (data && data.error && data.error.message) || `Request failed (${response.status})`;
-    notify(message, true);
-    throw new Error(message);
-  }
-  return data;
 }
 
 function notify(message, isError = false) {
