@@ -149,9 +149,10 @@ def timeline(
             after(position).order_by(date_key.desc(), col(Message.id).desc()).limit(limit)
         ).all()
         exhausted = len(batch) < limit
+        levels = _levels(session, caller, list(batch))  # the whole batch in three queries
         for message in batch:
             position = (message.date or _EPOCH, message.id or 0)
-            item = _item(session, caller, message)
+            item = _item(message, levels.get(message.id or 0, (SharingLevel.HIDDEN, False)))
             if item is not None:
                 items.append(item)
                 if len(items) == limit:
@@ -161,23 +162,33 @@ def timeline(
     return TimelinePage(items=tuple(items), next_cursor=next_cursor)
 
 
-def _item(session: Session, caller: Caller, message: Message) -> TimelineItem | None:
-    visible = session.exec(
-        select(Message.id).where(Message.id == message.id, access.message_visible(caller))
-    ).first()
-    if visible is not None:
-        level = SharingLevel.FULL
-    else:
-        accounts = sorted(
-            {
-                int(a)
-                for a in session.exec(
-                    select(ImapUid.account_id).where(ImapUid.message_pk == message.id)
-                ).all()
-            }
-        )
-        levels = effective_levels(session, accounts).values()
-        level = max(levels, key=_OPENNESS.index, default=SharingLevel.HIDDEN)
+def _levels(
+    session: Session, caller: Caller, messages: list[Message]
+) -> dict[int, tuple[SharingLevel, bool]]:
+    """Per message: what the caller may see of it, and whether they may open it (their mail)."""
+    pks = [m.id or 0 for m in messages]
+    if not pks:
+        return {}
+    mine = set(
+        session.exec(select(Message.id).where(col(Message.id).in_(pks), access.message_visible(caller))).all()
+    )
+    others = [pk for pk in pks if pk not in mine]
+    located: dict[int, set[int]] = {}
+    if others:
+        for pk, account_id in session.exec(
+            select(ImapUid.message_pk, ImapUid.account_id).where(col(ImapUid.message_pk).in_(others))
+        ).all():
+            located.setdefault(pk or 0, set()).add(account_id)
+    account_levels = effective_levels(session, sorted({a for accounts in located.values() for a in accounts}))
+    out: dict[int, tuple[SharingLevel, bool]] = {pk or 0: (SharingLevel.FULL, True) for pk in mine}
+    for pk in others:
+        levels = [account_levels[a] for a in located.get(pk, set())]
+        out[pk] = (max(levels, key=_OPENNESS.index, default=SharingLevel.HIDDEN), False)
+    return out
+
+
+def _item(message: Message, decided: tuple[SharingLevel, bool]) -> TimelineItem | None:
+    level, visible = decided
     if level is SharingLevel.HIDDEN:
         return None
     full = level is SharingLevel.FULL
@@ -186,8 +197,8 @@ def _item(session: Session, caller: Caller, message: Message) -> TimelineItem | 
         date=message.date,
         direction=message.direction,
         sender=Participant(message.from_email, message.from_name) if message.from_email else None,
-        message_pk=message.id if full and visible is not None else None,
-        thread_id=message.thread_id if full and visible is not None else None,
+        message_pk=message.id if full and visible else None,
+        thread_id=message.thread_id if full and visible else None,
         subject=message.subject if level in (SharingLevel.FULL, SharingLevel.SUBJECT) else None,
         snippet=snippet_of(message.text_body) if full else None,
     )
