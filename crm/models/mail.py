@@ -22,6 +22,9 @@ class Thread(SQLModel, table=True):
     __table_args__ = (
         Index("ix_thread_tenant_last", "tenant_id", "last_date", "id"),
         Index("ix_thread_tenant_status", "tenant_id", "status", "assignee_user_id"),
+        # The sidebar's counts read these alone (0018): status x assignee, and waiting for reply.
+        Index("ix_thread_tenant_state", "tenant_id", "status", "assignee_user_id", "snoozed_until"),
+        Index("ix_thread_tenant_waiting", "tenant_id", "last_direction", "last_date", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
