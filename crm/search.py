@@ -64,5 +64,5 @@ def matching_messages(session: Session, query: str) -> ColumnElement[bool] | Non
     tsquery = func.to_tsquery("simple", func.lower(func.crm_unaccent(" & ".join(f"{w}:*" for w in words))))
     # As a set of ids from the GIN index (one bitmap scan), never as a per-row test: evaluated per
     # message, the vector would be rebuilt from each message's text.
-    matching: Select[tuple[Any]] = select(col(Message.id)).where(vector.op("@@")(tsquery))
+    matching = select(col(Message.id)).where(vector.op("@@")(tsquery))
     return col(Message.id).in_(matching)
