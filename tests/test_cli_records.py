@@ -112,6 +112,10 @@ def test_import_human_output_and_file_level_errors(run: Run, tenant: int, tmp_pa
     assert missing.exit_code == 1
     assert "cannot read" in missing.stderr
 
+    # An endless source is refused after reading the limit, never read to the end.
+    endless = run("contacts", "import", "/dev/zero")
+    assert endless.exit_code == 1 and "larger than 20 MB" in endless.stderr
+
 
 def test_add_records_and_manual_links(run: Run, db: Engine) -> None:
     ids = build_world(db)

@@ -103,9 +103,14 @@ def contacts_import(
     """Import contacts. Bad rows are reported with their line and skipped: the exit code is 0
     when the file was processed, 1 when the file itself cannot be imported."""
     try:
-        data = file.read_bytes()
+        with file.open("rb") as handle:  # bounded: a device or a runaway export is refused, not read
+            data = handle.read(contact_import.MAX_CSV_BYTES + 1)
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    if len(data) > contact_import.MAX_CSV_BYTES:
+        raise fail(
+            f"{file} is larger than {contact_import.MAX_CSV_BYTES // (1024 * 1024)} MB: split it and import the parts."
+        )
     with _acting(tenant) as (session, caller):
         try:
             report = contact_import.import_contacts(

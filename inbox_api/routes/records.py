@@ -29,7 +29,7 @@ from crm.timelines import SharingView, TimelinePage
 from inbox_api.deps import CallerDep, SessionDep
 
 router = APIRouter(prefix="/api", tags=["records"])
-MAX_CSV_BYTES = 20 * 1024 * 1024
+MAX_CSV_BYTES = contact_import.MAX_CSV_BYTES
 Limit = Annotated[int, Query(ge=1, le=record_lists.MAX_PAGE)]
 
 
