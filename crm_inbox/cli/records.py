@@ -108,9 +108,8 @@ def contacts_import(
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     if len(data) > contact_import.MAX_CSV_BYTES:
-        raise fail(
-            f"{file} is larger than {contact_import.MAX_CSV_BYTES // (1024 * 1024)} MB: split it and import the parts."
-        )
+        limit = contact_import.MAX_CSV_BYTES // (1024 * 1024)
+        raise fail(f"{file} is larger than {limit} MB: split it and import the parts.")
     with _acting(tenant) as (session, caller):
         try:
             report = contact_import.import_contacts(
