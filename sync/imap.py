@@ -452,6 +452,10 @@ def connect(
             raise errors.ConnectionTimedOut(endpoint.host, endpoint.port, endpoint.connect_timeout) from exc
     # Aware datetimes for INTERNALDATE instead of naive local time.
     client.normalise_times = False
+    # imapclient turns imaplib's wire debugging on (debug = 5) to feed its own logger: imaplib then
+    # formats every literal it reads with %r twice, whether or not anything logs it (measured:
+    # 191 -> 48 us of CPU per message on a FETCH). We never log the wire.
+    client._imap.debug = 0
     watchdog = Watchdog(stop, pass_seconds)
     session = ImapSession(client, endpoint, watchdog)
     try:
