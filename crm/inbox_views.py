@@ -224,7 +224,7 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
     if f.status is not None:
         clauses.append(status_clause(f.status))
     if f.assignee is not None:
-        clauses.append(_assignee_clause(caller, f.assignee))
+        clauses.append(_assignee_clause(caller, f.assignee, session.get_bind().dialect.name))
     if f.unread is not None:
         unread = conversations.unread_clause(caller)
         clauses.append(unread if f.unread else ~unread)
@@ -293,14 +293,17 @@ def waiting_clause(session: Session, caller: Caller) -> ColumnElement[bool]:
     return and_(not_closed, ours_last, or_(*per_days))
 
 
-def _assignee_clause(caller: Caller, assignee: Assignee | int) -> ColumnElement[bool]:
+def _assignee_clause(caller: Caller, assignee: Assignee | int, dialect: str = "") -> ColumnElement[bool]:
     if assignee == Assignee.ME:
         return col(Thread.assignee_user_id) == caller.user_id
     if assignee == Assignee.UNASSIGNED:
-        # Written so no index on the assignee is used: half the conversations are unassigned,
-        # and walking the last-activity index in order finds a page of them at once, where the
-        # assignee index would collect them all and sort (measured at 1,000,000 messages).
-        return func.coalesce(col(Thread.assignee_user_id), 0) == 0
+        if dialect == "sqlite":
+            # Written so SQLite uses no index on the assignee: half the conversations are
+            # unassigned, and walking the last-activity index finds a page of them at once where
+            # the assignee index would collect them all and sort (60 -> 6 ms p95 at 1,000,000
+            # messages). PostgreSQL's planner chooses well with the plain test (and worse without).
+            return func.coalesce(col(Thread.assignee_user_id), 0) == 0
+        return col(Thread.assignee_user_id).is_(None)
     if assignee == Assignee.ANY:
         return col(Thread.assignee_user_id).is_not(None)
     return col(Thread.assignee_user_id) == int(assignee)
