@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from core.caller import Caller, Role  # noqa: E402
 from core.db import make_engine, migrate  # noqa: E402
 from core.types import ConversationStatus, Direction, FolderRole, Security, UidState  # noqa: E402
-from crm import inbox_views, timelines  # noqa: E402
+from crm import inbox_counts, inbox_views, timelines  # noqa: E402
 from crm.inbox_views import Assignee, ThreadFilter  # noqa: E402
 from crm.models import (  # noqa: E402
     AccountAccess,
@@ -386,7 +386,7 @@ def measure(
             )
 
         def counts(s: Session, i: int, cs: list[Caller] = callers) -> object:
-            return inbox_views.view_counts(session=s, caller=cs[i % len(cs)])
+            return inbox_counts.view_counts(session=s, caller=cs[i % len(cs)])
 
         p50, p95 = timed(session_call(search), runs)
         results.append((f"full-text search, two words ({who})", p50, p95, "< 200"))

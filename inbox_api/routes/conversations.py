@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from core.types import ConversationStatus
-from crm import conversations, inbox_views, links, thread_edits
+from crm import conversations, inbox_counts, links, thread_edits
 from crm.conversations import ActivityView, ConversationState, NoteView
-from crm.inbox_views import ViewCounts
+from crm.inbox_counts import ViewCounts
 from crm.links import LinkExplanation
 from crm.rules.linking import RecordKind
 from crm.thread_edits import ThreadChange, ThreadingWhy
@@ -38,7 +38,7 @@ class NoteIn(BaseModel):
 
 @router.get("/views/counts", summary="Conversation counts per view (sidebar)")
 def view_counts(session: SessionDep, caller: CallerDep) -> ViewCounts:
-    return inbox_views.view_counts(session=session, caller=caller)
+    return inbox_counts.view_counts(session=session, caller=caller)
 
 
 @router.post("/threads/{thread_id}/assign", summary="Assign a conversation (or unassign with null)")

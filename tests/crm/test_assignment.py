@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from core.db import session_scope
 from core.errors import DomainError
 from core.types import ConversationStatus, Direction, FolderRole, UidState
-from crm import assignment, inbox_views, threads
+from crm import assignment, inbox_counts, inbox_views, threads
 from crm.assignment import AssignMode, choose, next_in_rota
 from crm.inbox_views import ThreadFilter
 from crm.models import (
@@ -269,4 +269,4 @@ def test_waiting_for_reply(db: Engine, world: World) -> None:
         )
     assert waiting() == []  # 5 days is within the account's 7
     with Session(db) as s:
-        assert inbox_views.view_counts(session=s, caller=bob).waiting == 0
+        assert inbox_counts.view_counts(session=s, caller=bob).waiting == 0
