@@ -20,7 +20,7 @@ from pwdlib import PasswordHash
 from pydantic import SecretStr
 from sqlmodel import Session, col, select
 
-from core.caller import Caller, Role
+from core.caller import Caller
 from core.errors import InvalidInput, Unauthenticated, not_found
 from core.types import utcnow
 from crm import access
@@ -77,12 +77,6 @@ class SessionCaller:
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
-
-
-def _caller_of(user: User) -> Caller:
-    return Caller(
-        tenant_id=user.tenant_id, user_id=user.id, role=Role.ADMIN if user.is_admin else Role.MEMBER
-    )
 
 
 def _self_or_admin(session: Session, caller: Caller, user_id: int, action: str) -> User:
@@ -188,7 +182,7 @@ def authenticate_token(*, session: Session, token: str) -> Caller:
     if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH:
         row.last_used_at = now
         session.add(row)
-    return _caller_of(user)
+    return access.caller_of(user)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +262,7 @@ def sign_in(*, session: Session, email: str, password: SecretStr, client_address
     session.add(web)
     session.flush()
     return SignedIn(
-        caller=_caller_of(matched),
+        caller=access.caller_of(matched),
         session_id=SecretStr(session_id),
         csrf_token=web.csrf_token,
         expires_at=web.expires_at,
@@ -289,7 +283,7 @@ def authenticate_session(*, session: Session, session_id: str) -> SessionCaller:
         row.last_seen_at = now
         row.expires_at = min(now + SESSION_IDLE, row.created_at + SESSION_MAX)
         session.add(row)
-    return SessionCaller(caller=_caller_of(user), csrf_token=row.csrf_token)
+    return SessionCaller(caller=access.caller_of(user), csrf_token=row.csrf_token)
 
 
 def sign_out(*, session: Session, session_id: str) -> None:

@@ -10,11 +10,9 @@ shifting every later page by one.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, literal, or_
@@ -26,6 +24,7 @@ from core.caller import Caller
 from core.errors import InvalidInput, not_found
 from core.types import ConversationStatus, Direction, FolderRole, UTCDateTime, utcnow
 from crm import access, conversations, search
+from crm.keyset import EPOCH, decode_cursor, encode_cursor, like_pattern
 from crm.models import (
     AssignmentRule,
     FolderState,
@@ -37,7 +36,6 @@ from crm.models import (
 )
 
 MAX_PAGE = 200
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,32 +155,8 @@ class ThreadView:
 # Keyset cursor: the (last_date, id) of the last thread on the page, opaque to clients.
 
 
-def _encode_cursor(last: datetime | None, thread_id: int) -> str:
-    stamp = (last or _EPOCH).astimezone(UTC).isoformat()
-    return base64.urlsafe_b64encode(f"{stamp}|{thread_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, ident = raw.split("|", 1)
-        when = datetime.fromisoformat(stamp)
-        if when.tzinfo is None:
-            raise ValueError("naive")
-        return when, int(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "invalid_cursor", "The page cursor is not valid: start again from the first page.", field="cursor"
-        ) from exc
-
-
 # ---------------------------------------------------------------------------------------------
 # Lists
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _visible_message_in_thread(caller: Caller, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -238,7 +212,7 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
         # searchable word (punctuation only) falls back to a literal match on subject and sender.
         matched = search.matching_messages(session, f.text)
         if matched is None:
-            pattern = _like(f.text.strip())
+            pattern = like_pattern(f.text.strip())
             matched = or_(
                 col(Message.subject).ilike(pattern, escape="\\"),
                 col(Message.from_email).ilike(pattern, escape="\\"),
@@ -326,7 +300,7 @@ def list_threads(
         access.thread_visible(caller), *_filter_clauses(session, caller, filters or ThreadFilter())
     )
     if cursor:
-        after_date, after_id = _decode_cursor(cursor)
+        after_date, after_id = decode_cursor(cursor)
         query = query.where(
             or_(last_key < after_date, and_(last_key == after_date, col(Thread.id) < after_id))
         )
@@ -334,7 +308,7 @@ def list_threads(
     more = len(rows) > limit
     rows = rows[:limit]
     summaries = _summaries(session, caller, list(rows))
-    next_cursor = _encode_cursor(rows[-1].last_date, rows[-1].id or 0) if more and rows else None
+    next_cursor = encode_cursor(rows[-1].last_date, rows[-1].id or 0) if more and rows else None
     return ThreadPage(items=summaries, next_cursor=next_cursor)
 
 
@@ -406,7 +380,7 @@ def get_thread(*, session: Session, caller: Caller, thread_id: int) -> ThreadVie
     messages = session.exec(
         select(Message)
         .where(Message.thread_id == thread.id, access.message_visible(caller))
-        .order_by(func.coalesce(col(Message.date), literal(_EPOCH, UTCDateTime)), col(Message.id))
+        .order_by(func.coalesce(col(Message.date), literal(EPOCH, UTCDateTime)), col(Message.id))
     ).all()
     views = _message_views(session, caller, list(messages))
     state = conversations.get_state(session=session, caller=caller, thread_id=thread.id or 0)

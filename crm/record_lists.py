@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from core.caller import Caller
 from core.errors import InvalidInput
 from crm import access, records
+from crm.keyset import like_pattern
 from crm.models import (
     Company,
     CompanyDomain,
@@ -37,10 +38,6 @@ class Page(Generic[T]):
     next_cursor: int | None  # the last id of this page; pass it as `after` for the next one
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _check_page(limit: int) -> None:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput("invalid_page_size", f"A page holds 1 to {MAX_PAGE} records.", field="limit")
@@ -59,7 +56,7 @@ def list_contacts(
     _check_page(limit)
     query = select(Contact.id).where(Contact.tenant_id == caller.tenant_id, col(Contact.id) > after)
     if q and q.strip():
-        pattern = _like(q.strip())
+        pattern = like_pattern(q.strip())
         has_address = exists().where(
             col(ContactEmail.contact_id) == col(Contact.id),
             col(ContactEmail.email).ilike(pattern, escape="\\"),
@@ -78,7 +75,7 @@ def list_companies(
     _check_page(limit)
     query = select(Company.id).where(Company.tenant_id == caller.tenant_id, col(Company.id) > after)
     if q and q.strip():
-        pattern = _like(q.strip())
+        pattern = like_pattern(q.strip())
         has_domain = exists().where(
             col(CompanyDomain.company_id) == col(Company.id),
             col(CompanyDomain.domain).ilike(pattern, escape="\\"),
@@ -102,7 +99,7 @@ def list_deals(
     _check_page(limit)
     query = select(Deal.id).where(Deal.tenant_id == caller.tenant_id, col(Deal.id) > after)
     if q and q.strip():
-        query = query.where(col(Deal.title).ilike(_like(q.strip()), escape="\\"))
+        query = query.where(col(Deal.title).ilike(like_pattern(q.strip()), escape="\\"))
     if status is not None:
         query = query.where(Deal.status == status)
     if stage is not None:

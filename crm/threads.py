@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from core.types import Direction
 from crm import conversations
+from crm.keyset import EPOCH
 from crm.models import ImapUid, LinkSuppression, Message, MessageRef, Thread, ThreadAccount, ThreadSplit
 
 SUBJECT_THREAD_WINDOW = timedelta(days=7)
-UNDATED = datetime(1970, 1, 1, tzinfo=UTC)  # the last activity of a thread whose mail has no date
+UNDATED = EPOCH  # the last activity of a thread whose mail has no date
 
 ThreadKey = tuple[str, int]  # ("db", thread id) or ("new", n)
 

@@ -13,10 +13,8 @@ Pages are keyset-paginated on (date, message id), newest first.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_
@@ -27,11 +25,11 @@ from core.errors import InvalidInput
 from core.types import Direction, SharingLevel, UTCDateTime
 from crm import access, records
 from crm.inbox_views import Participant, snippet_of
+from crm.keyset import EPOCH, decode_cursor, encode_cursor
 from crm.models import AccountAccess, ImapUid, MailAccount, Message, MessageLink
 from crm.rules.linking import RecordKind
 
 MAX_PAGE = 100
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OPENNESS = (SharingLevel.HIDDEN, SharingLevel.METADATA, SharingLevel.SUBJECT, SharingLevel.FULL)
 
 
@@ -69,24 +67,6 @@ def _check_record(session: Session, caller: Caller, kind: RecordKind, record_id:
         records.get_deal(session=session, caller=caller, deal_id=record_id)
 
 
-def _encode(date: datetime | None, pk: int) -> str:
-    return base64.urlsafe_b64encode(f"{(date or _EPOCH).isoformat()}|{pk}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, pk = raw.split("|", 1)
-        when = datetime.fromisoformat(stamp)
-        if when.tzinfo is None:
-            raise ValueError("naive")
-        return when, int(pk)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "invalid_cursor", "The page cursor is not valid: start again.", field="cursor"
-        ) from exc
-
-
 def effective_levels(session: Session, account_ids: list[int]) -> dict[int, SharingLevel]:
     """The sharing level of each account: its own, else by how many users it has."""
     if not account_ids:
@@ -122,7 +102,7 @@ def timeline(
     _check_record(session, caller, kind, record_id)
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput("invalid_page_size", f"A page holds 1 to {MAX_PAGE} items.", field="limit")
-    date_key = func.coalesce(col(Message.date), literal(_EPOCH, UTCDateTime))
+    date_key = func.coalesce(col(Message.date), literal(EPOCH, UTCDateTime))
     query = (
         select(Message)
         .join(MessageLink, col(MessageLink.message_pk) == col(Message.id))
@@ -133,7 +113,7 @@ def timeline(
             MessageLink.record_id == record_id,
         )
     )
-    position = _decode(cursor) if cursor else None
+    position = decode_cursor(cursor) if cursor else None
 
     def after(where: tuple[datetime, int] | None) -> Any:
         if where is None:
@@ -151,14 +131,14 @@ def timeline(
         exhausted = len(batch) < limit
         levels = _levels(session, caller, list(batch))  # the whole batch in three queries
         for message in batch:
-            position = (message.date or _EPOCH, message.id or 0)
+            position = (message.date or EPOCH, message.id or 0)
             item = _item(message, levels.get(message.id or 0, (SharingLevel.HIDDEN, False)))
             if item is not None:
                 items.append(item)
                 if len(items) == limit:
                     break
     more = position is not None and session.exec(after(position).limit(1)).first() is not None
-    next_cursor = _encode(position[0], position[1]) if (more and position is not None) else None
+    next_cursor = encode_cursor(position[0], position[1]) if (more and position is not None) else None
     return TimelinePage(items=tuple(items), next_cursor=next_cursor)
 
 
