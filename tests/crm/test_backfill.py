@@ -81,7 +81,7 @@ def _contact_links(db: Engine) -> int:
 
 
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
-def test_a_sync_batch_waits_under_a_second_while_10000_contacts_are_imported(db: Engine) -> None:
+def test_a_sync_batch_never_waits_for_an_import_of_10000_contacts(db: Engine) -> None:
     tenant_id = make_tenant(db, own_domains=("acme.test",))
     account_id = make_offline_account(db, tenant_id, email="sales@acme.test")
     existing = [_mail(uid, _address(n)) for uid, n in enumerate(WITH_MAIL, start=1)]
