@@ -17,7 +17,7 @@ from sqlmodel import SQLModel
 from core.db import make_engine, migrate, set_engine
 from core.settings import Settings, get_settings, reset_settings
 
-pytest_plugins = ["tests.dovecot_fixtures"]
+pytest_plugins = ["tests.dovecot_fixtures", "tests.imap_servers"]
 
 PG_ADMIN_URL = os.environ.get(
     "CRM_INBOX_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

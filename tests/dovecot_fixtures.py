@@ -22,17 +22,19 @@ from devtools.devmail import (
     LocalDovecot,
     ensure_dovecot_installed,
 )
+from devtools.imapops import ImapTestServer
 
 
 class Mailbox(Protocol):
-    """What the test helpers need of a mailbox: a Dovecot user's credentials and its server."""
+    """What the test helpers need of a mailbox: a user's credentials and its server (Dovecot,
+    or another server of the servers matrix, tests/imap_servers.py)."""
 
     @property
     def name(self) -> str: ...
     @property
     def password(self) -> str: ...
     @property
-    def dovecot(self) -> LocalDovecot: ...
+    def server(self) -> ImapTestServer: ...
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class MailboxUser:
     @property
     def host(self) -> str:
         return self.dovecot.host
+
+    @property
+    def server(self) -> LocalDovecot:
+        return self.dovecot
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

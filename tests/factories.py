@@ -85,10 +85,10 @@ def make_account(
     host: str = "127.0.0.1",
     **extra: Any,
 ) -> int:
-    dovecot = mailbox.dovecot
+    server = mailbox.server
     if port is None:
-        port = dovecot.ssl_port if security is Security.TLS else dovecot.port
-        assert port is not None, "the session's Dovecot serves TLS"
+        port = server.ssl_port if security is Security.TLS else server.port
+        assert port is not None, "the session's server serves TLS"
     with session_scope(db) as session:
         account = mailboxes.add_account(
             session=session,
@@ -99,7 +99,7 @@ def make_account(
                 imap_port=port,
                 imap_security=security,
                 username=mailbox.name,
-                ca_file=str(dovecot.ca_file) if trust_ca else None,
+                ca_file=str(server.ca_file) if trust_ca else None,
                 **extra,
             ),
             password=SecretStr(password if password is not None else mailbox.password),
