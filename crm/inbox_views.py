@@ -27,6 +27,7 @@ from crm import access, conversations, search
 from crm.keyset import EPOCH, decode_cursor, encode_cursor, like_pattern
 from crm.models import (
     AssignmentRule,
+    Deal,
     FolderState,
     ImapUid,
     Message,
@@ -34,6 +35,7 @@ from crm.models import (
     Thread,
     ThreadAccount,
 )
+from crm.rules.linking import RecordKind
 
 MAX_PAGE = 200
 
@@ -64,6 +66,7 @@ class ThreadFilter:
     contact_id: int | None = None
     company_id: int | None = None
     deal_id: int | None = None
+    deal_stage: str | None = None  # linked to a deal in that stage (the sidebar's per-stage views)
     direction: Direction | None = None  # threads holding at least one message of that direction
     since: datetime | None = None  # last activity at or after
     until: datetime | None = None  # last activity before
@@ -180,6 +183,24 @@ def _linked(kind: str, record_id: int) -> ColumnElement[bool]:
     )
 
 
+def _in_deal_stage(caller: Caller, stage: str) -> ColumnElement[bool]:
+    """Threads holding a message the caller sees linked to a deal in `stage`: as the set of such
+    threads, reached from the stage's deals (a few), not tested thread by thread down the list."""
+    threads = (
+        select(col(Message.thread_id))
+        .join(MessageLink, col(MessageLink.message_pk) == col(Message.id))
+        .join(Deal, col(Deal.id) == col(MessageLink.record_id))
+        .where(
+            col(MessageLink.tenant_id) == caller.tenant_id,
+            col(MessageLink.record_kind) == RecordKind.DEAL,
+            col(Deal.tenant_id) == caller.tenant_id,
+            col(Deal.stage) == stage,
+            access.message_visible(caller),
+        )
+    )
+    return col(Thread.id).in_(threads)
+
+
 def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = []
     if f.account_id is not None:
@@ -188,6 +209,8 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
     for kind, record_id in (("contact", f.contact_id), ("company", f.company_id), ("deal", f.deal_id)):
         if record_id is not None:
             clauses.append(_visible_message_in_thread(caller, _linked(kind, record_id)))
+    if f.deal_stage is not None:
+        clauses.append(_in_deal_stage(caller, f.deal_stage))
     if f.direction is not None:
         clauses.append(_visible_message_in_thread(caller, col(Message.direction) == f.direction))
     if f.since is not None:
