@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from crm.models import (  # noqa: E402
     AccountAccess,
     Contact,
     ContactEmail,
+    Deal,
     FolderState,
     ImapUid,
     MailAccount,
@@ -54,44 +56,44 @@ from crm.models import (  # noqa: E402
 )
 from crm.rules.linking import LinkReason, RecordKind  # noqa: E402
 
-WORDS = [
-    "quote",
-    "invoice",
-    "order",
-    "delivery",
-    "contract",
-    "renewal",
-    "price",
-    "discount",
-    "meeting",
-    "call",
-    "schedule",
-    "proposal",
-    "shipment",
-    "payment",
-    "reminder",
-    "offer",
-    "demo",
-    "trial",
-    "license",
-    "support",
-    "upgrade",
-    "budget",
-    "approval",
-    "signature",
-    "pallet",
-    "warehouse",
-    "freight",
-    "customs",
-    "invoice",
-    "credit",
-    "terms",
-    "volume",
-    "rebate",
-    "forecast",
-    "launch",
-    "sample",
-]
+# Business words first, then made-up words: mail text follows Zipf's law over a large vocabulary
+# (a word's frequency ~ 1/rank), so a search term matches anything from most messages to a handful,
+# as in real mail. Search terms skip the SEARCH_SKIP most frequent words (the "the, and, of" no one
+# searches for) and are drawn by the same law from the rest.
+BUSINESS = [
+    "quote", "invoice", "order", "delivery", "contract", "renewal", "price", "discount", "meeting",
+    "call", "schedule", "proposal", "shipment", "payment", "reminder", "offer", "demo", "trial",
+    "license", "support", "upgrade", "budget", "approval", "signature", "pallet", "warehouse",
+    "freight", "customs", "credit", "terms", "volume", "rebate", "forecast", "launch", "sample",
+]  # fmt: skip
+VOCABULARY = 50_000
+SEARCH_SKIP = 30
+ZIPF_S = 1.0
+STAGES = ["lead", "qualified", "proposal", "negotiation", "won", "lost"]
+DEALS = 3_000
+DEAL_EVERY = 8  # one conversation in 8 is linked to a deal
+
+
+def vocabulary(rng: random.Random) -> list[str]:
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["ion", "er", "an", "or"]
+    words = list(BUSINESS)
+    seen = set(words)
+    while len(words) < VOCABULARY:
+        word = "".join(rng.choice(syllables) for _ in range(rng.choice((2, 3, 3, 4))))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+def zipf_weights(n: int) -> list[float]:
+    total, cumulative = 0.0, []
+    for rank in range(1, n + 1):
+        total += 1.0 / rank**ZIPF_S
+        cumulative.append(total)
+    return cumulative
+
+
 COMPANIES = [
     "globex",
     "initech",
@@ -124,7 +126,12 @@ def _engine(kind: str) -> tuple[Engine, Callable[[], None]]:
     if kind == "sqlite":
         folder = tempfile.mkdtemp(prefix="inbox-bench-")
         engine = make_engine(f"sqlite:///{folder}/bench.db")
-        return engine, lambda: None
+
+        def remove() -> None:
+            engine.dispose()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        return engine, remove
     admin_url = os.environ.get("CRM_INBOX_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     name = f"crm_inbox_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -202,6 +209,16 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
                 for c in range(1, CONTACTS + 1)
             ],
         )
+    words_list = vocabulary(rng)
+    cumulative = zipf_weights(len(words_list))
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Deal),
+            [
+                {"id": d, "tenant_id": 1, "title": f"Deal {d}", "stage": STAGES[d % len(STAGES)]}
+                for d in range(1, DEALS + 1)
+            ],
+        )
     thread_account = [0] + [rng.randint(1, ACCOUNTS) for _ in range(threads)]
     thread_contact = [0] + [rng.randint(1, CONTACTS) for _ in range(threads)]
     per_thread = [0] * (threads + 1)
@@ -227,14 +244,14 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
             sender = (
                 f"c{contact}@{COMPANIES[contact % len(COMPANIES)]}.test" if inbound[m] else "box@acme.test"
             )
-            words = " ".join(rng.choice(WORDS) for _ in range(30))
+            words = " ".join(rng.choices(words_list, cum_weights=cumulative, k=30))
             rows.append(
                 {
                     "id": m,
                     "tenant_id": 1,
                     "message_id": f"<m{m}@bench.test>",
                     "content_hash": f"h{m}",
-                    "subject": f"{rng.choice(WORDS).title()} {t}",
+                    "subject": f"{rng.choices(words_list, cum_weights=cumulative)[0].title()} {t}",
                     "normalized_subject": f"subject {t}",
                     "date": when,
                     "from_email": sender,
@@ -267,6 +284,16 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
                     "reason": LinkReason.ADDRESS,
                 }
             )
+            if t % DEAL_EVERY == 0:
+                links.append(
+                    {
+                        "tenant_id": 1,
+                        "message_pk": m,
+                        "record_kind": RecordKind.DEAL,
+                        "record_id": (t // DEAL_EVERY) % DEALS + 1,
+                        "reason": LinkReason.MANUAL,
+                    }
+                )
         if start == 1:
             _threads(engine, threads, per_thread, last, last_in, rng)
         with engine.begin() as conn:
@@ -281,7 +308,7 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
             conn.execute(text("ANALYZE"))
     took = time.perf_counter() - started
     print(f"  generated {messages:,} messages in {threads:,} conversations in {took:.0f} s")
-    return {"thread_contact": thread_contact}
+    return {"thread_contact": thread_contact, "words": words_list, "cumulative": cumulative}
 
 
 def _threads(
@@ -360,6 +387,7 @@ def measure(
         ("Unread", ThreadFilter(status=ConversationStatus.OPEN, unread=True)),
         ("Waiting for reply", ThreadFilter(waiting=True)),
         ("One account", ThreadFilter(account_id=3)),
+        ("Deal stage", ThreadFilter(status=ConversationStatus.OPEN, deal_stage="proposal")),
     ]
     groups: list[tuple[str, list[Caller]]] = [("admin", [admin]), ("member", members)]
     for who, callers in groups:
@@ -372,10 +400,12 @@ def measure(
 
             p50, p95 = timed(session_call(view), runs)
             results.append((f"view {label} ({who})", p50, p95, "< 50"))
+    searchable = info["words"][SEARCH_SKIP:]
+    search_weights = zipf_weights(len(searchable))
     for who, callers in groups:
 
         def search(s: Session, i: int, cs: list[Caller] = callers) -> object:
-            words = f"{rng.choice(WORDS)} {rng.choice(WORDS)}"
+            words = " ".join(rng.choices(searchable, cum_weights=search_weights, k=2))
             return inbox_views.list_threads(
                 session=s, caller=cs[i % len(cs)], filters=ThreadFilter(text=words)
             )
@@ -405,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="default: 30%% of the messages")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--keep", action="store_true", help="keep the generated database (to study plans)")
     args = parser.parse_args(argv)
     threads = args.threads or max(1, int(args.messages * 0.3))
     rng = random.Random(7)
@@ -415,7 +446,10 @@ def main(argv: list[str] | None = None) -> None:
         info = generate(engine, args.messages, threads, rng)
         results = measure(engine, info, args.runs, rng)
     finally:
-        drop()
+        if args.keep:
+            print(f"\n  kept: {engine.url.render_as_string(hide_password=True)}")
+        else:
+            drop()
     print(f"\n| measure ({args.db}, {args.messages:,} messages) | p50 ms | p95 ms | target ms |")
     print("| --- | ---: | ---: | ---: |")
     for label, p50, p95, target in results:

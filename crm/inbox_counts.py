@@ -1,24 +1,33 @@
 """The sidebar's counts: how many conversations each view of the shared inbox holds for a caller.
 
-Four grouped queries whatever the number of views: status x assignee in one pass (covering index),
-unread from the caller's own read marks, waiting for reply, and open conversations per account
-through `thread_account`. A member's conversations are reached from the accounts they see rather
-than by testing every conversation of the tenant (bench/RESULTS.md, 1,000,000 messages).
+Read from tallies rather than from the conversations (0022): `thread_tally` counts conversations
+per (accounts holding their mail, status, assignee, newest message ours), kept exact by triggers
+on every write. A caller's counts are the tally rows whose accounts meet the ones the caller sees:
+a few hundred rows whatever the size of the tenant, and a conversation in two of a member's
+accounts is one row, counted once. What changes with time alone is read apart, from small index
+ranges: snoozes whose time has come (open again), and the recent end of "waiting for reply".
+
+Unread for me starts from the caller's own read marks (open minus those read since their last
+mail): its cost grows with the marks a user leaves, not with the tenant (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, or_
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, distinct, func, or_
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
-from core.types import ConversationStatus, utcnow
+from core.types import ConversationStatus, Direction, utcnow
 from crm import access
-from crm.inbox_views import status_clause, waiting_clause
-from crm.models import Thread, ThreadAccount, ThreadRead
+from crm.inbox_views import status_clause
+from crm.models import AssignmentRule, Deal, Message, MessageLink, Thread, ThreadRead, ThreadTally
+from crm.rules.linking import RecordKind
+
+DEFAULT_FOLLOW_UP_DAYS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,99 @@ class ViewCounts:
     unread: int  # open and unread by the caller
     waiting: int  # waiting for the customer's reply past the follow-up days
     per_account: dict[int, int]  # open conversations per account the caller sees
+    # Open conversations linked to a deal in each stage (mail the caller sees), every stage of the
+    # tenant's deals listed: the list's `deal_stage` filter shows them.
+    per_deal_stage: dict[str, int] = field(default_factory=dict)
+
+
+def _accounts_of(key: str) -> frozenset[int]:
+    return frozenset(int(a) for a in key.strip(",").split(",") if a)
+
+
+@dataclass(slots=True)
+class _Tally:
+    by_status: dict[str, int]
+    mine: int = 0
+    unassigned: int = 0
+    ours_last_not_closed: int = 0
+    per_account: dict[int, int] = field(default_factory=dict)
+
+    def add(self, *, status: str, assignee: int, me: int, accounts: frozenset[int], n: int) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + n
+        if status == ConversationStatus.OPEN.value:
+            self.unassigned += n if assignee == 0 else 0
+            self.mine += n if assignee == me and me else 0
+            for account_id in accounts:
+                if account_id in self.per_account:
+                    self.per_account[account_id] += n
+
+
+def _visible(accounts: frozenset[int], visible: set[int], admin: bool) -> bool:
+    # An admin sees the tenant, including a conversation no account holds (yet).
+    return admin or not accounts.isdisjoint(visible)
+
+
+def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
+    """All the sidebar's counts: the tally rows of the tenant grouped by (accounts, status,
+    assignee), then the time-dependent corrections, unread and the deal stages."""
+    now = utcnow()
+    admin = caller.is_admin
+    me = caller.user_id or 0
+    visible = {int(a or 0) for a in session.exec(access.visible_account_ids(caller)).all()}
+    tally = _Tally(by_status={}, per_account=dict.fromkeys(sorted(visible), 0))
+    n = func.sum(col(ThreadTally.n))
+    rows = session.execute(
+        sa.select(
+            col(ThreadTally.account_key),
+            col(ThreadTally.status),
+            col(ThreadTally.assignee_user_id),
+            col(ThreadTally.ours_last),
+            n,
+        )
+        .where(col(ThreadTally.tenant_id) == caller.tenant_id, col(ThreadTally.n) != 0)
+        .group_by(
+            col(ThreadTally.account_key),
+            col(ThreadTally.status),
+            col(ThreadTally.assignee_user_id),
+            col(ThreadTally.ours_last),
+        )
+    ).all()
+    for key, status, assignee, ours_last, count in rows:
+        accounts = _accounts_of(key)
+        if not _visible(accounts, visible, admin):
+            continue
+        tally.add(status=str(status), assignee=int(assignee), me=me, accounts=accounts, n=int(count))
+        if ours_last and status != ConversationStatus.CLOSED:
+            tally.ours_last_not_closed += int(count)
+    # Snoozes whose time has come are open (no job wakes them): move them across.
+    for key, assignee in session.exec(
+        select(Thread.account_key, Thread.assignee_user_id).where(
+            col(Thread.tenant_id) == caller.tenant_id,
+            col(Thread.status) == ConversationStatus.SNOOZED,
+            or_(col(Thread.snoozed_until).is_(None), col(Thread.snoozed_until) <= now),
+        )
+    ).all():
+        accounts = _accounts_of(key)
+        if not _visible(accounts, visible, admin):
+            continue
+        tally.add(status=ConversationStatus.SNOOZED.value, assignee=-1, me=me, accounts=accounts, n=-1)
+        tally.add(status=ConversationStatus.OPEN.value, assignee=assignee or 0, me=me, accounts=accounts, n=1)
+    by_status = tally.by_status
+    opened = by_status.get(ConversationStatus.OPEN.value, 0)
+    return ViewCounts(
+        mine=tally.mine,
+        unassigned=tally.unassigned,
+        open=opened,
+        pending=by_status.get(ConversationStatus.PENDING.value, 0),
+        snoozed=by_status.get(ConversationStatus.SNOOZED.value, 0),
+        closed=by_status.get(ConversationStatus.CLOSED.value, 0),
+        unread=max(0, opened - _read_open(session, caller, status_clause(ConversationStatus.OPEN)))
+        if me
+        else 0,
+        waiting=tally.ours_last_not_closed - _not_yet_waiting(session, caller, visible, now),
+        per_account=tally.per_account,
+        per_deal_stage=deal_stage_counts(session=session, caller=caller),
+    )
 
 
 def _read_open(session: Session, caller: Caller, is_open: ColumnElement[bool]) -> int:
@@ -51,78 +153,72 @@ def _read_open(session: Session, caller: Caller, is_open: ColumnElement[bool]) -
     return int(session.exec(query).one())
 
 
-def _thread_count(caller: Caller) -> Any:
-    # A member's conversations come through thread_account, where one may appear per account.
-    return func.count(col(Thread.id)) if caller.is_admin else func.count(func.distinct(col(Thread.id)))
-
-
-def _counted(caller: Caller, query: Any) -> Any:
-    """Count over the caller's conversations: an admin's are the tenant's threads (scanned by the
-    status index); a member's are reached from the accounts they see (a few of the tenant's
-    accounts), instead of testing every thread of the tenant for visibility."""
-    if caller.is_admin:
-        return query.where(col(Thread.tenant_id) == caller.tenant_id)
-    return (
-        query.select_from(ThreadAccount)
-        .join(Thread, col(Thread.id) == col(ThreadAccount.thread_id))
-        .where(
-            col(ThreadAccount.account_id).in_(access.visible_account_ids(caller)),
-            col(Thread.tenant_id) == caller.tenant_id,
-        )
+def _not_yet_waiting(session: Session, caller: Caller, visible: set[int], now: datetime) -> int:
+    """Conversations tallied as "ours last, not closed" that are not waiting yet: their last
+    message is more recent than the follow-up days of every account of theirs the caller sees
+    (the same rule as `inbox_views.waiting_clause`). Only the last few days are read."""
+    days_of = dict(
+        session.exec(
+            select(AssignmentRule.account_id, AssignmentRule.follow_up_days).where(
+                AssignmentRule.tenant_id == caller.tenant_id
+            )
+        ).all()
     )
+    delays = {a: days_of.get(a, DEFAULT_FOLLOW_UP_DAYS) for a in visible}
+    if not delays:
+        return 0
+    one_delay = len(set(delays.values())) == 1
+    longest = max(delays.values())
+    rows = session.exec(
+        select(Thread.account_key, Thread.last_date).where(
+            col(Thread.tenant_id) == caller.tenant_id,
+            col(Thread.last_direction) == Direction.OUTBOUND,
+            or_(col(Thread.last_date).is_(None), col(Thread.last_date) > now - timedelta(days=longest)),
+            col(Thread.status) != ConversationStatus.CLOSED,
+        )
+    ).all()
+    not_yet = 0
+    for key, last in rows:
+        accounts = _accounts_of(key)
+        if not _visible(accounts, visible, caller.is_admin):
+            continue
+        if last is None:
+            not_yet += 1
+        elif one_delay:
+            not_yet += last > now - timedelta(days=longest)
+        else:
+            not_yet += all(last > now - timedelta(days=delays[a]) for a in accounts & visible)
+    return not_yet
 
 
-def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
-    """All the sidebar's counts in four grouped queries (status x assignee in one pass, unread,
-    waiting, and open conversations per account through `thread_account`)."""
-    now = utcnow()
-    awake = or_(col(Thread.snoozed_until).is_(None), col(Thread.snoozed_until) <= now)
-    effective = case(
-        (
-            and_(col(Thread.status) == ConversationStatus.SNOOZED, awake),
-            literal(ConversationStatus.OPEN.value),
+def deal_stage_counts(*, session: Session, caller: Caller) -> dict[str, int]:
+    """Open conversations holding a message the caller sees that is linked to a deal, per stage of
+    the deal (a conversation about deals in two stages counts in both)."""
+    stages = dict.fromkeys(
+        sorted(
+            session.exec(select(Deal.stage).where(col(Deal.tenant_id) == caller.tenant_id).distinct()).all()
         ),
-        else_=cast(col(Thread.status), String),
-    ).label("effective")
-    nobody = col(Thread.assignee_user_id).is_(None).label("nobody")
-    mine_flag = (col(Thread.assignee_user_id) == (caller.user_id or -1)).label("mine")
-    tally = {"mine": 0, "unassigned": 0, "open": 0, "pending": 0, "snoozed": 0, "closed": 0}
-    for status, is_nobody, is_mine, n in session.execute(
-        _counted(caller, select(effective, nobody, mine_flag, _thread_count(caller))).group_by(
-            effective, nobody, mine_flag
-        )
-    ).all():
-        status = str(status)
-        if status in tally:
-            tally[status] += n
-        if status == ConversationStatus.OPEN.value:
-            tally["unassigned"] += n if is_nobody else 0
-            tally["mine"] += n if is_mine else 0
-    is_open = status_clause(ConversationStatus.OPEN)
-
-    def count(*clauses: ColumnElement[bool]) -> int:
-        return int(session.exec(_counted(caller, select(_thread_count(caller))).where(*clauses)).one())
-
-    per_account = {int(a or 0): 0 for a in session.exec(access.visible_account_ids(caller)).all()}
-    for account_id, n in session.execute(
-        select(ThreadAccount.account_id, func.count(col(Thread.id)))
-        .join(Thread, col(Thread.id) == col(ThreadAccount.thread_id))
-        .where(
-            col(ThreadAccount.account_id).in_(list(per_account)),
-            col(Thread.tenant_id) == caller.tenant_id,
-            is_open,
-        )
-        .group_by(col(ThreadAccount.account_id))
-    ).all():
-        per_account[int(account_id)] = int(n)
-    return ViewCounts(
-        mine=tally["mine"] if caller.user_id else 0,
-        unassigned=tally["unassigned"],
-        open=tally["open"],
-        pending=tally["pending"],
-        snoozed=tally["snoozed"],
-        closed=tally["closed"],
-        unread=max(0, tally["open"] - _read_open(session, caller, is_open)) if caller.user_id else 0,
-        waiting=count(waiting_clause(session, caller)),
-        per_account=per_account,
+        0,
     )
+    if not stages:
+        return {}
+    query = (
+        select(Deal.stage, func.count(distinct(col(Thread.id))))
+        .select_from(Deal)
+        .join(
+            MessageLink,
+            (col(MessageLink.record_id) == col(Deal.id)) & (col(MessageLink.record_kind) == RecordKind.DEAL),
+        )
+        .join(Message, col(Message.id) == col(MessageLink.message_pk))
+        .join(Thread, col(Thread.id) == col(Message.thread_id))
+        .where(
+            col(Deal.tenant_id) == caller.tenant_id,
+            col(MessageLink.tenant_id) == caller.tenant_id,
+            access.message_visible(caller),
+            status_clause(ConversationStatus.OPEN),
+        )
+        .group_by(col(Deal.stage))
+    )
+    for stage, count in session.exec(query).all():
+        stages[stage] = int(count)
+    return stages

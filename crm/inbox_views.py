@@ -27,6 +27,7 @@ from crm import access, conversations, search
 from crm.keyset import EPOCH, decode_cursor, encode_cursor, like_pattern
 from crm.models import (
     AssignmentRule,
+    Deal,
     FolderState,
     ImapUid,
     Message,
@@ -34,6 +35,7 @@ from crm.models import (
     Thread,
     ThreadAccount,
 )
+from crm.rules.linking import RecordKind
 
 MAX_PAGE = 200
 
@@ -64,6 +66,7 @@ class ThreadFilter:
     contact_id: int | None = None
     company_id: int | None = None
     deal_id: int | None = None
+    deal_stage: str | None = None  # linked to a deal in that stage (the sidebar's per-stage views)
     direction: Direction | None = None  # threads holding at least one message of that direction
     since: datetime | None = None  # last activity at or after
     until: datetime | None = None  # last activity before
@@ -180,6 +183,24 @@ def _linked(kind: str, record_id: int) -> ColumnElement[bool]:
     )
 
 
+def _in_deal_stage(caller: Caller, stage: str) -> ColumnElement[bool]:
+    """Threads holding a message the caller sees linked to a deal in `stage`: as the set of such
+    threads, reached from the stage's deals (a few), not tested thread by thread down the list."""
+    threads = (
+        select(col(Message.thread_id))
+        .join(MessageLink, col(MessageLink.message_pk) == col(Message.id))
+        .join(Deal, col(Deal.id) == col(MessageLink.record_id))
+        .where(
+            col(MessageLink.tenant_id) == caller.tenant_id,
+            col(MessageLink.record_kind) == RecordKind.DEAL,
+            col(Deal.tenant_id) == caller.tenant_id,
+            col(Deal.stage) == stage,
+            access.message_visible(caller),
+        )
+    )
+    return col(Thread.id).in_(threads)
+
+
 def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = []
     if f.account_id is not None:
@@ -188,6 +209,8 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
     for kind, record_id in (("contact", f.contact_id), ("company", f.company_id), ("deal", f.deal_id)):
         if record_id is not None:
             clauses.append(_visible_message_in_thread(caller, _linked(kind, record_id)))
+    if f.deal_stage is not None:
+        clauses.append(_in_deal_stage(caller, f.deal_stage))
     if f.direction is not None:
         clauses.append(_visible_message_in_thread(caller, col(Message.direction) == f.direction))
     if f.since is not None:
@@ -217,8 +240,33 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
                 col(Message.subject).ilike(pattern, escape="\\"),
                 col(Message.from_email).ilike(pattern, escape="\\"),
             )
-        clauses.append(_visible_message_in_thread(caller, matched))
+            clauses.append(_visible_message_in_thread(caller, matched))
+        else:
+            clauses.append(_text_clause(session, caller, matched))
     return clauses
+
+
+# A search whose words are in fewer messages than this lists its conversations from the index's
+# set of messages; a more common one walks the conversations newest first, where matches are dense.
+SEARCH_SET_LIMIT = 5000
+
+
+def _text_clause(session: Session, caller: Caller, matched: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Conversations holding a message the caller sees that matches the search. Two plans, and the
+    index decides between them with a bounded read (a LIMIT inside the index scan): a selective
+    search (a name, an order number: most real searches) reads at most SEARCH_SET_LIMIT matching
+    messages and the list is that set of conversations sorted, whatever the tenant's size; a
+    search on common words is found among the newest conversations long before the walk down the
+    list gets far. Testing thread by thread for a rare word walks every conversation of the
+    tenant; reading a common word's whole set costs hundreds of thousands of rows."""
+    found = session.exec(
+        select(col(Message.thread_id))
+        .where(matched, access.message_visible(caller), col(Message.thread_id).is_not(None))
+        .limit(SEARCH_SET_LIMIT)
+    ).all()
+    if len(found) < SEARCH_SET_LIMIT:
+        return col(Thread.id).in_(sorted({t for t in found if t is not None}))
+    return _visible_message_in_thread(caller, matched)
 
 
 def status_clause(status: ConversationStatus) -> ColumnElement[bool]:

@@ -25,6 +25,8 @@ class Thread(SQLModel, table=True):
         # The sidebar's counts read these alone (0018): status x assignee, and waiting for reply.
         Index("ix_thread_tenant_state", "tenant_id", "status", "assignee_user_id", "snoozed_until"),
         Index("ix_thread_tenant_waiting", "tenant_id", "last_direction", "last_date", "status"),
+        # Snoozes whose time has come, read apart from the tallies (0022).
+        Index("ix_thread_tenant_snoozed", "tenant_id", "status", "snoozed_until"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -44,6 +46,10 @@ class Thread(SQLModel, table=True):
     last_direction: Direction = Field(
         default=Direction.INBOUND, sa_type=StrEnumType(Direction), nullable=False
     )
+    # The accounts holding its mail as ",3,7," (0022), kept from `thread_account` by triggers: the
+    # key of the sidebar's tallies (`ThreadTally`), so a conversation in two accounts a member sees
+    # is counted once.
+    account_key: str = Field(default="", sa_type=Text, sa_column_kwargs={"server_default": ""})
 
 
 class Message(SQLModel, table=True):
@@ -139,3 +145,19 @@ class ThreadAccount(SQLModel, table=True):
 
     thread_id: int = Field(foreign_key="thread.id", primary_key=True, ondelete="CASCADE")
     account_id: int = Field(foreign_key="mail_account.id", primary_key=True)
+
+
+class ThreadTally(SQLModel, table=True):
+    """How many conversations share one (accounts, status, assignee, last direction) (0022): the
+    sidebar's counts sum these few rows instead of reading every conversation. Kept by triggers on
+    `thread` (so every writer is covered, and counts stay exact); `n` may reach 0, never below.
+    Snoozes are tallied as stored: one whose time has come is moved to open when counting."""
+
+    __tablename__ = "thread_tally"
+
+    tenant_id: int = Field(foreign_key="tenant.id", primary_key=True)
+    account_key: str = Field(sa_type=Text, primary_key=True)
+    status: ConversationStatus = Field(sa_type=StrEnumType(ConversationStatus), primary_key=True)
+    assignee_user_id: int = Field(primary_key=True)  # 0: nobody (NULL cannot be part of a key)
+    ours_last: bool = Field(primary_key=True)  # the newest message is ours (waiting for reply)
+    n: int = Field(default=0)

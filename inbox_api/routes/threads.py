@@ -23,6 +23,10 @@ def list_threads(
     contact_id: int | None = None,
     company_id: int | None = None,
     deal_id: int | None = None,
+    deal_stage: Annotated[
+        str | None,
+        Query(max_length=100, description="Linked to a deal in this stage (per_deal_stage of the counts)"),
+    ] = None,
     direction: Direction | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -45,6 +49,7 @@ def list_threads(
         contact_id=contact_id,
         company_id=company_id,
         deal_id=deal_id,
+        deal_stage=deal_stage,
         direction=direction,
         since=since,
         until=until,

@@ -161,3 +161,32 @@ def test_service_state_is_serializable(db: Engine, world: World) -> None:
         )
     assert state.status is ConversationStatus.OPEN
     assert to_jsonable_python(state)["status"] == "open"
+
+
+def test_deal_stage_views(db: Engine, world: World, client: TestClient) -> None:
+    """The counts list a view per deal stage and the list filters by it; a stage change moves the
+    conversation from one view to the other."""
+    bob = _headers(db, world, "bob")
+    deal = client.post("/api/deals", json={"title": "Big order", "stage": "proposal"}, headers=bob)
+    assert deal.status_code == 201, deal.text
+    deal_id = deal.json()["id"]
+    linked = client.post(
+        f"/api/messages/{world.messages['beta1']}/links",
+        json={"record_kind": "deal", "record_id": deal_id, "whole_conversation": True},
+        headers=bob,
+    )
+    assert linked.status_code == 200, linked.text
+    counts = client.get("/api/views/counts", headers=bob).json()
+    assert counts["per_deal_stage"] == {"proposal": 1}
+    assert _subjects(client, bob, "status=open&deal_stage=proposal") == ["Beta"]
+    assert _subjects(client, bob, "deal_stage=won") == []
+    # Alice sees no mail of account B: the stage is listed (the tenant's deals), empty for her.
+    alice = _headers(db, world, "alice")
+    assert client.get("/api/views/counts", headers=alice).json()["per_deal_stage"] == {"proposal": 0}
+    assert _subjects(client, alice, "deal_stage=proposal") == []
+    admin = _headers(db, world, "admin")
+    moved = client.patch(f"/api/deals/{deal_id}", json={"stage": "won"}, headers=admin)
+    assert moved.status_code == 200, moved.text
+    assert client.get("/api/views/counts", headers=bob).json()["per_deal_stage"] == {"won": 1}
+    assert _subjects(client, bob, "status=open&deal_stage=won") == ["Beta"]
+    assert client.get("/api/threads?deal_stage=" + "x" * 101, headers=bob).status_code == 422

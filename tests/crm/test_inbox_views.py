@@ -182,3 +182,28 @@ def test_full_text_search_folds_accents_and_case(db: Engine, world: World) -> No
     assert _subjects(db, admin, text="team@acme.test")[:1] == ["Gamma"]  # a recipient
     assert _subjects(db, world.caller("alice"), text="muller") == []  # Beta is not hers
     assert _subjects(db, admin, text='"); DROP TABLE message; --') == []
+
+
+def test_full_text_search_plans_agree(db: Engine, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selective search lists the index's set of conversations; a common one walks the list
+    newest first: both give the same pages (the plan is chosen by how many messages match)."""
+
+    def pages(caller: Caller, query: str) -> list[list[str]]:
+        out, cursor = [], None
+        with Session(db) as s:
+            while True:
+                page = inbox_views.list_threads(
+                    session=s, caller=caller, filters=ThreadFilter(text=query), limit=1, cursor=cursor
+                )
+                out.append([t.subject for t in page.items])
+                if page.next_cursor is None:
+                    return out
+                cursor = page.next_cursor
+
+    queries = ("body", "globex", "body beta1", "acme", "nothing")
+    callers = [world.caller(n) for n in ("admin", "alice", "bob", "other_admin")]
+    by_set = {(c, q): pages(c, q) for c in callers for q in queries}
+    assert by_set[(world.caller("admin"), "body")] == [["Gamma"], ["Shared"], ["Beta"], ["Alpha"]]
+    assert by_set[(world.caller("alice"), "body")] == [["Shared"], ["Alpha"]]
+    monkeypatch.setattr(inbox_views, "SEARCH_SET_LIMIT", 1)  # every search now counts as common
+    assert {(c, q): pages(c, q) for c in callers for q in queries} == by_set

@@ -112,6 +112,34 @@ async function loadCounts() {
       ),
     ),
   );
+  // One view per stage of the tenant's deals: open conversations linked to a deal in that stage.
+  const stages = Object.entries(counts.per_deal_stage || {});
+  $("#stage-heading").hidden = stages.length === 0;
+  $("#stage-list").replaceChildren(
+    ...stages.map(([stage, count]) => {
+      const current = state.account === null && state.view.key === `stage:${stage}`;
+      return el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "view" + (current ? " current" : ""),
+            "data-stage": stage,
+            "aria-current": current ? "true" : null,
+            onclick: () => chooseView(stageView(stage), null),
+          },
+          el("span", { class: "label", text: stage }),
+          el("span", { class: "count", text: String(count) }),
+        ),
+      );
+    }),
+  );
+}
+
+function stageView(stage) {
+  return { key: `stage:${stage}`, label: `Deal stage: ${stage}`, query: { status: "open", deal_stage: stage } };
 }
 
 function chooseView(view, account) {
