@@ -1,4 +1,5 @@
-"""Importing a CSV export of contacts (admin only): rows in one transaction, mail linked after.
+"""Importing a CSV export of contacts (admin only): rows in one transaction, or streamed in
+chunks of their own transactions for big files, mail linked after.
 
 The file is parsed by the pure `crm.rules.csv_import` (per-line errors with codes); this module
 writes the good rows in the caller's transaction, without the tenant's write lock, inserting new
@@ -10,8 +11,9 @@ between the two leaves a job to resume, never unlinked mail nobody knows about.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from sqlmodel import Session, col, select
 
@@ -20,15 +22,18 @@ from core.errors import DomainError
 from crm import access, backfill
 from crm.models import Company, CompanyDomain, Contact, ContactEmail
 from crm.records import check_domain_free, clean_domain, user_emails
-from crm.rules.csv_import import ContactRow, RowError, RowProblem, parse_contacts_csv
+from crm.rules.csv_import import ContactRow, CsvStream, RowError, RowProblem, open_contacts_csv
 from crm.rules.linking import ContactSource
 
-__all__ = ["ImportReport", "import_contacts"]
+__all__ = ["MAX_CSV_BYTES", "ImportProgress", "ImportReport", "import_contacts", "import_contacts_in_chunks"]
 
 
 # The largest CSV file an import reads (a 20 MB export holds some 200,000 contacts); faces refuse
 # larger files before reading them whole.
 MAX_CSV_BYTES = 20 * 1024 * 1024
+# Rows per transaction of a chunked import: each commit takes a few tens of milliseconds, so a
+# sync waiting for the write lock waits about that long.
+CHUNK_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +45,21 @@ class ImportReport:
     errors: tuple[RowError, ...]
     encoding: str
     delimiter: str
-    # The addresses of the file whose synced mail still has to be linked (crm.backfill).
+    # The addresses of the file whose synced mail still has to be linked (crm.backfill): the
+    # last job, and every job (a chunked import records one per chunk).
     backfill_job_id: int | None = None
+    backfill_job_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProgress:
+    """Where a chunked import is, after a chunk's commit: rows written so far (good ones, bad
+    ones), and how much of the file's text was read (`position` of `size` characters)."""
+
+    rows: int
+    bad_rows: int
+    position: int
+    size: int
 
 
 @dataclass(slots=True)
@@ -58,27 +76,106 @@ _UPDATABLE = ("first_name", "last_name", "full_name", "phone", "company_id", "ow
 def import_contacts(
     *, session: Session, caller: Caller, data: bytes, allow_test_domains: bool = False
 ) -> ImportReport:
-    """Import a CSV export (admin only): good rows in, bad rows reported with line and code.
-    Idempotent: re-importing the same file changes nothing.
+    """Import a CSV export (admin only) in the caller's transaction: good rows in, bad rows
+    reported with line and code. Idempotent: re-importing the same file changes nothing.
 
-    Only the rows are written here, in the caller's transaction, without the tenant's write lock
-    (sync batches keep running). Linking the file's addresses to already-synced mail is recorded
-    as a backfill job in the same transaction and run after the commit in short chunks
+    Only the rows are written here, without the tenant's write lock (sync batches keep running
+    on PostgreSQL; on SQLite the transaction holds the database's write lock, so big files go
+    through `import_contacts_in_chunks`). Linking the file's addresses to already-synced mail is
+    recorded as a backfill job in the same transaction and run after the commit in short chunks
     (`crm.backfill.run_job`), so a crash between the two leaves a job to resume, never unlinked
     mail that nobody knows about."""
     access.require_admin(caller, "import contacts")
+    stream = open_contacts_csv(data, allow_test_domains=allow_test_domains)
+    state = _ImportState()
+    rows: list[ContactRow] = []
+    for entry in stream.entries:
+        if isinstance(entry, ContactRow):
+            rows.append(entry)
+        else:
+            state.errors.append(entry)
+    _write_chunk(session, caller, rows, state)
+    return state.report(stream)
 
-    parsed = parse_contacts_csv(data, allow_test_domains=allow_test_domains)
-    errors = list(parsed.errors)
-    tally = _Tally()
+
+def import_contacts_in_chunks(
+    *,
+    sessions: Callable[[], AbstractContextManager[Session]],
+    caller: Caller,
+    data: bytes,
+    allow_test_domains: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Callable[[ImportProgress], None] | None = None,
+) -> ImportReport:
+    """`import_contacts` for files of any size: the rows are read as a stream and written
+    `chunk_rows` at a time, each chunk in a transaction of its own (`sessions()` commits it), with
+    its backfill job. Between chunks no lock is held, so a sync (or `account add`) waits for one
+    chunk at most instead of failing behind a long import; memory follows a chunk, not the file.
+
+    The file is checked as a whole before anything is written (`CsvImportError`). A failure
+    later (the database gone) leaves the chunks already committed: importing the file again
+    completes it, since an import is idempotent. `progress` is called after each commit."""
+    access.require_admin(caller, "import contacts")
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    stream = open_contacts_csv(data, allow_test_domains=allow_test_domains)
+    state = _ImportState()
+    chunk: list[ContactRow] = []
+    entries = iter(stream.entries)
+    while True:
+        entry = next(entries, None)
+        if isinstance(entry, RowError):
+            state.errors.append(entry)
+            continue
+        if entry is not None:
+            chunk.append(entry)
+            if len(chunk) < chunk_rows:
+                continue
+        if chunk or entry is None:
+            with sessions() as session:
+                _write_chunk(session, caller, chunk, state)
+            state.rows_done += len(chunk)
+            chunk = []
+            if progress is not None:
+                progress(ImportProgress(state.rows_done, len(state.errors), stream.position, stream.size))
+        if entry is None:
+            return state.report(stream)
+
+
+@dataclass(slots=True)
+class _ImportState:
+    """What an import has done so far, across its chunks."""
+
+    errors: list[RowError] = field(default_factory=list)
+    tally: _Tally = field(default_factory=lambda: _Tally())
+    companies: dict[str, int] = field(default_factory=dict)  # name -> id, committed or in this chunk
+    job_ids: list[int] = field(default_factory=list)
+    rows_done: int = 0
+
+    def report(self, stream: CsvStream) -> ImportReport:
+        return ImportReport(
+            created=self.tally.created,
+            updated=self.tally.updated,
+            unchanged=self.tally.unchanged,
+            companies_created=self.tally.companies_created,
+            errors=tuple(sorted(self.errors, key=lambda e: e.line)),
+            encoding=stream.encoding,
+            delimiter=stream.delimiter,
+            backfill_job_id=self.job_ids[-1] if self.job_ids else None,
+            backfill_job_ids=tuple(self.job_ids),
+        )
+
+
+def _write_chunk(session: Session, caller: Caller, rows: Sequence[ContactRow], state: _ImportState) -> None:
+    """Write `rows` in `session` and record their backfill job there (one transaction)."""
+    errors, tally, companies = state.errors, state.tally, state.companies
     tenant_id = caller.tenant_id
     users = user_emails(session, tenant_id)
-    existing = _contacts_by_email(session, tenant_id, [row.email for row in parsed.rows])
-    companies: dict[str, int] = {}
+    existing = _contacts_by_email(session, tenant_id, [row.email for row in rows])
     new_domains: list[str] = []
     imported: list[str] = []
     fresh: list[tuple[Contact, str]] = []  # inserted together below: one statement per 1,000 rows
-    for row in parsed.rows:
+    for row in rows:
         if row.email in users:
             errors.append(
                 RowError(
@@ -133,21 +230,10 @@ def import_contacts(
     session.flush()
     # Every address of the file, not only the new ones: re-running an import whose linking was
     # interrupted links what it missed (the backfill is idempotent).
-    job_id = (
-        backfill.enqueue(session=session, tenant_id=tenant_id, emails=imported, domains=new_domains)
-        if imported or new_domains
-        else None
-    )
-    return ImportReport(
-        created=tally.created,
-        updated=tally.updated,
-        unchanged=tally.unchanged,
-        companies_created=tally.companies_created,
-        errors=tuple(sorted(errors, key=lambda e: e.line)),
-        encoding=parsed.encoding,
-        delimiter=parsed.delimiter,
-        backfill_job_id=job_id,
-    )
+    if imported or new_domains:
+        state.job_ids.append(
+            backfill.enqueue(session=session, tenant_id=tenant_id, emails=imported, domains=new_domains)
+        )
 
 
 def _contacts_by_email(session: Session, tenant_id: int, emails: Sequence[str]) -> dict[str, Contact]:

@@ -418,8 +418,7 @@ autocreate_subscribe_folders: Sent | Drafts | Trash
 xlist-sent: Sent
 xlist-drafts: Drafts
 xlist-trash: Trash
-delete_mode: immediate
-expunge_mode: immediate
+# expunge_mode and delete_mode keep Cyrus' defaults (delayed), as on a real installation.
 tls_server_cert: {base}/tls/cert.pem
 tls_server_key: {base}/tls/key.pem
 lmtpsocket: {base}/config/socket/lmtp

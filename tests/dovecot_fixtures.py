@@ -55,9 +55,10 @@ class MailboxUser:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tag tests that use the server with the ``dovecot`` marker (``-m "not dovecot"``)."""
+    """Tag tests that use the server with the ``dovecot`` marker (``-m "not dovecot"``); the
+    servers matrix (tests/imap_servers.py) counts as such."""
     for item in items:
-        if {"dovecot", "mailbox_user"} & set(getattr(item, "fixturenames", ())):
+        if {"dovecot", "mailbox_user", "server_user", "cyrus"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.dovecot)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -112,9 +114,40 @@ def test_import_human_output_and_file_level_errors(run: Run, tenant: int, tmp_pa
     assert missing.exit_code == 1
     assert "cannot read" in missing.stderr
 
-    # An endless source is refused after reading the limit, never read to the end.
+
+def test_import_refuses_devices_pipes_and_big_files_without_reading_them(
+    run: Run, tenant: int, tmp_path: Path
+) -> None:
+    """Issue 12.11: an endless source is refused at once, never read (a FIFO not even opened:
+    that would wait for a writer); a file over the limit is refused by its size."""
+    started = time.monotonic()
     endless = run("contacts", "import", "/dev/zero")
-    assert endless.exit_code == 1 and "larger than 20 MB" in endless.stderr
+    assert endless.exit_code == 1 and "/dev/zero is not a regular file" in endless.stderr
+    fifo = tmp_path / "export.csv"
+    os.mkfifo(fifo)
+    piped = run("contacts", "import", str(fifo))
+    assert piped.exit_code == 1 and "not a regular file" in piped.stderr
+    folder = run("contacts", "import", str(tmp_path))
+    assert folder.exit_code == 1 and "not a regular file" in folder.stderr
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as handle:  # sparse: 50 MB long, nothing written
+        handle.truncate(50 * 1024 * 1024)
+    too_big = run("contacts", "import", str(huge))
+    assert too_big.exit_code == 1 and "larger than 20 MB: split it" in too_big.stderr
+    assert time.monotonic() - started < 5
+
+
+def test_import_of_many_rows_commits_in_chunks_and_reports_once(
+    run: Run, tenant: int, db: Engine, tmp_path: Path
+) -> None:
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("Email,Name\n" + "".join(f"p{i}@client.example,Pat {i}\n" for i in range(2001)))
+    imported = run("contacts", "import", str(csv_file), "--json")
+    assert imported.exit_code == 0, imported.output
+    report = json.loads(imported.stdout)
+    assert report["created"] == 2001 and len(report["backfill_job_ids"]) == 3
+    with Session(db) as s:
+        assert len(s.exec(select(Contact.id)).all()) == 2001
 
 
 def test_add_records_and_manual_links(run: Run, db: Engine) -> None:
@@ -239,3 +272,19 @@ def test_backfill_command_resumes_nothing_when_nothing_is_pending(run: Run, db: 
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout) == []
     assert "0 interrupted import(s) resumed" in run("contacts", "backfill").stdout
+
+
+def test_import_shows_a_progress_bar_on_a_terminal_only(
+    run: Run, tenant: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("Email\n" + "".join(f"q{i}@client.example\n" for i in range(20)))
+    terminal = io.StringIO()
+    monkeypatch.setattr(cli_records, "err", Console(file=terminal, force_terminal=True, width=100))
+    shown = run("contacts", "import", str(csv_file))
+    assert shown.exit_code == 0, shown.output
+    drawn = terminal.getvalue()
+    assert "importing" in drawn and "20 rows" in drawn and "100%" in drawn
+    assert "importing" not in shown.stdout  # the report stays clean

@@ -30,9 +30,11 @@ __all__ = [
     "ContactRow",
     "CsvField",
     "CsvImportError",
+    "CsvStream",
     "ParsedCsv",
     "RowError",
     "RowProblem",
+    "open_contacts_csv",
     "parse_contacts_csv",
 ]
 
@@ -200,9 +202,10 @@ def _decode(data: bytes) -> tuple[str, str]:
     return data.decode("latin-1"), "latin-1"
 
 
-def _reader(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def _reader(text: str | io.StringIO, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line of the record, cells) for each non-blank record."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"', strict=False)
+    buffer = io.StringIO(text, newline="") if isinstance(text, str) else text
+    reader = csv.reader(buffer, delimiter=delimiter, quotechar='"', strict=False)
     end = 0
     try:
         for record in reader:
@@ -296,14 +299,28 @@ def _owner(value: str | None) -> str | None:
     return checked.normalized.lower()
 
 
-def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> ParsedCsv:
-    """Parse a contacts CSV export into validated rows and per-line errors.
+@dataclass(slots=True)
+class CsvStream:
+    """A contacts file opened for reading row by row (`open_contacts_csv`): the file-level checks
+    are done, `entries` yields each line's `ContactRow` or `RowError` in file order, and
+    `position` says how many of the `size` characters of text were read (for a progress bar)."""
 
-    Rows without an email, with an invalid email, or repeating an email seen on an earlier line
-    are reported in `errors` (the first occurrence wins). Blank rows are skipped silently.
-    Missing names are completed from each other: full name from first + last, first + last
-    split from the full name. Owner values that are not addresses (some CRMs export the owner's
-    name) are dropped. `allow_test_domains` lets `.test` addresses through, for test tenants.
+    entries: Iterator[ContactRow | RowError]
+    encoding: str
+    delimiter: str
+    columns: tuple[tuple[CsvField, str], ...]
+    size: int
+    _buffer: io.StringIO
+
+    @property
+    def position(self) -> int:
+        return self._buffer.tell()
+
+
+def open_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> CsvStream:
+    """Check a contacts CSV export as a whole and return its rows as a stream (see
+    `parse_contacts_csv` for the rules). Only the text is held; rows are made as they are read,
+    so a caller can write them in chunks.
 
     Raises `CsvImportError` when the file is empty, unreadable or has no email column.
     """
@@ -311,7 +328,8 @@ def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> Pars
     if not text.strip():
         raise CsvImportError("csv_empty", "the file is empty", line=0)
     delimiter = _choose_delimiter(text)
-    records = _reader(text, delimiter)
+    buffer = io.StringIO(text, newline="")
+    records = _reader(buffer, delimiter)
     first = next(records, None)
     if first is None:
         raise CsvImportError("csv_empty", "the file is empty", line=0)
@@ -328,30 +346,38 @@ def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> Pars
             columns=[name.strip() for name in header if name.strip()],
             accepted=list(ACCEPTED_HEADERS[CsvField.EMAIL]),
         )
+    return CsvStream(
+        entries=_entries(records, columns, allow_test_domains),
+        encoding=encoding,
+        delimiter=delimiter,
+        columns=tuple((csv_field, header[indexes[0]].strip()) for csv_field, indexes in columns.items()),
+        size=len(text),
+        _buffer=buffer,
+    )
 
-    rows: list[ContactRow] = []
-    errors: list[RowError] = []
+
+def _entries(
+    records: Iterator[tuple[int, list[str]]], columns: dict[CsvField, list[int]], allow_test_domains: bool
+) -> Iterator[ContactRow | RowError]:
     first_line_of: dict[str, int] = {}
     for line, record in records:
         raw_email = _cell(record, columns[CsvField.EMAIL])
         if raw_email is None:
-            errors.append(RowError(line, "missing email", RowProblem.MISSING_EMAIL))
+            yield RowError(line, "missing email", RowProblem.MISSING_EMAIL)
             continue
         try:
             validated = validate_email(
                 _address_in(raw_email), check_deliverability=False, test_environment=allow_test_domains
             )
         except EmailNotValidError as exc:
-            errors.append(RowError(line, f"invalid email {raw_email!r}: {exc}", RowProblem.INVALID_EMAIL))
+            yield RowError(line, f"invalid email {raw_email!r}: {exc}", RowProblem.INVALID_EMAIL)
             continue
         email = validated.normalized.lower()
         if email in first_line_of:
-            errors.append(
-                RowError(
-                    line,
-                    f"duplicate email {email} (first on line {first_line_of[email]})",
-                    RowProblem.DUPLICATE_EMAIL,
-                )
+            yield RowError(
+                line,
+                f"duplicate email {email} (first on line {first_line_of[email]})",
+                RowProblem.DUPLICATE_EMAIL,
             )
             continue
         first_line_of[email] = line
@@ -363,23 +389,42 @@ def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> Pars
             full_name = " ".join(part for part in (first_name, last_name) if part)
         elif full_name is not None and first_name is None and last_name is None:
             first_name, last_name = split_name(full_name)
-        rows.append(
-            ContactRow(
-                email=email,
-                first_name=first_name,
-                last_name=last_name,
-                full_name=full_name,
-                company=_cell(record, columns.get(CsvField.COMPANY)),
-                company_domain=_domain(_cell(record, columns.get(CsvField.COMPANY_DOMAIN))),
-                phone=_cell(record, columns.get(CsvField.PHONE)),
-                owner_email=_owner(_cell(record, columns.get(CsvField.OWNER_EMAIL))),
-                line=line,
-            )
+        yield ContactRow(
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+            full_name=full_name,
+            company=_cell(record, columns.get(CsvField.COMPANY)),
+            company_domain=_domain(_cell(record, columns.get(CsvField.COMPANY_DOMAIN))),
+            phone=_cell(record, columns.get(CsvField.PHONE)),
+            owner_email=_owner(_cell(record, columns.get(CsvField.OWNER_EMAIL))),
+            line=line,
         )
+
+
+def parse_contacts_csv(data: bytes, *, allow_test_domains: bool = False) -> ParsedCsv:
+    """Parse a contacts CSV export into validated rows and per-line errors.
+
+    Rows without an email, with an invalid email, or repeating an email seen on an earlier line
+    are reported in `errors` (the first occurrence wins). Blank rows are skipped silently.
+    Missing names are completed from each other: full name from first + last, first + last
+    split from the full name. Owner values that are not addresses (some CRMs export the owner's
+    name) are dropped. `allow_test_domains` lets `.test` addresses through, for test tenants.
+
+    Raises `CsvImportError` when the file is empty, unreadable or has no email column.
+    """
+    stream = open_contacts_csv(data, allow_test_domains=allow_test_domains)
+    rows: list[ContactRow] = []
+    errors: list[RowError] = []
+    for entry in stream.entries:
+        if isinstance(entry, ContactRow):
+            rows.append(entry)
+        else:
+            errors.append(entry)
     return ParsedCsv(
         rows=tuple(rows),
         errors=tuple(errors),
-        encoding=encoding,
-        delimiter=delimiter,
-        columns=tuple((csv_field, header[indexes[0]].strip()) for csv_field, indexes in columns.items()),
+        encoding=stream.encoding,
+        delimiter=stream.delimiter,
+        columns=stream.columns,
     )

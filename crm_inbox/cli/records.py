@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import enum
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 from dateutil import parser as dateparser
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from sqlmodel import Session
 
@@ -30,7 +32,7 @@ from core.db import get_engine, session_scope
 from crm import backfill, contact_import, links, records, reports
 from crm.rules.csv_import import CsvImportError
 from crm.rules.linking import RecordKind
-from crm_inbox.cli.common import JsonOpt, TenantOpt, fail, jsonable, out, print_json, tenant_id_of
+from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, jsonable, out, print_json, tenant_id_of
 
 contacts_app = typer.Typer(no_args_is_help=True, help="Contacts: add, import a CSV export.")
 companies_app = typer.Typer(no_args_is_help=True, help="Companies and their mail domains.")
@@ -91,6 +93,48 @@ def _print_created(what: str, result: dict[str, Any], as_json: bool) -> None:
 # contacts
 
 
+def _read_csv(file: Path) -> bytes:
+    """The file's bytes, refused quickly when it is not a file of at most MAX_CSV_BYTES (a device
+    such as /dev/zero, a pipe or a runaway export is never read to its end)."""
+    limit = contact_import.MAX_CSV_BYTES
+    too_big = f"{file} is larger than {limit // (1024 * 1024)} MB: split it and import the parts."
+    try:
+        # stat before open: opening a FIFO would wait for a writer.
+        info = file.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise fail(f"{file} is not a regular file (a device, a pipe or a folder): give a CSV file.")
+        if info.st_size > limit:
+            raise fail(too_big)
+        with file.open("rb") as handle:
+            data = handle.read(limit + 1)  # bounded even if the file grows meanwhile
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise fail(too_big)
+    return data
+
+
+@contextmanager
+def _import_progress() -> Iterator[Callable[[contact_import.ImportProgress], None]]:
+    """A progress bar on stderr while an import runs (only on a terminal: scripts and --json
+    output stay clean)."""
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("import", total=None, rows=0)
+
+        def show(step: contact_import.ImportProgress) -> None:
+            bar.update(task, completed=step.position, total=step.size, rows=step.rows + step.bad_rows)
+
+        yield show
+
+
 @contacts_app.command("import")
 def contacts_import(
     file: Annotated[Path, typer.Argument(help="CSV export (comma, semicolon or tab; any encoding).")],
@@ -101,22 +145,21 @@ def contacts_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import contacts. Bad rows are reported with their line and skipped: the exit code is 0
-    when the file was processed, 1 when the file itself cannot be imported."""
+    when the file was processed, 1 when the file itself cannot be imported. Rows are written a
+    thousand at a time, each chunk committed, so syncs keep running during a long import."""
+    data = _read_csv(file)
+    caller = _operator_of(tenant)
     try:
-        with file.open("rb") as handle:  # bounded: a device or a runaway export is refused, not read
-            data = handle.read(contact_import.MAX_CSV_BYTES + 1)
-    except OSError as exc:
-        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
-    if len(data) > contact_import.MAX_CSV_BYTES:
-        limit = contact_import.MAX_CSV_BYTES // (1024 * 1024)
-        raise fail(f"{file} is larger than {limit} MB: split it and import the parts.")
-    with _acting(tenant) as (session, caller):
-        try:
-            report = contact_import.import_contacts(
-                session=session, caller=caller, data=data, allow_test_domains=allow_test_domains
+        with _import_progress() as progress:
+            report = contact_import.import_contacts_in_chunks(
+                sessions=session_scope,
+                caller=caller,
+                data=data,
+                allow_test_domains=allow_test_domains,
+                progress=progress,
             )
-        except CsvImportError as exc:  # about the file: say which
-            raise fail(f"{file}: {exc.message}") from None
+    except CsvImportError as exc:  # about the file: say which
+        raise fail(f"{file}: {exc.message}") from None
     # The rows are committed; their synced mail is linked now in short chunks (this also resumes
     # any import whose linking was interrupted).
     backfill.run_pending(engine=get_engine(), caller=caller)

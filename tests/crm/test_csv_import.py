@@ -15,6 +15,7 @@ from crm.rules.csv_import import (
     ParsedCsv,
     RowError,
     RowProblem,
+    open_contacts_csv,
     parse_contacts_csv,
 )
 
@@ -285,3 +286,30 @@ def test_internationalized_email_is_normalized_and_lower_cased() -> None:
 def test_accepted_headers_cover_every_field() -> None:
     assert set(ACCEPTED_HEADERS) == set(CsvField)
     assert RowError(2, "x") == RowError(line=2, reason="x")
+
+
+def test_stream_gives_the_rows_and_errors_of_the_whole_parse_in_file_order() -> None:
+    """Issue 12.11: a file is read row by row (an import writes it in chunks); the stream says
+    how far it got, for a progress bar."""
+    data = (FIXTURES / "hubspot_comma.csv").read_bytes() + b"\nnot-an-address,X\n,\n"
+    whole = parse_contacts_csv(data)
+    stream = open_contacts_csv(data)
+    assert (stream.encoding, stream.delimiter, stream.columns) == (
+        whole.encoding,
+        whole.delimiter,
+        whole.columns,
+    )
+    positions, entries = [], []
+    for entry in stream.entries:
+        entries.append(entry)
+        positions.append(stream.position)
+    assert [e for e in entries if isinstance(e, ContactRow)] == list(whole.rows)
+    assert [e for e in entries if isinstance(e, RowError)] == list(whole.errors)
+    assert [e.line for e in entries] == sorted(e.line for e in entries)
+    assert positions == sorted(positions) and positions[-1] < stream.position == stream.size  # a blank line
+
+
+def test_stream_refuses_a_bad_file_before_the_first_row() -> None:
+    with pytest.raises(CsvImportError) as refused:
+        open_contacts_csv(b"Name;Phone\nA;1\n")
+    assert refused.value.code == "csv_no_email_column"

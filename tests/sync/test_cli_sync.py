@@ -79,3 +79,35 @@ def test_sync_once_tries_now_even_after_a_failed_pass(
         [summary] = json.loads(runner.invoke(cli, ["sync", "--once", "--json"]).stdout)
         assert summary["status"] == "failed" and summary["skip_reason"] == ""
         assert summary["failure"]["code"] == "certificate_untrusted"
+
+
+def test_sync_once_behind_a_held_write_lock_reports_every_account(
+    sqlite_db: Engine, cli: typer.Typer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.11: another process holds SQLite's write lock (an import in one transaction):
+    `sync --once` tries every account, reports each as a transient storage failure and exits 1;
+    never a "database is locked" traceback."""
+    import sqlite3
+    import time
+
+    from core.settings import reset_settings
+
+    tenant_id = make_tenant(sqlite_db)
+    accounts = [make_offline_account(sqlite_db, tenant_id, email=f"{n}@acme.test") for n in ("a", "b")]
+    monkeypatch.setenv("CRM_INBOX_DATABASE_BUSY_TIMEOUT_SECONDS", "0.5")
+    reset_settings()
+    sqlite_db.dispose()  # new connections take the short busy timeout
+    holder = sqlite3.connect(sqlite_db.url.database or "", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        done = CliRunner().invoke(cli, ["sync", "--once", "--json"])
+        assert time.monotonic() - started < 20
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.exit_code == 1, done.output
+    assert isinstance(done.exception, SystemExit), done.exception
+    summaries = json.loads(done.stdout)
+    assert [s["account_id"] for s in summaries] == accounts
+    assert {(s["status"], s["failure"]["code"]) for s in summaries} == {("failed", "storage_unavailable")}
