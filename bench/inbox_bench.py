@@ -52,6 +52,7 @@ from crm.models import (  # noqa: E402
     MessageLink,
     Tenant,
     Thread,
+    ThreadRead,
     User,
 )
 from crm.rules.linking import LinkReason, RecordKind  # noqa: E402
@@ -72,6 +73,7 @@ ZIPF_S = 1.0
 STAGES = ["lead", "qualified", "proposal", "negotiation", "won", "lost"]
 DEALS = 3_000
 DEAL_EVERY = 8  # one conversation in 8 is linked to a deal
+READ_EVERY = 50
 
 
 def vocabulary(rng: random.Random) -> list[str]:
@@ -301,11 +303,20 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
             conn.execute(insert(ImapUid), uids)
             conn.execute(insert(MessageLink), links)
         print(f"  generated {min(messages, start + chunk - 1):,} messages", end="\r", flush=True)
+    # Read marks: each user has read one conversation in READ_EVERY (the unread count starts from
+    # a user's own marks), some of them before newer mail came.
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("ANALYZE"))
-        else:
-            conn.execute(text("ANALYZE"))
+        for u in range(1, USERS + 1):
+            read = rng.sample(range(1, threads + 1), max(1, threads // READ_EVERY))
+            conn.execute(
+                insert(ThreadRead),
+                [
+                    {"user_id": u, "thread_id": t, "read_at": last[t] + timedelta(minutes=m)}
+                    for t, m in zip(read, rng.choices((-5, 5), k=len(read)), strict=True)
+                ],
+            )
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
     took = time.perf_counter() - started
     print(f"  generated {messages:,} messages in {threads:,} conversations in {took:.0f} s")
     return {"thread_contact": thread_contact, "words": words_list, "cumulative": cumulative}

@@ -23,9 +23,8 @@ from sqlmodel import Session, col, select
 from core.caller import Caller
 from core.types import ConversationStatus, Direction, utcnow
 from crm import access
-from crm.inbox_views import status_clause
-from crm.models import AssignmentRule, Deal, Message, MessageLink, Thread, ThreadRead, ThreadTally
-from crm.rules.linking import RecordKind
+from crm.inbox_views import deal_links_visible, status_clause
+from crm.models import AssignmentRule, Deal, Thread, ThreadDeal, ThreadRead, ThreadTally
 
 DEFAULT_FOLLOW_UP_DAYS = 3
 
@@ -193,7 +192,8 @@ def _not_yet_waiting(session: Session, caller: Caller, visible: set[int], now: d
 
 def deal_stage_counts(*, session: Session, caller: Caller) -> dict[str, int]:
     """Open conversations holding a message the caller sees that is linked to a deal, per stage of
-    the deal (a conversation about deals in two stages counts in both)."""
+    the deal (a conversation about deals in two stages counts in both), from the (thread, deal)
+    pairs of `thread_deal`: one row per conversation and deal, not one per linked message."""
     stages = dict.fromkeys(
         sorted(
             session.exec(select(Deal.stage).where(col(Deal.tenant_id) == caller.tenant_id).distinct()).all()
@@ -203,18 +203,13 @@ def deal_stage_counts(*, session: Session, caller: Caller) -> dict[str, int]:
     if not stages:
         return {}
     query = (
-        select(Deal.stage, func.count(distinct(col(Thread.id))))
-        .select_from(Deal)
-        .join(
-            MessageLink,
-            (col(MessageLink.record_id) == col(Deal.id)) & (col(MessageLink.record_kind) == RecordKind.DEAL),
-        )
-        .join(Message, col(Message.id) == col(MessageLink.message_pk))
-        .join(Thread, col(Thread.id) == col(Message.thread_id))
+        select(Deal.stage, func.count(distinct(col(ThreadDeal.thread_id))))
+        .select_from(ThreadDeal)
+        .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
+        .join(Thread, col(Thread.id) == col(ThreadDeal.thread_id))
         .where(
+            deal_links_visible(session, caller),
             col(Deal.tenant_id) == caller.tenant_id,
-            col(MessageLink.tenant_id) == caller.tenant_id,
-            access.message_visible(caller),
             status_clause(ConversationStatus.OPEN),
         )
         .group_by(col(Deal.stage))

@@ -34,8 +34,8 @@ from crm.models import (
     MessageLink,
     Thread,
     ThreadAccount,
+    ThreadDeal,
 )
-from crm.rules.linking import RecordKind
 
 MAX_PAGE = 200
 
@@ -183,19 +183,28 @@ def _linked(kind: str, record_id: int) -> ColumnElement[bool]:
     )
 
 
-def _in_deal_stage(caller: Caller, stage: str) -> ColumnElement[bool]:
-    """Threads holding a message the caller sees linked to a deal in `stage`: as the set of such
-    threads, reached from the stage's deals (a few), not tested thread by thread down the list."""
+def deal_links_visible(session: Session, caller: Caller) -> ColumnElement[bool]:
+    """A WHERE clause on `ThreadDeal`: pairs whose linked mail the caller sees (a member: one of
+    the accounts holding it is theirs, as `access.message_visible` decides for each message)."""
+    in_tenant = col(ThreadDeal.tenant_id) == caller.tenant_id
+    if caller.is_admin:
+        return in_tenant
+    accounts = [a or 0 for a in session.exec(access.visible_account_ids(caller)).all()]
+    if not accounts:
+        return false()
+    return and_(in_tenant, or_(*(col(ThreadDeal.link_key).contains(f",{a},") for a in accounts)))
+
+
+def _in_deal_stage(session: Session, caller: Caller, stage: str) -> ColumnElement[bool]:
+    """Threads holding a message the caller sees linked to a deal in `stage`: the set of such
+    threads from `thread_deal` (kept by triggers), not tested thread by thread down the list."""
     threads = (
-        select(col(Message.thread_id))
-        .join(MessageLink, col(MessageLink.message_pk) == col(Message.id))
-        .join(Deal, col(Deal.id) == col(MessageLink.record_id))
+        select(col(ThreadDeal.thread_id))
+        .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
         .where(
-            col(MessageLink.tenant_id) == caller.tenant_id,
-            col(MessageLink.record_kind) == RecordKind.DEAL,
+            deal_links_visible(session, caller),
             col(Deal.tenant_id) == caller.tenant_id,
             col(Deal.stage) == stage,
-            access.message_visible(caller),
         )
     )
     return col(Thread.id).in_(threads)
@@ -210,7 +219,7 @@ def _filter_clauses(session: Session, caller: Caller, f: ThreadFilter) -> list[C
         if record_id is not None:
             clauses.append(_visible_message_in_thread(caller, _linked(kind, record_id)))
     if f.deal_stage is not None:
-        clauses.append(_in_deal_stage(caller, f.deal_stage))
+        clauses.append(_in_deal_stage(session, caller, f.deal_stage))
     if f.direction is not None:
         clauses.append(_visible_message_in_thread(caller, col(Message.direction) == f.direction))
     if f.since is not None:

@@ -6,7 +6,15 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
-from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount, ThreadTally
+from crm.models.mail import (
+    Message,
+    MessageRef,
+    SkippedMessage,
+    Thread,
+    ThreadAccount,
+    ThreadDeal,
+    ThreadTally,
+)
 from crm.models.outbound import (
     MailKind,
     MessageIdKey,
@@ -66,6 +74,7 @@ __all__ = [
     "Tenant",
     "Thread",
     "ThreadAccount",
+    "ThreadDeal",
     "ThreadRead",
     "ThreadSplit",
     "ThreadTally",

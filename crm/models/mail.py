@@ -161,3 +161,18 @@ class ThreadTally(SQLModel, table=True):
     assignee_user_id: int = Field(primary_key=True)  # 0: nobody (NULL cannot be part of a key)
     ours_last: bool = Field(primary_key=True)  # the newest message is ours (waiting for reply)
     n: int = Field(default=0)
+
+
+class ThreadDeal(SQLModel, table=True):
+    """A conversation with mail linked to a deal (0022), and the accounts holding that linked mail
+    (",3,7,"): the per-deal-stage views read these pairs instead of every linked message. Kept by
+    triggers on `message_link`, `imap_uid` and `message.thread_id`; a member sees the pair when one
+    of its accounts is theirs (the rule of `access.message_visible`, for the linked messages)."""
+
+    __tablename__ = "thread_deal"
+    __table_args__ = (Index("ix_thread_deal_tenant", "tenant_id", "deal_id"),)
+
+    thread_id: int = Field(foreign_key="thread.id", primary_key=True, ondelete="CASCADE")
+    deal_id: int = Field(primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    link_key: str = Field(default="", sa_type=Text)

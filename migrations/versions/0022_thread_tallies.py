@@ -42,6 +42,98 @@ def _sqlite_add(row: str, delta: int) -> str:
     )
 
 
+# thread_deal: the pairs (thread T, deal in S) recomputed from the links of T's messages.
+_DEALS_OF_MESSAGE = "SELECT record_id FROM message_link WHERE message_pk = {m} AND record_kind = 'deal'"
+
+
+def _link_key(t: str, deal: str, sqlite: bool) -> str:
+    """ ",3,7,": the accounts holding the messages of thread `t` linked to `deal`."""
+    accounts = (
+        "SELECT DISTINCT u.account_id AS a FROM message_link l2 JOIN message m2 ON m2.id = l2.message_pk "
+        f"JOIN imap_uid u ON u.message_pk = m2.id WHERE m2.thread_id = {t} AND l2.record_kind = 'deal' "
+        f"AND l2.record_id = {deal}"
+    )
+    if sqlite:
+        return f"coalesce((SELECT ',' || group_concat(a, ',') || ',' FROM ({accounts} ORDER BY a)), '')"
+    return f"coalesce((SELECT ',' || string_agg(a::text, ',' ORDER BY a) || ',' FROM ({accounts}) AS k), '')"
+
+
+def _refresh_pairs(t: str, deals: str, sqlite: bool) -> str:
+    return (
+        f"DELETE FROM thread_deal WHERE thread_id = {t} AND deal_id IN ({deals}); "
+        "INSERT INTO thread_deal (thread_id, deal_id, tenant_id, link_key) "
+        f"SELECT {t}, l.record_id, min(l.tenant_id), {_link_key(t, 'l.record_id', sqlite)} "
+        "FROM message_link l JOIN message m ON m.id = l.message_pk "
+        f"WHERE m.thread_id = {t} AND l.record_kind = 'deal' AND l.record_id IN ({deals}) GROUP BY l.record_id "
+        "ON CONFLICT (thread_id, deal_id) DO UPDATE SET link_key = excluded.link_key;"
+    )
+
+
+def _thread_deal_triggers(sqlite: bool) -> None:
+    thread_of = "(SELECT thread_id FROM message WHERE id = {m})"
+    if sqlite:
+        for event, row in (("INSERT", "NEW"), ("DELETE", "OLD")):
+            op.execute(
+                f"CREATE TRIGGER thread_deal_on_link_{event.lower()} AFTER {event} ON message_link "
+                f"WHEN {row}.record_kind = 'deal' BEGIN "
+                f"{_refresh_pairs(thread_of.format(m=f'{row}.message_pk'), f'{row}.record_id', True)} END"
+            )
+            op.execute(
+                f"CREATE TRIGGER thread_deal_on_location_{event.lower()} AFTER {event} ON imap_uid "
+                f"WHEN {row}.message_pk IS NOT NULL BEGIN "
+                f"{_refresh_pairs(thread_of.format(m=f'{row}.message_pk'), _DEALS_OF_MESSAGE.format(m=f'{row}.message_pk'), True)} END"
+            )
+        deals = _DEALS_OF_MESSAGE.format(m="NEW.id")
+        op.execute(
+            "CREATE TRIGGER thread_deal_on_move AFTER UPDATE OF thread_id ON message "
+            "WHEN OLD.thread_id IS NOT NEW.thread_id BEGIN "
+            f"{_refresh_pairs('OLD.thread_id', deals, True)} {_refresh_pairs('NEW.thread_id', deals, True)} END"
+        )
+        op.execute(
+            "CREATE TRIGGER thread_deal_on_thread_delete AFTER DELETE ON thread BEGIN "
+            "DELETE FROM thread_deal WHERE thread_id = OLD.id; END"
+        )
+        return
+    op.execute(
+        # The thread row is locked first, as for account_key: concurrent syncs see each other's rows.
+        "CREATE FUNCTION crm_thread_deal_refresh(t integer, deals integer[]) RETURNS void LANGUAGE sql AS $$ "
+        f"SELECT 1 FROM thread WHERE id = t FOR UPDATE; {_refresh_pairs('t', 'SELECT unnest(deals)', False)} $$"
+    )
+    op.execute(
+        "CREATE FUNCTION crm_thread_deal_on_link() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE r message_link; "
+        "BEGIN IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF; "
+        "IF r.record_kind = 'deal' THEN PERFORM crm_thread_deal_refresh("
+        "(SELECT thread_id FROM message WHERE id = r.message_pk), ARRAY[r.record_id]); END IF; RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE FUNCTION crm_thread_deal_on_location() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE pk integer; "
+        "BEGIN IF TG_OP = 'DELETE' THEN pk := OLD.message_pk; ELSE pk := NEW.message_pk; END IF; "
+        "IF pk IS NOT NULL AND EXISTS (SELECT 1 FROM message_link WHERE message_pk = pk AND record_kind = 'deal') THEN "
+        "PERFORM crm_thread_deal_refresh((SELECT thread_id FROM message WHERE id = pk), "
+        f"ARRAY({_DEALS_OF_MESSAGE.format(m='pk')})); END IF; RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE FUNCTION crm_thread_deal_on_move() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE deals integer[]; "
+        f"BEGIN deals := ARRAY({_DEALS_OF_MESSAGE.format(m='NEW.id')}); "
+        "IF OLD.thread_id IS DISTINCT FROM NEW.thread_id AND cardinality(deals) > 0 THEN "
+        "IF OLD.thread_id IS NOT NULL THEN PERFORM crm_thread_deal_refresh(OLD.thread_id, deals); END IF; "
+        "IF NEW.thread_id IS NOT NULL THEN PERFORM crm_thread_deal_refresh(NEW.thread_id, deals); END IF; "
+        "END IF; RETURN NULL; END $$"
+    )
+    op.execute(
+        "CREATE TRIGGER thread_deal_on_link AFTER INSERT OR DELETE ON message_link "
+        "FOR EACH ROW EXECUTE FUNCTION crm_thread_deal_on_link()"
+    )
+    op.execute(
+        "CREATE TRIGGER thread_deal_on_location AFTER INSERT OR DELETE ON imap_uid "
+        "FOR EACH ROW EXECUTE FUNCTION crm_thread_deal_on_location()"
+    )
+    op.execute(
+        "CREATE TRIGGER thread_deal_on_move AFTER UPDATE OF thread_id ON message "
+        "FOR EACH ROW EXECUTE FUNCTION crm_thread_deal_on_move()"
+    )
+
+
 def upgrade() -> None:
     op.add_column("thread", sa.Column("account_key", sa.Text(), nullable=False, server_default=""))
     op.create_table(
@@ -54,7 +146,25 @@ def upgrade() -> None:
         sa.Column("n", sa.Integer(), nullable=False),
     )
     op.create_index("ix_thread_tenant_snoozed", "thread", ["tenant_id", "status", "snoozed_until"])
+    op.create_table(
+        "thread_deal",
+        sa.Column(
+            "thread_id", sa.Integer(), sa.ForeignKey("thread.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("deal_id", sa.Integer(), primary_key=True),
+        sa.Column("tenant_id", sa.Integer(), sa.ForeignKey("tenant.id"), nullable=False),
+        sa.Column("link_key", sa.Text(), nullable=False),
+    )
+    op.create_index("ix_thread_deal_tenant", "thread_deal", ["tenant_id", "deal_id"])
     sqlite = op.get_bind().dialect.name == "sqlite"
+    op.execute(
+        "INSERT INTO thread_deal (thread_id, deal_id, tenant_id, link_key) "
+        f"SELECT p.thread_id, p.deal_id, p.tenant_id, {_link_key('p.thread_id', 'p.deal_id', sqlite)} FROM "
+        "(SELECT m.thread_id AS thread_id, l.record_id AS deal_id, min(l.tenant_id) AS tenant_id "
+        "FROM message_link l JOIN message m ON m.id = l.message_pk "
+        "WHERE l.record_kind = 'deal' AND m.thread_id IS NOT NULL GROUP BY m.thread_id, l.record_id) AS p"
+    )
+    _thread_deal_triggers(sqlite)
     op.execute(
         f"UPDATE thread SET account_key = {(_SQLITE_KEY_OF if sqlite else _PG_KEY_OF).format(t='thread.id')}"
     )
@@ -131,6 +241,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for trigger in (
+            "thread_deal_on_link_insert",
+            "thread_deal_on_link_delete",
+            "thread_deal_on_location_insert",
+            "thread_deal_on_location_delete",
+            "thread_deal_on_move",
+            "thread_deal_on_thread_delete",
             "thread_account_key_on_insert",
             "thread_account_key_on_delete",
             "thread_tally_on_insert",
@@ -139,11 +255,18 @@ def downgrade() -> None:
         ):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     else:
+        op.execute("DROP TRIGGER IF EXISTS thread_deal_on_link ON message_link")
+        op.execute("DROP TRIGGER IF EXISTS thread_deal_on_location ON imap_uid")
+        op.execute("DROP TRIGGER IF EXISTS thread_deal_on_move ON message")
+        for function in ("on_link()", "on_location()", "on_move()", "refresh(integer, integer[])"):
+            op.execute(f"DROP FUNCTION IF EXISTS crm_thread_deal_{function}")
         op.execute("DROP TRIGGER IF EXISTS thread_tally ON thread")
         op.execute("DROP TRIGGER IF EXISTS thread_account_key ON thread_account")
         op.execute("DROP FUNCTION IF EXISTS crm_thread_tally()")
         op.execute("DROP FUNCTION IF EXISTS crm_tally_add(integer, text, text, integer, boolean, integer)")
         op.execute("DROP FUNCTION IF EXISTS crm_thread_account_key()")
+    op.drop_index("ix_thread_deal_tenant", table_name="thread_deal")
+    op.drop_table("thread_deal")
     op.drop_index("ix_thread_tenant_snoozed", table_name="thread")
     op.drop_table("thread_tally")
     op.drop_column("thread", "account_key")

@@ -18,7 +18,7 @@ from core.caller import Caller
 from core.db import session_scope
 from core.errors import DomainError
 from core.types import ConversationStatus, Direction, UidState
-from crm import conversations, inbox_counts, inbox_views, thread_edits
+from crm import access, conversations, inbox_counts, inbox_views, thread_edits
 from crm.inbox_views import Assignee, ThreadFilter
 from crm.models import AssignmentRule, Deal, FolderState, ImapUid, Message, MessageLink, Thread, ThreadTally
 from crm.rules.linking import LinkReason, RecordKind
@@ -39,6 +39,24 @@ def _listed(session: Session, caller: Caller, **filters: Any) -> int:
     )
     assert page.next_cursor is None
     return len(page.items)
+
+
+def _linked_open(session: Session, caller: Caller, stage: str) -> set[int]:
+    """The definition, from the messages themselves: open conversations with a message the caller
+    sees linked to a deal in `stage` (independent of the `thread_deal` pairs the service reads)."""
+    rows = session.exec(
+        select(Thread.id)
+        .join(Message, col(Message.thread_id) == col(Thread.id))
+        .join(MessageLink, col(MessageLink.message_pk) == col(Message.id))
+        .join(Deal, col(Deal.id) == col(MessageLink.record_id))
+        .where(
+            col(MessageLink.record_kind) == RecordKind.DEAL,
+            col(Deal.stage) == stage,
+            access.message_visible(caller),
+            inbox_views.status_clause(OPEN),
+        )
+    ).all()
+    return {t or 0 for t in rows}
 
 
 def _check(
@@ -84,11 +102,14 @@ def _check(
                 unread=_listed(s, caller, status=OPEN, unread=True),
                 waiting=_listed(s, caller, waiting=True),
                 per_account={a: _listed(s, caller, account_id=a, status=OPEN) for a in got.per_account},
-                per_deal_stage={
-                    stage: _listed(s, caller, deal_stage=stage, status=OPEN) for stage in got.per_deal_stage
-                },
+                per_deal_stage={stage: len(_linked_open(s, caller, stage)) for stage in got.per_deal_stage},
             )
             assert got == expected, name
+            for stage in got.per_deal_stage:  # the view lists exactly those conversations
+                page = inbox_views.list_threads(
+                    session=s, caller=caller, filters=ThreadFilter(deal_stage=stage, status=OPEN), limit=200
+                )
+                assert {t.id for t in page.items} == _linked_open(s, caller, stage), (name, stage)
             if name == "admin":
                 assert set(got.per_account) == set(world.accounts.values()) - {world.accounts["X"]}
                 assert set(got.per_deal_stage) <= set(STAGES)
@@ -162,7 +183,7 @@ def test_counts_stay_exact_through_random_writes(db: Engine, world: World) -> No
     def step(s: Session) -> None:
         ids = thread_ids(s)
         target = rng.choice(ids)
-        action = rng.randrange(9)
+        action = rng.randrange(10)
         if action == 0:
             who = rng.choice([None, "admin", "alice", "bob"])
             conversations.assign(
@@ -209,6 +230,19 @@ def test_counts_stay_exact_through_random_writes(db: Engine, world: World) -> No
             assert deal_row is not None
             deal_row.stage = rng.choice(STAGES)
             s.add(deal_row)
+        elif action == 8:  # an existing message found in one more account (a copy, a label)
+            pk = rng.choice(s.exec(select(Message.id).where(Message.tenant_id == world.tenant)).all()) or 0
+            key = rng.choice(acme_accounts)
+            s.add(
+                ImapUid(
+                    account_id=world.accounts[key],
+                    folder_id=folders[key],
+                    uidvalidity=1,
+                    uid=next(uids),
+                    state=UidState.STORED,
+                    message_pk=pk,
+                )
+            )
         else:
             reader = world.caller(rng.choice(["alice", "bob"]))
             visible = [t.id for t in inbox_views.list_threads(session=s, caller=reader, limit=200).items]
