@@ -329,6 +329,10 @@ STATUS_BY_CODE: dict[str, AccountStatus] = {
     "folder_missing": AccountStatus.FOLDER_MISSING,
     "inbox_missing": AccountStatus.FOLDER_MISSING,
     "sent_folder_missing": AccountStatus.FOLDER_MISSING,
+    # OAuth2: the refresh token is dead; nothing is tried until the mailbox is connected again.
+    "oauth_reconnect_needed": AccountStatus.NEEDS_RECONNECT,
+    "oauth_provider_unavailable": AccountStatus.CONNECTION_FAILED,
+    "oauth_refused": AccountStatus.AUTH_FAILED,
 }
 
 

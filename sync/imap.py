@@ -27,8 +27,8 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 from imapclient.imapclient import SocketTimeout
-from pydantic import SecretStr
 
+from core.connection import BearerToken, Credential
 from core.types import Security
 from sync import errors
 from sync.netguard import check_host, pinned_context
@@ -427,9 +427,24 @@ class ImapSession:
                 self._client.shutdown()
 
 
+def _authenticate(client: IMAPClient, endpoint: ImapEndpoint, credential: Credential) -> None:
+    """LOGIN with a password, or SASL with an OAuth2 access token: XOAUTH2 (Gmail, Microsoft
+    365), or OAUTHBEARER (RFC 7628) when the server offers it and not XOAUTH2. imaplib's wire
+    debugging is off (`connect`), so neither the password nor the token reaches a log."""
+    if not isinstance(credential, BearerToken):
+        client.login(endpoint.username, credential.get_secret_value())
+        return
+    token = credential.token.get_secret_value()
+    offered = {_decode(c).upper() for c in client.capabilities()}
+    if "AUTH=OAUTHBEARER" in offered and "AUTH=XOAUTH2" not in offered:
+        client.oauthbearer_login(endpoint.username, token)
+    else:
+        client.oauth2_login(endpoint.username, token)
+
+
 def connect(
     endpoint: ImapEndpoint,
-    password: SecretStr,
+    password: Credential,
     *,
     stop: threading.Event | None = None,
     pass_seconds: float | None = None,
@@ -464,7 +479,7 @@ def connect(
                 client.starttls(context)
         watchdog.watch(client.socket())
         with session._guard("logging in"):
-            client.login(endpoint.username, password.get_secret_value())
+            _authenticate(client, endpoint, password)
     except BaseException:
         session.logout()
         raise

@@ -7,6 +7,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount
+from crm.models.oauth import OAuthConsent, OAuthGrant
 from crm.models.outbound import (
     MailKind,
     MessageIdKey,
@@ -54,6 +55,8 @@ __all__ = [
     "MessageLink",
     "MessageRef",
     "Note",
+    "OAuthConsent",
+    "OAuthGrant",
     "OutboundAccount",
     "OutboundMail",
     "OutboundState",
