@@ -43,6 +43,8 @@ def start(
     account_id: int | None = None,
 ) -> consent.ConsentStart:
     settings = settings or get_settings()
+    with sessions() as session:
+        consent.check_can_start(session=session, caller=caller, account_id=account_id)
     found = get_provider(provider, settings)
     with sessions() as session:
         return consent.start_consent(
@@ -111,9 +113,19 @@ def complete(
         )
     provider = get_provider(claim.provider, settings)
     timeout = settings.oauth_http_timeout_seconds
-    tokens = oauth.exchange_code(
-        provider, code=code, verifier=claim.verifier, redirect_uri=claim.redirect_uri, timeout=timeout
-    )
+    try:
+        tokens = oauth.exchange_code(
+            provider, code=code, verifier=claim.verifier, redirect_uri=claim.redirect_uri, timeout=timeout
+        )
+    except oauth.OAuthGrantInvalid as exc:
+        # RFC 6749 5.2: a code used twice, expired, for another redirect URI, or a PKCE verifier
+        # that does not match its challenge. Not the account's problem: this consent failed.
+        raise InvalidInput(
+            "oauth_code_refused",
+            f"{provider.label} refused the sign-in's authorization code (expired, already used, or "
+            "not issued for this request); nothing was saved. Start connecting again.",
+            provider=provider.name,
+        ) from exc
     email = oauth.email_of(provider, tokens, timeout=timeout)
     if not email:
         raise InvalidInput(

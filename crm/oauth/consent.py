@@ -61,6 +61,16 @@ class ConsentClaim:
     account_id: int | None
 
 
+def check_can_start(*, session: Session, caller: Caller, account_id: int | None) -> None:
+    """Who may start a consent: for a new mailbox an admin (as when adding one with a password);
+    to reconnect an account, an admin or a user who can see it (its own mailbox). First, so an
+    invisible account is "not found" whatever else is wrong with the request."""
+    if account_id is not None:
+        access.get_account(session, caller, account_id)
+    else:
+        access.require_admin(caller, "connect mail accounts")
+
+
 def start_consent(
     *,
     session: Session,
@@ -76,11 +86,9 @@ def start_consent(
     """Record a consent and build the provider's authorization URL (code flow with PKCE).
     `account_id`: reconnect that account (an admin, or a user who can see it); otherwise a
     new mailbox is connected (admins, as when adding one with a password)."""
+    check_can_start(session=session, caller=caller, account_id=account_id)
     if account_id is not None:
-        account = access.get_account(session, caller, account_id)
-        login_hint = login_hint or account.email
-    else:
-        access.require_admin(caller, "connect mail accounts")
+        login_hint = login_hint or access.get_account(session, caller, account_id).email
     now = utcnow()
     # Consents nobody finished are of no use once expired.
     session.execute(delete(OAuthConsent).where(col(OAuthConsent.expires_at) < now))
