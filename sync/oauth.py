@@ -131,6 +131,16 @@ def email_from_id_token(id_token: str) -> str | None:
     return None
 
 
+def _expiry(expires_in: Any) -> datetime | None:
+    """RFC 6749 5.1 `expires_in` (seconds; some send a string). Unknown: None, and the token is
+    used until a server refuses it, then refreshed."""
+    try:
+        seconds = float(expires_in)
+    except (TypeError, ValueError):
+        return None
+    return utcnow() + timedelta(seconds=max(seconds, 0.0))
+
+
 def _token_set(provider: OAuthProvider, answer: dict[str, Any], asked: tuple[str, ...]) -> TokenSet:
     access = answer.get("access_token")
     if not isinstance(access, str) or not access or any(c in access for c in "\r\n"):
@@ -142,9 +152,7 @@ def _token_set(provider: OAuthProvider, answer: dict[str, Any], asked: tuple[str
     return TokenSet(
         access_token=SecretStr(access),
         refresh_token=SecretStr(refresh) if isinstance(refresh, str) and refresh else None,
-        expires_at=utcnow() + timedelta(seconds=int(expires_in))
-        if isinstance(expires_in, int | float | str) and str(expires_in).isdigit()
-        else None,
+        expires_at=_expiry(expires_in),
         # RFC 6749 5.1: no scope in the answer means the requested scopes were granted.
         scopes=tuple(scope.split()) if isinstance(scope, str) and scope else asked,
         id_token_email=email_from_id_token(id_token) if isinstance(id_token, str) else None,

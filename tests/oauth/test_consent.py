@@ -95,8 +95,9 @@ def test_consent_connects_a_new_mailbox_that_syncs(
 
 
 def test_state_is_bound_single_use_and_short_lived(
-    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
+    db = sqlite_db
     tenant = make_tenant(db)
     admin = Caller.operator(tenant)
     other_admin_id = make_user(db, tenant, "boss@acme.test", is_admin=True)
@@ -130,8 +131,9 @@ def test_state_is_bound_single_use_and_short_lived(
 
 
 def test_pkce_verifier_mismatch_is_refused_and_nothing_saved(
-    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
+    db = sqlite_db
     tenant = make_tenant(db)
     admin = Caller.operator(tenant)
     params = callback_params(allow(_start(admin, testidp), oauth_user.email))
@@ -226,8 +228,9 @@ def test_reconnect_and_switching_keep_mail_cursors_and_access(
 
 
 def test_disconnect_revokes_at_the_provider_and_waits_for_a_reconnect(
-    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
+    db = sqlite_db
     tenant = make_tenant(db)
     admin = Caller.operator(tenant)
     account_id = _connect(admin, testidp, oauth_user)

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import Engine
 
 from core.db import session_scope
-from core.secrets import SecretBox
+from core.secrets import SecretBox, new_key
 from core.settings import Settings
 from core.types import AccountStatus, utcnow
+from crm import sync_state
 from crm.models import MailAccount, OAuthGrant
 from sync.account_pass import SyncEngine
 from sync.oauth_tokens import TokenSource
@@ -84,8 +85,9 @@ def test_sync_logs_in_with_xoauth2_and_keeps_tokens_secret(
 
 
 def test_access_token_refreshed_before_it_expires_and_rotation_stored(
-    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
+    db = sqlite_db  # SQLite only: the same SQL runs on PostgreSQL in the tests above
     tenant = make_tenant(db)
     account_id, access, _ = connect_with_tokens(
         db, tenant, oauth_user, auth_server, testidp, expires_at=utcnow() + timedelta(seconds=30)
@@ -132,7 +134,7 @@ def test_two_threads_refreshing_at_once_make_one_request(
 _WORKER = """
 import sys
 from core.db import make_engine
-from core.secrets import SecretBox
+from core.secrets import SecretBox, new_key
 from core.settings import get_settings
 from sync.oauth_tokens import TokenSource
 settings = get_settings()
@@ -198,8 +200,9 @@ def test_revoked_refresh_token_needs_reconnect_and_stops_trying(
 
 
 def test_provider_down_is_transient_with_backoff(
-    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
+    db = sqlite_db  # SQLite only: the same SQL runs on PostgreSQL in the tests above
     tenant = make_tenant(db)
     account_id, _, _ = connect_with_tokens(db, tenant, oauth_user, auth_server, testidp)
     expire_stored_access_token(db, account_id)
@@ -226,10 +229,11 @@ def test_provider_down_is_transient_with_backoff(
 
 
 def test_dovecot_unavailable_is_transient_not_a_credentials_failure(
-    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
     """The token is fine but Dovecot cannot introspect it (the authorization server is down):
     NO [UNAVAILABLE] is a temporary failure, nothing is refreshed, no auth failure counted."""
+    db = sqlite_db  # SQLite only: the same SQL runs on PostgreSQL in the tests above
     tenant = make_tenant(db)
     account_id, _, _ = connect_with_tokens(db, tenant, oauth_user, auth_server, testidp)
     auth_server.down = True
@@ -242,3 +246,18 @@ def test_dovecot_unavailable_is_transient_not_a_credentials_failure(
     account = _account(db, account_id)
     assert account.status is AccountStatus.CONNECTION_FAILED and account.auth_failures == 0
     assert auth_server.refresh_requests == before
+
+
+def test_key_rotation_reencrypts_tokens(
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+) -> None:
+    db = sqlite_db
+    tenant = make_tenant(db)
+    account_id, access, refresh = connect_with_tokens(db, tenant, oauth_user, auth_server, testidp)
+    old, new = SecretBox.from_settings(testidp), SecretBox(new_key())
+    with session_scope(db) as session:
+        sync_state.reencrypt_secrets(session=session, old=old, new=new)
+    grant = stored_grant(db, account_id)
+    assert new.decrypt(grant.refresh_token_encrypted or "").get_secret_value() == refresh
+    assert new.decrypt(grant.access_token_encrypted or "").get_secret_value() == access
+    assert not old.can_decrypt(grant.refresh_token_encrypted or "")
