@@ -261,3 +261,33 @@ def test_key_rotation_reencrypts_tokens(
     assert new.decrypt(grant.refresh_token_encrypted or "").get_secret_value() == refresh
     assert new.decrypt(grant.access_token_encrypted or "").get_secret_value() == access
     assert not old.can_decrypt(grant.refresh_token_encrypted or "")
+
+
+def test_access_token_expiring_mid_sync_is_refreshed_on_the_reconnect(
+    sqlite_db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+) -> None:
+    """Mid-pass the provider ends the token and the server drops the connection: the pass
+    reconnects, the login with the old token is refused, one refresh, and the pass completes."""
+    db = sqlite_db
+    tenant = make_tenant(db)
+    # Many small batches: fetching runs a few batches ahead, some remain after the first store.
+    oauth_user.dovecot.append_many(
+        oauth_user.email, "INBOX", [MAIL.replace(b"q1@", f"m{n}@".encode()) for n in range(16)]
+    )
+    account_id, _, _ = connect_with_tokens(db, tenant, oauth_user, auth_server, testidp)
+    before = auth_server.refresh_requests
+    kicked: list[int] = []
+
+    def progress(account: int, role: object, done: int, total: int) -> None:
+        if not kicked:
+            auth_server.expire_access_tokens()
+            kicked.append(oauth_user.dovecot.kick(oauth_user.email))
+
+    # Two per batch: the batch cut short is fetched again in halves after the reconnect.
+    small_batches = testidp.model_copy(update={"sync_batch_size": 2})
+    with SyncEngine(db=db, settings=small_batches, progress=progress) as engine:
+        summary = engine.sync_account(account_id)
+    assert kicked and kicked[0] >= 1
+    assert summary.status == "ok", summary.errors
+    assert summary.new_messages == 16
+    assert auth_server.refresh_requests == before + 1
