@@ -13,6 +13,18 @@ from core.types import Security
 
 
 @dataclass(frozen=True, slots=True)
+class BearerToken:
+    """An OAuth2 access token that logs in instead of a password (SASL XOAUTH2 or OAUTHBEARER,
+    RFC 7628). Never shown: its repr hides the token like SecretStr does."""
+
+    token: SecretStr
+
+
+# What logs a mailbox in: its password, or an OAuth2 access token.
+Credential = SecretStr | BearerToken
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionSettings:
     """Everything a connection check needs, in plain values (no sync types cross into crm).
 
@@ -22,13 +34,13 @@ class ConnectionSettings:
     imap_port: int
     imap_security: Security
     username: str
-    password: SecretStr
+    password: Credential
     ca_file: str | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
     smtp_security: Security | None = None
     smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
+    smtp_password: Credential | None = None
 
 
 class CheckOutcome(Protocol):

@@ -51,6 +51,24 @@ TEMPLATES: dict[str, str] = {
         "{host}:{port} did not answer within {seconds:g} s. The server may be down or a firewall "
         "drops the traffic; crm-inbox will retry later."
     ),
+    # OAuth2 (sync.oauth): the refresh token no longer works; a person must connect again.
+    "oauth_reconnect_needed": (
+        "{provider} no longer accepts this mailbox's authorization ({error}): it was revoked, it "
+        "expired, or the password or security settings of the account changed. Connect the mailbox "
+        "again; crm-inbox will not try until then."
+    ),
+    "oauth_disconnected": (
+        "The mailbox was disconnected from {provider} by an administrator; connect it again to "
+        "resume syncing and sending."
+    ),
+    "oauth_provider_unavailable": (
+        "The sign-in service of {provider} could not be reached or failed ({reason}); crm-inbox will "
+        "retry later."
+    ),
+    "oauth_refused": (
+        "{provider} refused crm-inbox's request ({error}): the OAuth client id or secret in the "
+        "settings may be wrong or no longer valid."
+    ),
     "connection_lost": "The connection to {host} was lost ({reason}); crm-inbox will retry later.",
     "protocol_error": "The IMAP server rejected or garbled a command while {doing}; will retry later.",
     "smtp_starttls_missing": (

@@ -10,13 +10,34 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "crm-inbox"
+
+
+class OAuthProviderConfig(BaseModel):
+    """A generic OAuth2 provider (a self-hosted Keycloak in front of Dovecot, or the tests' own
+    authorization server), given as JSON in ``CRM_INBOX_OAUTH_PROVIDERS``: {"name": {...}}."""
+
+    label: str = ""
+    authorization_url: str
+    token_url: str
+    revocation_url: str | None = None
+    userinfo_url: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    client_id: str
+    client_secret: SecretStr = SecretStr("")
+    imap_host: str
+    imap_port: int = 993
+    imap_security: str = "tls"
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_security: str | None = None
+    ca_file: str | None = None
 
 
 class Settings(BaseSettings):
@@ -58,6 +79,26 @@ class Settings(BaseSettings):
     parse_workers: int = Field(default_factory=lambda: 0 if (os.cpu_count() or 1) < 2 else 2, ge=0, le=16)
     # How long one worker's claim on an account lasts without renewal.
     lease_seconds: int = Field(default=600, ge=30)
+
+    # OAuth2 clients registered with the providers (README, "Connecting Google and Microsoft 365
+    # mailboxes"). A provider without a client id is not offered. Secrets are SecretStr: never
+    # in reprs, logs or responses.
+    oauth_google_client_id: str = ""
+    oauth_google_client_secret: SecretStr = SecretStr("")
+    oauth_microsoft_client_id: str = ""
+    oauth_microsoft_client_secret: SecretStr = SecretStr("")
+    # "common" (any work or personal account), "organizations", or one directory's id.
+    oauth_microsoft_tenant: str = "common"
+    oauth_providers: dict[str, OAuthProviderConfig] = Field(default_factory=dict)
+    # The callback the browser returns to, exactly as registered with the providers, e.g.
+    # https://crm.example.com/api/oauth/callback. Empty: derived from the request's address.
+    oauth_redirect_url: str = ""
+    # A consent not completed within this many seconds is refused (its state expires).
+    oauth_state_seconds: int = Field(default=600, ge=30, le=3600)
+    # An access token is refreshed when it has less than this left.
+    oauth_refresh_margin_seconds: int = Field(default=120, ge=0)
+    # Timeout of one request to a provider's token, revocation or userinfo endpoint.
+    oauth_http_timeout_seconds: float = Field(default=15.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -68,6 +68,7 @@ class AccountStatus(enum.StrEnum):
     OK = "ok"
     AUTH_FAILED = "auth_failed"
     NEEDS_CREDENTIALS = "needs_credentials"  # stopped retrying until the password changes
+    NEEDS_RECONNECT = "needs_reconnect"  # OAuth: the provider refused the refresh token
     KEY_MISMATCH = "key_mismatch"  # a stored password does not decrypt with the current key
     TLS_ERROR = "tls_error"
     HOST_NOT_FOUND = "host_not_found"

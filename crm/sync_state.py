@@ -26,7 +26,7 @@ from core.secrets import SecretBox, SecretKeyError
 from core.types import AccountStatus, FolderRole, FolderSyncStatus, RunStatus, utcnow
 from crm import access
 from crm.mailstore import BatchResult
-from crm.models import FetchFailure, FolderState, ImapUid, MailAccount, SyncRun
+from crm.models import FetchFailure, FolderState, ImapUid, MailAccount, OAuthConsent, OAuthGrant, SyncRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +329,10 @@ STATUS_BY_CODE: dict[str, AccountStatus] = {
     "folder_missing": AccountStatus.FOLDER_MISSING,
     "inbox_missing": AccountStatus.FOLDER_MISSING,
     "sent_folder_missing": AccountStatus.FOLDER_MISSING,
+    # OAuth2: the refresh token is dead; nothing is tried until the mailbox is connected again.
+    "oauth_reconnect_needed": AccountStatus.NEEDS_RECONNECT,
+    "oauth_provider_unavailable": AccountStatus.CONNECTION_FAILED,
+    "oauth_refused": AccountStatus.AUTH_FAILED,
 }
 
 
@@ -410,6 +414,16 @@ def reencrypt_secrets(*, session: Session, old: SecretBox, new: SecretBox) -> in
         if account.smtp_secret_encrypted:
             account.smtp_secret_encrypted = new.encrypt(old.decrypt(account.smtp_secret_encrypted))
         session.add(account)
+    # OAuth tokens are secrets like passwords: the same key, rotated with them. An undecryptable
+    # token is dropped rather than blocking the rotation: its account just needs reconnecting.
+    for grant in session.exec(select(OAuthGrant)).all():
+        for name in ("refresh_token_encrypted", "access_token_encrypted"):
+            value = getattr(grant, name)
+            if value:
+                setattr(grant, name, new.encrypt(old.decrypt(value)) if old.can_decrypt(value) else None)
+        grant.version += 1  # a refresh in flight must not store tokens under the old key
+        session.add(grant)
+    session.execute(delete(OAuthConsent))  # consents in flight: a few minutes' worth, started again
     session.flush()
     return len(rows)
 

@@ -21,13 +21,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from core.connection import Credential
 from core.db import DatabaseUnavailable, get_engine, session_scope
 from core.secrets import SecretBox, SecretKeyError
 from core.settings import Settings, get_settings
 from core.types import AccountStatus, RunStatus, utcnow
 from crm import mailstore, sync_state
 from crm.models import MailAccount
-from sync import errors, imap
+from sync import errors, imap, oauth_tokens
 from sync.folder_pass import FolderPass
 from sync.folders import pick_folders
 from sync.pipeline import ParsePool
@@ -103,6 +104,7 @@ class AccountInfo:
     endpoint: imap.ImapEndpoint
     secret_encrypted: str
     sync_since: datetime | None
+    oauth: bool = False  # logs in with an OAuth2 access token (XOAUTH2) instead of a password
 
 
 def _holder_is_dead(owner: str) -> bool:
@@ -156,6 +158,7 @@ class SyncEngine:
         self.progress = progress
         self.after_batch = list(after_batch)
         self._box = _secret_box(self.db, self.settings)
+        self.tokens = oauth_tokens.TokenSource(self.db, self._box, self.settings, owner=self.worker_id)
         self.parser = ParsePool(self.settings)  # scheduler threads share one engine and its pool
 
     def close(self) -> None:
@@ -225,6 +228,7 @@ class SyncEngine:
                 ),
                 secret_encrypted=row.secret_encrypted,
                 sync_since=row.sync_since,
+                oauth=oauth_tokens.is_oauth(self.db, row.id),
             )
             identities = mailstore.tenant_identities(session=session, tenant_id=row.tenant_id)
 
@@ -253,6 +257,8 @@ class SyncEngine:
             return "account is deactivated"
         if row.status is AccountStatus.NEEDS_CREDENTIALS:
             return "account needs new credentials"
+        if row.status is AccountStatus.NEEDS_RECONNECT:
+            return "account needs to be reconnected (OAuth)"
         if not ignore_backoff and row.next_attempt_at and row.next_attempt_at > utcnow():
             return f"backing off after errors until {row.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
         return ""
@@ -316,19 +322,22 @@ class SyncEngine:
 
     # -----------------------------------------------------------------------------------------
     def _sync_folders(self, account: AccountInfo, identities: frozenset[str], summary: SyncSummary) -> None:
-        try:
-            password = self._box.decrypt(account.secret_encrypted)
-        except SecretKeyError as exc:
-            raise errors.CredentialsUnreadable() from exc
         deadline = time.monotonic() + self.settings.pass_deadline_seconds
 
-        def connect() -> imap.ImapSession:
+        def login(credential: Credential) -> imap.ImapSession:
             # Reconnects within the pass share its deadline.
             return imap.connect(
                 account.endpoint,
-                password,
+                credential,
                 stop=self.stop_event,
                 pass_seconds=max(deadline - time.monotonic(), 0.001),
+            )
+
+        def connect() -> imap.ImapSession:
+            # An OAuth account asks for its token at every (re)connect: one that expired
+            # mid-pass is refreshed before the next login, and one refused is refreshed once.
+            return oauth_tokens.with_credential(
+                self.tokens, account.id, account.oauth, account.secret_encrypted, login
             )
 
         conn = connect()

@@ -12,9 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import SecretStr
-
-from core.connection import ConnectionSettings
+from core.connection import ConnectionSettings, Credential
 from core.settings import Settings, get_settings
 from core.types import Security
 from sync import errors, imap
@@ -83,7 +81,7 @@ def _failed(exc: errors.SyncError, service: str) -> CheckResult:
     )
 
 
-def check_imap(endpoint: imap.ImapEndpoint, password: SecretStr) -> CheckResult:
+def check_imap(endpoint: imap.ImapEndpoint, password: Credential) -> CheckResult:
     try:
         with imap.connect(endpoint, password) as conn:
             folders = pick_folders(conn.list_folders())
@@ -96,7 +94,7 @@ def check_imap(endpoint: imap.ImapEndpoint, password: SecretStr) -> CheckResult:
     return CheckResult(ok=True, message=message, inbox=folders[FolderRole.INBOX], sent=sent)
 
 
-def check_smtp(endpoint: SmtpEndpoint, password: SecretStr) -> CheckResult:
+def check_smtp(endpoint: SmtpEndpoint, password: Credential) -> CheckResult:
     try:
         smtp_login(endpoint, password)
     except errors.SyncError as exc:

@@ -27,8 +27,8 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 from imapclient.imapclient import SocketTimeout
-from pydantic import SecretStr
 
+from core.connection import BearerToken, Credential
 from core.types import Security
 from sync import errors
 from sync.netguard import check_host, pinned_context
@@ -427,9 +427,48 @@ class ImapSession:
                 self._client.shutdown()
 
 
+def _sasl(client: IMAPClient, mechanism: str, initial: str) -> None:
+    """AUTHENTICATE with one initial response. A refused token gets a `+ base64(JSON error)`
+    challenge (RFC 7628 3.2.2) that is answered with an empty line, never with the token again;
+    the server then sends its tagged NO. imapclient's own helpers would resend the token."""
+    answered = False
+
+    def answer(challenge: bytes) -> str:
+        nonlocal answered
+        if answered:
+            return ""
+        answered = True
+        return initial
+
+    try:
+        typ, data = client._imap.authenticate(mechanism, answer)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        raise imap_exc.LoginError(str(exc)) from exc
+    if typ != "OK":
+        raise imap_exc.LoginError(f"authenticate command error: {typ} {data!r}")
+
+
+def _authenticate(client: IMAPClient, endpoint: ImapEndpoint, credential: Credential) -> None:
+    """LOGIN with a password, or SASL with an OAuth2 access token: XOAUTH2 (Gmail, Microsoft
+    365), or OAUTHBEARER (RFC 7628) when the server offers it and not XOAUTH2. imaplib's wire
+    debugging is off (`connect`), so neither the password nor the token reaches a log."""
+    if not isinstance(credential, BearerToken):
+        client.login(endpoint.username, credential.get_secret_value())
+        return
+    bearer = f"auth=Bearer {credential.token.get_secret_value()}\x01\x01"
+    offered = {_decode(c).upper() for c in client.capabilities()}
+    if "AUTH=OAUTHBEARER" in offered and "AUTH=XOAUTH2" not in offered:
+        gs2 = endpoint.username.replace("=", "=3D").replace(",", "=2C")
+        _sasl(client, "OAUTHBEARER", f"n,a={gs2},\x01{bearer}")
+    else:
+        _sasl(client, "XOAUTH2", f"user={endpoint.username}\x01{bearer}")
+
+
 def connect(
     endpoint: ImapEndpoint,
-    password: SecretStr,
+    password: Credential,
     *,
     stop: threading.Event | None = None,
     pass_seconds: float | None = None,
@@ -464,7 +503,7 @@ def connect(
                 client.starttls(context)
         watchdog.watch(client.socket())
         with session._guard("logging in"):
-            client.login(endpoint.username, password.get_secret_value())
+            _authenticate(client, endpoint, password)
     except BaseException:
         session.logout()
         raise

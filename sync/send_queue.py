@@ -18,9 +18,9 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from core.connection import BearerToken, Credential
 from core.db import get_engine, session_scope
 from core.errors import DomainError
 from core.secrets import SecretBox
@@ -29,7 +29,7 @@ from core.types import FolderRole, utcnow
 from crm import mailstore
 from crm.outbound import queue
 from crm.outbound.views import OutboundState
-from sync import errors, imap
+from sync import errors, imap, oauth_tokens
 from sync.folder_pass import to_message_data
 from sync.parse import parse_message
 from sync.smtp_check import SmtpEndpoint
@@ -152,10 +152,6 @@ def work_queue(
 def _send(db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, owner: str) -> SendOutcome:
     if not job.smtp_host or not job.smtp_port or job.smtp_security is None:
         return SendOutcome(ok=False, error_code="smtp_not_configured", params={"account_id": job.account_id})
-    try:
-        password = box.decrypt(job.smtp_secret_encrypted)
-    except DomainError as exc:
-        return SendOutcome(ok=False, error_code=exc.code)
     endpoint = SmtpEndpoint(
         host=job.smtp_host,
         port=job.smtp_port,
@@ -170,14 +166,32 @@ def _send(db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, ow
         with session_scope(db) as session:
             return queue.enter_data_phase(session=session, outbound_id=job.id, owner=owner)
 
-    return send_message(
-        endpoint,
-        password,
-        sender=job.from_email,
-        recipients=job.recipients,
-        raw=job.raw,
-        before_data=before_data,
-    )
+    def send(credential: Credential) -> SendOutcome:
+        outcome = send_message(
+            endpoint,
+            credential,
+            sender=job.from_email,
+            recipients=job.recipients,
+            raw=job.raw,
+            before_data=before_data,
+        )
+        if outcome.error_code == "auth_failed" and isinstance(credential, BearerToken):
+            # Refused at AUTH, before MAIL: nothing was sent, so trying once more with a
+            # refreshed token cannot send the mail twice.
+            raise errors.AuthFailed(endpoint.host, endpoint.username)
+        return outcome
+
+    source = oauth_tokens.TokenSource(db, box, settings, owner=owner)
+    oauth_account = oauth_tokens.is_oauth(db, job.account_id)
+    try:
+        return oauth_tokens.with_credential(
+            source, job.account_id, oauth_account, job.smtp_secret_encrypted, send
+        )
+    except errors.AuthFailed as exc:
+        return SendOutcome(ok=False, transient=False, error_code=exc.code, params=dict(exc.fields))
+    except DomainError as exc:
+        transient = exc.transient if isinstance(exc, errors.SyncError) else False
+        return SendOutcome(ok=False, transient=transient, error_code=exc.code, params=dict(exc.fields))
 
 
 def _imap_endpoint(settings: Settings, job: queue.SendJob) -> imap.ImapEndpoint:
@@ -208,9 +222,18 @@ def _file_sent(
         return False
     copy = _sent_copy(job)
     now = utcnow()
+    endpoint = _imap_endpoint(settings, job)
+    source = oauth_tokens.TokenSource(db, box, settings)
     try:
-        password: SecretStr = box.decrypt(job.imap_secret_encrypted)
-        with imap.connect(_imap_endpoint(settings, job), password) as conn:
+        oauth_account = oauth_tokens.is_oauth(db, job.account_id)
+        conn = oauth_tokens.with_credential(
+            source,
+            job.account_id,
+            oauth_account,
+            job.imap_secret_encrypted,
+            lambda credential: imap.connect(endpoint, credential),
+        )
+        with conn:
             where = imap.append_message(conn, job.sent_folder, copy, message_id=job.message_id, when=now)
     except (errors.SyncError, DomainError) as exc:
         log.warning("sent mail %s not appended to Sent: %s", job.id, exc.code)

@@ -27,14 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import SecretStr
-
+from core.connection import Credential
 from core.types import Security
 from sync import errors
 from sync.netguard import check_host, pinned_context
-from sync.smtp_check import SmtpAuthUnavailable, SmtpEndpoint, SmtpStartTlsMissing, SmtpTlsFailed
-
-_MECHANISMS = frozenset({"CRAM-MD5", "PLAIN", "LOGIN"})
+from sync.smtp_check import (
+    SmtpAuthUnavailable,
+    SmtpEndpoint,
+    SmtpStartTlsMissing,
+    SmtpTlsFailed,
+    authenticate,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ def _network(endpoint: SmtpEndpoint, exc: BaseException, doing: str) -> errors.S
     return errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}")
 
 
-def _open(endpoint: SmtpEndpoint, password: SecretStr) -> smtplib.SMTP:
+def _open(endpoint: SmtpEndpoint, password: Credential) -> smtplib.SMTP:
     """Connect, secure and log in; raises `SyncError` or `smtplib.SMTPResponseException`."""
     address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
     context = pinned_context(endpoint.host, endpoint.ca_file)
@@ -111,12 +114,9 @@ def _open(endpoint: SmtpEndpoint, password: SecretStr) -> smtplib.SMTP:
             doing = "starting TLS"
             client.starttls(context=context)
             client.ehlo()  # capabilities after STARTTLS differ (RFC 3207 4.2)
-        offered = set(client.esmtp_features.get("auth", "").upper().split())
-        if not offered & _MECHANISMS:
-            raise SmtpAuthUnavailable(endpoint.host, endpoint.port)
         doing = "logging in"
         try:
-            client.login(endpoint.username, password.get_secret_value())
+            authenticate(client, endpoint, password)
         except smtplib.SMTPAuthenticationError as exc:
             if 400 <= exc.smtp_code < 500:
                 raise  # "try again later" (454): a temporary refusal, not a wrong password
@@ -136,7 +136,7 @@ def _open(endpoint: SmtpEndpoint, password: SecretStr) -> smtplib.SMTP:
 
 def send_message(
     endpoint: SmtpEndpoint,
-    password: SecretStr,
+    password: Credential,
     *,
     sender: str,
     recipients: Sequence[str],

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from pydantic import SecretStr
-from sqlmodel import Session, select
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.connection import CheckOutcome, ConnectionSettings
@@ -24,7 +25,7 @@ from crm.mailboxes.validation import (
     validate_new_account,
 )
 from crm.mailboxes.views import AccountView, CheckView, SaveResult, account_view, check_view
-from crm.models import MailAccount, Tenant
+from crm.models import MailAccount, OAuthGrant, Tenant
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 Verifier = Callable[[ConnectionSettings], CheckOutcome]
@@ -197,14 +198,21 @@ def edit_account(
 def set_password(
     *, session: Session, caller: Caller, account_id: int, password: SecretStr, box: SecretBox
 ) -> AccountView:
-    """New credentials end the 'needs new credentials' wait: the next sync tries again."""
+    """New credentials end the 'needs new credentials' wait: the next sync tries again. An
+    account that signed in with OAuth goes back to its password: its tokens are deleted (revoke
+    them first with a disconnect when the provider should forget them too)."""
     account = access.get_account(session, caller, account_id)
     access.require_admin(caller, "change an account's password")
     account.secret_encrypted = box.encrypt(password)
+    session.execute(delete(OAuthGrant).where(col(OAuthGrant.account_id) == account_id))
     account.auth_failures = 0
     account.consecutive_failures = 0
     account.next_attempt_at = None
-    if account.status in (AccountStatus.NEEDS_CREDENTIALS, AccountStatus.AUTH_FAILED):
+    if account.status in (
+        AccountStatus.NEEDS_CREDENTIALS,
+        AccountStatus.AUTH_FAILED,
+        AccountStatus.NEEDS_RECONNECT,
+    ):
         account.status = AccountStatus.NEW
     session.add(account)
     session.flush()

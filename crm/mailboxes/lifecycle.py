@@ -16,6 +16,8 @@ from crm.models import (
     FetchFailure,
     FolderState,
     ImapUid,
+    OAuthConsent,
+    OAuthGrant,
     Signature,
     SkippedMessage,
     SyncRun,
@@ -80,7 +82,16 @@ def delete_account(*, session: Session, caller: Caller, account_id: int) -> None
             processed=account.processed_any,
         )
     # Children first (foreign keys): locations and failures point at folder states.
-    for table in (ImapUid, FetchFailure, SkippedMessage, FolderState, SyncRun, Signature):
+    for table in (
+        ImapUid,
+        FetchFailure,
+        SkippedMessage,
+        FolderState,
+        SyncRun,
+        Signature,
+        OAuthGrant,
+        OAuthConsent,
+    ):
         session.execute(delete(table).where(col(table.account_id) == account_id))
     session.execute(
         update(User).where(col(User.default_account_id) == account_id).values(default_account_id=None)

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from core import problems
 from core.connection import CheckOutcome
 from core.types import AccountStatus, FolderRole
-from crm.models import FolderState, MailAccount
+from crm.models import FolderState, MailAccount, OAuthGrant
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,18 @@ class FolderView:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuthView:
+    """How an OAuth account logs in: never a token, only what an admin needs to judge it."""
+
+    provider: str
+    scopes: tuple[str, ...]
+    state: str  # "connected", or "needs_reconnect" once the provider refused the refresh token
+    connected_at: datetime
+    refreshed_at: datetime | None
+    access_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class AccountView:
     """An account as shown to people and scripts: never a secret, never the worker lease."""
 
@@ -66,6 +78,8 @@ class AccountView:
     next_attempt_at: datetime | None
     deactivated_at: datetime | None
     folders: tuple[FolderView, ...]
+    # Set for a mailbox connected by OAuth2 consent (Google, Microsoft 365...); None: password.
+    oauth: OAuthView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +114,20 @@ def _folder_view(folder: FolderState) -> FolderView:
     )
 
 
-def _view(account: MailAccount, folders: list[FolderState]) -> AccountView:
+def _oauth_view(grant: OAuthGrant | None) -> OAuthView | None:
+    if grant is None:
+        return None
+    return OAuthView(
+        provider=grant.provider,
+        scopes=tuple(grant.scopes),
+        state="connected" if grant.usable else "needs_reconnect",
+        connected_at=grant.connected_at,
+        refreshed_at=grant.refreshed_at,
+        access_expires_at=grant.access_expires_at,
+    )
+
+
+def _view(account: MailAccount, folders: list[FolderState], grant: OAuthGrant | None = None) -> AccountView:
     smtp = None
     if account.smtp_host and account.smtp_security:
         smtp = f"{account.smtp_host}:{account.smtp_port} ({account.smtp_security.value})"
@@ -121,6 +148,7 @@ def _view(account: MailAccount, folders: list[FolderState]) -> AccountView:
         next_attempt_at=account.next_attempt_at,
         deactivated_at=account.deactivated_at,
         folders=tuple(_folder_view(f) for f in sorted(folders, key=lambda f: f.role.value)),
+        oauth=_oauth_view(grant),
     )
 
 
@@ -131,7 +159,12 @@ def views_of(session: Session, accounts: list[MailAccount]) -> list[AccountView]
     by_account: dict[int, list[FolderState]] = {}
     for folder in folders:
         by_account.setdefault(folder.account_id, []).append(folder)
-    return [_view(a, by_account.get(a.id or 0, [])) for a in accounts]
+    ids = [a.id for a in accounts]
+    grants = {
+        g.account_id: g
+        for g in session.exec(select(OAuthGrant).where(col(OAuthGrant.account_id).in_(ids))).all()
+    }
+    return [_view(a, by_account.get(a.id or 0, []), grants.get(a.id or 0)) for a in accounts]
 
 
 def account_view(session: Session, account: MailAccount) -> AccountView:

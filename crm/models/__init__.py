@@ -15,6 +15,7 @@ from crm.models.mail import (
     ThreadDeal,
     ThreadTally,
 )
+from crm.models.oauth import OAuthConsent, OAuthGrant
 from crm.models.outbound import (
     MailKind,
     MessageIdKey,
@@ -62,6 +63,8 @@ __all__ = [
     "MessageLink",
     "MessageRef",
     "Note",
+    "OAuthConsent",
+    "OAuthGrant",
     "OutboundAccount",
     "OutboundMail",
     "OutboundState",

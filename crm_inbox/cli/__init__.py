@@ -22,6 +22,7 @@ from crm_inbox.cli.accounts import account_app
 from crm_inbox.cli.common import JsonOpt, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
 from crm_inbox.cli.mail import register as register_mail_commands
+from crm_inbox.cli.oauth import register as register_oauth_commands
 from crm_inbox.cli.records import register as register_record_commands
 from crm_inbox.cli.secrets import register as register_secrets
 from crm_inbox.cli.serve import register as register_serve
@@ -32,6 +33,7 @@ app = typer.Typer(
     cls=HandledGroup, no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync."
 )
 app.add_typer(account_app, name="account")
+register_oauth_commands(account_app)
 app.add_typer(cli_admin.access_app, name="access")
 app.add_typer(cli_admin.signature_app, name="signature")
 app.add_typer(cli_admin.tenant_app, name="tenant")

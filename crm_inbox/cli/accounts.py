@@ -140,7 +140,9 @@ def account_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(views)
         return
-    table = Table("id", "email", "active", "status", "INBOX last sync", "Sent last sync", "last error")
+    table = Table(
+        "id", "email", "active", "status", "login", "INBOX last sync", "Sent last sync", "last error"
+    )
     for view in views:
         folders = {f.role: f for f in view.folders}
 
@@ -154,12 +156,51 @@ def account_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
             str(view.id),
             view.email,
             "yes" if view.active else "no",
-            view.status.value,
+            view.status.value if view.oauth is None else f"{view.status.value} ({_login_text(view)})",
             when(FolderRole.INBOX),
             when(FolderRole.SENT),
             view.last_error or "",
         )
     out.print(table)
+
+
+def _login_text(view: mailboxes.AccountView) -> str:
+    """How the account logs in: its password, or OAuth with the provider and the grant's state."""
+    if view.oauth is None:
+        return "password"
+    state = "" if view.oauth.state == "connected" else ", needs to be reconnected"
+    return f"OAuth {view.oauth.provider}{state}"
+
+
+@account_app.command("show")
+def account_show(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """One account: servers, state, last error, folders, and for OAuth the provider, granted
+    scopes and when its token was last refreshed (never a token or a password)."""
+    with session_scope() as session:
+        view = mailboxes.get_account(session=session, caller=operator(session, tenant), account_id=account_id)
+    if as_json:
+        print_json(view)
+        return
+    stamp = "%Y-%m-%d %H:%M:%S UTC"
+    lines = [
+        f"Account {view.id}: {view.email}" + (f" ({view.display_name})" if view.display_name else ""),
+        f"  status: {view.status.value}{'' if view.active else ' (deactivated)'}",
+        f"  IMAP: {view.imap}; SMTP: {view.smtp or 'not set'}; username: {view.username}",
+        f"  login: {_login_text(view)}",
+    ]
+    if view.oauth is not None:
+        refreshed = f"{view.oauth.refreshed_at:{stamp}}" if view.oauth.refreshed_at else "not yet"
+        lines += [
+            f"  scopes: {' '.join(view.oauth.scopes) or '(none reported)'}",
+            f"  connected: {view.oauth.connected_at:{stamp}}; token last refreshed: {refreshed}",
+        ]
+    if view.last_error:
+        lines.append(f"  last error: {view.last_error}")
+    for folder in view.folders:
+        synced = f"{folder.last_success_at:{stamp}}" if folder.last_success_at else "never"
+        lines.append(f"  {folder.role.value}: {folder.name}, last sync {synced}")
+    for line in lines:
+        out.print(line, highlight=False, markup=False)
 
 
 @account_app.command("skipped")
@@ -217,15 +258,21 @@ def account_delete(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt =
 @account_app.command("test")
 def account_test(account_id: int, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Log in with the stored settings (IMAP, and SMTP when set) and report the problem, if any."""
+    from core.db import get_engine
     from sync.check import verify_connection
+    from sync.oauth_flow import connection_settings
 
     with session_scope() as session:
-        settings = mailboxes.connection_settings_of(
-            session=session,
-            caller=operator(session, tenant),
-            account_id=account_id,
-            box=SecretBox.from_settings(),
-        )
+        caller = operator(session, tenant)
+    # An OAuth account is tested with a fresh access token in place of the password.
+    settings = connection_settings(
+        sessions=session_scope,
+        caller=caller,
+        account_id=account_id,
+        box=SecretBox.from_settings(),
+        db=get_engine(),
+        settings=get_settings(),
+    )
     # The session is closed: the servers may take their time.
     result = verify_connection(settings, config=get_settings())
     if as_json:

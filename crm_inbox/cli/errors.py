@@ -25,6 +25,13 @@ _ARGV_KEY = "crm_inbox.argv"
 
 # code -> hint, formatted with the error's fields (a missing field leaves the hint out).
 HINTS: dict[str, str] = {
+    "oauth_provider_not_configured": (
+        "set CRM_INBOX_OAUTH_<PROVIDER>_CLIENT_ID and _CLIENT_SECRET (README: Connecting Google and "
+        "Microsoft 365 mailboxes)."
+    ),
+    "oauth_provider_not_found": "use google, microsoft, or a name from CRM_INBOX_OAUTH_PROVIDERS.",
+    "oauth_state_invalid": "run crm-inbox account connect again and finish within a few minutes.",
+    "oauth_reconnect_needed": "reconnect it: crm-inbox account connect --provider {provider} --account ID",
     "connection_check_failed": (
         "fix the settings, or save anyway with --force (or skip the check with --no-check)."
     ),

@@ -20,6 +20,7 @@ from core.types import FolderRole
 from crm import sync_state
 from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, out, print_json, tenant_id_of
 
+_RECONNECT = "Reconnect it with `crm-inbox account connect --account {account} --provider NAME`."
 # code -> what to do about it with this CLI ({account} is the account id).
 HINTS: dict[str, str] = {
     "auth_failed": "Set the new password with `crm-inbox account password {account}`.",
@@ -28,6 +29,8 @@ HINTS: dict[str, str] = {
         "Restore the old key (the account then resumes), or `crm-inbox account password {account}`."
     ),
     "certificate_untrusted": "Give the CA file with `crm-inbox account edit {account} --ca-file PATH`.",
+    "oauth_reconnect_needed": _RECONNECT,
+    "oauth_disconnected": _RECONNECT,
     "uidvalidity_unstable": "Reset it with `crm-inbox account reset-folder {account} ROLE` (inbox or sent).",
 }
 

@@ -324,6 +324,12 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     for account_id in ids["account_id"]:
         response = client.get(f"/api/threads?account_id={account_id}", headers=headers)
         assert response.status_code == 404
+        # ...and so does reconnecting one by OAuth (the id is in the body): before the provider
+        # is even looked at (none is configured here).
+        response = client.post(
+            "/api/oauth/start", json={"provider": "google", "account_id": account_id}, headers=headers
+        )
+        assert response.status_code == 404, response.text
     # ...and nothing was changed: the foreign token still works.
     assert client.get("/api/me", headers={"Authorization": f"Bearer {foreign_token}"}).status_code == 200
 

@@ -19,11 +19,11 @@ async function load() {
     `${tenant.name}: ${tenant.active_accounts} of ${tenant.account_quota} mail accounts in use.`;
   document.getElementById("accounts").replaceChildren(...accounts.map((a) => el("tr", { "data-account": String(a.id) },
     el("td", { text: a.display_name ? `${a.display_name} <${a.email}>` : a.email }),
-    el("td", { text: a.active ? a.status : "deactivated" }),
+    el("td", { text: (a.active ? a.status : "deactivated") + oauthText(a) }),
     el("td", { text: when(a.last_success_at) }),
     el("td", { class: a.last_error ? "error" : "", text: a.last_error || "" }),
     el("td", { text: a.folders.map((f) => `${f.name}: ${when(f.last_success_at)}${f.last_error ? " (" + f.last_error + ")" : ""}`).join("; ") }),
-    el("td", {}, a.active
+    el("td", {}, ...oauthActions(a), a.active
       ? el("button", { type: "button", onclick: () => act(() => api(`/api/accounts/${a.id}/active`, { method: "POST", body: { active: false } }), `${a.email} deactivated; its mail is kept.`) }, "Deactivate")
       : el("button", { type: "button", onclick: () => act(() => api(`/api/accounts/${a.id}/active`, { method: "POST", body: { active: true } }), `${a.email} reactivated.`) }, "Reactivate")))));
   document.getElementById("users").replaceChildren(...users.map((u) => el("tr", {},
@@ -35,6 +35,40 @@ async function load() {
   document.getElementById("grant-account").replaceChildren(...accounts.map((a) => el("option", { value: String(a.id), text: a.email })));
   const grants = await Promise.all(accounts.map((a) => api(`/api/accounts/${a.id}/grants`).then((g) => [a, g])));
   document.getElementById("grants").replaceChildren(...grants.map(([a, g]) => el("li", { text: `${a.email}: ${g.map((x) => x.email).join(", ") || "nobody yet"}` })));
+}
+
+// OAuth2 mailboxes (Google, Microsoft 365...): connect by consent, reconnect, disconnect.
+function oauthText(a) {
+  if (!a.oauth) return "";
+  const o = a.oauth;
+  const refreshed = o.refreshed_at ? `, token refreshed ${when(o.refreshed_at)}` : "";
+  return ` · ${o.provider} OAuth, ${o.state === "connected" ? "connected" : "needs to be reconnected"}` +
+    ` (scopes: ${o.scopes.join(" ")}${refreshed})`;
+}
+
+async function startConsent(provider, accountId = null) {
+  const started = await api("/api/oauth/start", { method: "POST", body: { provider, account_id: accountId } });
+  window.location.assign(started.authorization_url);
+}
+
+function oauthActions(a) {
+  if (!a.oauth) return [];
+  return [
+    el("button", { type: "button", onclick: () => startConsent(a.oauth.provider, a.id).catch((e) => say(e.message, true)) }, "Reconnect"),
+    el("button", { type: "button", onclick: () => act(() => api(`/api/accounts/${a.id}/oauth/disconnect`, { method: "POST" }), `${a.email} disconnected; its mail is kept.`) }, "Disconnect"),
+  ];
+}
+
+async function loadProviders() {
+  const providers = await api("/api/oauth/providers");
+  document.getElementById("oauth-connect").replaceChildren(...providers.map((p) =>
+    el("button", { type: "button", "data-provider": p.name, onclick: () => startConsent(p.name).catch((e) => say(e.message, true)) }, `Connect ${p.label} account`)));
+}
+
+function oauthOutcome() {
+  const params = new URLSearchParams(window.location.search);
+  if (params.has("oauth_connected")) say(`Mailbox connected (account ${params.get("oauth_connected")}).`);
+  if (params.has("oauth_error")) say(`Connecting the mailbox failed (${params.get("oauth_error")}). Nothing was saved; try again.`, true);
 }
 
 document.getElementById("user-form").addEventListener("submit", (event) => {
@@ -49,4 +83,6 @@ document.getElementById("grant-form").addEventListener("submit", (event) => {
   const account = document.getElementById("grant-account").value;
   act(() => api(`/api/accounts/${account}/grants`, { method: "POST", body: { user_id: Number(document.getElementById("grant-user").value) } }), "Access granted.");
 });
+oauthOutcome();
 load().catch((error) => say(error.message, true));
+loadProviders().catch(() => {});

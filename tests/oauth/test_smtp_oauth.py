@@ -1,0 +1,87 @@
+"""Sending with an OAuth2 access token: the send queue authenticates with XOAUTH2 at an aiosmtpd
+that checks each token against the test authorization server, files the copy in Sent over IMAP
+XOAUTH2, and refreshes a refused token once (nothing sent twice). OAUTHBEARER when a server
+offers only that."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from core.connection import BearerToken
+from core.db import session_scope
+from core.settings import Settings
+from core.types import Security
+from crm.outbound.compose import ComposeMode, Draft, send_mail
+from sync import errors
+from sync.account_pass import SyncEngine
+from sync.send_queue import work_queue
+from sync.smtp_check import SmtpEndpoint, smtp_login
+from tests.factories import caller_of, grant, make_tenant, make_user
+from tests.oauth.authserver import AuthServer
+from tests.oauth.conftest import OAuthUser
+from tests.oauth.helpers import connect_with_tokens
+from tests.oauth.smtp import oauth_smtp
+
+
+def _queue(db: Engine, tenant: int, user_id: int, account_id: int, subject: str) -> None:
+    with session_scope(db) as session:
+        result = send_mail(
+            session=session,
+            caller=caller_of(db, tenant, user_id),
+            draft=Draft(html="<p>Hi</p>", to=("buyer@globex.test",), subject=subject),
+            mode=ComposeMode.COMPOSE,
+            account_id=account_id,
+            undo_seconds=0,
+        )
+    assert result.mail is not None
+
+
+def test_send_queue_sends_with_xoauth2_and_refreshes_a_refused_token_once(
+    db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
+) -> None:
+    tenant = make_tenant(db)
+    user_id = make_user(db, tenant, "mia@acme.test", first_name="Mia")
+    with oauth_smtp(auth_server) as smtp:
+        account_id, _, _ = connect_with_tokens(
+            db, tenant, oauth_user, auth_server, testidp, smtp_port=smtp.port
+        )
+        grant(db, tenant, account_id, user_id)
+        assert SyncEngine(db=db, settings=testidp).sync_account(account_id).status == "ok"
+        _queue(db, tenant, user_id, account_id, "First")
+        summary = work_queue(db=db, settings=testidp)
+        assert (summary.sent, summary.stored, summary.sent_folder_errors) == (1, 1, [])
+        assert smtp.handler.logins == [("XOAUTH2", oauth_user.email, True)]
+        assert len(oauth_user.dovecot.fetch(oauth_user.email, "Sent")) == 1
+        # The provider ended the token early: AUTH refused, one refresh, AUTH again, sent once.
+        auth_server.expire_access_tokens()
+        before = auth_server.refresh_requests
+        _queue(db, tenant, user_id, account_id, "Second")
+        summary = work_queue(db=db, settings=testidp)
+        assert (summary.sent, summary.failed, summary.deferred) == (1, 0, 0)
+        assert [ok for _, _, ok in smtp.handler.logins[1:]] == [False, True]
+        assert auth_server.refresh_requests == before + 1
+        assert [r[2].count(b"Subject: Second") for r in smtp.handler.received] == [0, 1]
+
+
+def test_smtp_check_uses_oauthbearer_when_only_that_is_offered(
+    settings: Settings, auth_server: AuthServer
+) -> None:
+    access, _ = auth_server.issue("ann@example.test")
+    with oauth_smtp(auth_server, only="OAUTHBEARER") as smtp:
+        endpoint = SmtpEndpoint(
+            host="127.0.0.1",
+            port=smtp.port,
+            security=Security.PLAIN,
+            username="ann@example.test",
+            allow_private_hosts=True,
+        )
+        smtp_login(endpoint, BearerToken(SecretStr(access)))
+        with pytest.raises(errors.AuthFailed):
+            smtp_login(endpoint, BearerToken(SecretStr("at-not-a-token")))
+        # A password cannot log in where only OAuth is offered: said clearly, not sent.
+        with pytest.raises(errors.SyncError) as refused:
+            smtp_login(endpoint, SecretStr("a password"))
+        assert refused.value.code == "smtp_auth_unavailable"
+    assert [(m, ok) for m, _, ok in smtp.handler.logins] == [("OAUTHBEARER", True), ("OAUTHBEARER", False)]
