@@ -214,11 +214,29 @@ class InboundStore:
             return base
         channel_addresses = frozenset(a for a in (route.address, route.original_address) if a)
         identities, domains = store.own_addresses(session=session, tenant_id=route.tenant_id)
+
+        def is_own(email: str) -> bool:
+            domain = email.rpartition("@")[2]
+            return email in identities or any(domain == d or domain.endswith("." + d) for d in domains)
+
+        credit = credit_sender(
+            headers=headers,
+            from_=(from_email, parsed.from_.name) if parsed.from_ else None,
+            envelope_from=mail_from,
+            subject=parsed.subject,
+            text_body=parsed.text_body,
+            attached_senders=[(a.email, a.name) for a in parsed.attached_message_senders],
+            is_own=is_own,
+            channel_addresses=channel_addresses,
+            hosted_address=route.address,
+        )
         content_type = next((v for k, v in headers if k == "content-type"), "")
         ignored = ignore_reason(
             headers=headers,
             envelope_from=mail_from,
-            from_email=from_email,
+            # The credited author: a group that rewrote From to the team's address still
+            # brings a customer's mail, while the channel writing to itself does not.
+            from_email=credit.email,
             content_type=content_type,
             channel_addresses=channel_addresses,
             ours=store.is_ours(session=session, tenant_id=route.tenant_id, message_id=message_id),
@@ -237,21 +255,6 @@ class InboundStore:
             base.skip = (SkipReason.TOO_MANY_RECIPIENTS, detail)
             return base
 
-        def is_own(email: str) -> bool:
-            domain = email.rpartition("@")[2]
-            return email in identities or any(domain == d or domain.endswith("." + d) for d in domains)
-
-        credit = credit_sender(
-            headers=headers,
-            from_=(from_email, parsed.from_.name) if parsed.from_ else None,
-            envelope_from=mail_from,
-            subject=parsed.subject,
-            text_body=parsed.text_body,
-            attached_senders=[(a.email, a.name) for a in parsed.attached_message_senders],
-            is_own=is_own,
-            channel_addresses=channel_addresses,
-            hosted_address=route.address,
-        )
         data = to_message_data(parsed, raw=raw if parsed.parse_errors else None)
         extra: list[tuple[str, str]] = [("x-crm-credit", credit.kind.value)]
         if credit.forwarded_by:

@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import smtplib
 import ssl
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -183,4 +189,55 @@ def test_recipient_limit_applies(sqlite_db: Engine, settings: Settings) -> None:
     with session_scope(sqlite_db) as session:
         skipped = session.exec(select(SkippedMessage)).one()
     assert skipped.reason is SkipReason.TOO_MANY_RECIPIENTS and skipped.account_id == world.account_id
+    assert count(sqlite_db, ImapUid) == 1
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_kill_9_around_the_commit_then_retry_stores_once(
+    sqlite_db: Engine, settings: Settings, tmp_path: Path, where: str
+) -> None:
+    """The process dies between DATA and its reply (before or after the commit); the sending
+    server's retry is stored exactly once."""
+    world = make_world(sqlite_db)
+    port = inbound_settings(settings).inbound_port
+    marker = tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.sync.inbound_child", str(port), where, str(marker)], env=env
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(f"{marker}.ready").exists():
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        raw = mail(message_id="<crash@acme.example>")
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        client.ehlo()
+        client.mail("jane.doe@acme.example")
+        client.rcpt(world.address)
+        result: dict[str, object] = {}
+
+        def send() -> None:
+            try:
+                result["reply"] = client.data(raw)
+            except (smtplib.SMTPException, OSError) as exc:
+                result["error"] = exc
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        while not marker.exists():
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        sender.join(10)
+        assert "reply" not in result  # never acknowledged
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert count(sqlite_db, Message) == (1 if where == "after" else 0)
+    s = inbound_settings(settings, inbound_port=port)
+    with listener(s, sqlite_db), smtplib.SMTP("127.0.0.1", port, timeout=10) as retry:
+        assert retry.sendmail("jane.doe@acme.example", [world.address], raw) == {}
+    assert count(sqlite_db, Message) == 1
     assert count(sqlite_db, ImapUid) == 1
