@@ -36,6 +36,7 @@ from core.types import (
 )
 from crm import access, tenants
 from crm.models import FolderState, ForwardingChannel, InboundDelivery, MailAccount
+from crm.outbound.compose import Draft, send_mail
 from crm.rules.inbound import clean_local_part, new_suffix
 
 VIRTUAL_FOLDER = "(forwarded)"
@@ -244,8 +245,8 @@ def set_local_part(
     *, session: Session, caller: Caller, channel_id: int, local_part: str, domain: str
 ) -> ChannelView:
     """Change the local part: only before activation (afterwards the address is in use)."""
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "change forwarding addresses")
-    channel, account = _get(session, caller, channel_id)
     if channel.activated_at is not None:
         raise Conflict(
             "channel_activated",
@@ -270,8 +271,8 @@ def set_local_part(
 
 
 def activate(*, session: Session, caller: Caller, channel_id: int) -> ChannelView:
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "activate forwarding addresses")
-    channel, account = _get(session, caller, channel_id)
     if channel.activated_at is None:
         channel.activated_at = utcnow()
         session.add(channel)
@@ -289,8 +290,8 @@ def update_channel(
     ticket_stage: TicketStage | None = None,
     ticket_priority: TicketPriority | None = None,
 ) -> ChannelView:
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "change forwarding addresses")
-    channel, account = _get(session, caller, channel_id)
     if original_address is not None:
         channel.original_address = _original(original_address)
     if create_tickets is not None:
@@ -305,8 +306,8 @@ def update_channel(
 
 
 def dismiss_loop(*, session: Session, caller: Caller, channel_id: int) -> ChannelView:
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "dismiss forwarding warnings")
-    channel, account = _get(session, caller, channel_id)
     channel.loop_detected_at, channel.loop_message_id = None, None
     session.add(channel)
     session.flush()
@@ -347,8 +348,8 @@ def list_deliveries(
 def list_confirmations(*, session: Session, caller: Caller, channel_id: int) -> list[ConfirmationView]:
     """Providers' forwarding confirmations (code and link), newest first: the admin finishes the
     provider's setup with them without access to the mailbox."""
+    channel, _ = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "read forwarding confirmations")
-    channel, _ = _get(session, caller, channel_id)
     rows = session.exec(
         select(InboundDelivery)
         .where(
@@ -380,8 +381,8 @@ def start_test(*, session: Session, caller: Caller, channel_id: int) -> TestView
     """Prepare "send a test": a token for a message to the team's original address, which must
     come back through the forward (the listener marks `test_received_at` when it does). The
     face sends it (`crm.outbound`), so it leaves like any reply from this channel."""
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "test forwarding addresses")
-    channel, account = _get(session, caller, channel_id)
     if not channel.original_address:
         raise InvalidInput(
             "original_address_required",
@@ -398,3 +399,21 @@ def start_test(*, session: Session, caller: Caller, channel_id: int) -> TestView
         to=channel.original_address,
         subject=f"{TEST_SUBJECT} {channel.test_token}",
     )
+
+
+def send_test(*, session: Session, caller: Caller, channel_id: int) -> TestView:
+    """ "Send a test": queue the test message from this channel (as any reply would leave) to
+    the team's original address; `test_received_at` is set when it comes back through the
+    forward. Sent by the calling user, so it needs one (not the command-line operator)."""
+    test = start_test(session=session, caller=caller, channel_id=channel_id)
+    draft = Draft(
+        html=(
+            "<p>This message checks that mail sent to this address is forwarded to the team "
+            f"inbox. It can be deleted.</p><p>Test {test.token}</p>"
+        ),
+        to=(test.to,),
+        subject=test.subject,
+        no_signature=True,
+    )
+    send_mail(session=session, caller=caller, draft=draft, account_id=test.channel.account_id, undo_seconds=0)
+    return test
