@@ -102,7 +102,12 @@ def mail(
     for name, value in (headers or {}).items():
         msg[name] = value
     msg.set_content(body)
-    return msg.as_bytes()
+    return wire(msg)
+
+
+def wire(msg: EmailMessage) -> bytes:
+    """The bytes as an MTA sends them: CRLF line ends (smtplib sends bytes as they are)."""
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "forwards"

@@ -18,7 +18,7 @@ from core.types import DeliveryOutcome, TicketPriority, TicketStage
 from crm import assignment, forwarding, grants, records
 from crm.forwarding import tickets
 from crm.models import InboundDelivery, Message, MessageLink, Thread
-from tests.sync.inbound_harness import FIXTURES, inbound_settings, listener, mail, make_world
+from tests.sync.inbound_harness import FIXTURES, inbound_settings, listener, mail, make_world, wire
 
 JANE = "jane.doe@acme.example"
 JEAN = "jean.dupont@globex.example"
@@ -103,7 +103,7 @@ def test_attached_forward_and_thread_with_the_customers_conversation(
     outer.add_attachment(inner)
     with listener(s, sqlite_db):
         send(s.inbound_port, world.address, first, mail_from="srs0=x@ourco.example")
-        send(s.inbound_port, world.address, outer.as_bytes())
+        send(s.inbound_port, world.address, wire(outer))
     rows = stored(sqlite_db)
     assert [m.from_email for m, _ in rows] == [JANE, JANE]
     automatic, attached = (d for _, d in rows)
