@@ -99,6 +99,26 @@ class Settings(BaseSettings):
     oauth_refresh_margin_seconds: int = Field(default=120, ge=0)
     # Timeout of one request to a provider's token, revocation or userinfo endpoint.
     oauth_http_timeout_seconds: float = Field(default=15.0, gt=0)
+    # The hosted forwarding addresses (sync/inbound.py): <local>-<suffix>@<inbound_domain>.
+    # `crm-inbox run` starts the listener when `inbound_enabled`; `crm-inbox inbound` always.
+    inbound_enabled: bool = False
+    inbound_domain: str = "in.localhost"
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(default=2525, ge=0, le=65535)
+    # An LMTP listener beside the SMTP one (for a local MTA in front); 0: none.
+    inbound_lmtp_port: int = Field(default=0, ge=0, le=65535)
+    # PEM files offering STARTTLS; empty: no STARTTLS.
+    inbound_tls_cert: Path | None = None
+    inbound_tls_key: Path | None = None
+    inbound_max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    inbound_max_connections_per_peer: int = Field(default=10, ge=1)
+    # The same Message-ID arriving this many times at one address is a forwarding loop.
+    inbound_loop_threshold: int = Field(default=5, ge=2)
+
+    @field_validator("inbound_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return value.strip().strip(".").lower()
 
     @field_validator("database_url")
     @classmethod

@@ -96,6 +96,43 @@ class UidState(enum.StrEnum):
 
 class SkipReason(enum.StrEnum):
     TOO_MANY_RECIPIENTS = "too_many_recipients"
+    # Mail arriving through a forwarding address that must never start a conversation (0020).
+    AUTOMATED = "automated"  # Auto-Submitted, auto-replies
+    BOUNCE = "bounce"  # null sender, delivery status notifications
+    OWN_MAIL = "own_mail"  # our own outgoing mail coming back, or mail from the channel itself
+
+
+class AccountKind(enum.StrEnum):
+    """Where an account's mail comes from (0020). A forwarding account has no IMAP server: mail
+    reaches it over SMTP/LMTP at its hosted address (sync/inbound.py) and is stored in one
+    virtual folder, so quota, access, signatures, sending and the inbox views treat it as any
+    other account."""
+
+    IMAP = "imap"
+    FORWARDING = "forwarding"
+
+
+class DeliveryOutcome(enum.StrEnum):
+    """What became of one message handed to a forwarding address."""
+
+    STORED = "stored"  # a new message, or a known one seen again through this address
+    SKIPPED = "skipped"  # recorded but never a conversation (automated, bounce, own mail, >100 rcpt)
+    CONFIRMATION = "confirmation"  # a provider's forwarding confirmation, shown to the admin
+    TEST = "test"  # our own "send a test" message came back through the forward
+
+
+class TicketStage(enum.StrEnum):
+    NEW = "new"
+    WAITING = "waiting"
+    IN_PROGRESS = "in_progress"
+    CLOSED = "closed"
+
+
+class TicketPriority(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
 
 
 class Direction(enum.StrEnum):

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from core.caller import Caller
 from core.errors import NotFound
 from core.secrets import SecretBox, SecretKeyError
-from core.types import AccountStatus, FolderRole, FolderSyncStatus, RunStatus, utcnow
+from core.types import AccountKind, AccountStatus, FolderRole, FolderSyncStatus, RunStatus, utcnow
 from crm import access
 from crm.mailstore import BatchResult
 from crm.models import FetchFailure, FolderState, ImapUid, MailAccount, OAuthConsent, OAuthGrant, SyncRun
@@ -429,10 +429,11 @@ def reencrypt_secrets(*, session: Session, old: SecretBox, new: SecretBox) -> in
 
 
 def syncable_account_ids(*, session: Session) -> list[tuple[int, int]]:
-    """(account id, interval seconds) of every active account, for the scheduler."""
+    """(account id, interval seconds) of every active account, for the scheduler. Forwarding
+    accounts have no server: their mail arrives over SMTP (sync/inbound.py)."""
     rows = session.exec(
         select(MailAccount.id, MailAccount.sync_interval_seconds)
-        .where(MailAccount.active)
+        .where(MailAccount.active, MailAccount.kind == AccountKind.IMAP)
         .order_by(col(MailAccount.id))
     ).all()
     return [(int(i), int(s)) for i, s in rows if i is not None]

@@ -25,7 +25,7 @@ from core.connection import Credential
 from core.db import DatabaseUnavailable, get_engine, session_scope
 from core.secrets import SecretBox, SecretKeyError
 from core.settings import Settings, get_settings
-from core.types import AccountStatus, RunStatus, utcnow
+from core.types import AccountKind, AccountStatus, RunStatus, utcnow
 from crm import mailstore, sync_state
 from crm.models import MailAccount
 from sync import errors, imap, oauth_tokens
@@ -255,6 +255,8 @@ class SyncEngine:
     def _why_not(self, row: MailAccount, ignore_backoff: bool) -> str:
         if not row.active:
             return "account is deactivated"
+        if row.kind is AccountKind.FORWARDING:
+            return "a forwarding address: its mail arrives over SMTP, there is nothing to sync"
         if row.status is AccountStatus.NEEDS_CREDENTIALS:
             return "account needs new credentials"
         if row.status is AccountStatus.NEEDS_RECONNECT:

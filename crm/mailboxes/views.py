@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from core import problems
 from core.connection import CheckOutcome
-from core.types import AccountStatus, FolderRole
+from core.types import AccountKind, AccountStatus, FolderRole
 from crm.models import FolderState, MailAccount, OAuthGrant
 
 
@@ -67,6 +67,7 @@ class AccountView:
     display_name: str
     active: bool
     status: AccountStatus
+    kind: AccountKind  # "forwarding": a hosted address (crm.forwarding), not synced over IMAP
     imap: str
     smtp: str | None
     username: str
@@ -137,6 +138,7 @@ def _view(account: MailAccount, folders: list[FolderState], grant: OAuthGrant | 
         display_name=account.display_name,
         active=account.active,
         status=account.status,
+        kind=account.kind,
         imap=f"{account.imap_host}:{account.imap_port} ({account.imap_security.value})",
         smtp=smtp,
         username=account.username,

@@ -6,6 +6,7 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
+from crm.models.forwarding import ForwardingChannel, InboundDelivery, Ticket
 from crm.models.mail import (
     Message,
     MessageRef,
@@ -52,7 +53,9 @@ __all__ = [
     "DealContact",
     "FetchFailure",
     "FolderState",
+    "ForwardingChannel",
     "ImapUid",
+    "InboundDelivery",
     "LinkSuppression",
     "LoginFailure",
     "MailAccount",
@@ -81,6 +84,7 @@ __all__ = [
     "ThreadRead",
     "ThreadSplit",
     "ThreadTally",
+    "Ticket",
     "User",
     "UserPassword",
     "WebSession",

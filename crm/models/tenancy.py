@@ -9,6 +9,7 @@ from sqlalchemy import Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.types import (
+    AccountKind,
     AccountStatus,
     Security,
     SharingLevel,
@@ -58,6 +59,14 @@ class MailAccount(SQLModel, table=True):
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
     email: str = Field(max_length=320)
     display_name: str = Field(default="", max_length=200)
+    # IMAP (synced) or a hosted forwarding address (0020; crm/forwarding): the latter has no
+    # server to sync, its IMAP fields are placeholders the sync never reads.
+    kind: AccountKind = Field(
+        default=AccountKind.IMAP,
+        sa_type=StrEnumType(AccountKind),
+        nullable=False,
+        sa_column_kwargs={"server_default": "imap"},
+    )
     imap_host: str = Field(max_length=255)
     imap_port: int
     imap_security: Security = Field(sa_type=StrEnumType(Security), nullable=False)

@@ -21,6 +21,7 @@ from crm_inbox.cli import admin as cli_admin
 from crm_inbox.cli.accounts import account_app
 from crm_inbox.cli.common import JsonOpt, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
+from crm_inbox.cli.forwarding import register as register_forwarding
 from crm_inbox.cli.mail import register as register_mail_commands
 from crm_inbox.cli.oauth import register as register_oauth_commands
 from crm_inbox.cli.records import register as register_record_commands
@@ -44,6 +45,7 @@ register_serve(app)
 register_secrets(app)
 register_sync_commands(app, account_app)
 register_mail_commands(app)
+register_forwarding(app, account_app)
 
 
 @app.callback()

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from core.caller import Caller
 from core.db import session_scope
+from core.settings import get_settings
 from core.types import FolderRole
 from crm import sync_state
 from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, out, print_json, tenant_id_of
@@ -140,7 +141,8 @@ def run(
     port: Annotated[int, typer.Option(help="Port of the shared inbox.")] = 8025,
 ) -> None:
     """Run everything until SIGTERM/SIGINT: each active account synced at its interval, the send
-    queue, and (unless --no-serve) the shared inbox's web page and API. On PostgreSQL the parts
+    queue, the inbound listener of the forwarding addresses (when inbound is enabled in the
+    settings), and (unless --no-serve) the shared inbox's web page and API. On PostgreSQL the parts
     can run apart: `crm-inbox run --no-serve` on workers, `crm-inbox serve` behind a proxy."""
     from sync.account_pass import SyncEngine
     from sync.scheduler import Worker
@@ -157,9 +159,21 @@ def run(
         server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning"))
         threading.Thread(target=server.run, name="http", daemon=True).start()
         out.print(f"Shared inbox at http://{host}:{port}/")
+    inbound = None
+    settings = get_settings()
+    if settings.inbound_enabled:
+        from sync.inbound import InboundServer
+
+        inbound = InboundServer(settings)
+        inbound.start()
+        out.print(
+            f"Receiving forwarded mail on {settings.inbound_host}:{settings.inbound_port}", highlight=False
+        )
     try:
         with SyncEngine() as engine:
             Worker(engine).run()
     finally:
         if server is not None:
             server.should_exit = True
+        if inbound is not None:
+            inbound.stop()

@@ -16,8 +16,10 @@ from sqlmodel import Session
 
 from core.caller import Caller
 from core.db import session_scope
-from crm import auth, records
-from crm.models import MailKind, OutboundMail, OutboundState, Signature, User
+from core.secrets import SecretBox
+from core.types import TicketPriority, TicketStage
+from crm import auth, forwarding, records
+from crm.models import MailKind, OutboundMail, OutboundState, Signature, Ticket, User
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 
@@ -196,6 +198,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/messages/{message_pk}/links"): {"record_kind": "contact", "record_id": 1},
     ("post", "/api/messages/{message_pk}/unlink"): {"record_kind": "contact", "record_id": 1},
     ("post", "/api/messages/{message_pk}/reply"): {"html": "<p>Thanks</p>", "undo_seconds": 0},
+    ("patch", "/api/forwarding/{channel_id}"): {"create_tickets": True},
+    ("patch", "/api/tickets/{ticket_id}"): {"priority": "high"},
 }
 
 
@@ -281,6 +285,49 @@ def _outbound_of(db: Engine, world: World, accounts: list[str]) -> list[int]:
     return ids
 
 
+def _channels_and_tickets_of(db: Engine, world: World, who: str) -> tuple[list[int], list[int]]:
+    """A forwarding channel the caller cannot see (another tenant's; for members also one of
+    their own tenant without a grant), and a ticket on a conversation they cannot see."""
+    tenants_ = [world.tenant] if who == "other_admin" else [world.other_tenant, world.tenant]
+    channels: list[int] = []
+    with session_scope(db) as s:
+        for n, tenant_id in enumerate(tenants_):
+            channel = forwarding.create_channel(
+                session=s,
+                caller=Caller.operator(tenant_id),
+                box=SecretBox.from_settings(),
+                domain="in.example.com",
+                name=f"Hidden {who} {n}",
+            )
+            channels.append(channel.id)
+        hidden = "Xeno" if who != "other_admin" else "Alpha"
+        thread = world.threads["Gamma" if who != "other_admin" else hidden]
+        ticket = Ticket(
+            tenant_id=world.other_tenant if hidden == "Xeno" else world.tenant,
+            number=1,
+            thread_id=thread if who == "other_admin" else world.threads["Xeno"],
+            account_id=world.accounts["X" if who != "other_admin" else "A"],
+            stage=TicketStage.NEW,
+            priority=TicketPriority.LOW,
+        )
+        s.add(ticket)
+        s.flush()
+        tickets_ = [ticket.id or 0]
+        if who != "other_admin":
+            member_ticket = Ticket(
+                tenant_id=world.tenant,
+                number=1,
+                thread_id=thread,
+                account_id=world.accounts["C"],
+                stage=TicketStage.NEW,
+                priority=TicketPriority.LOW,
+            )
+            s.add(member_ticket)
+            s.flush()
+            tickets_.append(member_ticket.id or 0)
+    return channels, tickets_
+
+
 def _sees(who: str, account: str) -> bool:
     return {"alice": {"A"}, "bob": {"B"}, "other_admin": {"X"}}[who].__contains__(account)
 
@@ -300,6 +347,7 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     ids["signature_id"] = _signatures_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     ids.update(_records_of(db, world.tenant if who == "other_admin" else world.other_tenant))
     ids["outbound_id"] = _outbound_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
+    ids["channel_id"], ids["ticket_id"] = _channels_and_tickets_of(db, world, who)
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():

@@ -1,0 +1,171 @@
+"""Hosted forwarding addresses per team inbox (issue 13), their tickets, and the tickets report.
+
+A channel is an account of kind "forwarding": its users, signatures, sending settings and
+assignment rule are the account routes' (`/api/accounts/{account_id}/...`); these routes add
+what only a hosted address has.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import TicketPriority, TicketStage
+from crm import forwarding
+from crm.forwarding import tickets
+from crm.forwarding.channels import ChannelView, ConfirmationView, DeliveryView, TestView
+from crm.forwarding.tickets import TicketReport, TicketView
+from inbox_api.deps import CallerDep, SessionDep
+
+router = APIRouter(prefix="/api", tags=["forwarding"])
+
+
+class ChannelIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    local_part: str | None = Field(default=None, max_length=64, description="Default: from the name")
+    original_address: str = Field(
+        default="", max_length=320, description="The team's address forwarding here"
+    )
+    create_tickets: bool = False
+    ticket_stage: TicketStage = TicketStage.NEW
+    ticket_priority: TicketPriority = TicketPriority.MEDIUM
+
+
+class ChannelEditIn(BaseModel):
+    local_part: str | None = Field(default=None, max_length=64, description="Only before activation")
+    original_address: str | None = Field(default=None, max_length=320)
+    create_tickets: bool | None = None
+    ticket_stage: TicketStage | None = None
+    ticket_priority: TicketPriority | None = None
+
+
+class TicketEditIn(BaseModel):
+    stage: TicketStage | None = None
+    priority: TicketPriority | None = None
+    owner_user_id: int | None = None
+    clear_owner: bool = False
+
+
+@router.get("/forwarding", summary="Forwarding addresses of the team inboxes I may see")
+def list_channels(session: SessionDep, caller: CallerDep) -> list[ChannelView]:
+    return forwarding.list_channels(session=session, caller=caller)
+
+
+@router.post("/forwarding", status_code=201, summary="Create a team inbox's forwarding address (admins)")
+def create_channel(body: ChannelIn, session: SessionDep, caller: CallerDep) -> ChannelView:
+    return forwarding.create_channel(
+        session=session,
+        caller=caller,
+        box=SecretBox.from_settings(),
+        domain=get_settings().inbound_domain,
+        name=body.name,
+        local_part=body.local_part,
+        original_address=body.original_address,
+        create_tickets=body.create_tickets,
+        ticket_stage=body.ticket_stage,
+        ticket_priority=body.ticket_priority,
+    )
+
+
+@router.get("/forwarding/{channel_id}", summary="One forwarding address, with its warnings and test")
+def get_channel(channel_id: int, session: SessionDep, caller: CallerDep) -> ChannelView:
+    return forwarding.get_channel(session=session, caller=caller, channel_id=channel_id)
+
+
+@router.patch("/forwarding/{channel_id}", summary="Change a forwarding address's settings (admins)")
+def edit_channel(channel_id: int, body: ChannelEditIn, session: SessionDep, caller: CallerDep) -> ChannelView:
+    if body.local_part is not None:
+        forwarding.set_local_part(
+            session=session,
+            caller=caller,
+            channel_id=channel_id,
+            local_part=body.local_part,
+            domain=get_settings().inbound_domain,
+        )
+    return forwarding.update_channel(
+        session=session,
+        caller=caller,
+        channel_id=channel_id,
+        original_address=body.original_address,
+        create_tickets=body.create_tickets,
+        ticket_stage=body.ticket_stage,
+        ticket_priority=body.ticket_priority,
+    )
+
+
+@router.post("/forwarding/{channel_id}/activate", summary="Fix the address for good (admins)")
+def activate_channel(channel_id: int, session: SessionDep, caller: CallerDep) -> ChannelView:
+    return forwarding.activate(session=session, caller=caller, channel_id=channel_id)
+
+
+@router.delete(
+    "/forwarding/{channel_id}/loop-warning", summary="Dismiss the forwarding-loop warning (admins)"
+)
+def dismiss_loop(channel_id: int, session: SessionDep, caller: CallerDep) -> ChannelView:
+    return forwarding.dismiss_loop(session=session, caller=caller, channel_id=channel_id)
+
+
+@router.get(
+    "/forwarding/{channel_id}/deliveries", summary="What arrived at the address, and what became of it"
+)
+def list_deliveries(
+    channel_id: int, session: SessionDep, caller: CallerDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[DeliveryView]:
+    return forwarding.list_deliveries(session=session, caller=caller, channel_id=channel_id, limit=limit)
+
+
+@router.get(
+    "/forwarding/{channel_id}/confirmations",
+    summary="Providers' forwarding confirmations: code and link (admins)",
+)
+def list_confirmations(channel_id: int, session: SessionDep, caller: CallerDep) -> list[ConfirmationView]:
+    return forwarding.list_confirmations(session=session, caller=caller, channel_id=channel_id)
+
+
+@router.post(
+    "/forwarding/{channel_id}/test",
+    summary="Send a test to the team's original address; it must come back through the forward",
+)
+def send_test(channel_id: int, session: SessionDep, caller: CallerDep) -> TestView:
+    return forwarding.send_test(session=session, caller=caller, channel_id=channel_id)
+
+
+@router.get("/tickets", summary="Tickets of the conversations I may see, newest first")
+def list_tickets(
+    session: SessionDep,
+    caller: CallerDep,
+    stage: TicketStage | None = None,
+    open_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[TicketView]:
+    return tickets.list_tickets(session=session, caller=caller, stage=stage, open_only=open_only, limit=limit)
+
+
+@router.get("/tickets/report", summary="Tickets opened and closed in a period, and the time to close")
+def ticket_report(
+    session: SessionDep, caller: CallerDep, since: datetime | None = None, until: datetime | None = None
+) -> TicketReport:
+    return tickets.ticket_report(session=session, caller=caller, since=since, until=until)
+
+
+@router.get("/tickets/{ticket_id}", summary="One ticket")
+def get_ticket(ticket_id: int, session: SessionDep, caller: CallerDep) -> TicketView:
+    return tickets.get_ticket(session=session, caller=caller, ticket_id=ticket_id)
+
+
+@router.patch("/tickets/{ticket_id}", summary="Change a ticket's stage, priority or owner")
+def edit_ticket(ticket_id: int, body: TicketEditIn, session: SessionDep, caller: CallerDep) -> TicketView:
+    return tickets.update_ticket(
+        session=session,
+        caller=caller,
+        ticket_id=ticket_id,
+        stage=body.stage,
+        priority=body.priority,
+        owner_user_id=body.owner_user_id,
+        clear_owner=body.clear_owner,
+    )
