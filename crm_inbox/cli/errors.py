@@ -25,6 +25,7 @@ _ARGV_KEY = "crm_inbox.argv"
 
 # code -> hint, formatted with the error's fields (a missing field leaves the hint out).
 HINTS: dict[str, str] = {
+    "smtp_test_failed": "the attempt and the server's answer: crm-inbox mail-log --kind test",
     "connection_check_failed": (
         "fix the settings, or save anyway with --force (or skip the check with --no-check)."
     ),

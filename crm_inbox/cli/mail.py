@@ -1,4 +1,5 @@
-"""`crm-inbox send`, `crm-inbox mail-log` and `crm-inbox send-queue`: outgoing mail for scripts.
+"""`crm-inbox send`, `crm-inbox mail-log`, `crm-inbox send-queue` and `crm-inbox smtp-setup`:
+outgoing mail for scripts.
 
 Mail is always sent by a user of the tenant (`--user`), from an account that user may send from,
 exactly as over the API. Scripts have nobody to press "undo", so the undo delay is 0 here unless
@@ -16,10 +17,13 @@ from typing import Annotated
 import typer
 
 from core.db import session_scope
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import Security
 from crm import access, tenants
-from crm.outbound import compose, queue
+from crm.outbound import compose, queue, smtp_setup
 from crm.outbound.views import MailKind, OutboundState, OutboundView
-from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, print_json, say
+from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, print_json, read_password, say
 from sync.send_queue import work_queue
 
 UserOpt = Annotated[str, typer.Option("--user", help="The sending user (id or e-mail).")]
@@ -29,6 +33,7 @@ def register(app: typer.Typer) -> None:
     app.command("send")(send)
     app.command("mail-log")(mail_log)
     app.command("send-queue")(send_queue)
+    app.command("smtp-setup")(smtp_setup_command)
 
 
 def _line(view: OutboundView) -> str:
@@ -153,4 +158,43 @@ def send_queue(as_json: JsonOpt = False) -> None:
         summary,
         f"sent {summary.sent}, deferred {summary.deferred}, failed {summary.failed}, "
         f"recovered {summary.recovered}",
+    )
+
+
+def smtp_setup_command(
+    account_id: int,
+    host: Annotated[str, typer.Option("--host", help="The SMTP server.")],
+    test_to: Annotated[str, typer.Option("--test-to", help="Where the test mail goes (one you read).")],
+    security: Annotated[
+        Security, typer.Option("--security", help="starttls (usually 587), tls (implicit, 465) or plain.")
+    ] = Security.STARTTLS,
+    port: Annotated[int | None, typer.Option("--port", help="Default: 587, 465 or 25 by --security.")] = None,
+    username: Annotated[str | None, typer.Option("--username", help="Default: the IMAP username.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the SMTP password.")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set an account's SMTP settings: a test mail is sent first, and they are saved only once the
+    server accepted it (else the cause is said in words and nothing is saved)."""
+    from sync.smtp_setup import make_test_sender
+
+    password = read_password(password_stdin, password_env) if password_stdin or password_env else None
+    with session_scope() as session:
+        caller = operator(session, tenant)
+    saved = smtp_setup.save_smtp_settings(
+        sessions=session_scope,
+        caller=caller,
+        account_id=account_id,
+        given=smtp_setup.SmtpSettingsIn(
+            host=host, security=security, port=port, username=username, password=password, test_to=test_to
+        ),
+        box=SecretBox.from_settings(),
+        send_test=make_test_sender(get_settings()),
+    )
+    emit(
+        as_json,
+        saved,
+        f"SMTP of account {account_id}: {saved.host}:{saved.port} ({saved.security.value}) as "
+        f"{saved.username}. {saved.message}",
     )

@@ -10,12 +10,17 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
+from core.db import session_scope
 from core.errors import InvalidInput
-from crm.outbound import compose, queue
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import Security
+from crm.outbound import compose, queue, smtp_setup
 from crm.outbound.views import MailKind, OutboundState, OutboundView, SendResult
 from inbox_api.deps import CallerDep, SessionDep
+from sync.smtp_setup import make_test_sender
 
 router = APIRouter(prefix="/api", tags=["outbound"])
 
@@ -156,4 +161,44 @@ def mail_log(
         address=address,
         account_id=account_id,
         limit=limit,
+    )
+
+
+class SmtpSettingsBody(BaseModel):
+    host: str = Field(min_length=1, max_length=255)
+    security: Security = Field(
+        default=Security.STARTTLS, description="starttls (usually port 587), tls (implicit, 465) or plain"
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: 587, 465 or 25 by security")
+    username: str | None = Field(default=None, max_length=320, description="Default: the IMAP username")
+    password: SecretStr | None = Field(
+        default=None, max_length=1000, description="Write-only; default: the current SMTP (else IMAP) one"
+    )
+    test_to: str = Field(min_length=3, max_length=320, description="Where the test mail goes")
+
+
+@router.put(
+    "/accounts/{account_id}/smtp",
+    summary="Set an account's SMTP settings (admins): saved only once a test mail was accepted",
+)
+def set_smtp(
+    account_id: int, body: SmtpSettingsBody, session: SessionDep, caller: CallerDep
+) -> smtp_setup.SmtpSaved:
+    """The test mail goes out at once with the new settings; a refusal answers 409
+    `smtp_test_failed` with its `cause` and what to do. Either way it is in the mail log."""
+    session.commit()  # no transaction held while the SMTP server answers
+    return smtp_setup.save_smtp_settings(
+        sessions=session_scope,
+        caller=caller,
+        account_id=account_id,
+        given=smtp_setup.SmtpSettingsIn(
+            host=body.host,
+            security=body.security,
+            port=body.port,
+            username=body.username,
+            password=body.password,
+            test_to=body.test_to,
+        ),
+        box=SecretBox.from_settings(),
+        send_test=make_test_sender(get_settings()),
     )
