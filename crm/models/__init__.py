@@ -8,6 +8,7 @@ from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount
 from crm.models.outbound import (
+    LimitUnit,
     MailKind,
     MessageIdKey,
     OutboundAccount,
@@ -44,6 +45,7 @@ __all__ = [
     "FetchFailure",
     "FolderState",
     "ImapUid",
+    "LimitUnit",
     "LinkSuppression",
     "LoginFailure",
     "MailAccount",

@@ -23,6 +23,8 @@ class OutboundState(enum.StrEnum):
     DEFERRED = "deferred"  # a temporary failure; retried at next_attempt_at
     FAILED = "failed"  # permanent failure, attempts exhausted, or a send that may have happened
     CANCELLED = "cancelled"  # recalled within the undo delay
+    # The account's daily limit is reached: goes at next_attempt_at (crm.outbound.limits).
+    WAITING_LIMIT = "waiting_for_limit"
 
 
 class MailKind(enum.StrEnum):
@@ -40,6 +42,13 @@ class SenderName(enum.StrEnum):
     USER = "user"  # "Ann Smith"
     COMPANY = "company"  # "Acme"
     USER_AT_COMPANY = "user_at_company"  # "Ann Smith at Acme"
+
+
+class LimitUnit(enum.StrEnum):
+    """What a provider's daily limit counts."""
+
+    MESSAGES = "messages"
+    RECIPIENTS = "recipients"  # every address of To, Cc and Bcc
 
 
 class SendPhase(enum.StrEnum):
@@ -101,6 +110,10 @@ class OutboundAccount(SQLModel, table=True):
     sender_name: SenderName = Field(default=SenderName.USER, sa_type=StrEnumType(SenderName), nullable=False)
     # Gmail and Microsoft 365 file submitted mail in Sent themselves: no IMAP APPEND then.
     server_saves_sent: bool = Field(default=False)
+    # Daily sending limit over a rolling 24 h (0021). None: the provider's default
+    # (crm.outbound.limits); 0: no limit.
+    daily_limit: int | None = None
+    daily_limit_unit: LimitUnit | None = Field(default=None, sa_type=StrEnumType(LimitUnit))
 
 
 class MessageIdKey(SQLModel, table=True):

@@ -5,7 +5,10 @@ States (`OutboundState`)::
     queued --(due, claimed)--> sending --(250)--> sent
        |                         |--(4xx, timeout, refused connection)--> deferred --(due)--> sending
        |                         |--(5xx, or attempts exhausted)--> failed
+       |--(due, but the account's daily limit is reached)--> waiting_for_limit --(due)--> sending
        `--(cancel before the claim: undo, or a send-later mail)--> cancelled
+
+The daily limit (`crm.outbound.limits`) is decided at the claim, under the account row's lock.
 
 A worker claims one row at a time with a compare-and-set (state and due time in the WHERE), under
 a lease, so two workers sharing a database never send the same row. Each step commits on its own:
@@ -52,13 +55,14 @@ from crm.models import (
     OutboundState,
     SendPhase,
 )
+from crm.outbound import limits
 from crm.outbound.views import OutboundView, outbound_view
 
 MAX_ATTEMPTS = 8
 BASE_BACKOFF = timedelta(minutes=1)
 MAX_BACKOFF = timedelta(hours=1)
 MAX_RESPONSE_CHARS = 500
-_DUE = (OutboundState.QUEUED, OutboundState.DEFERRED)
+_DUE = (OutboundState.QUEUED, OutboundState.DEFERRED, OutboundState.WAITING_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +212,31 @@ def claim(
 ) -> SendJob | None:
     """Take one due row (compare-and-set); None when another worker or a cancel was first."""
     now = now or utcnow()
+    is_due = (
+        col(OutboundMail.id) == outbound_id,
+        col(OutboundMail.state).in_(_DUE),
+        col(OutboundMail.next_attempt_at) <= now,
+    )
+    found = session.exec(select(OutboundMail.account_id, OutboundMail.recipients).where(*is_due)).first()
+    if found is None:
+        return None
+    verdict = limits.check(session, found[0], list(found[1]), now=now)
+    if not verdict.go:
+        session.execute(
+            update(OutboundMail)
+            .where(*is_due)
+            .values(
+                state=OutboundState.FAILED if verdict.never else OutboundState.WAITING_LIMIT,
+                next_attempt_at=verdict.wait_until,
+                error_code="over_daily_limit" if verdict.never else None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return None
     result = session.execute(
         update(OutboundMail)
-        .where(
-            col(OutboundMail.id) == outbound_id,
-            col(OutboundMail.state).in_(_DUE),
-            col(OutboundMail.next_attempt_at) <= now,
-        )
+        .where(*is_due)
         .values(
             state=OutboundState.SENDING,
             phase=SendPhase.CLAIMED,

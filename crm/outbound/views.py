@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from crm.models import MailKind, OutboundMail, OutboundState
+from crm.models import LimitUnit, MailKind, OutboundMail, OutboundState
 
-__all__ = ["MailKind", "NewMessageView", "OutboundState", "OutboundView", "SendResult", "outbound_view"]
+__all__ = [
+    "LimitUnit",
+    "MailKind",
+    "NewMessageView",
+    "OutboundState",
+    "OutboundView",
+    "SendResult",
+    "outbound_view",
+]
 
 
 @dataclass(frozen=True, slots=True)

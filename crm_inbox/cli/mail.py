@@ -21,8 +21,8 @@ from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
 from crm import access, tenants
-from crm.outbound import compose, queue, smtp_setup
-from crm.outbound.views import MailKind, OutboundState, OutboundView
+from crm.outbound import compose, limits, queue, smtp_setup
+from crm.outbound.views import LimitUnit, MailKind, OutboundState, OutboundView
 from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, print_json, read_password, say
 from sync.send_queue import work_queue
 
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
     app.command("mail-log")(mail_log)
     app.command("send-queue")(send_queue)
     app.command("smtp-setup")(smtp_setup_command)
+    app.command("daily-limit")(daily_limit)
 
 
 def _line(view: OutboundView) -> str:
@@ -197,4 +198,35 @@ def smtp_setup_command(
         saved,
         f"SMTP of account {account_id}: {saved.host}:{saved.port} ({saved.security.value}) as "
         f"{saved.username}. {saved.message}",
+    )
+
+
+def daily_limit(
+    account_id: int,
+    per_day: Annotated[
+        int | None, typer.Option("--per-day", min=0, help="Per rolling 24 h; 0 means no limit.")
+    ] = None,
+    unit: Annotated[LimitUnit | None, typer.Option("--unit", help="messages or recipients.")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Back to the provider's default.")] = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an account's daily sending limit and its use; change it with --per-day or --default."""
+    with session_scope() as session:
+        caller = operator(session, tenant)
+        if per_day is not None or default:
+            if per_day is not None and default:
+                raise fail("give either --per-day or --default, not both.")
+            view = limits.set_limit(
+                session=session, caller=caller, account_id=account_id, per_day=per_day, unit=unit
+            )
+        else:
+            view = limits.get_limit(session=session, caller=caller, account_id=account_id)
+    cap = f"{view.per_day} {view.unit.value}" if view.per_day is not None else "none"
+    free = f", next frees up at {view.next_free_at:%Y-%m-%d %H:%M:%S} UTC" if view.next_free_at else ""
+    emit(
+        as_json,
+        view,
+        f"Account {account_id} ({view.provider}): limit {cap} per 24 h ({view.source}); used "
+        f"{view.used_last_24h}, waiting {view.waiting}{free}",
     )

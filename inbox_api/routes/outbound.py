@@ -17,14 +17,19 @@ from core.errors import InvalidInput
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
-from crm.outbound import compose, queue, smtp_setup
-from crm.outbound.views import MailKind, OutboundState, OutboundView, SendResult
+from crm.outbound import compose, limits, queue, smtp_setup
+from crm.outbound.views import LimitUnit, MailKind, OutboundState, OutboundView, SendResult
 from inbox_api.deps import CallerDep, SessionDep
 from sync.smtp_setup import make_test_sender
 
 router = APIRouter(prefix="/api", tags=["outbound"])
 
-_QUEUE_STATES = (OutboundState.QUEUED, OutboundState.SENDING, OutboundState.DEFERRED)
+_QUEUE_STATES = (
+    OutboundState.QUEUED,
+    OutboundState.SENDING,
+    OutboundState.DEFERRED,
+    OutboundState.WAITING_LIMIT,
+)
 
 
 class AttachmentIn(BaseModel):
@@ -201,4 +206,27 @@ def set_smtp(
         ),
         box=SecretBox.from_settings(),
         send_test=make_test_sender(get_settings()),
+    )
+
+
+class DailyLimitBody(BaseModel):
+    per_day: int | None = Field(
+        ge=0, le=limits.MAX_LIMIT, description="Per rolling 24 h; 0: no limit; null: the provider's default"
+    )
+    unit: LimitUnit | None = Field(
+        default=None, description="messages or recipients (default: the provider's)"
+    )
+
+
+@router.get("/accounts/{account_id}/daily-limit", summary="An account's daily sending limit and its use")
+def get_daily_limit(account_id: int, session: SessionDep, caller: CallerDep) -> limits.LimitView:
+    return limits.get_limit(session=session, caller=caller, account_id=account_id)
+
+
+@router.put("/accounts/{account_id}/daily-limit", summary="Change an account's daily sending limit (admins)")
+def set_daily_limit(
+    account_id: int, body: DailyLimitBody, session: SessionDep, caller: CallerDep
+) -> limits.LimitView:
+    return limits.set_limit(
+        session=session, caller=caller, account_id=account_id, per_day=body.per_day, unit=body.unit
     )

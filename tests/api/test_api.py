@@ -197,6 +197,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/messages/{message_pk}/unlink"): {"record_kind": "contact", "record_id": 1},
     ("post", "/api/messages/{message_pk}/reply"): {"html": "<p>Thanks</p>", "undo_seconds": 0},
     ("put", "/api/accounts/{account_id}/smtp"): {"host": "127.0.0.1", "test_to": "t@globex.test"},
+    ("put", "/api/accounts/{account_id}/daily-limit"): {"per_day": 10},
 }
 
 
