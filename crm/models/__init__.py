@@ -8,6 +8,7 @@ from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
 from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount
 from crm.models.outbound import (
+    Draft,
     LimitUnit,
     MailKind,
     MessageIdKey,
@@ -15,7 +16,10 @@ from crm.models.outbound import (
     OutboundMail,
     OutboundState,
     SenderName,
+    SenderVerification,
+    SendingMode,
     SendPhase,
+    TenantMailSettings,
 )
 from crm.models.records import (
     Company,
@@ -42,6 +46,7 @@ __all__ = [
     "ContactEmail",
     "Deal",
     "DealContact",
+    "Draft",
     "FetchFailure",
     "FolderState",
     "ImapUid",
@@ -62,10 +67,13 @@ __all__ = [
     "Presence",
     "SendPhase",
     "SenderName",
+    "SenderVerification",
+    "SendingMode",
     "Signature",
     "SkippedMessage",
     "SyncRun",
     "Tenant",
+    "TenantMailSettings",
     "Thread",
     "ThreadAccount",
     "ThreadRead",

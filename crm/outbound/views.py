@@ -29,7 +29,7 @@ class OutboundView:
     """One outgoing mail: its queue state, and its line in the mail log."""
 
     id: int
-    account_id: int
+    account_id: int | None  # None: system mail through the deployment's SMTP
     user_id: int | None
     thread_id: int | None
     kind: MailKind

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from core.caller import Caller
 from core.db import session_scope
 from crm import auth, records
-from crm.models import MailKind, OutboundMail, OutboundState, Signature, User
+from crm.models import MailKind, OutboundMail, OutboundState, SenderVerification, Signature, User
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 
@@ -198,6 +198,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/messages/{message_pk}/reply"): {"html": "<p>Thanks</p>", "undo_seconds": 0},
     ("put", "/api/accounts/{account_id}/smtp"): {"host": "127.0.0.1", "test_to": "t@globex.test"},
     ("put", "/api/accounts/{account_id}/daily-limit"): {"per_day": 10},
+    ("put", "/api/sending"): {"notifications_enabled": True},
+    ("post", "/api/sending/sender"): {"email": "news@acme.test"},
+    ("post", "/api/sending/verify"): {"token": "1.x.y"},
 }
 
 
@@ -283,6 +286,15 @@ def _outbound_of(db: Engine, world: World, accounts: list[str]) -> list[int]:
     return ids
 
 
+def _verifications_of(db: Engine, tenant_id: int) -> list[int]:
+    """A sender verification waiting in a tenant the caller is not in."""
+    with session_scope(db) as s:
+        row = SenderVerification(tenant_id=tenant_id, email="news@sweep.test")
+        s.add(row)
+        s.flush()
+        return [row.id or 0]
+
+
 def _sees(who: str, account: str) -> bool:
     return {"alice": {"A"}, "bob": {"B"}, "other_admin": {"X"}}[who].__contains__(account)
 
@@ -302,6 +314,9 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     ids["signature_id"] = _signatures_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     ids.update(_records_of(db, world.tenant if who == "other_admin" else world.other_tenant))
     ids["outbound_id"] = _outbound_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
+    ids["verification_id"] = _verifications_of(
+        db, world.tenant if who == "other_admin" else world.other_tenant
+    )
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():
