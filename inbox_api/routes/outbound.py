@@ -17,7 +17,7 @@ from core.errors import InvalidInput
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
-from crm.outbound import compose, limits, queue, smtp_setup
+from crm.outbound import compose, drafts, limits, queue, smtp_setup
 from crm.outbound.views import LimitUnit, MailKind, OutboundState, OutboundView, SendResult
 from inbox_api.deps import CallerDep, SessionDep
 from sync.smtp_setup import make_test_sender
@@ -230,3 +230,64 @@ def set_daily_limit(
     return limits.set_limit(
         session=session, caller=caller, account_id=account_id, per_day=body.per_day, unit=body.unit
     )
+
+
+class DraftBody(BaseModel):
+    html: str = Field(default="", max_length=drafts.MAX_HTML)
+    subject: str | None = Field(default=None, max_length=998)
+    to: list[str] = Field(default_factory=list, max_length=100)
+    cc: list[str] = Field(default_factory=list, max_length=100)
+    bcc: list[str] = Field(default_factory=list, max_length=100)
+    account_id: int | None = None
+    shared: bool = Field(default=False, description="Readable by the team (those who see the conversation)")
+
+
+def _draft_in(body: DraftBody) -> drafts.DraftIn:
+    return drafts.DraftIn(
+        html=body.html,
+        subject=body.subject,
+        to=tuple(body.to),
+        cc=tuple(body.cc),
+        bcc=tuple(body.bcc),
+        account_id=body.account_id,
+        shared=body.shared,
+    )
+
+
+@router.put("/threads/{thread_id}/draft", summary="Save my draft in a conversation (one per user)")
+def save_thread_draft(
+    thread_id: int, body: DraftBody, session: SessionDep, caller: CallerDep
+) -> drafts.DraftView:
+    return drafts.save_for_thread(session=session, caller=caller, thread_id=thread_id, given=_draft_in(body))
+
+
+@router.get(
+    "/threads/{thread_id}/drafts", summary="Drafts in a conversation: mine and the team's shared ones"
+)
+def thread_drafts(thread_id: int, session: SessionDep, caller: CallerDep) -> list[drafts.DraftView]:
+    return list(drafts.list_drafts(session=session, caller=caller, thread_id=thread_id))
+
+
+@router.get("/drafts", summary="My drafts and those shared with me")
+def list_drafts(session: SessionDep, caller: CallerDep) -> list[drafts.DraftView]:
+    return list(drafts.list_drafts(session=session, caller=caller))
+
+
+@router.post("/drafts", summary="Save a draft of a new mail (no conversation)")
+def create_draft(body: DraftBody, session: SessionDep, caller: CallerDep) -> drafts.DraftView:
+    return drafts.create(session=session, caller=caller, given=_draft_in(body))
+
+
+@router.get("/drafts/{draft_id}", summary="One draft (mine, or shared with the team)")
+def get_draft(draft_id: int, session: SessionDep, caller: CallerDep) -> drafts.DraftView:
+    return drafts.get(session=session, caller=caller, draft_id=draft_id)
+
+
+@router.put("/drafts/{draft_id}", summary="Replace one of my drafts")
+def update_draft(draft_id: int, body: DraftBody, session: SessionDep, caller: CallerDep) -> drafts.DraftView:
+    return drafts.update(session=session, caller=caller, draft_id=draft_id, given=_draft_in(body))
+
+
+@router.delete("/drafts/{draft_id}", status_code=204, summary="Delete one of my drafts")
+def delete_draft(draft_id: int, session: SessionDep, caller: CallerDep) -> None:
+    drafts.delete(session=session, caller=caller, draft_id=draft_id)

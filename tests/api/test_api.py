@@ -17,7 +17,7 @@ from sqlmodel import Session
 from core.caller import Caller
 from core.db import session_scope
 from crm import auth, records
-from crm.models import MailKind, OutboundMail, OutboundState, SenderVerification, Signature, User
+from crm.models import Draft, MailKind, OutboundMail, OutboundState, SenderVerification, Signature, User
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 
@@ -199,6 +199,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/accounts/{account_id}/smtp"): {"host": "127.0.0.1", "test_to": "t@globex.test"},
     ("put", "/api/accounts/{account_id}/daily-limit"): {"per_day": 10},
     ("put", "/api/sending"): {"notifications_enabled": True},
+    ("put", "/api/threads/{thread_id}/draft"): {"html": "x"},
+    ("put", "/api/drafts/{draft_id}"): {"html": "x"},
+    ("post", "/api/drafts"): {"html": "x"},
     ("post", "/api/sending/sender"): {"email": "news@acme.test"},
     ("post", "/api/sending/verify"): {"token": "1.x.y"},
 }
@@ -295,6 +298,25 @@ def _verifications_of(db: Engine, tenant_id: int) -> list[int]:
         return [row.id or 0]
 
 
+def _drafts_hidden_from(db: Engine, world: World, who: str) -> list[int]:
+    """A private draft of someone else in the caller's tenant, and a shared one in another tenant."""
+    mine = world.other_tenant if who == "other_admin" else world.tenant
+    theirs = world.tenant if who == "other_admin" else world.other_tenant
+    ids = []
+    with session_scope(db) as s:
+        for tenant_id, user, shared in (
+            (mine, "other_admin" if who == "other_admin" else "admin", False),
+            (theirs, "admin" if who == "other_admin" else "other_admin", True),
+        ):
+            if user == who:
+                continue
+            row = Draft(tenant_id=tenant_id, user_id=world.users[user], shared=shared, html="x")
+            s.add(row)
+            s.flush()
+            ids.append(row.id or 0)
+    return ids
+
+
 def _sees(who: str, account: str) -> bool:
     return {"alice": {"A"}, "bob": {"B"}, "other_admin": {"X"}}[who].__contains__(account)
 
@@ -314,6 +336,7 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     ids["signature_id"] = _signatures_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     ids.update(_records_of(db, world.tenant if who == "other_admin" else world.other_tenant))
     ids["outbound_id"] = _outbound_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
+    ids["draft_id"] = _drafts_hidden_from(db, world, who)
     ids["verification_id"] = _verifications_of(
         db, world.tenant if who == "other_admin" else world.other_tenant
     )
