@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     parse_workers: int = Field(default_factory=lambda: 0 if (os.cpu_count() or 1) < 2 else 2, ge=0, le=16)
     # How long one worker's claim on an account lasts without renewal.
     lease_seconds: int = Field(default=600, ge=30)
+    # The deployment's own SMTP for system mail (notifications, verification links) of tenants
+    # in the default or branded sending mode (issue 10, item 5). Empty host: none configured.
+    system_smtp_host: str = ""
+    system_smtp_port: int = Field(default=587, ge=1, le=65535)
+    system_smtp_security: str = Field(default="starttls", pattern="^(tls|starttls|plain)$")
+    system_smtp_username: str = ""
+    system_smtp_password: SecretStr | None = Field(default=None, repr=False)
+    system_smtp_ca_file: str | None = None
+    # From of the default sender ("Acme via crm-inbox <notifications@...>").
+    system_from_address: str = "notifications@crm-inbox.invalid"
+    # Where links in mail point (sender verification, password reset), without a trailing slash.
+    public_url: str = "http://localhost:8000"
 
     # OAuth2 clients registered with the providers (README, "Connecting Google and Microsoft 365
     # mailboxes"). A provider without a client id is not offered. Secrets are SecretStr: never

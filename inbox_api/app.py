@@ -23,6 +23,7 @@ from inbox_api.routes import (
     oauth,
     outbound,
     records,
+    sending,
     threads,
 )
 
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
     app.include_router(records.router)
     app.include_router(outbound.router)
     app.include_router(forwarding.router)
+    app.include_router(sending.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(web.HERE / "static")), name="static")
     return app

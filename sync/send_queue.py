@@ -18,6 +18,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.connection import BearerToken, Credential
@@ -25,7 +26,7 @@ from core.db import get_engine, session_scope
 from core.errors import DomainError
 from core.secrets import SecretBox
 from core.settings import Settings, get_settings
-from core.types import FolderRole, utcnow
+from core.types import FolderRole, Security, utcnow
 from crm import mailstore
 from crm.outbound import queue
 from crm.outbound.views import OutboundState
@@ -149,18 +150,43 @@ def work_queue(
     return summary
 
 
-def _send(db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, owner: str) -> SendOutcome:
-    if not job.smtp_host or not job.smtp_port or job.smtp_security is None:
-        return SendOutcome(ok=False, error_code="smtp_not_configured", params={"account_id": job.account_id})
+def _system_endpoint(settings: Settings) -> tuple[SmtpEndpoint, SecretStr] | None:
+    """The deployment's own SMTP (settings), for system mail of tenants without their own."""
+    if not settings.system_smtp_host:
+        return None
     endpoint = SmtpEndpoint(
-        host=job.smtp_host,
-        port=job.smtp_port,
-        security=job.smtp_security,
-        username=job.smtp_username,
-        ca_file=job.ca_file,
+        host=settings.system_smtp_host,
+        port=settings.system_smtp_port,
+        security=Security(settings.system_smtp_security),
+        username=settings.system_smtp_username,
+        ca_file=settings.system_smtp_ca_file,
         timeout=settings.connect_timeout_seconds,
         allow_private_hosts=settings.allow_private_hosts,
     )
+    return endpoint, settings.system_smtp_password or SecretStr("")
+
+
+def _send(db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, owner: str) -> SendOutcome:
+    if job.account_id is None:
+        system = _system_endpoint(settings)
+        if system is None:
+            return SendOutcome(ok=False, error_code="system_smtp_not_configured")
+        endpoint, password = system
+    else:
+        password = SecretStr("")  # unused: the account's credential comes from with_credential
+        if not job.smtp_host or not job.smtp_port or job.smtp_security is None:
+            return SendOutcome(
+                ok=False, error_code="smtp_not_configured", params={"account_id": job.account_id}
+            )
+        endpoint = SmtpEndpoint(
+            host=job.smtp_host,
+            port=job.smtp_port,
+            security=job.smtp_security,
+            username=job.smtp_username,
+            ca_file=job.ca_file,
+            timeout=settings.connect_timeout_seconds,
+            allow_private_hosts=settings.allow_private_hosts,
+        )
 
     def before_data() -> bool:
         with session_scope(db) as session:
@@ -181,6 +207,8 @@ def _send(db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, ow
             raise errors.AuthFailed(endpoint.host, endpoint.username)
         return outcome
 
+    if job.account_id is None:
+        return send(password)
     source = oauth_tokens.TokenSource(db, box, settings, owner=owner)
     oauth_account = oauth_tokens.is_oauth(db, job.account_id)
     try:
@@ -217,7 +245,7 @@ def _file_sent(
         with session_scope(db) as session:
             queue.record_stored(session=session, outbound_id=job.id, sent_folder_done=True)
         return False
-    if job.sent_folder is None or job.sent_folder_id is None:
+    if job.sent_folder is None or job.sent_folder_id is None or job.account_id is None:
         summary.sent_folder_errors.append(f"{job.message_id}: the account has no known Sent folder yet")
         return False
     copy = _sent_copy(job)

@@ -67,6 +67,18 @@ def _by_code(code: int, reply: bytes | str, error_code: str, **params: Any) -> S
 
 
 def _from_error(exc: errors.SyncError) -> SendOutcome:
+    """Our error; a refused login keeps the server's reply for the mail log and for the cause
+    (Microsoft 365 says "5.7.139 ... SmtpClientAuthentication is disabled" there)."""
+    cause = exc.__cause__
+    if isinstance(cause, smtplib.SMTPResponseException):
+        return SendOutcome(
+            ok=False,
+            transient=exc.transient,
+            code=cause.smtp_code,
+            reply=_text(cause.smtp_error),
+            error_code=exc.code,
+            params=dict(exc.fields),
+        )
     return SendOutcome(ok=False, transient=exc.transient, error_code=exc.code, params=dict(exc.fields))
 
 

@@ -23,6 +23,8 @@ class OutboundState(enum.StrEnum):
     DEFERRED = "deferred"  # a temporary failure; retried at next_attempt_at
     FAILED = "failed"  # permanent failure, attempts exhausted, or a send that may have happened
     CANCELLED = "cancelled"  # recalled within the undo delay
+    # The account's daily limit is reached: goes at next_attempt_at (crm.outbound.limits).
+    WAITING_LIMIT = "waiting_for_limit"
 
 
 class MailKind(enum.StrEnum):
@@ -42,6 +44,13 @@ class SenderName(enum.StrEnum):
     USER_AT_COMPANY = "user_at_company"  # "Ann Smith at Acme"
 
 
+class LimitUnit(enum.StrEnum):
+    """What a provider's daily limit counts."""
+
+    MESSAGES = "messages"
+    RECIPIENTS = "recipients"  # every address of To, Cc and Bcc
+
+
 class SendPhase(enum.StrEnum):
     """How far a claimed send got: decides what a worker does after a crash."""
 
@@ -59,7 +68,8 @@ class OutboundMail(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id")
-    account_id: int = Field(foreign_key="mail_account.id", index=True)
+    # None: system mail through the deployment's own SMTP (tenant sending modes, 0021).
+    account_id: int | None = Field(default=None, foreign_key="mail_account.id", index=True)
     user_id: int | None = Field(default=None, foreign_key="app_user.id")
     thread_id: int | None = Field(default=None, foreign_key="thread.id")
     kind: MailKind = Field(sa_type=StrEnumType(MailKind), nullable=False)
@@ -101,6 +111,10 @@ class OutboundAccount(SQLModel, table=True):
     sender_name: SenderName = Field(default=SenderName.USER, sa_type=StrEnumType(SenderName), nullable=False)
     # Gmail and Microsoft 365 file submitted mail in Sent themselves: no IMAP APPEND then.
     server_saves_sent: bool = Field(default=False)
+    # Daily sending limit over a rolling 24 h (0021). None: the provider's default
+    # (crm.outbound.limits); 0: no limit.
+    daily_limit: int | None = None
+    daily_limit_unit: LimitUnit | None = Field(default=None, sa_type=StrEnumType(LimitUnit))
 
 
 class MessageIdKey(SQLModel, table=True):
@@ -110,3 +124,63 @@ class MessageIdKey(SQLModel, table=True):
 
     tenant_id: int = Field(foreign_key="tenant.id", primary_key=True)
     key: str = Field(max_length=128)
+
+
+class SendingMode(enum.StrEnum):
+    """How a tenant's notifications and system mail leave (issue 10, item 5)."""
+
+    DEFAULT = "default"  # the deployment's SMTP and address, with the tenant's name
+    BRANDED = "branded"  # the deployment's SMTP, From the tenant's verified address
+    OWN = "own"  # the tenant's own SMTP: one of its mail accounts (recommended)
+
+
+class TenantMailSettings(SQLModel, table=True):
+    """A tenant's sending choices (a row once an admin changed a default)."""
+
+    __tablename__ = "tenant_mail_settings"
+
+    tenant_id: int = Field(foreign_key="tenant.id", primary_key=True)
+    mode: SendingMode = Field(default=SendingMode.DEFAULT, sa_type=StrEnumType(SendingMode), nullable=False)
+    own_account_id: int | None = Field(default=None, foreign_key="mail_account.id")
+    # The verified From of notification mail (branded mode); kept until a new one is verified.
+    from_email: str | None = Field(default=None, max_length=320)
+    notifications_enabled: bool = Field(default=True)
+
+
+class SenderVerification(SQLModel, table=True):
+    """An address a tenant asked to send from, waiting for its link to be followed (item 6).
+    The token itself is never stored: only a hash of its secret part (single use: cleared)."""
+
+    __tablename__ = "sender_verification"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    email: str = Field(max_length=320)
+    token_hash: str | None = Field(default=None, max_length=64)
+    expires_at: datetime | None = timestamp()
+    sends: int = Field(default=0)  # verification mails sent for this request
+    last_sent_at: datetime | None = timestamp()
+    verified_at: datetime | None = timestamp()
+    created_at: datetime = created()
+
+
+class Draft(SQLModel, table=True):
+    """A reply or new mail being written, saved on the server (item 2): one per user and
+    conversation; private to its author unless shared with the team."""
+
+    __tablename__ = "outbound_draft"
+    __table_args__ = (UniqueConstraint("user_id", "thread_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id")
+    thread_id: int | None = Field(default=None, foreign_key="thread.id")
+    account_id: int | None = Field(default=None, foreign_key="mail_account.id")
+    shared: bool = Field(default=False)
+    subject: str | None = Field(default=None, sa_type=Text)
+    html: str = Field(default="", sa_type=Text)
+    to_addrs: list[str] = json_column(list)
+    cc_addrs: list[str] = json_column(list)
+    bcc_addrs: list[str] = json_column(list)
+    created_at: datetime = created()
+    updated_at: datetime = created()

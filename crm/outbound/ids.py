@@ -27,6 +27,11 @@ def _key(session: Session, tenant_id: int) -> bytes:
     return bytes.fromhex(row.key)
 
 
+def tenant_key(session: Session, tenant_id: int) -> bytes:
+    """The tenant's key, for other MACs of ours (domain-separated by their input)."""
+    return _key(session, tenant_id)
+
+
 def _mac(key: bytes, nonce: str, domain: str) -> str:
     return hmac.new(key, f"{nonce}@{domain.lower()}".encode(), hashlib.sha256).hexdigest()[:20]
 

@@ -5,7 +5,10 @@ States (`OutboundState`)::
     queued --(due, claimed)--> sending --(250)--> sent
        |                         |--(4xx, timeout, refused connection)--> deferred --(due)--> sending
        |                         |--(5xx, or attempts exhausted)--> failed
+       |--(due, but the account's daily limit is reached)--> waiting_for_limit --(due)--> sending
        `--(cancel before the claim: undo, or a send-later mail)--> cancelled
+
+The daily limit (`crm.outbound.limits`) is decided at the claim, under the account row's lock.
 
 A worker claims one row at a time with a compare-and-set (state and due time in the WHERE), under
 a lease, so two workers sharing a database never send the same row. Each step commits on its own:
@@ -52,13 +55,14 @@ from crm.models import (
     OutboundState,
     SendPhase,
 )
+from crm.outbound import limits
 from crm.outbound.views import OutboundView, outbound_view
 
 MAX_ATTEMPTS = 8
 BASE_BACKOFF = timedelta(minutes=1)
 MAX_BACKOFF = timedelta(hours=1)
 MAX_RESPONSE_CHARS = 500
-_DUE = (OutboundState.QUEUED, OutboundState.DEFERRED)
+_DUE = (OutboundState.QUEUED, OutboundState.DEFERRED, OutboundState.WAITING_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,7 @@ class SendJob:
 
     id: int
     tenant_id: int
-    account_id: int
+    account_id: int | None  # None: system mail, sent through the deployment's SMTP (settings)
     message_id: str
     from_email: str
     recipients: tuple[str, ...]
@@ -169,6 +173,33 @@ def due_ids(*, session: Session, now: datetime | None = None, limit: int = 50) -
 
 
 def _job(session: Session, row: OutboundMail) -> SendJob:
+    if row.account_id is None:
+        # System mail: the worker takes the deployment's SMTP from its settings; never filed.
+        return SendJob(
+            id=row.id or 0,
+            tenant_id=row.tenant_id,
+            account_id=None,
+            message_id=row.message_id,
+            from_email=row.from_email,
+            recipients=tuple(row.recipients),
+            bcc=(),
+            raw=row.raw,
+            attempts=row.attempts,
+            smtp_host=None,
+            smtp_port=None,
+            smtp_security=None,
+            smtp_username="",
+            smtp_secret_encrypted="",
+            imap_host="",
+            imap_port=0,
+            imap_security=Security.TLS,
+            imap_username="",
+            imap_secret_encrypted="",
+            ca_file=None,
+            server_saves_sent=True,
+            sent_folder_id=None,
+            sent_folder=None,
+        )
     account = session.get_one(MailAccount, row.account_id)
     choice = session.get(OutboundAccount, row.account_id)
     sent = session.exec(
@@ -197,7 +228,8 @@ def _job(session: Session, row: OutboundMail) -> SendJob:
         imap_username=account.username,
         imap_secret_encrypted=account.secret_encrypted,
         ca_file=account.ca_file,
-        server_saves_sent=choice.server_saves_sent if choice is not None else False,
+        # A row born filed (system mail, test mail) is never appended to Sent.
+        server_saves_sent=row.sent_folder_done or (choice.server_saves_sent if choice is not None else False),
         sent_folder_id=sent.id if sent is not None else None,
         sent_folder=sent.name if sent is not None else None,
     )
@@ -208,13 +240,35 @@ def claim(
 ) -> SendJob | None:
     """Take one due row (compare-and-set); None when another worker or a cancel was first."""
     now = now or utcnow()
+    is_due = (
+        col(OutboundMail.id) == outbound_id,
+        col(OutboundMail.state).in_(_DUE),
+        col(OutboundMail.next_attempt_at) <= now,
+    )
+    found = session.exec(select(OutboundMail.account_id, OutboundMail.recipients).where(*is_due)).first()
+    if found is None:
+        return None
+    verdict = (
+        limits.Verdict(go=True)  # the deployment's SMTP: its limits are the operator's business
+        if found[0] is None
+        else limits.check(session, found[0], list(found[1]), now=now)
+    )
+    if not verdict.go:
+        session.execute(
+            update(OutboundMail)
+            .where(*is_due)
+            .values(
+                state=OutboundState.FAILED if verdict.never else OutboundState.WAITING_LIMIT,
+                next_attempt_at=verdict.wait_until,
+                error_code="over_daily_limit" if verdict.never else None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return None
     result = session.execute(
         update(OutboundMail)
-        .where(
-            col(OutboundMail.id) == outbound_id,
-            col(OutboundMail.state).in_(_DUE),
-            col(OutboundMail.next_attempt_at) <= now,
-        )
+        .where(*is_due)
         .values(
             state=OutboundState.SENDING,
             phase=SendPhase.CLAIMED,
@@ -374,9 +428,11 @@ def record_stored(*, session: Session, outbound_id: int, sent_folder_done: bool)
 
 
 def _visible(caller: Caller) -> Any:
-    return (col(OutboundMail.tenant_id) == caller.tenant_id) & col(OutboundMail.account_id).in_(
-        access.visible_account_ids(caller)
-    )
+    """Mail of the accounts the caller may see; system mail (no account) to admins only."""
+    of_accounts: Any = col(OutboundMail.account_id).in_(access.visible_account_ids(caller))
+    if caller.is_admin:
+        of_accounts = or_(of_accounts, col(OutboundMail.account_id).is_(None))
+    return (col(OutboundMail.tenant_id) == caller.tenant_id) & of_accounts
 
 
 def _get(session: Session, caller: Caller, outbound_id: int) -> OutboundMail:

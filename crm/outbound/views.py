@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from crm.models import MailKind, OutboundMail, OutboundState
+from crm.models import LimitUnit, MailKind, OutboundMail, OutboundState
 
-__all__ = ["MailKind", "NewMessageView", "OutboundState", "OutboundView", "SendResult", "outbound_view"]
+__all__ = [
+    "LimitUnit",
+    "MailKind",
+    "NewMessageView",
+    "OutboundState",
+    "OutboundView",
+    "SendResult",
+    "outbound_view",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +29,7 @@ class OutboundView:
     """One outgoing mail: its queue state, and its line in the mail log."""
 
     id: int
-    account_id: int
+    account_id: int | None  # None: system mail through the deployment's SMTP
     user_id: int | None
     thread_id: int | None
     kind: MailKind

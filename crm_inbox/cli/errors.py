@@ -32,6 +32,7 @@ HINTS: dict[str, str] = {
     "oauth_provider_not_found": "use google, microsoft, or a name from CRM_INBOX_OAUTH_PROVIDERS.",
     "oauth_state_invalid": "run crm-inbox account connect again and finish within a few minutes.",
     "oauth_reconnect_needed": "reconnect it: crm-inbox account connect --provider {provider} --account ID",
+    "smtp_test_failed": "the attempt and the server's answer: crm-inbox mail-log --kind test",
     "connection_check_failed": (
         "fix the settings, or save anyway with --force (or skip the check with --no-check)."
     ),

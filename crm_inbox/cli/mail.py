@@ -1,4 +1,5 @@
-"""`crm-inbox send`, `crm-inbox mail-log` and `crm-inbox send-queue`: outgoing mail for scripts.
+"""`crm-inbox send`, `crm-inbox mail-log`, `crm-inbox send-queue` and `crm-inbox smtp-setup`:
+outgoing mail for scripts.
 
 Mail is always sent by a user of the tenant (`--user`), from an account that user may send from,
 exactly as over the API. Scripts have nobody to press "undo", so the undo delay is 0 here unless
@@ -16,10 +17,13 @@ from typing import Annotated
 import typer
 
 from core.db import session_scope
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import Security
 from crm import access, tenants
-from crm.outbound import compose, queue
-from crm.outbound.views import MailKind, OutboundState, OutboundView
-from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, print_json, say
+from crm.outbound import compose, limits, queue, smtp_setup
+from crm.outbound.views import LimitUnit, MailKind, OutboundState, OutboundView
+from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, print_json, read_password, say
 from sync.send_queue import work_queue
 
 UserOpt = Annotated[str, typer.Option("--user", help="The sending user (id or e-mail).")]
@@ -29,6 +33,8 @@ def register(app: typer.Typer) -> None:
     app.command("send")(send)
     app.command("mail-log")(mail_log)
     app.command("send-queue")(send_queue)
+    app.command("smtp-setup")(smtp_setup_command)
+    app.command("daily-limit")(daily_limit)
 
 
 def _line(view: OutboundView) -> str:
@@ -153,4 +159,74 @@ def send_queue(as_json: JsonOpt = False) -> None:
         summary,
         f"sent {summary.sent}, deferred {summary.deferred}, failed {summary.failed}, "
         f"recovered {summary.recovered}",
+    )
+
+
+def smtp_setup_command(
+    account_id: int,
+    host: Annotated[str, typer.Option("--host", help="The SMTP server.")],
+    test_to: Annotated[str, typer.Option("--test-to", help="Where the test mail goes (one you read).")],
+    security: Annotated[
+        Security, typer.Option("--security", help="starttls (usually 587), tls (implicit, 465) or plain.")
+    ] = Security.STARTTLS,
+    port: Annotated[int | None, typer.Option("--port", help="Default: 587, 465 or 25 by --security.")] = None,
+    username: Annotated[str | None, typer.Option("--username", help="Default: the IMAP username.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the SMTP password.")] = False,
+    password_env: Annotated[str | None, typer.Option("--password-env")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set an account's SMTP settings: a test mail is sent first, and they are saved only once the
+    server accepted it (else the cause is said in words and nothing is saved)."""
+    from sync.smtp_setup import make_test_sender
+
+    password = read_password(password_stdin, password_env) if password_stdin or password_env else None
+    with session_scope() as session:
+        caller = operator(session, tenant)
+    saved = smtp_setup.save_smtp_settings(
+        sessions=session_scope,
+        caller=caller,
+        account_id=account_id,
+        given=smtp_setup.SmtpSettingsIn(
+            host=host, security=security, port=port, username=username, password=password, test_to=test_to
+        ),
+        box=SecretBox.from_settings(),
+        send_test=make_test_sender(get_settings()),
+    )
+    emit(
+        as_json,
+        saved,
+        f"SMTP of account {account_id}: {saved.host}:{saved.port} ({saved.security.value}) as "
+        f"{saved.username}. {saved.message}",
+    )
+
+
+def daily_limit(
+    account_id: int,
+    per_day: Annotated[
+        int | None, typer.Option("--per-day", min=0, help="Per rolling 24 h; 0 means no limit.")
+    ] = None,
+    unit: Annotated[LimitUnit | None, typer.Option("--unit", help="messages or recipients.")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Back to the provider's default.")] = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an account's daily sending limit and its use; change it with --per-day or --default."""
+    with session_scope() as session:
+        caller = operator(session, tenant)
+        if per_day is not None or default:
+            if per_day is not None and default:
+                raise fail("give either --per-day or --default, not both.")
+            view = limits.set_limit(
+                session=session, caller=caller, account_id=account_id, per_day=per_day, unit=unit
+            )
+        else:
+            view = limits.get_limit(session=session, caller=caller, account_id=account_id)
+    cap = f"{view.per_day} {view.unit.value}" if view.per_day is not None else "none"
+    free = f", next frees up at {view.next_free_at:%Y-%m-%d %H:%M:%S} UTC" if view.next_free_at else ""
+    emit(
+        as_json,
+        view,
+        f"Account {account_id} ({view.provider}): limit {cap} per 24 h ({view.source}); used "
+        f"{view.used_last_24h}, waiting {view.waiting}{free}",
     )

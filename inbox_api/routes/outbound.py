@@ -10,16 +10,26 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
+from core.db import session_scope
 from core.errors import InvalidInput
-from crm.outbound import compose, queue
-from crm.outbound.views import MailKind, OutboundState, OutboundView, SendResult
+from core.secrets import SecretBox
+from core.settings import get_settings
+from core.types import Security
+from crm.outbound import compose, drafts, limits, queue, smtp_setup
+from crm.outbound.views import LimitUnit, MailKind, OutboundState, OutboundView, SendResult
 from inbox_api.deps import CallerDep, SessionDep
+from sync.smtp_setup import make_test_sender
 
 router = APIRouter(prefix="/api", tags=["outbound"])
 
-_QUEUE_STATES = (OutboundState.QUEUED, OutboundState.SENDING, OutboundState.DEFERRED)
+_QUEUE_STATES = (
+    OutboundState.QUEUED,
+    OutboundState.SENDING,
+    OutboundState.DEFERRED,
+    OutboundState.WAITING_LIMIT,
+)
 
 
 class AttachmentIn(BaseModel):
@@ -157,3 +167,127 @@ def mail_log(
         account_id=account_id,
         limit=limit,
     )
+
+
+class SmtpSettingsBody(BaseModel):
+    host: str = Field(min_length=1, max_length=255)
+    security: Security = Field(
+        default=Security.STARTTLS, description="starttls (usually port 587), tls (implicit, 465) or plain"
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: 587, 465 or 25 by security")
+    username: str | None = Field(default=None, max_length=320, description="Default: the IMAP username")
+    password: SecretStr | None = Field(
+        default=None, max_length=1000, description="Write-only; default: the current SMTP (else IMAP) one"
+    )
+    test_to: str = Field(min_length=3, max_length=320, description="Where the test mail goes")
+
+
+@router.put(
+    "/accounts/{account_id}/smtp",
+    summary="Set an account's SMTP settings (admins): saved only once a test mail was accepted",
+)
+def set_smtp(
+    account_id: int, body: SmtpSettingsBody, session: SessionDep, caller: CallerDep
+) -> smtp_setup.SmtpSaved:
+    """The test mail goes out at once with the new settings; a refusal answers 409
+    `smtp_test_failed` with its `cause` and what to do. Either way it is in the mail log."""
+    session.commit()  # no transaction held while the SMTP server answers
+    return smtp_setup.save_smtp_settings(
+        sessions=session_scope,
+        caller=caller,
+        account_id=account_id,
+        given=smtp_setup.SmtpSettingsIn(
+            host=body.host,
+            security=body.security,
+            port=body.port,
+            username=body.username,
+            password=body.password,
+            test_to=body.test_to,
+        ),
+        box=SecretBox.from_settings(),
+        send_test=make_test_sender(get_settings()),
+    )
+
+
+class DailyLimitBody(BaseModel):
+    per_day: int | None = Field(
+        ge=0, le=limits.MAX_LIMIT, description="Per rolling 24 h; 0: no limit; null: the provider's default"
+    )
+    unit: LimitUnit | None = Field(
+        default=None, description="messages or recipients (default: the provider's)"
+    )
+
+
+@router.get("/accounts/{account_id}/daily-limit", summary="An account's daily sending limit and its use")
+def get_daily_limit(account_id: int, session: SessionDep, caller: CallerDep) -> limits.LimitView:
+    return limits.get_limit(session=session, caller=caller, account_id=account_id)
+
+
+@router.put("/accounts/{account_id}/daily-limit", summary="Change an account's daily sending limit (admins)")
+def set_daily_limit(
+    account_id: int, body: DailyLimitBody, session: SessionDep, caller: CallerDep
+) -> limits.LimitView:
+    return limits.set_limit(
+        session=session, caller=caller, account_id=account_id, per_day=body.per_day, unit=body.unit
+    )
+
+
+class DraftBody(BaseModel):
+    html: str = Field(default="", max_length=drafts.MAX_HTML)
+    subject: str | None = Field(default=None, max_length=998)
+    to: list[str] = Field(default_factory=list, max_length=100)
+    cc: list[str] = Field(default_factory=list, max_length=100)
+    bcc: list[str] = Field(default_factory=list, max_length=100)
+    account_id: int | None = None
+    shared: bool = Field(default=False, description="Readable by the team (those who see the conversation)")
+
+
+def _draft_in(body: DraftBody) -> drafts.DraftIn:
+    return drafts.DraftIn(
+        html=body.html,
+        subject=body.subject,
+        to=tuple(body.to),
+        cc=tuple(body.cc),
+        bcc=tuple(body.bcc),
+        account_id=body.account_id,
+        shared=body.shared,
+    )
+
+
+@router.put("/threads/{thread_id}/draft", summary="Save my draft in a conversation (one per user)")
+def save_thread_draft(
+    thread_id: int, body: DraftBody, session: SessionDep, caller: CallerDep
+) -> drafts.DraftView:
+    return drafts.save_for_thread(session=session, caller=caller, thread_id=thread_id, given=_draft_in(body))
+
+
+@router.get(
+    "/threads/{thread_id}/drafts", summary="Drafts in a conversation: mine and the team's shared ones"
+)
+def thread_drafts(thread_id: int, session: SessionDep, caller: CallerDep) -> list[drafts.DraftView]:
+    return list(drafts.list_drafts(session=session, caller=caller, thread_id=thread_id))
+
+
+@router.get("/drafts", summary="My drafts and those shared with me")
+def list_drafts(session: SessionDep, caller: CallerDep) -> list[drafts.DraftView]:
+    return list(drafts.list_drafts(session=session, caller=caller))
+
+
+@router.post("/drafts", summary="Save a draft of a new mail (no conversation)")
+def create_draft(body: DraftBody, session: SessionDep, caller: CallerDep) -> drafts.DraftView:
+    return drafts.create(session=session, caller=caller, given=_draft_in(body))
+
+
+@router.get("/drafts/{draft_id}", summary="One draft (mine, or shared with the team)")
+def get_draft(draft_id: int, session: SessionDep, caller: CallerDep) -> drafts.DraftView:
+    return drafts.get(session=session, caller=caller, draft_id=draft_id)
+
+
+@router.put("/drafts/{draft_id}", summary="Replace one of my drafts")
+def update_draft(draft_id: int, body: DraftBody, session: SessionDep, caller: CallerDep) -> drafts.DraftView:
+    return drafts.update(session=session, caller=caller, draft_id=draft_id, given=_draft_in(body))
+
+
+@router.delete("/drafts/{draft_id}", status_code=204, summary="Delete one of my drafts")
+def delete_draft(draft_id: int, session: SessionDep, caller: CallerDep) -> None:
+    drafts.delete(session=session, caller=caller, draft_id=draft_id)

@@ -9,7 +9,7 @@ accounts a member sees from being counted twice. Snoozes wake by time, not by a 
 tallied as stored and those whose time has come are read apart (ix_thread_tenant_snoozed).
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0021
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022"
-down_revision: str | None = "0018"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -19,7 +19,16 @@ from core.db import session_scope
 from core.secrets import SecretBox
 from core.types import TicketPriority, TicketStage
 from crm import auth, forwarding, records
-from crm.models import MailKind, OutboundMail, OutboundState, Signature, Ticket, User
+from crm.models import (
+    Draft,
+    MailKind,
+    OutboundMail,
+    OutboundState,
+    SenderVerification,
+    Signature,
+    Ticket,
+    User,
+)
 from inbox_api.app import create_app
 from tests.crm.world import World, build_world
 
@@ -200,6 +209,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/messages/{message_pk}/reply"): {"html": "<p>Thanks</p>", "undo_seconds": 0},
     ("patch", "/api/forwarding/{channel_id}"): {"create_tickets": True},
     ("patch", "/api/tickets/{ticket_id}"): {"priority": "high"},
+    ("put", "/api/accounts/{account_id}/smtp"): {"host": "127.0.0.1", "test_to": "t@globex.test"},
+    ("put", "/api/accounts/{account_id}/daily-limit"): {"per_day": 10},
+    ("put", "/api/sending"): {"notifications_enabled": True},
+    ("put", "/api/threads/{thread_id}/draft"): {"html": "x"},
+    ("put", "/api/drafts/{draft_id}"): {"html": "x"},
+    ("post", "/api/drafts"): {"html": "x"},
+    ("post", "/api/sending/sender"): {"email": "news@acme.test"},
+    ("post", "/api/sending/verify"): {"token": "1.x.y"},
 }
 
 
@@ -328,6 +345,34 @@ def _channels_and_tickets_of(db: Engine, world: World, who: str) -> tuple[list[i
     return channels, tickets_
 
 
+def _verifications_of(db: Engine, tenant_id: int) -> list[int]:
+    """A sender verification waiting in a tenant the caller is not in."""
+    with session_scope(db) as s:
+        row = SenderVerification(tenant_id=tenant_id, email="news@sweep.test")
+        s.add(row)
+        s.flush()
+        return [row.id or 0]
+
+
+def _drafts_hidden_from(db: Engine, world: World, who: str) -> list[int]:
+    """A private draft of someone else in the caller's tenant, and a shared one in another tenant."""
+    mine = world.other_tenant if who == "other_admin" else world.tenant
+    theirs = world.tenant if who == "other_admin" else world.other_tenant
+    ids = []
+    with session_scope(db) as s:
+        for tenant_id, user, shared in (
+            (mine, "other_admin" if who == "other_admin" else "admin", False),
+            (theirs, "admin" if who == "other_admin" else "other_admin", True),
+        ):
+            if user == who:
+                continue
+            row = Draft(tenant_id=tenant_id, user_id=world.users[user], shared=shared, html="x")
+            s.add(row)
+            s.flush()
+            ids.append(row.id or 0)
+    return ids
+
+
 def _sees(who: str, account: str) -> bool:
     return {"alice": {"A"}, "bob": {"B"}, "other_admin": {"X"}}[who].__contains__(account)
 
@@ -348,6 +393,10 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     ids.update(_records_of(db, world.tenant if who == "other_admin" else world.other_tenant))
     ids["outbound_id"] = _outbound_of(db, world, [k for k in ("A", "B", "C", "X") if not _sees(who, k)])
     ids["channel_id"], ids["ticket_id"] = _channels_and_tickets_of(db, world, who)
+    ids["draft_id"] = _drafts_hidden_from(db, world, who)
+    ids["verification_id"] = _verifications_of(
+        db, world.tenant if who == "other_admin" else world.other_tenant
+    )
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():

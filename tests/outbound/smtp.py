@@ -12,10 +12,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from core.types import Security
 from devtools.devmail import LocalDovecot
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER, Authenticator, free_port, server_tls_context
+
+
+@dataclass
+class ScriptedAuthenticator(Authenticator):
+    """Refuses a wrong login with the given reply (e.g. Microsoft 365's 5.7.139)."""
+
+    refusal: str = "535 5.7.8 Authentication credentials invalid"
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        result = super().__call__(server, session, envelope, mechanism, auth_data)
+        if result.success:
+            return result
+        return AuthResult(success=False, handled=False, message=self.refusal)
 
 
 @dataclass
@@ -32,8 +48,18 @@ class Recorder:
 
     received: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
+    refuse_senders: dict[str, str] = field(default_factory=dict)
     data_replies: deque[str] = field(default_factory=deque)
     delay: float = 0.0  # seconds "processing" each message after its final dot
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if address in self.refuse_senders:
+            return self.refuse_senders[address]
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -64,13 +90,15 @@ class SmtpServer:
 
 
 @contextlib.contextmanager
-def recording_smtp(dovecot: LocalDovecot, security: Security) -> Iterator[SmtpServer]:
+def recording_smtp(
+    dovecot: LocalDovecot, security: Security, *, auth_refusal: str | None = None
+) -> Iterator[SmtpServer]:
     recorder = Recorder()
     port = free_port()
     kwargs: dict[str, Any] = {
         "hostname": "127.0.0.1",
         "port": port,
-        "authenticator": Authenticator(),
+        "authenticator": ScriptedAuthenticator(refusal=auth_refusal) if auth_refusal else Authenticator(),
         "decode_data": False,
     }
     if security is Security.PLAIN:

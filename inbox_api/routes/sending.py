@@ -1,0 +1,117 @@
+"""A tenant's system mail over the API: the sending mode (deployment default, branded sender,
+own SMTP), the sender address and its verification link, and the page that link opens.
+
+The confirmation needs no sign-in (the token is the proof) and is a POST: mail scanners that
+open every link in a message must not confirm an address by fetching it; the GET page only
+shows a button.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from core.errors import DomainError
+from crm.outbound import senders, system_mail
+from crm.outbound.senders import VerificationView, Verified
+from crm.outbound.system_mail import SendingMode, SendingView
+from inbox_api.deps import CallerDep, SessionDep
+
+router = APIRouter(tags=["sending"])
+
+
+class SendingBody(BaseModel):
+    mode: SendingMode | None = Field(
+        default=None, description="default, branded (a verified address) or own (an account's SMTP)"
+    )
+    own_account_id: int | None = None
+    notifications_enabled: bool | None = None
+
+
+class SenderBody(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
+
+
+class TokenBody(BaseModel):
+    token: str = Field(min_length=5, max_length=300)
+
+
+@router.get("/api/sending", summary="How the tenant's notification and system mail is sent (admins)")
+def get_sending(session: SessionDep, caller: CallerDep) -> SendingView:
+    return system_mail.get_sending(session=session, caller=caller)
+
+
+@router.put("/api/sending", summary="Change the sending mode or turn notification mail off (admins)")
+def set_sending(body: SendingBody, session: SessionDep, caller: CallerDep) -> SendingView:
+    return system_mail.set_sending(
+        session=session,
+        caller=caller,
+        mode=body.mode,
+        own_account_id=body.own_account_id,
+        notifications_enabled=body.notifications_enabled,
+    )
+
+
+@router.post("/api/sending/sender", summary="Verify a new sender address: a link is mailed to it (admins)")
+def request_sender(body: SenderBody, session: SessionDep, caller: CallerDep) -> VerificationView:
+    return senders.request_verification(session=session, caller=caller, email=body.email)
+
+
+@router.get("/api/sending/sender", summary="Sender addresses waiting for verification (admins)")
+def pending_senders(session: SessionDep, caller: CallerDep) -> tuple[VerificationView, ...]:
+    return senders.pending(session=session, caller=caller)
+
+
+@router.post(
+    "/api/sending/sender/{verification_id}/resend",
+    summary="Mail the verification link again (once a minute, five times)",
+)
+def resend_sender(verification_id: int, session: SessionDep, caller: CallerDep) -> VerificationView:
+    return senders.resend(session=session, caller=caller, request_id=verification_id)
+
+
+@router.post("/api/sending/verify", summary="Confirm a sender address with the token of its link")
+def confirm_sender(body: TokenBody, session: SessionDep) -> Verified:
+    return senders.confirm(session=session, token=body.token)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Confirm the sender address · crm-inbox</title>
+<link rel="stylesheet" href="/static/app.css"></head>
+<body class="login-page"><main class="login"><h1>crm-inbox</h1>{body}</main></body></html>
+"""
+
+
+def _page(request: Request, body: str, status: int = 200) -> HTMLResponse:
+    from inbox_api.web import security_headers
+
+    response = HTMLResponse(_PAGE.format(body=body), status_code=status)
+    security_headers(response)
+    return response
+
+
+@router.get("/verify-sender", include_in_schema=False)
+def verify_page(request: Request, token: str = "") -> HTMLResponse:
+    import html
+
+    return _page(
+        request,
+        '<form method="post" action="/verify-sender" class="login-form">'
+        "<p>Confirm this address as the sender of your team's notification mail.</p>"
+        f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
+        '<button type="submit">Confirm</button></form>',
+    )
+
+
+@router.post("/verify-sender", include_in_schema=False)
+def verify_submit(request: Request, session: SessionDep, token: Annotated[str, Form()] = "") -> HTMLResponse:
+    import html
+
+    try:
+        done = senders.confirm(session=session, token=token[:300])
+    except DomainError as exc:
+        return _page(request, f'<p class="error" role="alert">{html.escape(exc.message)}</p>', 400)
+    return _page(request, f"<p>Confirmed: {html.escape(done.email)} now sends your notification mail.</p>")
