@@ -288,3 +288,28 @@ def test_import_shows_a_progress_bar_on_a_terminal_only(
     drawn = terminal.getvalue()
     assert "importing" in drawn and "20 rows" in drawn and "100%" in drawn
     assert "importing" not in shown.stdout  # the report stays clean
+
+
+def test_a_write_behind_a_held_sqlite_lock_is_a_clear_busy_error(
+    sqlite_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.11: `account add` and the like failed with a "database is locked" traceback
+    behind a long import; now the busy database is reported as such, exit code 1."""
+    import sqlite3
+
+    from core.settings import reset_settings
+
+    with session_scope(sqlite_db) as s:
+        tenants.create_tenant(session=s, name="Acme", own_domains=["acme.test"])
+    monkeypatch.setenv("CRM_INBOX_DATABASE_BUSY_TIMEOUT_SECONDS", "0.3")
+    reset_settings()
+    sqlite_db.dispose()
+    holder = sqlite3.connect(sqlite_db.url.database or "", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        done = CliRunner().invoke(make_app(), ["contacts", "add", "--email", "x@client.example"])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.exception
+    assert "The database is busy" in done.stderr and "Traceback" not in done.output

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 
-from core.db import get_engine
+from core.db import get_engine, session_scope
 from core.errors import InvalidInput
 from core.types import SharingLevel
 from crm import backfill, contact_import, exports, record_lists, records, reports, timelines
@@ -148,11 +148,18 @@ def import_contacts(
         raise InvalidInput(
             "csv_too_large", "The file is larger than 20 MB.", field="file", maximum=MAX_CSV_BYTES
         )
-    report = contact_import.import_contacts(
-        session=session, caller=caller, data=data, allow_test_domains=allow_test_domains
+    # Nothing of the request's own session stays open (on SQLite it could hold the write lock):
+    # the rows are written in chunks of their own transactions, so syncs keep running meanwhile;
+    # linking runs after, in short chunks of its own.
+    session.commit()
+    engine = get_engine()
+    report = contact_import.import_contacts_in_chunks(
+        sessions=lambda: session_scope(engine),
+        caller=caller,
+        data=data,
+        allow_test_domains=allow_test_domains,
     )
-    session.commit()  # the rows first; linking runs after, in short chunks of its own
-    backfill.run_pending(engine=get_engine(), caller=caller)
+    backfill.run_pending(engine=engine, caller=caller)
     return report
 
 
