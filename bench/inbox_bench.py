@@ -11,6 +11,11 @@ visibility, filters and views is what the ratio shows.
 
 Targets (issue 8): any view p95 < 50 ms, full-text search p95 < 200 ms, a record timeline p95 <
 50 ms, view counts < 100 ms.
+
+The mail's words follow Zipf's law over a vocabulary of 50,000 (searches draw two words the same
+way, skipping the 30 most frequent), one conversation in 8 is linked to one of 3,000 deals in 6
+stages (the per-stage views), and each user has read one conversation in 50 (unread counts).
+`--keep` leaves the database in place to study query plans.
 """
 
 from __future__ import annotations
@@ -306,6 +311,9 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
             conn.execute(insert(Message), rows)
             conn.execute(insert(ImapUid), uids)
             conn.execute(insert(MessageLink), links)
+        if start // chunk % 25 == 1:  # statistics as autovacuum keeps them on a live system
+            with engine.begin() as conn:
+                conn.execute(text("ANALYZE"))
         print(f"  generated {min(messages, start + chunk - 1):,} messages", end="\r", flush=True)
     # Read marks: each user has read one conversation in READ_EVERY (the unread count starts from
     # a user's own marks), some of them before newer mail came.
