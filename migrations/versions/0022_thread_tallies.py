@@ -96,8 +96,19 @@ def _thread_deal_triggers(sqlite: bool) -> None:
         return
     op.execute(
         # The thread row is locked first, as for account_key: concurrent syncs see each other's rows.
-        "CREATE FUNCTION crm_thread_deal_refresh(t integer, deals integer[]) RETURNS void LANGUAGE sql AS $$ "
-        f"SELECT 1 FROM thread WHERE id = t FOR UPDATE; {_refresh_pairs('t', 'SELECT unnest(deals)', False)} $$"
+        # The thread's messages are read first and the links reached by message: a plan the
+        # planner cannot turn into a scan of every deal link (it did, before the tables had stats).
+        "CREATE FUNCTION crm_thread_deal_refresh(t integer, deals integer[]) RETURNS void LANGUAGE plpgsql AS $$ "
+        "DECLARE ids integer[]; BEGIN IF t IS NULL THEN RETURN; END IF; "
+        "PERFORM 1 FROM thread WHERE id = t FOR UPDATE; "
+        "ids := ARRAY(SELECT id FROM message WHERE thread_id = t); "
+        "DELETE FROM thread_deal WHERE thread_id = t AND deal_id = ANY(deals); "
+        "INSERT INTO thread_deal (thread_id, deal_id, tenant_id, link_key) "
+        "SELECT t, l.record_id, min(l.tenant_id), coalesce((SELECT ',' || string_agg(a::text, ',' ORDER BY a) || ',' "
+        "FROM (SELECT DISTINCT u.account_id AS a FROM message_link l2 JOIN imap_uid u ON u.message_pk = l2.message_pk "
+        "WHERE l2.message_pk = ANY(ids) AND l2.record_kind = 'deal' AND l2.record_id = l.record_id) AS k), '') "
+        "FROM message_link l WHERE l.message_pk = ANY(ids) AND l.record_kind = 'deal' AND l.record_id = ANY(deals) "
+        "GROUP BY l.record_id ON CONFLICT (thread_id, deal_id) DO UPDATE SET link_key = excluded.link_key; END $$"
     )
     op.execute(
         "CREATE FUNCTION crm_thread_deal_on_link() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE r message_link; "
