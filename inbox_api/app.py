@@ -13,7 +13,17 @@ from starlette.requests import Request
 from core.errors import DomainError
 from inbox_api import web
 from inbox_api.errors import domain_error_handler, error_body
-from inbox_api.routes import admin, assignment, auth, conversations, events, outbound, records, threads
+from inbox_api.routes import (
+    admin,
+    assignment,
+    auth,
+    conversations,
+    events,
+    media,
+    outbound,
+    records,
+    threads,
+)
 
 
 async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -53,6 +63,7 @@ def create_app() -> FastAPI:
     app.include_router(admin.router)
     app.include_router(records.router)
     app.include_router(outbound.router)
+    app.include_router(media.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(web.HERE / "static")), name="static")
     return app

@@ -5,7 +5,15 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 """
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
-from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
+from crm.models.conversations import (
+    Activity,
+    AssignmentRule,
+    ImageSender,
+    Note,
+    Presence,
+    ThreadRead,
+    ThreadSplit,
+)
 from crm.models.mail import Message, MessageRef, SkippedMessage, Thread, ThreadAccount
 from crm.models.outbound import (
     MailKind,
@@ -43,6 +51,7 @@ __all__ = [
     "DealContact",
     "FetchFailure",
     "FolderState",
+    "ImageSender",
     "ImapUid",
     "LinkSuppression",
     "LoginFailure",

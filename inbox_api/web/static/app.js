@@ -210,12 +210,69 @@ function foldQuotes(text) {
 
 function mailFrame(html) {
   // No allow-* token at all: no scripts, opaque origin, no forms, no popups, no top navigation.
+  // Images only from data: and this app's own /media/ (the image proxy and the message's parts).
   const frame = el("iframe", { sandbox: "", class: "mail-frame", title: "Message", referrerpolicy: "no-referrer" });
   frame.srcdoc =
-    '<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src \'unsafe-inline\'">' +
+    `<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data: ${location.origin}/media/; style-src 'unsafe-inline'">` +
     '<base target="_blank">' +
     html;
   return frame;
+}
+
+function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+function attachmentList(message) {
+  if (!message.attachments.length) return null;
+  return el(
+    "ul",
+    { class: "attachments", "aria-label": "Attachments" },
+    ...message.attachments.map((a, index) => {
+      const name = a.filename || `attachment ${index + 1}`;
+      return el(
+        "li",
+        {},
+        el("a", { href: `/api/messages/${message.id}/attachments/${index}`, download: name, text: name }),
+        el("span", { class: "muted", text: ` ${a.content_type}, ${formatSize(a.size)}${a.inline ? ", inline" : ""}` }),
+      );
+    }),
+  );
+}
+
+// Remote images: held back until the reader asks, then loaded through the app's image proxy.
+async function showDisplay(message, holder, images) {
+  const display = await api(`/api/messages/${message.id}/display${images ? "?images=true" : ""}`);
+  const frame = mailFrame(display.html);
+  holder.querySelector(".mail-frame").replaceWith(frame);
+  const bar = holder.querySelector(".images-bar");
+  const sender = display.sender || "this sender";
+  const always = (on) => async () => {
+    await api(`/api/messages/${message.id}/sender-images`, { method: on ? "PUT" : "DELETE" });
+    showDisplay(message, holder, on);
+  };
+  if (!display.remote_images) {
+    bar.replaceChildren();
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  if (!display.images_shown) {
+    bar.replaceChildren(
+      el("span", { text: `${display.remote_images} remote image(s) held back: the sender cannot tell you read this. ` }),
+      el("button", { type: "button", class: "show-images", onclick: () => showDisplay(message, holder, true) }, "Show images"),
+      el("button", { type: "button", class: "always-images", onclick: always(true) }, `Always show images from ${sender}`),
+    );
+  } else {
+    bar.replaceChildren(
+      el("span", { text: "Images loaded through crm-inbox's image proxy (the sender does not see you). " }),
+      display.sender_always
+        ? el("button", { type: "button", class: "ask-images", onclick: always(false) }, `Ask again for ${sender}`)
+        : el("button", { type: "button", class: "always-images", onclick: always(true) }, `Always show images from ${sender}`),
+    );
+  }
 }
 
 function renderMessage(message) {
@@ -227,21 +284,23 @@ function renderMessage(message) {
     el("time", { class: "when", datetime: message.date || null, text: message.date ? new Date(message.date).toLocaleString() : "" }),
     el("span", { class: "to", text: message.to.length ? `to ${people(message.to)}` : "" }),
   );
-  const body = message.html_body ? mailFrame(message.html_body) : foldQuotes(message.text_body || "");
-  const files = message.attachments.length
-    ? el(
-        "ul",
-        { class: "attachments", "aria-label": "Attachments" },
-        ...message.attachments.map((a) =>
-          el("li", { text: `${a.filename || "unnamed"} (${a.content_type}, ${Math.max(1, Math.round(a.size / 1024))} KB)` }),
-        ),
-      )
-    : null;
+  const files = attachmentList(message);
   const flags = [];
   if (message.malformed) flags.push("This message was malformed; it is shown as well as it could be read.");
   if (message.headers_only) flags.push("This message was too large: only its headers were kept.");
-  if (message.remote_images_held) {
-    flags.push(`${message.remote_images_held} remote image(s) held back: the sender cannot tell you read this.`);
+  let body;
+  if (message.html_body) {
+    // The bar keeps its place (held or shown) so showing images never moves the page.
+    const bar = el("p", { class: "flag images-bar", role: "status" });
+    body = el("div", { class: "html-body" }, bar, mailFrame(message.html_body));
+    if (message.remote_images_held) {
+      bar.append(el("span", { text: `${message.remote_images_held} remote image(s) held back: the sender cannot tell you read this.` }));
+    } else {
+      bar.hidden = true;
+    }
+    if (message.remote_images_held || /src="cid:/i.test(message.html_body)) showDisplay(message, body, false);
+  } else {
+    body = foldQuotes(message.text_body || "");
   }
   return el(
     "article",
