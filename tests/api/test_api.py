@@ -303,7 +303,8 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():
-        params = [p for p in re.findall(r"{(\w+)}", path) if p.endswith("_id")]  # ids, not names
+        # ids, not names (an attachment's index is its position in a message the caller sees)
+        params = [p for p in re.findall(r"{(\w+)}", path) if p.endswith("_id") or p == "message_pk"]
         if not params:
             continue
         for method in operations:
@@ -313,6 +314,7 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
                     url = path.replace("{" + param + "}", str(ident))
                     for other in (p for p in params if p != param):  # the others: ids the caller sees
                         url = url.replace("{" + other + "}", str(_visible_id(world, who, other)))
+                    url = url.replace("{index}", "0")
                     body = BODIES.get((method, path))
                     if "requestBody" in operations[method]:
                         assert body is not None, f"the sweep needs a valid body for {method.upper()} {path}"
