@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from core.db import session_scope
 from core.types import UidState
 from crm import auth, records
-from crm.models import FolderState, ImapUid, Message, OutboundMail
+from crm.models import FolderState, ImapUid, Message, OutboundMail, Thread
 from tests.crm.world import T0, World, build_world
 from tests.serving import served_app
 
@@ -68,6 +68,9 @@ def world(sqlite_db: Engine) -> World:
             thread_id=w.threads["Alpha"],
         )
         s.add(xss)
+        alpha = s.get_one(Thread, w.threads["Alpha"])
+        alpha.message_count += 1
+        s.add(alpha)
         s.flush()
         folder = s.exec(select(FolderState).where(FolderState.account_id == w.accounts["A"])).one()
         s.add(
@@ -89,8 +92,9 @@ def base_url(world: World) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium for the module (each test opens its own pages, each with its own cookies)."""
     if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
         pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
     with sync_playwright() as p:
@@ -282,3 +286,60 @@ def test_reply_with_undo_from_the_page(
     assert html_part is not None
     assert "&lt;b&gt;the&lt;/b&gt;" in html_part.get_content()  # what was typed is text, not markup
     assert watch.errors == [] and watch.remote() == []
+
+
+def test_links_with_why_merge_and_split(
+    base_url: str, browser: Browser, world: World, sqlite_db: Engine
+) -> None:
+    with session_scope(sqlite_db) as s:
+        records.create_contact(
+            session=s,
+            caller=world.caller("admin"),
+            emails=["zed@zenith.test"],
+            first_name="Zed",
+            last_name="Buyer",
+        )
+        records.create_contact(  # the mail from this address is linked to it at once
+            session=s,
+            caller=world.caller("admin"),
+            emails=["ann@globex.test"],
+            first_name="Ann",
+            last_name="Lee",
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(10000)
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    page.locator("#threads .thread", has_text="Alpha").click()
+    sidebar = page.locator("#crm-sidebar")
+    # The automatic link says why it is there.
+    expect(sidebar.locator(".record-link", has_text="Ann Lee")).to_contain_text(
+        "Why: ann@globex.test is on the mail and is one of its addresses"
+    )
+    # Link by hand (search, pick), shown with its reason; then unlink.
+    sidebar.get_by_text("Link to a record").click()
+    sidebar.get_by_label("Kind").select_option("contact")
+    sidebar.locator("#link-form-q").fill("zed")
+    sidebar.locator("#link-form-q").press("Enter")
+    sidebar.get_by_role("button", name="Link Zed Buyer").click()
+    zed = page.locator("#crm-sidebar .record-link", has_text="Zed Buyer")
+    expect(zed).to_contain_text("Why: linked by hand")
+    zed.get_by_role("button", name="Unlink Zed Buyer").click()
+    expect(page.locator("#crm-sidebar .record-link", has_text="Zed Buyer")).to_have_count(0)
+    # Why is a message here; split it off into its own conversation, then merge it back.
+    messages = page.locator("#conversation article.message")
+    expect(messages).to_have_count(2)
+    messages.first.get_by_role("button", name="Why in this conversation?").click()
+    expect(messages.first.locator(".threading")).to_contain_text("In this conversation because")
+    messages.nth(1).get_by_role("button", name="Split off").click()
+    expect(page.locator("#conversation article.message")).to_have_count(1)
+    # The split message is open on its own; merge the rest of Alpha back into it.
+    page.locator("#conversation").get_by_text("Merge another conversation into this one").click()
+    page.locator("#merge-form-q").fill("alpha")
+    page.locator("#merge-form-q").press("Enter")
+    page.locator("#crm-sidebar .pick-results button").first.click()
+    expect(page.locator("#conversation article.message")).to_have_count(2)
+    history = page.locator(".history summary")
+    history.click()
+    assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+    page.close()

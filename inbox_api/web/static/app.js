@@ -275,7 +275,7 @@ async function showDisplay(message, holder, images) {
   }
 }
 
-function renderMessage(message) {
+function renderMessage(message, canSplit) {
   const people = (list) => list.map((p) => (p.name ? `${p.name} <${p.email}>` : p.email)).join(", ");
   const head = el(
     "header",
@@ -283,6 +283,13 @@ function renderMessage(message) {
     el("span", { class: "from", text: message.sender ? people([message.sender]) : "(no sender)" }),
     el("time", { class: "when", datetime: message.date || null, text: message.date ? new Date(message.date).toLocaleString() : "" }),
     el("span", { class: "to", text: message.to.length ? `to ${people(message.to)}` : "" }),
+  );
+  const threading = el("p", { class: "muted threading", "aria-live": "polite" });
+  const tools = el(
+    "div",
+    { class: "message-tools" },
+    el("button", { type: "button", class: "why-here", onclick: () => explainThreading(message.id, threading) }, "Why in this conversation?"),
+    canSplit ? el("button", { type: "button", class: "split", onclick: () => splitMessage(message.id) }, "Split off") : null,
   );
   const files = attachmentList(message);
   const flags = [];
@@ -306,6 +313,8 @@ function renderMessage(message) {
     "article",
     { class: "message " + (message.direction === "outbound" ? "ours" : "theirs"), "data-message-id": String(message.id) },
     head,
+    tools,
+    threading,
     ...flags.map((f) => el("p", { class: "flag", text: f })),
     body,
     files,
@@ -429,7 +438,7 @@ function renderConversation(thread, notes, history, present) {
     el("div", { id: "presence", class: "presence", "aria-live": "polite" }),
     actions,
     records,
-    ...thread.messages.map(renderMessage),
+    ...thread.messages.map((m) => renderMessage(m, thread.messages.length > 1)),
     replyForm,
     noteList,
     noteForm,
@@ -451,32 +460,170 @@ function accountName(message) {
 
 const RECORD_PATH = { contact: "contacts", company: "companies", deal: "deals" };
 
+function reasonWords(reason, detail) {
+  switch (reason) {
+    case "manual": return "linked by hand";
+    case "forward": return detail ? `forwarded mail from ${detail}` : "forwarded mail";
+    case "bcc": return detail ? `sent with the CRM in Bcc (${detail})` : "sent with the CRM in Bcc";
+    case "address": return detail ? `${detail} is on the mail and is one of its addresses` : "one of its addresses is on the mail";
+    case "deal_participant": return detail ? `${detail} takes part in the deal` : "a participant of the deal";
+    case "thread": return "another message of this conversation is linked";
+    case "domain": return detail ? `the domain ${detail} is the company's` : "the company's domain";
+    default: return reason;
+  }
+}
+
+function recordLabel(record, kind, id) {
+  return record.full_name || record.name || record.title || `${kind} ${id}`;
+}
+
 async function renderRecords(thread) {
+  // One entry per record, with the first message that carries it (its "why" and where an unlink
+  // starts: an unlink applies to the whole conversation and stays).
   const seen = new Map();
   for (const message of thread.messages) {
-    for (const link of message.links) seen.set(`${link.record_kind}:${link.record_id}`, link);
+    for (const link of message.links) {
+      const key = `${link.record_kind}:${link.record_id}`;
+      if (!seen.has(key)) seen.set(key, { link, messageId: message.id });
+    }
   }
   const box = $("#crm-sidebar");
   if (!box) return;
-  if (!seen.size) {
-    box.replaceChildren(el("p", { class: "muted", text: "Not linked to any contact, company or deal yet." }));
-    return;
-  }
+  // The forms are there at once (a reader may open one while the records load); the list of
+  // records fills in its own place.
+  const list = el("div", { class: "record-list" }, el("p", { class: "muted", text: seen.size ? "Loading records…" : "Not linked to any contact, company or deal yet." }));
+  box.replaceChildren(el("h3", { text: "On records" }), list, linkForm(thread), mergeForm(thread));
+  if (!seen.size) return;
+  const whys = new Map();
+  await Promise.all(
+    [...new Set([...seen.values()].map((v) => v.messageId))].map(async (messageId) => {
+      try {
+        for (const why of await api(`/api/messages/${messageId}/links`)) whys.set(`${messageId}:${why.record_kind}:${why.record_id}`, why);
+      } catch { /* shown without the detail */ }
+    }),
+  );
   const items = await Promise.all(
-    [...seen.values()].map(async (link) => {
+    [...seen.values()].map(async ({ link, messageId }) => {
       const path = RECORD_PATH[link.record_kind];
       try {
         const record = await api(`/api/${path}/${link.record_id}`);
-        const label = record.full_name || record.name || record.title || `${link.record_kind} ${link.record_id}`;
+        const label = recordLabel(record, link.record_kind, link.record_id);
         const extra = link.record_kind === "deal" ? ` · ${record.stage}${record.amount === null ? "" : `, ${record.amount} ${record.currency}`}` : "";
-        return el("li", {}, el("a", { href: `/records/${path}/${link.record_id}`, text: label }),
-          el("span", { class: "muted", text: ` (${link.record_kind}${extra}; ${link.reason})` }));
+        const why = whys.get(`${messageId}:${link.record_kind}:${link.record_id}`);
+        return el(
+          "li",
+          { class: "record-link", "data-record": `${link.record_kind}:${link.record_id}` },
+          el("a", { href: `/records/${path}/${link.record_id}`, text: label }),
+          el("span", { class: "muted", text: ` (${link.record_kind}${extra})` }),
+          el("span", { class: "why", text: `Why: ${reasonWords(link.reason, why ? why.detail : "")}` }),
+          el("button", {
+            type: "button", class: "unlink", "aria-label": `Unlink ${label}`,
+            onclick: () => unlinkRecord(messageId, link.record_kind, link.record_id, label),
+          }, "Unlink"),
+        );
       } catch {
         return null;
       }
     }),
   );
-  box.replaceChildren(el("h3", { text: "On records" }), el("ul", {}, ...items.filter(Boolean)));
+  const linked = items.filter(Boolean);
+  list.replaceChildren(
+    linked.length ? el("ul", { class: "record-links" }, ...linked) : el("p", { class: "muted", text: "Not linked to any contact, company or deal yet." }),
+  );
+}
+
+async function unlinkRecord(messageId, kind, id, label) {
+  await api(`/api/messages/${messageId}/unlink`, { method: "POST", body: { record_kind: kind, record_id: id, whole_conversation: true } });
+  notify(`Unlinked ${label} (it stays off this conversation)`);
+  await openThread(state.openId);
+}
+
+function searchForm({ id, legend, kinds, search, action, actionLabel }) {
+  // A small search-and-pick form: the results are buttons, so it works from the keyboard.
+  const results = el("ul", { class: "pick-results", "aria-live": "polite" });
+  const input = el("input", { id: `${id}-q`, type: "search", autocomplete: "off" });
+  const kind = kinds
+    ? el("select", { id: `${id}-kind` }, ...kinds.map((k) => el("option", { value: k, text: k })))
+    : null;
+  const form = el(
+    "form",
+    {
+      id, class: "pick-form",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const found = await search(input.value.trim(), kind ? kind.value : null);
+        results.replaceChildren(
+          ...(found.length
+            ? found.map((item) => el("li", {}, el("button", { type: "button", onclick: () => action(item) }, `${actionLabel} ${item.label}`)))
+            : [el("li", { class: "muted", text: "Nothing found." })]),
+        );
+      },
+    },
+    kind ? el("label", { for: `${id}-kind`, text: "Kind" }) : null,
+    kind,
+    el("label", { for: `${id}-q`, text: "Search" }),
+    input,
+    el("button", { type: "submit" }, "Find"),
+  );
+  return el("details", { class: "tool" }, el("summary", { text: legend }), form, results);
+}
+
+function linkForm(thread) {
+  const last = thread.messages[thread.messages.length - 1];
+  if (!last) return null;
+  return searchForm({
+    id: "link-form",
+    legend: "Link to a record",
+    kinds: ["contact", "company", "deal"],
+    actionLabel: "Link",
+    search: async (text, kind) => {
+      const page = await api(`/api/${RECORD_PATH[kind]}?${new URLSearchParams({ q: text, limit: "10" })}`);
+      return page.items.map((r) => ({ kind, id: r.id, label: recordLabel(r, kind, r.id) }));
+    },
+    action: async (item) => {
+      await api(`/api/messages/${last.id}/links`, { method: "POST", body: { record_kind: item.kind, record_id: item.id, whole_conversation: true } });
+      notify(`Linked to ${item.label}`);
+      await openThread(state.openId);
+    },
+  });
+}
+
+function mergeForm(thread) {
+  return searchForm({
+    id: "merge-form",
+    legend: "Merge another conversation into this one",
+    kinds: null,
+    actionLabel: "Merge",
+    search: async (text) => {
+      const page = await api(`/api/threads?${new URLSearchParams({ q: text, limit: "10" })}`);
+      return page.items.filter((t) => t.id !== thread.id).map((t) => ({ id: t.id, label: `“${t.subject || "(no subject)"}” (${t.message_count})` }));
+    },
+    action: async (item) => {
+      const change = await api(`/api/threads/${thread.id}/merge`, { method: "POST", body: { source_id: item.id } });
+      notify("Conversations merged (kept together from now on)");
+      await Promise.all([openThread(change.thread_id), refresh()]);
+    },
+  });
+}
+
+const EVIDENCE = {
+  replies_to: "it replies to another message here",
+  replied_by: "another message here replies to it",
+  subject: "same subject among the same people within days (no reference)",
+  merged_by_user: "someone merged it in",
+  split_by_user: "someone split it off",
+  starts: "it starts the conversation",
+};
+
+async function explainThreading(messageId, target) {
+  const why = await api(`/api/messages/${messageId}/threading`);
+  target.textContent = `In this conversation because ${why.evidence.map((e) => EVIDENCE[e.kind] || e.kind).join("; ") || "of its headers"}.`;
+}
+
+async function splitMessage(messageId) {
+  const change = await api(`/api/messages/${messageId}/split`, { method: "POST" });
+  notify("Message split into its own conversation (kept apart from now on)");
+  await Promise.all([openThread(change.thread_id), refresh()]);
 }
 
 let replyingSent = 0;
