@@ -108,6 +108,37 @@ def _cid_index(message: Message, cid: str) -> int | None:
     return None
 
 
+def rewrite_images(
+    clean_html: str, proxy_url: Callable[[str], str] | None, inline_url: Callable[[str], str | None]
+) -> tuple[str, int, int]:
+    """Point the images of sanitized HTML at the app: remote ones at `proxy_url` (held back
+    when None), `cid:` ones at `inline_url` (held back when it has no such part). Returns the
+    HTML, how many remote and how many inline images it has."""
+    remote = inline = 0
+
+    def rewrite(match: re.Match[str]) -> str:
+        nonlocal remote, inline
+        tag = match.group(0)
+        src = _SRC.search(tag)
+        if src is None:
+            return tag
+        url = html.unescape(src.group(1)).strip()
+        target: str | None
+        if url.lower().startswith("cid:"):
+            target = inline_url(url[4:])
+            if target is None:
+                return tag[: src.start()] + ' data-held="missing-part"' + tag[src.end() :]
+            inline += 1
+        else:
+            remote += 1
+            if proxy_url is None:
+                return tag[: src.start()] + ' data-held="remote"' + tag[src.end() :]
+            target = proxy_url(url)
+        return tag[: src.start()] + f' src="{html.escape(target, quote=True)}"' + tag[src.end() :]
+
+    return _IMG_TAG.sub(rewrite, clean_html), remote, inline
+
+
 def message_display(
     *,
     session: Session,
@@ -125,29 +156,12 @@ def message_display(
     always = _always(session, caller, sender)
     show = show_images or always
     clean = signatures.sanitize_mail_html(message.html_body) if message.html_body else ""
-    remote = inline = 0
 
-    def rewrite(match: re.Match[str]) -> str:
-        nonlocal remote, inline
-        tag = match.group(0)
-        src = _SRC.search(tag)
-        if src is None:
-            return tag
-        url = html.unescape(src.group(1)).strip()
-        if url.lower().startswith("cid:"):
-            index = _cid_index(message, url[4:])
-            if index is None:
-                return tag[: src.start()] + ' data-held="missing-part"' + tag[src.end() :]
-            inline += 1
-            target = part_url(index)
-        else:
-            remote += 1
-            if not show:
-                return tag[: src.start()] + ' data-held="remote"' + tag[src.end() :]
-            target = proxy_url(url)
-        return tag[: src.start()] + f' src="{html.escape(target, quote=True)}"' + tag[src.end() :]
+    def inline_url(cid: str) -> str | None:
+        index = _cid_index(message, cid)
+        return None if index is None else part_url(index)
 
-    shown = _IMG_TAG.sub(rewrite, clean)
+    shown, remote, inline = rewrite_images(clean, proxy_url if show else None, inline_url)
     return MessageDisplay(
         message_pk=message_pk,
         html=shown,

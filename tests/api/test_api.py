@@ -186,6 +186,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/accounts/{account_id}/grants"): {"user_id": 1},
     ("put", "/api/accounts/{account_id}/default-signature"): {"signature_id": None},
     ("post", "/api/accounts/{account_id}/signatures"): {"name": "x", "html": "<p>x</p>"},
+    ("post", "/api/accounts/{account_id}/signatures/preview"): {"html": "<p>{{ sender.full_name }}</p>"},
     ("patch", "/api/signatures/{signature_id}"): {"name": "y"},
     ("put", "/api/users/{user_id}/default-account"): {"account_id": None},
     ("post", "/api/users/{user_id}/active"): {"active": False},

@@ -24,6 +24,7 @@ from core.types import UidState
 from crm import auth, records
 from crm.models import FolderState, ImapUid, Message, OutboundMail, Thread
 from tests.crm.world import T0, World, build_world
+from tests.dovecot_fixtures import MailboxUser
 from tests.serving import served_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -341,5 +342,59 @@ def test_links_with_why_merge_and_split(
     expect(page.locator("#conversation article.message")).to_have_count(2)
     history = page.locator(".history summary")
     history.click()
+    assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+    page.close()
+
+
+def test_admin_connects_a_mailbox_and_writes_a_signature(
+    base_url: str, browser: Browser, world: World, mailbox_user: MailboxUser
+) -> None:
+    dovecot = mailbox_user.dovecot
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(15000)
+    watch = Watch(page)
+    _sign_in(page, base_url, "admin@acme.test")
+    page.goto(f"{base_url}/admin")
+    page.get_by_label("E-mail address").fill("dove@acme.test")
+    page.get_by_label("IMAP server").fill("127.0.0.1")
+    page.get_by_label("Security", exact=True).select_option("tls")
+    page.get_by_label("IMAP port").fill(str(dovecot.ssl_port))
+    page.get_by_label("Username").fill(mailbox_user.name)
+    page.get_by_label("Password").fill(mailbox_user.password)
+    result = page.locator("#account-check")
+    # Dovecot's certificate comes from a private CA: refused, said in words, nothing saved.
+    page.get_by_role("button", name="Check and connect").click()
+    expect(result.locator(".check-error")).to_contain_text("is not trusted")
+    expect(result).to_contain_text("Nothing was saved")
+    page.get_by_label("Security", exact=True).select_option("plain")
+    page.get_by_label("IMAP port").fill(str(dovecot.port))
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Check and connect").click()
+    expect(result.locator(".check-error")).to_contain_text("refused the username or password")
+    page.get_by_label("Password").fill(mailbox_user.password)
+    page.get_by_role("button", name="Check and connect").click()
+    expect(result).to_contain_text("Connected: dove@acme.test")
+    expect(page.locator("#accounts tr", has_text="dove@acme.test")).to_have_count(1)
+
+    # A signature: merge tags listed and inserted, previewed live as a colleague, warnings shown.
+    page.get_by_label("Signatures of account").select_option(label="a@acme.test")
+    page.get_by_label("Signature name").fill("Sales")
+    editor = page.get_by_label("Signature (HTML; merge tags fill in each sender's details)")
+    editor.fill("<p>Best, ")
+    page.get_by_role("button", name="Insert sender.email").click()
+    editor.press("End")
+    editor.type('</p><img src="https://cdn.acme.test/logo.svg" alt="logo">')
+    page.get_by_label("Preview as").select_option(label="alice@acme.test")
+    preview = page.frame_locator("#sig-preview")
+    expect(preview.locator("p")).to_contain_text("Best, alice@acme.test")
+    expect(page.locator("#sig-warnings")).to_contain_text("many mail clients do not display SVG images")
+    # The logo would load through the image proxy, never from its host.
+    assert (preview.locator("img").get_attribute("src") or "").startswith("/media/image?")
+    editor.fill("<p>{{ sender.shoe_size }}</p>")
+    expect(page.locator("#sig-warnings .error")).to_contain_text("shoe_size")
+    editor.fill("<p>Regards, {{ sender.email }}</p>")
+    page.get_by_role("button", name="Save signature").click()
+    expect(page.locator("#admin-status")).to_contain_text("Signature “Sales” saved")
+    expect(page.locator("#signature-list li", has_text="Sales")).to_have_count(1)
     assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
     page.close()
