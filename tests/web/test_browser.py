@@ -11,6 +11,7 @@ import email
 import email.policy
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -397,4 +398,144 @@ def test_admin_connects_a_mailbox_and_writes_a_signature(
     expect(page.locator("#admin-status")).to_contain_text("Signature “Sales” saved")
     expect(page.locator("#signature-list li", has_text="Sales")).to_have_count(1)
     assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+    page.close()
+
+
+INTERACTIVE_ROLES = {
+    "button", "textbox", "searchbox", "combobox", "checkbox", "radio", "spinbutton", "listbox", "link",
+    "menuitem", "slider", "switch", "tab",
+}  # fmt: skip
+
+
+def _unnamed_controls(page: Page) -> list[str]:
+    """Controls whose accessible name, as Chromium computes it for assistive technology, is empty."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        tree = cdp.send("Accessibility.getFullAXTree")
+    finally:
+        cdp.detach()
+    unnamed = []
+    for node in tree["nodes"]:
+        role = node.get("role", {}).get("value")
+        if node.get("ignored") or role not in INTERACTIVE_ROLES:
+            continue
+        if not str(node.get("name", {}).get("value", "")).strip():
+            unnamed.append(f"{role} (backend node {node.get('backendDOMNodeId')})")
+    return unnamed
+
+
+def _no_horizontal_scroll(page: Page) -> bool:
+    return bool(page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+WATCH_SHIFTS = """() => {
+  window.__shifts = [];
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      for (const source of entry.sources || []) {
+        const node = source.node && (source.node.nodeType === 1 ? source.node : source.node.parentElement);
+        const pane = node && node.closest("#conversation, #views, #threads, .topbar");
+        window.__shifts.push(pane ? pane.id || pane.className : "elsewhere");
+      }
+    }
+  }).observe({ type: "layout-shift" });
+}"""
+
+
+def test_accessible_keyboard_phone_and_steady(
+    base_url: str, browser: Browser, world: World, sqlite_db: Engine
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(10000)
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    # Keyboard only: j opens the first conversation, Tab walks to the reply box.
+    page.keyboard.press("j")
+    page.locator("#reply-body").wait_for()
+    page.locator("#crm-sidebar .record-list").wait_for()
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement && document.activeElement.id") == "reply-body":
+            break
+    else:
+        pytest.fail("Tab never reached the reply box")
+    page.keyboard.type("Typed from the keyboard")
+    # Every control has a name, on the inbox with a conversation open...
+    page.get_by_text("Link to a record").click()
+    page.get_by_text("Merge another conversation into this one").click()
+    assert _unnamed_controls(page) == []
+
+    # No layout shift when mail arrives: a new message in the open conversation and the list.
+    page.evaluate(WATCH_SHIFTS)
+    with session_scope(sqlite_db) as s:
+        shared = s.get_one(Thread, world.threads["Shared"])
+        arrived = Message(
+            tenant_id=world.tenant,
+            message_id="<arrived@mail.test>",
+            content_hash="arrived",
+            subject="Re: Shared",
+            date=T0 + timedelta(hours=9),
+            from_email="sue@globex.test",
+            text_body="A new message while you read",
+            thread_id=shared.id,
+        )
+        s.add(arrived)
+        s.flush()
+        folder = s.exec(select(FolderState).where(FolderState.account_id == world.accounts["A"])).one()
+        s.add(
+            ImapUid(
+                account_id=world.accounts["A"],
+                folder_id=folder.id or 0,
+                uidvalidity=1,
+                uid=1000,
+                state=UidState.STORED,
+                message_pk=arrived.id,
+            )
+        )
+        shared.message_count += 1
+        shared.last_date = arrived.date
+        s.add(shared)
+    page.locator("#conversation .message", has_text="A new message while you read").wait_for()
+    page.wait_for_timeout(1500)  # the records and images of the re-render settle
+    shifts = page.evaluate("() => window.__shifts")
+    assert [s for s in shifts if s in ("conversation", "views")] == [], shifts
+    assert page.locator("#reply-body").input_value() == "Typed from the keyboard"  # nothing lost
+    # The two probes can fail: an unnamed button is found, a banner pushed above the messages is
+    # a shift.
+    page.evaluate("""() => {
+      const c = document.getElementById("conversation");
+      c.prepend(Object.assign(document.createElement("div"), { style: "height: 80px" }));
+      c.append(document.createElement("button"));
+    }""")
+    page.wait_for_timeout(300)
+    assert "conversation" in page.evaluate("() => window.__shifts")
+    assert len(_unnamed_controls(page)) == 1
+
+    # ...on the records and admin pages.
+    page.goto(f"{base_url}/records/contacts")
+    page.locator("main").wait_for()
+    assert _unnamed_controls(page) == []
+    admin = browser.new_page(viewport={"width": 1280, "height": 800})
+    _sign_in(admin, base_url, "admin@acme.test")
+    admin.goto(f"{base_url}/admin")
+    admin.locator("#accounts tr").first.wait_for()
+    admin.locator("#sig-tags button").first.wait_for()
+    assert _unnamed_controls(admin) == []
+
+    # A phone: 375 px wide, nothing scrolls sideways, the conversation still opens and answers.
+    for each in (page, admin):
+        each.set_viewport_size({"width": 375, "height": 740})
+    assert _no_horizontal_scroll(admin), "the admin page scrolls sideways at 375 px"
+    page.goto(f"{base_url}/records/contacts")
+    assert _no_horizontal_scroll(page), "the records page scrolls sideways at 375 px"
+    page.goto(f"{base_url}/")
+    page.locator("#threads .thread").first.click()
+    page.locator("#reply-body").wait_for()
+    assert _no_horizontal_scroll(page), "the inbox scrolls sideways at 375 px"
+    page.locator("#reply-body").scroll_into_view_if_needed()
+    assert page.locator("#reply-body").is_visible()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "phone-conversation.png"))
+    assert watch.errors == [] and watch.dialogs == []
+    admin.close()
     page.close()

@@ -363,6 +363,8 @@ function renderConversation(thread, notes, history, present) {
     same: state.renderedId === thread.id,
   };
   state.renderedId = thread.id;
+  // The records already shown stay in place while they reload: nothing below them moves.
+  const shownRecords = typing.same && $("#crm-sidebar .record-list") ? [...$("#crm-sidebar .record-list").childNodes] : null;
   const assign = el(
     "select",
     { id: "assignee", "aria-label": "Assignee", onchange: (event) => assignTo(event.target.value ? Number(event.target.value) : null) },
@@ -445,7 +447,7 @@ function renderConversation(thread, notes, history, present) {
     historyList,
   );
   renderPresence(present);
-  renderRecords(thread);
+  renderRecords(thread, shownRecords);
   if (typing.same) {
     if ($("#reply-body")) $("#reply-body").value = typing.reply;
     if ($("#note-body")) $("#note-body").value = typing.note;
@@ -477,7 +479,7 @@ function recordLabel(record, kind, id) {
   return record.full_name || record.name || record.title || `${kind} ${id}`;
 }
 
-async function renderRecords(thread) {
+async function renderRecords(thread, shownRecords = null) {
   // One entry per record, with the first message that carries it (its "why" and where an unlink
   // starts: an unlink applies to the whole conversation and stays).
   const seen = new Map();
@@ -491,7 +493,9 @@ async function renderRecords(thread) {
   if (!box) return;
   // The forms are there at once (a reader may open one while the records load); the list of
   // records fills in its own place.
-  const list = el("div", { class: "record-list" }, el("p", { class: "muted", text: seen.size ? "Loading records…" : "Not linked to any contact, company or deal yet." }));
+  const list = el("div", { class: "record-list" });
+  if (shownRecords && shownRecords.length) list.replaceChildren(...shownRecords);
+  else list.append(el("p", { class: "muted", text: seen.size ? "Loading records…" : "Not linked to any contact, company or deal yet." }));
   box.replaceChildren(el("h3", { text: "On records" }), list, linkForm(thread), mergeForm(thread));
   if (!seen.size) return;
   const whys = new Map();
