@@ -19,6 +19,7 @@ const VIEWS = [
 const state = {
   view: VIEWS[2],
   account: null,
+  stage: null,
   text: "",
   threads: [],
   cursor: null,
@@ -81,9 +82,9 @@ async function loadCounts() {
           "button",
           {
             type: "button",
-            class: "view" + (state.view === view && state.account === null ? " current" : ""),
+            class: "view" + (state.view === view && state.account === null && state.stage === null ? " current" : ""),
             "data-view": view.key,
-            "aria-current": state.view === view && state.account === null ? "true" : null,
+            "aria-current": state.view === view && state.account === null && state.stage === null ? "true" : null,
             onclick: () => chooseView(view, null),
           },
           el("span", { class: "label", text: view.label }),
@@ -103,6 +104,7 @@ async function loadCounts() {
           {
             type: "button",
             class: "view" + (String(state.account) === id ? " current" : ""),
+            "aria-current": String(state.account) === id ? "true" : null,
             "data-account": id,
             onclick: () => chooseView(VIEWS[2], Number(id)),
           },
@@ -112,12 +114,39 @@ async function loadCounts() {
       ),
     ),
   );
+  renderStages(counts);
 }
 
-function chooseView(view, account) {
+function countButton(attrs, label, count, current, onclick) {
+  return el(
+    "li",
+    {},
+    el(
+      "button",
+      { type: "button", class: "view" + (current ? " current" : ""), "aria-current": current ? "true" : null, onclick, ...attrs },
+      el("span", { class: "label", text: label }),
+      el("span", { class: "count", text: String(count) }),
+    ),
+  );
+}
+
+function renderStages(counts) {
+  // Open conversations per deal stage, as many stages as the counts name (none: no heading).
+  const stages = Object.entries(counts.per_deal_stage || {});
+  $("#stages-heading").hidden = !stages.length;
+  $("#stage-list").replaceChildren(
+    ...stages.map(([stage, count]) =>
+      countButton({ "data-stage": stage }, stage, count, state.stage === stage, () => chooseView(VIEWS[2], null, stage)),
+    ),
+  );
+}
+
+function chooseView(view, account, stage = null) {
   state.view = view;
   state.account = account;
-  $("#list-title").textContent = account === null ? view.label : state.accounts.get(account) || `Account ${account}`;
+  state.stage = stage;
+  $("#list-title").textContent =
+    stage !== null ? `Deals in ${stage}` : account === null ? view.label : state.accounts.get(account) || `Account ${account}`;
   document.body.classList.remove("nav-open");
   refresh();
 }
@@ -128,6 +157,7 @@ function chooseView(view, account) {
 function listQuery(cursor) {
   const params = new URLSearchParams(state.view.query);
   if (state.account !== null) params.set("account_id", String(state.account));
+  if (state.stage !== null) params.set("deal_stage", state.stage);
   if (state.text) params.set("q", state.text);
   if (cursor) params.set("cursor", cursor);
   params.set("limit", "50");
