@@ -458,6 +458,14 @@ WATCH_SHIFTS = """() => {
 def test_accessible_keyboard_phone_and_steady(
     base_url: str, browser: Browser, world: World, sqlite_db: Engine
 ) -> None:
+    with session_scope(sqlite_db) as s:  # the open conversation shows a record (and its why)
+        records.create_contact(
+            session=s,
+            caller=world.caller("admin"),
+            emails=["sue@globex.test"],
+            first_name="Sue",
+            last_name="Ng",
+        )
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(10000)
     watch = Watch(page)
@@ -465,7 +473,7 @@ def test_accessible_keyboard_phone_and_steady(
     # Keyboard only: j opens the first conversation, Tab walks to the reply box.
     page.keyboard.press("j")
     page.locator("#reply-body").wait_for()
-    page.locator("#crm-sidebar .record-list").wait_for()
+    page.locator("#crm-sidebar .record-link", has_text="Sue Ng").wait_for()
     for _ in range(80):
         page.keyboard.press("Tab")
         if page.evaluate("() => document.activeElement && document.activeElement.id") == "reply-body":
