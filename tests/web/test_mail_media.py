@@ -196,6 +196,7 @@ class Mailroom:
     member: int
     outsider: int
     message_pk: int
+    box: MailboxUser
 
 
 def _mail(remote: str) -> bytes:
@@ -237,7 +238,7 @@ def mailroom(sqlite_db: Engine, mailbox_user: MailboxUser, image_server: ImageSe
     assert summary.status == "ok", summary.errors
     with Session(sqlite_db) as s:
         pk = s.exec(select(Message.id)).one()
-    return Mailroom(sqlite_db, tenant, admin, member, outsider, pk or 0)
+    return Mailroom(sqlite_db, tenant, admin, member, outsider, pk or 0, mailbox_user)
 
 
 def _token(room: Mailroom, user_id: int) -> dict[str, str]:
@@ -299,6 +300,14 @@ def test_attachments_download_as_files_and_cid_parts_show_inline(
     assert client.get(media.part_url(caller, mailroom.message_pk, 1)).status_code == 404
     outsider = Caller(tenant_id=mailroom.tenant_id, user_id=mailroom.outsider, role=caller.role)
     assert client.get(media.part_url(outsider, mailroom.message_pk, 0)).status_code == 404
+    # The message's small images were kept from that one fetch: gone from the server, the logo
+    # still shows, while a file that was not kept must come from the server again.
+    box = mailroom.box
+    box.dovecot.expunge(box.name, "INBOX", list(box.dovecot.flags(box.name, "INBOX")))
+    again = client.get(part)
+    assert again.status_code == 200 and again.content == png(4, 4)
+    gone = client.get(f"{base}/1", headers=member)
+    assert gone.status_code == 503 and "no longer on the mail server" in gone.json()["error"]["message"]
     # Shown on request: through the proxy, never the sender's address.
     shown = client.get(f"/api/messages/{mailroom.message_pk}/display?images=true", headers=member).json()
     assert shown["images_shown"] and "/media/image?u=" in shown["html"] and "127.0.0.1" not in shown["html"]
