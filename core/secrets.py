@@ -8,6 +8,8 @@ which keeps them out of reprs and log lines.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -78,6 +80,17 @@ class SecretBox:
                 "A stored password cannot be decrypted with the current key: the key changed "
                 "since it was saved. Restore the old key or enter the account's password again.",
             ) from exc
+
+
+def derived_key(purpose: str, settings: Settings | None = None) -> bytes:
+    """A key for one purpose (signing the image proxy's URLs, ...) derived from the secret key:
+    one secret to keep, and a leak of a derived key reveals neither the others nor the key."""
+    settings = settings or get_settings()
+    if settings.secret_key:
+        base = settings.secret_key.encode()
+    else:
+        base = _load_or_create_key(settings.resolved_key_file)
+    return hmac.new(base, b"crm-inbox derived key: " + purpose.encode(), hashlib.sha256).digest()
 
 
 def new_key() -> bytes:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_auth_failures: int = Field(default=3, ge=1)
     # Allow IMAP/SMTP hosts on private and loopback ranges (demo and tests need it).
     allow_private_hosts: bool = False
+    # Let the image proxy fetch from private and loopback addresses. Never in production (an image
+    # address comes from any sender, unlike a mail server's); only for tests with a local server.
+    image_proxy_allow_private: bool = False
     # Processes parsing MIME beside the fetch/store loop (0: parse in the syncing process).
     # Default: two on a multi-core machine (measured on 2 cores: 2 > 1 > 0, bench/RESULTS.md).
     parse_workers: int = Field(default_factory=lambda: 0 if (os.cpu_count() or 1) < 2 else 2, ge=0, le=16)

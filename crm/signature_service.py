@@ -316,3 +316,40 @@ def compose_defaults(
         rendered=rendered,
         others=tuple(SignatureChoice(id=s.id or 0, name=s.name) for s in rows if s is not default),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DraftPreview:
+    """A signature being written, filled in for one sender: what the editor shows live."""
+
+    html: str
+    text: str
+    warnings: tuple[str, ...]  # what the sanitizer took out or would refuse to load
+
+
+def merge_tags() -> tuple[str, ...]:
+    """The merge tags a signature may use, e.g. `sender.full_name`."""
+    return signatures.KNOWN_TAGS
+
+
+def preview_draft(
+    *,
+    session: Session,
+    caller: Caller,
+    account_id: int,
+    html: str,
+    text: str | None = None,
+    user_id: int | None = None,
+) -> DraftPreview:
+    """An unsaved signature sanitized and validated exactly as saving would, then rendered for
+    a user (the caller by default). Nothing is stored."""
+    clean_html, text_version, warnings = _prepare(html, text)
+    ctx = merge_context(session=session, caller=caller, account_id=account_id, user_id=user_id)
+    try:
+        rendered = signatures.render_signature(clean_html, ctx)
+        rendered_text = (
+            signatures.render_text(text_version, ctx).strip() if text_version.strip() else rendered.text
+        )
+    except signatures.SignatureError as exc:
+        raise signature_invalid(exc) from exc
+    return DraftPreview(html=rendered.html, text=rendered_text, warnings=warnings)

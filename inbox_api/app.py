@@ -20,6 +20,7 @@ from inbox_api.routes import (
     conversations,
     events,
     forwarding,
+    media,
     oauth,
     outbound,
     records,
@@ -68,6 +69,7 @@ def create_app() -> FastAPI:
     app.include_router(outbound.router)
     app.include_router(forwarding.router)
     app.include_router(sending.router)
+    app.include_router(media.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(web.HERE / "static")), name="static")
     return app

@@ -5,7 +5,15 @@ Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API)
 """
 
 from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
-from crm.models.conversations import Activity, AssignmentRule, Note, Presence, ThreadRead, ThreadSplit
+from crm.models.conversations import (
+    Activity,
+    AssignmentRule,
+    ImageSender,
+    Note,
+    Presence,
+    ThreadRead,
+    ThreadSplit,
+)
 from crm.models.forwarding import ForwardingChannel, InboundDelivery, Ticket
 from crm.models.mail import (
     Message,
@@ -60,6 +68,7 @@ __all__ = [
     "FetchFailure",
     "FolderState",
     "ForwardingChannel",
+    "ImageSender",
     "ImapUid",
     "InboundDelivery",
     "LimitUnit",

@@ -105,3 +105,17 @@ class ThreadSplit(SQLModel, table=True):
     thread_a: int = Field(foreign_key="thread.id")
     thread_b: int = Field(foreign_key="thread.id")
     created_at: datetime = created()
+
+
+class ImageSender(SQLModel, table=True):
+    """A sender whose remote images a user chose to always see (0023): their mail then loads its
+    images through the app's image proxy without asking. Per user, never the team's choice."""
+
+    __tablename__ = "image_sender"
+    __table_args__ = (UniqueConstraint("user_id", "sender_email"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    user_id: int = Field(foreign_key="app_user.id")
+    sender_email: str = Field(max_length=320)
+    created_at: datetime = created()

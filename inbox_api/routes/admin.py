@@ -8,6 +8,7 @@ service with short transactions of its own (no session is held while a server an
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated
 
@@ -18,12 +19,13 @@ from core.db import session_scope
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
-from crm import auth, grants, mailboxes, signature_service, tenants
+from crm import auth, grants, mail_media, mailboxes, signature_service, tenants
 from crm.grants import GrantView
 from crm.mailboxes import AccountView, SaveResult, SkippedView
 from crm.signature_service import ComposeDefaults, RenderedView, SignatureSaved, SignatureView
 from crm.tenants import TenantView, UserView
 from inbox_api.deps import CallerDep, SessionDep
+from inbox_api.routes import media
 from sync.check import make_verifier
 
 router = APIRouter(prefix="/api", tags=["administration"])
@@ -293,6 +295,38 @@ def preview_signature(
     return signature_service.render_signature(
         session=session, caller=caller, signature_id=signature_id, user_id=user_id
     )
+
+
+class SignatureDraftIn(BaseModel):
+    html: str = Field(max_length=200_000)
+    text: str | None = Field(default=None, max_length=100_000)
+    user_id: int | None = Field(default=None, description="Fill in as this user (default: me)")
+
+
+@router.post(
+    "/accounts/{account_id}/signatures/preview",
+    summary="Preview an unsaved signature as a user, with the sanitizer's warnings (nothing stored)",
+)
+def preview_draft(
+    account_id: int, body: SignatureDraftIn, session: SessionDep, caller: CallerDep
+) -> signature_service.DraftPreview:
+    shown = signature_service.preview_draft(
+        session=session,
+        caller=caller,
+        account_id=account_id,
+        html=body.html,
+        text=body.text,
+        user_id=body.user_id,
+    )
+    # The logo of a signature is a remote image: the preview loads it through the image proxy,
+    # like a reader who chose to show images (the page itself never contacts its host).
+    html, _remote, _inline = mail_media.rewrite_images(shown.html, media.proxy_url, lambda _cid: None)
+    return dataclasses.replace(shown, html=html)
+
+
+@router.get("/signature-tags", summary="The merge tags a signature may use")
+def signature_tags(caller: CallerDep) -> list[str]:
+    return list(signature_service.merge_tags())
 
 
 @router.get(

@@ -54,6 +54,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_LIMITS",
     "ParseLimits",
+    "attachment_payloads",
     "count_recipients",
     "normalize_subject",
     "parse_message",
@@ -80,7 +81,7 @@ from sync.parse.headers import (
     normalize_subject,
     synthetic_message_id,
 )
-from sync.types import ParsedMessage
+from sync.types import Attachment, ParsedMessage
 
 
 def _as_bytes(raw: object) -> bytes:
@@ -114,6 +115,23 @@ def parse_message(
         return _parse(_as_bytes(raw), internal_date, limits)
     except Exception as exc:  # the contract is "never raises"; flag the message instead
         return _fallback(raw, internal_date, exc)
+
+
+def attachment_payloads(
+    raw: bytes, *, limits: ParseLimits = DEFAULT_LIMITS
+) -> list[tuple[Attachment, bytes]]:
+    """The attachments of a message with their content, in the order `parse_message` lists them
+    (the index a stored attachment is known by), read by the same bounded walk. Never raises: a
+    message that cannot be read has no attachments."""
+    try:
+        data = _Bounder(_as_bytes(raw), limits).run()
+        root, _feed_error = _feed(data, limits)
+        errors = _Errors()
+        content = _Content(limits=limits, errors=errors, addresses=_AddressReader(errors), payloads=[])
+        _walk(content, root)
+        return list(zip(content.attachments, content.payloads or [], strict=False))
+    except Exception:
+        return []
 
 
 def _fallback(raw: object, internal_date: datetime | None, exc: Exception) -> ParsedMessage:

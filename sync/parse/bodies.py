@@ -38,6 +38,9 @@ class _Content:
     html_body: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     senders: list[Address] = field(default_factory=list)
+    # The attachments' content, in step with `attachments`, when asked for (serving a download);
+    # None while syncing, which keeps only the facts.
+    payloads: list[bytes] | None = None
 
 
 def _payload(part: Message, content_type: str, errors: _Errors) -> bytes:
@@ -98,26 +101,30 @@ def _leaf(content: _Content, part: Message) -> None:
             data = _payload(part, content_type, content.errors)
             content.html_body = _body_text(content, part, data, content_type)
         return  # later inline alternatives of the body are neither body nor attachment
-    content.attachments.append(
-        _attachment(part, content_type, len(_payload(part, content_type, content.errors)))
-    )
+    data = _payload(part, content_type, content.errors)
+    content.attachments.append(_attachment(part, content_type, len(data)))
+    if content.payloads is not None:
+        content.payloads.append(data)
 
 
-def _message_size(messages: list[Message]) -> int:
+def _message_bytes(messages: list[Message]) -> bytes:
     try:
         out = BytesIO()
         for message in messages:
             BytesGenerator(out, mangle_from_=False).flatten(message)
-        return len(out.getvalue())
+        return out.getvalue()
     except Exception:
-        return 0
+        return b""
 
 
 def _attached_message(content: _Content, part: Message) -> None:
     """A message/* part: an attachment, plus the sender of a forwarded message. Not walked into."""
     content_type = part.get_content_type()
     inner = [m for m in part.get_payload() if isinstance(m, Message)]
-    content.attachments.append(_attachment(part, content_type, _message_size(inner)))
+    data = _message_bytes(inner)
+    content.attachments.append(_attachment(part, content_type, len(data)))
+    if content.payloads is not None:
+        content.payloads.append(data)
     if content_type in ("message/rfc822", "message/global") and inner:
         for address in content.addresses.read(inner[0].get_all("from") or [], "From", report=False):
             if address not in content.senders:

@@ -197,6 +197,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/accounts/{account_id}/grants"): {"user_id": 1},
     ("put", "/api/accounts/{account_id}/default-signature"): {"signature_id": None},
     ("post", "/api/accounts/{account_id}/signatures"): {"name": "x", "html": "<p>x</p>"},
+    ("post", "/api/accounts/{account_id}/signatures/preview"): {"html": "<p>{{ sender.full_name }}</p>"},
     ("patch", "/api/signatures/{signature_id}"): {"name": "y"},
     ("put", "/api/users/{user_id}/default-account"): {"account_id": None},
     ("post", "/api/users/{user_id}/active"): {"active": False},
@@ -400,7 +401,8 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
     schema: dict[str, Any] = client.get("/openapi.json").json()
     checked = 0
     for path, operations in schema["paths"].items():
-        params = [p for p in re.findall(r"{(\w+)}", path) if p.endswith("_id")]  # ids, not names
+        # ids, not names (an attachment's index is its position in a message the caller sees)
+        params = [p for p in re.findall(r"{(\w+)}", path) if p.endswith("_id") or p == "message_pk"]
         if not params:
             continue
         for method in operations:
@@ -410,6 +412,7 @@ def test_every_route_answers_404_for_what_the_caller_may_not_see(
                     url = path.replace("{" + param + "}", str(ident))
                     for other in (p for p in params if p != param):  # the others: ids the caller sees
                         url = url.replace("{" + other + "}", str(_visible_id(world, who, other)))
+                    url = url.replace("{index}", "0")
                     body = BODIES.get((method, path))
                     if "requestBody" in operations[method]:
                         assert body is not None, f"the sweep needs a valid body for {method.upper()} {path}"

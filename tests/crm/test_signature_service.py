@@ -276,3 +276,37 @@ def test_signature_changes_are_an_admins(db: Engine, team: tuple[int, int, int])
             s.id
             for s in signature_service.list_signatures(session=session, caller=ann, account_id=account_id)
         ] == [sig.id]
+
+
+def test_draft_preview_renders_like_saving_and_stores_nothing(db: Engine, team: tuple[int, int, int]) -> None:
+    tenant_id, account_id, ann = team
+    admin = make_user(db, tenant_id, "boss@acme.test", is_admin=True)
+    bob = make_user(db, tenant_id, "bob@acme.test")
+    grant(db, tenant_id, account_id, bob)
+    draft = FORMAL + '<img src="https://cdn.acme.test/logo.svg">'
+    with session_scope(db) as s:
+        shown = signature_service.preview_draft(
+            session=s, caller=caller_of(db, tenant_id, admin), account_id=account_id, html=draft, user_id=ann
+        )
+        assert "<b>Ann Lee</b>" in shown.html and "Head of Sales, Acme GmbH" in shown.html
+        assert "<script" not in shown.html and "onclick" not in shown.html
+        assert shown.text.startswith("Ann Lee\nHead of Sales, Acme GmbH")
+        assert any("SVG" in w for w in shown.warnings)
+        assert s.exec(select(Signature)).all() == []
+        # A member previews as themself only; a bad template is refused in words.
+        with pytest.raises(Forbidden):
+            signature_service.preview_draft(
+                session=s,
+                caller=caller_of(db, tenant_id, bob),
+                account_id=account_id,
+                html=draft,
+                user_id=ann,
+            )
+        with pytest.raises(InvalidInput, match="shoe_size"):
+            signature_service.preview_draft(
+                session=s,
+                caller=caller_of(db, tenant_id, bob),
+                account_id=account_id,
+                html="{{ sender.shoe_size }}",
+            )
+    assert "sender.full_name" in signature_service.merge_tags()

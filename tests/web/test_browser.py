@@ -11,10 +11,11 @@ import email
 import email.policy
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, Route, expect, sync_playwright
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -22,8 +23,9 @@ from sqlmodel import Session, select
 from core.db import session_scope
 from core.types import UidState
 from crm import auth, records
-from crm.models import FolderState, ImapUid, Message, OutboundMail
+from crm.models import FolderState, ImapUid, Message, OutboundMail, Thread
 from tests.crm.world import T0, World, build_world
+from tests.dovecot_fixtures import MailboxUser
 from tests.serving import served_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -68,6 +70,9 @@ def world(sqlite_db: Engine) -> World:
             thread_id=w.threads["Alpha"],
         )
         s.add(xss)
+        alpha = s.get_one(Thread, w.threads["Alpha"])
+        alpha.message_count += 1
+        s.add(alpha)
         s.flush()
         folder = s.exec(select(FolderState).where(FolderState.account_id == w.accounts["A"])).one()
         s.add(
@@ -89,8 +94,9 @@ def base_url(world: World) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium for the module (each test opens its own pages, each with its own cookies)."""
     if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
         pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
     with sync_playwright() as p:
@@ -282,3 +288,275 @@ def test_reply_with_undo_from_the_page(
     assert html_part is not None
     assert "&lt;b&gt;the&lt;/b&gt;" in html_part.get_content()  # what was typed is text, not markup
     assert watch.errors == [] and watch.remote() == []
+
+
+def test_links_with_why_merge_and_split(
+    base_url: str, browser: Browser, world: World, sqlite_db: Engine
+) -> None:
+    with session_scope(sqlite_db) as s:
+        records.create_contact(
+            session=s,
+            caller=world.caller("admin"),
+            emails=["zed@zenith.test"],
+            first_name="Zed",
+            last_name="Buyer",
+        )
+        records.create_contact(  # the mail from this address is linked to it at once
+            session=s,
+            caller=world.caller("admin"),
+            emails=["ann@globex.test"],
+            first_name="Ann",
+            last_name="Lee",
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(10000)
+    watch = Watch(page)
+
+    def with_stages(route: Route) -> None:
+        # The sidebar renders the views the counts name: deal stages when the API lists them.
+        response = route.fetch()
+        counts = response.json()
+        counts.setdefault("per_deal_stage", {"proposal": 1})
+        route.fulfill(response=response, json=counts)
+
+    page.route("**/api/views/counts", with_stages)
+    _sign_in(page, base_url, "alice@acme.test")
+    page.locator('#stage-list [data-stage="proposal"]').click()
+    expect(page.locator("#list-title")).to_have_text("Deals in proposal")
+    assert any("deal_stage=proposal" in u for u in watch.requests)
+    page.locator('#view-list [data-view="open"]').click()
+    page.locator("#threads .thread", has_text="Alpha").click()
+    sidebar = page.locator("#crm-sidebar")
+    # The automatic link says why it is there.
+    expect(sidebar.locator(".record-link", has_text="Ann Lee")).to_contain_text(
+        "Why: ann@globex.test is on the mail and is one of its addresses"
+    )
+    # Link by hand (search, pick), shown with its reason; then unlink.
+    sidebar.get_by_text("Link to a record").click()
+    sidebar.get_by_label("Kind").select_option("contact")
+    sidebar.locator("#link-form-q").fill("zed")
+    sidebar.locator("#link-form-q").press("Enter")
+    sidebar.get_by_role("button", name="Link Zed Buyer").click()
+    zed = page.locator("#crm-sidebar .record-link", has_text="Zed Buyer")
+    expect(zed).to_contain_text("Why: linked by hand")
+    zed.get_by_role("button", name="Unlink Zed Buyer").click()
+    expect(page.locator("#crm-sidebar .record-link", has_text="Zed Buyer")).to_have_count(0)
+    # Why is a message here; split it off into its own conversation, then merge it back.
+    messages = page.locator("#conversation article.message")
+    expect(messages).to_have_count(2)
+    messages.first.get_by_role("button", name="Why in this conversation?").click()
+    expect(messages.first.locator(".threading")).to_contain_text("In this conversation because")
+    messages.nth(1).get_by_role("button", name="Split off").click()
+    expect(page.locator("#conversation article.message")).to_have_count(1)
+    # The split message is open on its own; merge the rest of Alpha back into it.
+    page.locator("#conversation").get_by_text("Merge another conversation into this one").click()
+    page.locator("#merge-form-q").fill("alpha")
+    page.locator("#merge-form-q").press("Enter")
+    page.locator("#crm-sidebar .pick-results button").first.click()
+    expect(page.locator("#conversation article.message")).to_have_count(2)
+    history = page.locator(".history summary")
+    history.click()
+    assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+    page.close()
+
+
+def test_admin_connects_a_mailbox_and_writes_a_signature(
+    base_url: str, browser: Browser, world: World, mailbox_user: MailboxUser
+) -> None:
+    dovecot = mailbox_user.dovecot
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(15000)
+    watch = Watch(page)
+    _sign_in(page, base_url, "admin@acme.test")
+    page.goto(f"{base_url}/admin")
+    page.get_by_label("E-mail address").fill("dove@acme.test")
+    page.get_by_label("IMAP server").fill("127.0.0.1")
+    page.get_by_label("Security", exact=True).select_option("tls")
+    page.get_by_label("IMAP port").fill(str(dovecot.ssl_port))
+    page.get_by_label("Username").fill(mailbox_user.name)
+    page.get_by_label("Password").fill(mailbox_user.password)
+    result = page.locator("#account-check")
+    # Dovecot's certificate comes from a private CA: refused, said in words, nothing saved.
+    page.get_by_role("button", name="Check and connect").click()
+    expect(result.locator(".check-error")).to_contain_text("is not trusted")
+    expect(result).to_contain_text("Nothing was saved")
+    page.get_by_label("Security", exact=True).select_option("plain")
+    page.get_by_label("IMAP port").fill(str(dovecot.port))
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Check and connect").click()
+    expect(result.locator(".check-error")).to_contain_text("refused the username or password")
+    page.get_by_label("Password").fill(mailbox_user.password)
+    page.get_by_role("button", name="Check and connect").click()
+    expect(result).to_contain_text("Connected: dove@acme.test")
+    expect(page.locator("#accounts tr", has_text="dove@acme.test")).to_have_count(1)
+
+    # A signature: merge tags listed and inserted, previewed live as a colleague, warnings shown.
+    page.get_by_label("Signatures of account").select_option(label="a@acme.test")
+    page.get_by_label("Signature name").fill("Sales")
+    editor = page.get_by_label("Signature (HTML; merge tags fill in each sender's details)")
+    editor.fill("<p>Best, ")
+    page.get_by_role("button", name="Insert sender.email").click()
+    editor.press("End")
+    editor.type('</p><img src="https://cdn.acme.test/logo.svg" alt="logo">')
+    page.get_by_label("Preview as").select_option(label="alice@acme.test")
+    preview = page.frame_locator("#sig-preview")
+    expect(preview.locator("p")).to_contain_text("Best, alice@acme.test")
+    expect(page.locator("#sig-warnings")).to_contain_text("many mail clients do not display SVG images")
+    # The logo would load through the image proxy, never from its host.
+    assert (preview.locator("img").get_attribute("src") or "").startswith("/media/image?")
+    editor.fill("<p>{{ sender.shoe_size }}</p>")
+    expect(page.locator("#sig-warnings .error")).to_contain_text("shoe_size")
+    editor.fill("<p>Regards, {{ sender.email }}</p>")
+    page.get_by_role("button", name="Save signature").click()
+    expect(page.locator("#admin-status")).to_contain_text("Signature “Sales” saved")
+    expect(page.locator("#signature-list li", has_text="Sales")).to_have_count(1)
+    assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+    page.close()
+
+
+INTERACTIVE_ROLES = {
+    "button", "textbox", "searchbox", "combobox", "checkbox", "radio", "spinbutton", "listbox", "link",
+    "menuitem", "slider", "switch", "tab",
+}  # fmt: skip
+
+
+def _unnamed_controls(page: Page) -> list[str]:
+    """Controls whose accessible name, as Chromium computes it for assistive technology, is empty."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        tree = cdp.send("Accessibility.getFullAXTree")
+    finally:
+        cdp.detach()
+    unnamed = []
+    for node in tree["nodes"]:
+        role = node.get("role", {}).get("value")
+        if node.get("ignored") or role not in INTERACTIVE_ROLES:
+            continue
+        if not str(node.get("name", {}).get("value", "")).strip():
+            unnamed.append(f"{role} (backend node {node.get('backendDOMNodeId')})")
+    return unnamed
+
+
+def _no_horizontal_scroll(page: Page) -> bool:
+    return bool(page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+WATCH_SHIFTS = """() => {
+  window.__shifts = [];
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      for (const source of entry.sources || []) {
+        const node = source.node && (source.node.nodeType === 1 ? source.node : source.node.parentElement);
+        const pane = node && node.closest("#conversation, #views, #threads, .topbar");
+        window.__shifts.push(pane ? pane.id || pane.className : "elsewhere");
+      }
+    }
+  }).observe({ type: "layout-shift" });
+}"""
+
+
+def test_accessible_keyboard_phone_and_steady(
+    base_url: str, browser: Browser, world: World, sqlite_db: Engine
+) -> None:
+    with session_scope(sqlite_db) as s:  # the open conversation shows a record (and its why)
+        records.create_contact(
+            session=s,
+            caller=world.caller("admin"),
+            emails=["sue@globex.test"],
+            first_name="Sue",
+            last_name="Ng",
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(10000)
+    watch = Watch(page)
+    _sign_in(page, base_url, "alice@acme.test")
+    # Keyboard only: j opens the first conversation, Tab walks to the reply box.
+    page.keyboard.press("j")
+    page.locator("#reply-body").wait_for()
+    page.locator("#crm-sidebar .record-link", has_text="Sue Ng").wait_for()
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement && document.activeElement.id") == "reply-body":
+            break
+    else:
+        pytest.fail("Tab never reached the reply box")
+    page.keyboard.type("Typed from the keyboard")
+    # Every control has a name, on the inbox with a conversation open...
+    page.get_by_text("Link to a record").click()
+    page.get_by_text("Merge another conversation into this one").click()
+    assert _unnamed_controls(page) == []
+
+    # No layout shift when mail arrives: a new message in the open conversation and the list.
+    page.evaluate(WATCH_SHIFTS)
+    with session_scope(sqlite_db) as s:
+        shared = s.get_one(Thread, world.threads["Shared"])
+        arrived = Message(
+            tenant_id=world.tenant,
+            message_id="<arrived@mail.test>",
+            content_hash="arrived",
+            subject="Re: Shared",
+            date=T0 + timedelta(hours=9),
+            from_email="sue@globex.test",
+            text_body="A new message while you read",
+            thread_id=shared.id,
+        )
+        s.add(arrived)
+        s.flush()
+        folder = s.exec(select(FolderState).where(FolderState.account_id == world.accounts["A"])).one()
+        s.add(
+            ImapUid(
+                account_id=world.accounts["A"],
+                folder_id=folder.id or 0,
+                uidvalidity=1,
+                uid=1000,
+                state=UidState.STORED,
+                message_pk=arrived.id,
+            )
+        )
+        shared.message_count += 1
+        shared.last_date = arrived.date
+        s.add(shared)
+    page.locator("#conversation .message", has_text="A new message while you read").wait_for()
+    page.wait_for_timeout(1500)  # the records and images of the re-render settle
+    shifts = page.evaluate("() => window.__shifts")
+    assert [s for s in shifts if s in ("conversation", "views")] == [], shifts
+    assert page.locator("#reply-body").input_value() == "Typed from the keyboard"  # nothing lost
+    # The two probes can fail: an unnamed button is found, a banner pushed above the messages is
+    # a shift.
+    page.evaluate("""() => {
+      const c = document.getElementById("conversation");
+      c.prepend(Object.assign(document.createElement("div"), { style: "height: 80px" }));
+      c.append(document.createElement("button"));
+    }""")
+    page.wait_for_timeout(300)
+    assert "conversation" in page.evaluate("() => window.__shifts")
+    assert len(_unnamed_controls(page)) == 1
+
+    # ...on the records and admin pages.
+    page.goto(f"{base_url}/records/contacts")
+    page.locator("main").wait_for()
+    assert _unnamed_controls(page) == []
+    admin = browser.new_page(viewport={"width": 1280, "height": 800})
+    _sign_in(admin, base_url, "admin@acme.test")
+    admin.goto(f"{base_url}/admin")
+    admin.locator("#accounts tr").first.wait_for()
+    admin.locator("#sig-tags button").first.wait_for()
+    assert _unnamed_controls(admin) == []
+
+    # A phone: 375 px wide, nothing scrolls sideways, the conversation still opens and answers.
+    for each in (page, admin):
+        each.set_viewport_size({"width": 375, "height": 740})
+    assert _no_horizontal_scroll(admin), "the admin page scrolls sideways at 375 px"
+    page.goto(f"{base_url}/records/contacts")
+    assert _no_horizontal_scroll(page), "the records page scrolls sideways at 375 px"
+    page.goto(f"{base_url}/")
+    page.locator("#threads .thread").first.click()
+    page.locator("#reply-body").wait_for()
+    assert _no_horizontal_scroll(page), "the inbox scrolls sideways at 375 px"
+    page.locator("#reply-body").scroll_into_view_if_needed()
+    assert page.locator("#reply-body").is_visible()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "phone-conversation.png"))
+    assert watch.errors == [] and watch.dialogs == []
+    admin.close()
+    page.close()

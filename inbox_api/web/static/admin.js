@@ -86,3 +86,182 @@ document.getElementById("grant-form").addEventListener("submit", (event) => {
 oauthOutcome();
 load().catch((error) => say(error.message, true));
 loadProviders().catch(() => {});
+
+// ---------------------------------------------------------------------------------------------
+// Connect a mail account: the server logs in before saving; a failure comes back in words
+// ("the password was refused", "the certificate is not trusted", ...) and nothing is saved,
+// unless the admin chooses to save anyway (the failure is then kept on the account).
+
+const $id = (id) => document.getElementById(id);
+
+function accountBody(force) {
+  const body = {
+    email: $id("acc-email").value.trim(),
+    display_name: $id("acc-name").value.trim(),
+    imap_host: $id("acc-host").value.trim(),
+    imap_port: Number($id("acc-port").value),
+    imap_security: $id("acc-security").value,
+    username: $id("acc-username").value.trim(),
+    password: $id("acc-password").value,
+    check: true,
+    force,
+  };
+  if ($id("acc-smtp-host").value.trim()) {
+    body.smtp_host = $id("acc-smtp-host").value.trim();
+    body.smtp_port = Number($id("acc-smtp-port").value) || 465;
+    body.smtp_security = $id("acc-smtp-security").value;
+  }
+  return body;
+}
+
+async function connectAccount(force) {
+  const result = $id("account-check");
+  result.className = "check-result";
+  result.replaceChildren(el("span", { text: "Checking the connection…" }));
+  $id("account-submit").disabled = true;
+  try {
+    const saved = await api("/api/accounts", { method: "POST", body: accountBody(force) });
+    const ok = !saved.check || saved.check.ok;
+    result.classList.add(ok ? "ok" : "error");
+    result.replaceChildren(el("span", {
+      text: ok
+        ? `Connected: ${saved.account.email} logged in and will sync.`
+        : `Saved without a working connection: ${saved.check.message}`,
+    }));
+    $id("acc-password").value = "";
+    await load();
+  } catch (error) {
+    result.classList.add("error");
+    result.replaceChildren(
+      el("span", { class: "check-error", text: error.message }),
+      el("button", { type: "button", id: "account-force", onclick: () => connectAccount(true) }, "Save anyway"),
+    );
+  } finally {
+    $id("account-submit").disabled = false;
+  }
+}
+
+$id("acc-security").addEventListener("change", () => {
+  const port = { tls: "993", starttls: "143", plain: "143" }[$id("acc-security").value];
+  if (["993", "143", ""].includes($id("acc-port").value)) $id("acc-port").value = port;
+});
+$id("account-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  connectAccount(false);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Signatures: an editor with the merge tags listed, a live preview as a chosen user (rendered
+// by the server exactly as a sent mail would be, shown in a sandboxed frame) and the sanitizer's
+// warnings.
+
+const sig = { accounts: [], previewTimer: null, signatures: [] };
+
+function previewFrame(html) {
+  $id("sig-preview").srcdoc =
+    `<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data: ${location.origin}/media/; style-src \'unsafe-inline\'">` + html;
+}
+
+function showWarnings(warnings, isError = false) {
+  $id("sig-warnings").replaceChildren(...warnings.map((w) => el("li", { class: isError ? "error" : "warning", text: w })));
+}
+
+async function preview() {
+  const account = $id("sig-account").value;
+  const html = $id("sig-html").value;
+  if (!account || !html.trim()) { previewFrame(""); showWarnings([]); return; }
+  const user = $id("sig-user").value;
+  try {
+    const shown = await api(`/api/accounts/${account}/signatures/preview`, {
+      method: "POST", body: { html, user_id: user ? Number(user) : null },
+    });
+    previewFrame(shown.html);
+    showWarnings(shown.warnings);
+  } catch (error) {
+    previewFrame("");
+    showWarnings([error.message], true);
+  }
+}
+
+function schedulePreview() {
+  clearTimeout(sig.previewTimer);
+  sig.previewTimer = setTimeout(preview, 300);
+}
+
+function editSignature(signature) {
+  $id("sig-id").value = signature ? String(signature.id) : "";
+  $id("sig-name").value = signature ? signature.name : "";
+  $id("sig-html").value = signature ? signature.html : "";
+  $id("sig-save").textContent = signature ? `Save “${signature.name}”` : "Save signature";
+  schedulePreview();
+}
+
+async function loadSignatures() {
+  const account = $id("sig-account").value;
+  if (!account) return;
+  sig.signatures = await api(`/api/accounts/${account}/signatures`);
+  $id("signature-list").replaceChildren(
+    ...(sig.signatures.length
+      ? sig.signatures.map((s) => el("li", {},
+          el("span", { text: s.name }),
+          el("button", { type: "button", "aria-label": `Edit ${s.name}`, onclick: () => editSignature(s) }, "Edit"),
+          el("button", { type: "button", "aria-label": `Make ${s.name} my default`, onclick: () => act(
+            () => api(`/api/accounts/${account}/default-signature`, { method: "PUT", body: { signature_id: s.id } }),
+            `${s.name} is your default signature for this account.`) }, "My default"),
+          el("button", { type: "button", "aria-label": `Delete ${s.name}`, onclick: () => act(
+            async () => { await api(`/api/signatures/${s.id}`, { method: "DELETE" }); editSignature(null); await loadSignatures(); },
+            `${s.name} deleted.`) }, "Delete")))
+      : [el("li", { class: "muted", text: "No signature for this account yet." })]),
+  );
+}
+
+async function saveSignature(event) {
+  event.preventDefault();
+  const account = $id("sig-account").value;
+  const id = $id("sig-id").value;
+  const body = { name: $id("sig-name").value.trim(), html: $id("sig-html").value };
+  try {
+    const saved = id
+      ? await api(`/api/signatures/${id}`, { method: "PATCH", body })
+      : await api(`/api/accounts/${account}/signatures`, { method: "POST", body });
+    say(`Signature “${saved.signature.name}” saved.`);
+    showWarnings(saved.warnings);
+    editSignature(saved.signature);
+    showWarnings(saved.warnings);
+    await loadSignatures();
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function startSignatures() {
+  const [accounts, users, tags] = await Promise.all([api("/api/accounts"), api("/api/users"), api("/api/signature-tags")]);
+  $id("sig-account").replaceChildren(...accounts.map((a) => el("option", { value: String(a.id), text: a.email })));
+  $id("sig-user").replaceChildren(
+    el("option", { value: "", text: "Me" }),
+    ...users.filter((u) => u.active).map((u) => {
+      const name = `${u.first_name} ${u.last_name}`.trim();
+      return el("option", { value: String(u.id), text: name ? `${name} <${u.email}>` : u.email });
+    }),
+  );
+  $id("sig-tags").replaceChildren(...tags.map((tag) => el("button", {
+    type: "button", class: "tag", "aria-label": `Insert ${tag}`,
+    onclick: () => {
+      const area = $id("sig-html");
+      const at = area.selectionStart ?? area.value.length;
+      const text = `{{ ${tag} }}`;
+      area.value = area.value.slice(0, at) + text + area.value.slice(area.selectionEnd ?? at);
+      area.focus();
+      area.selectionStart = area.selectionEnd = at + text.length;
+      schedulePreview();
+    },
+  }, tag)));
+  $id("sig-account").addEventListener("change", () => { editSignature(null); loadSignatures(); });
+  $id("sig-user").addEventListener("change", preview);
+  $id("sig-html").addEventListener("input", schedulePreview);
+  $id("sig-new").addEventListener("click", () => editSignature(null));
+  $id("signature-form").addEventListener("submit", saveSignature);
+  await loadSignatures();
+}
+
+startSignatures().catch((error) => say(error.message, true));

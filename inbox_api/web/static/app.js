@@ -19,6 +19,7 @@ const VIEWS = [
 const state = {
   view: VIEWS[2],
   account: null,
+  stage: null,
   text: "",
   threads: [],
   cursor: null,
@@ -81,9 +82,9 @@ async function loadCounts() {
           "button",
           {
             type: "button",
-            class: "view" + (state.view === view && state.account === null ? " current" : ""),
+            class: "view" + (state.view === view && state.account === null && state.stage === null ? " current" : ""),
             "data-view": view.key,
-            "aria-current": state.view === view && state.account === null ? "true" : null,
+            "aria-current": state.view === view && state.account === null && state.stage === null ? "true" : null,
             onclick: () => chooseView(view, null),
           },
           el("span", { class: "label", text: view.label }),
@@ -103,6 +104,7 @@ async function loadCounts() {
           {
             type: "button",
             class: "view" + (String(state.account) === id ? " current" : ""),
+            "aria-current": String(state.account) === id ? "true" : null,
             "data-account": id,
             onclick: () => chooseView(VIEWS[2], Number(id)),
           },
@@ -112,40 +114,39 @@ async function loadCounts() {
       ),
     ),
   );
-  // One view per stage of the tenant's deals: open conversations linked to a deal in that stage.
-  const stages = Object.entries(counts.per_deal_stage || {});
-  $("#stage-heading").hidden = stages.length === 0;
-  $("#stage-list").replaceChildren(
-    ...stages.map(([stage, count]) => {
-      const current = state.account === null && state.view.key === `stage:${stage}`;
-      return el(
-        "li",
-        {},
-        el(
-          "button",
-          {
-            type: "button",
-            class: "view" + (current ? " current" : ""),
-            "data-stage": stage,
-            "aria-current": current ? "true" : null,
-            onclick: () => chooseView(stageView(stage), null),
-          },
-          el("span", { class: "label", text: stage }),
-          el("span", { class: "count", text: String(count) }),
-        ),
-      );
-    }),
+  renderStages(counts);
+}
+
+function countButton(attrs, label, count, current, onclick) {
+  return el(
+    "li",
+    {},
+    el(
+      "button",
+      { type: "button", class: "view" + (current ? " current" : ""), "aria-current": current ? "true" : null, onclick, ...attrs },
+      el("span", { class: "label", text: label }),
+      el("span", { class: "count", text: String(count) }),
+    ),
   );
 }
 
-function stageView(stage) {
-  return { key: `stage:${stage}`, label: `Deal stage: ${stage}`, query: { status: "open", deal_stage: stage } };
+function renderStages(counts) {
+  // Open conversations per deal stage, as many stages as the counts name (none: no heading).
+  const stages = Object.entries(counts.per_deal_stage || {});
+  $("#stages-heading").hidden = !stages.length;
+  $("#stage-list").replaceChildren(
+    ...stages.map(([stage, count]) =>
+      countButton({ "data-stage": stage }, stage, count, state.stage === stage, () => chooseView(VIEWS[2], null, stage)),
+    ),
+  );
 }
 
-function chooseView(view, account) {
+function chooseView(view, account, stage = null) {
   state.view = view;
   state.account = account;
-  $("#list-title").textContent = account === null ? view.label : state.accounts.get(account) || `Account ${account}`;
+  state.stage = stage;
+  $("#list-title").textContent =
+    stage !== null ? `Deals in ${stage}` : account === null ? view.label : state.accounts.get(account) || `Account ${account}`;
   document.body.classList.remove("nav-open");
   refresh();
 }
@@ -156,6 +157,7 @@ function chooseView(view, account) {
 function listQuery(cursor) {
   const params = new URLSearchParams(state.view.query);
   if (state.account !== null) params.set("account_id", String(state.account));
+  if (state.stage !== null) params.set("deal_stage", state.stage);
   if (state.text) params.set("q", state.text);
   if (cursor) params.set("cursor", cursor);
   params.set("limit", "50");
@@ -238,15 +240,72 @@ function foldQuotes(text) {
 
 function mailFrame(html) {
   // No allow-* token at all: no scripts, opaque origin, no forms, no popups, no top navigation.
+  // Images only from data: and this app's own /media/ (the image proxy and the message's parts).
   const frame = el("iframe", { sandbox: "", class: "mail-frame", title: "Message", referrerpolicy: "no-referrer" });
   frame.srcdoc =
-    '<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src \'unsafe-inline\'">' +
+    `<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data: ${location.origin}/media/; style-src 'unsafe-inline'">` +
     '<base target="_blank">' +
     html;
   return frame;
 }
 
-function renderMessage(message) {
+function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+function attachmentList(message) {
+  if (!message.attachments.length) return null;
+  return el(
+    "ul",
+    { class: "attachments", "aria-label": "Attachments" },
+    ...message.attachments.map((a, index) => {
+      const name = a.filename || `attachment ${index + 1}`;
+      return el(
+        "li",
+        {},
+        el("a", { href: `/api/messages/${message.id}/attachments/${index}`, download: name, text: name }),
+        el("span", { class: "muted", text: ` ${a.content_type}, ${formatSize(a.size)}${a.inline ? ", inline" : ""}` }),
+      );
+    }),
+  );
+}
+
+// Remote images: held back until the reader asks, then loaded through the app's image proxy.
+async function showDisplay(message, holder, images) {
+  const display = await api(`/api/messages/${message.id}/display${images ? "?images=true" : ""}`);
+  const frame = mailFrame(display.html);
+  holder.querySelector(".mail-frame").replaceWith(frame);
+  const bar = holder.querySelector(".images-bar");
+  const sender = display.sender || "this sender";
+  const always = (on) => async () => {
+    await api(`/api/messages/${message.id}/sender-images`, { method: on ? "PUT" : "DELETE" });
+    showDisplay(message, holder, on);
+  };
+  if (!display.remote_images) {
+    bar.replaceChildren();
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  if (!display.images_shown) {
+    bar.replaceChildren(
+      el("span", { text: `${display.remote_images} remote image(s) held back: the sender cannot tell you read this. ` }),
+      el("button", { type: "button", class: "show-images", onclick: () => showDisplay(message, holder, true) }, "Show images"),
+      el("button", { type: "button", class: "always-images", onclick: always(true) }, `Always show images from ${sender}`),
+    );
+  } else {
+    bar.replaceChildren(
+      el("span", { text: "Images loaded through crm-inbox's image proxy (the sender does not see you). " }),
+      display.sender_always
+        ? el("button", { type: "button", class: "ask-images", onclick: always(false) }, `Ask again for ${sender}`)
+        : el("button", { type: "button", class: "always-images", onclick: always(true) }, `Always show images from ${sender}`),
+    );
+  }
+}
+
+function renderMessage(message, canSplit) {
   const people = (list) => list.map((p) => (p.name ? `${p.name} <${p.email}>` : p.email)).join(", ");
   const head = el(
     "header",
@@ -255,26 +314,37 @@ function renderMessage(message) {
     el("time", { class: "when", datetime: message.date || null, text: message.date ? new Date(message.date).toLocaleString() : "" }),
     el("span", { class: "to", text: message.to.length ? `to ${people(message.to)}` : "" }),
   );
-  const body = message.html_body ? mailFrame(message.html_body) : foldQuotes(message.text_body || "");
-  const files = message.attachments.length
-    ? el(
-        "ul",
-        { class: "attachments", "aria-label": "Attachments" },
-        ...message.attachments.map((a) =>
-          el("li", { text: `${a.filename || "unnamed"} (${a.content_type}, ${Math.max(1, Math.round(a.size / 1024))} KB)` }),
-        ),
-      )
-    : null;
+  const threading = el("p", { class: "muted threading", "aria-live": "polite" });
+  const tools = el(
+    "div",
+    { class: "message-tools" },
+    el("button", { type: "button", class: "why-here", onclick: () => explainThreading(message.id, threading) }, "Why in this conversation?"),
+    canSplit ? el("button", { type: "button", class: "split", onclick: () => splitMessage(message.id) }, "Split off") : null,
+  );
+  const files = attachmentList(message);
   const flags = [];
   if (message.malformed) flags.push("This message was malformed; it is shown as well as it could be read.");
   if (message.headers_only) flags.push("This message was too large: only its headers were kept.");
-  if (message.remote_images_held) {
-    flags.push(`${message.remote_images_held} remote image(s) held back: the sender cannot tell you read this.`);
+  let body;
+  if (message.html_body) {
+    // The bar keeps its place (held or shown) so showing images never moves the page.
+    const bar = el("p", { class: "flag images-bar", role: "status" });
+    body = el("div", { class: "html-body" }, bar, mailFrame(message.html_body));
+    if (message.remote_images_held) {
+      bar.append(el("span", { text: `${message.remote_images_held} remote image(s) held back: the sender cannot tell you read this.` }));
+    } else {
+      bar.hidden = true;
+    }
+    if (message.remote_images_held || /src="cid:/i.test(message.html_body)) showDisplay(message, body, false);
+  } else {
+    body = foldQuotes(message.text_body || "");
   }
   return el(
     "article",
     { class: "message " + (message.direction === "outbound" ? "ours" : "theirs"), "data-message-id": String(message.id) },
     head,
+    tools,
+    threading,
     ...flags.map((f) => el("p", { class: "flag", text: f })),
     body,
     files,
@@ -323,6 +393,8 @@ function renderConversation(thread, notes, history, present) {
     same: state.renderedId === thread.id,
   };
   state.renderedId = thread.id;
+  // The records already shown stay in place while they reload: nothing below them moves.
+  const shownRecords = typing.same && $("#crm-sidebar .record-list") ? [...$("#crm-sidebar .record-list").childNodes] : null;
   const assign = el(
     "select",
     { id: "assignee", "aria-label": "Assignee", onchange: (event) => assignTo(event.target.value ? Number(event.target.value) : null) },
@@ -398,14 +470,14 @@ function renderConversation(thread, notes, history, present) {
     el("div", { id: "presence", class: "presence", "aria-live": "polite" }),
     actions,
     records,
-    ...thread.messages.map(renderMessage),
+    ...thread.messages.map((m) => renderMessage(m, thread.messages.length > 1)),
     replyForm,
     noteList,
     noteForm,
     historyList,
   );
   renderPresence(present);
-  renderRecords(thread);
+  renderRecords(thread, shownRecords);
   if (typing.same) {
     if ($("#reply-body")) $("#reply-body").value = typing.reply;
     if ($("#note-body")) $("#note-body").value = typing.note;
@@ -420,32 +492,172 @@ function accountName(message) {
 
 const RECORD_PATH = { contact: "contacts", company: "companies", deal: "deals" };
 
-async function renderRecords(thread) {
+function reasonWords(reason, detail) {
+  switch (reason) {
+    case "manual": return "linked by hand";
+    case "forward": return detail ? `forwarded mail from ${detail}` : "forwarded mail";
+    case "bcc": return detail ? `sent with the CRM in Bcc (${detail})` : "sent with the CRM in Bcc";
+    case "address": return detail ? `${detail} is on the mail and is one of its addresses` : "one of its addresses is on the mail";
+    case "deal_participant": return detail ? `${detail} takes part in the deal` : "a participant of the deal";
+    case "thread": return "another message of this conversation is linked";
+    case "domain": return detail ? `the domain ${detail} is the company's` : "the company's domain";
+    default: return reason;
+  }
+}
+
+function recordLabel(record, kind, id) {
+  return record.full_name || record.name || record.title || `${kind} ${id}`;
+}
+
+async function renderRecords(thread, shownRecords = null) {
+  // One entry per record, with the first message that carries it (its "why" and where an unlink
+  // starts: an unlink applies to the whole conversation and stays).
   const seen = new Map();
   for (const message of thread.messages) {
-    for (const link of message.links) seen.set(`${link.record_kind}:${link.record_id}`, link);
+    for (const link of message.links) {
+      const key = `${link.record_kind}:${link.record_id}`;
+      if (!seen.has(key)) seen.set(key, { link, messageId: message.id });
+    }
   }
   const box = $("#crm-sidebar");
   if (!box) return;
-  if (!seen.size) {
-    box.replaceChildren(el("p", { class: "muted", text: "Not linked to any contact, company or deal yet." }));
-    return;
-  }
+  // The forms are there at once (a reader may open one while the records load); the list of
+  // records fills in its own place.
+  const list = el("div", { class: "record-list" });
+  if (shownRecords && shownRecords.length) list.replaceChildren(...shownRecords);
+  else list.append(el("p", { class: "muted", text: seen.size ? "Loading records…" : "Not linked to any contact, company or deal yet." }));
+  box.replaceChildren(el("h3", { text: "On records" }), list, linkForm(thread), mergeForm(thread));
+  if (!seen.size) return;
+  const whys = new Map();
+  await Promise.all(
+    [...new Set([...seen.values()].map((v) => v.messageId))].map(async (messageId) => {
+      try {
+        for (const why of await api(`/api/messages/${messageId}/links`)) whys.set(`${messageId}:${why.record_kind}:${why.record_id}`, why);
+      } catch { /* shown without the detail */ }
+    }),
+  );
   const items = await Promise.all(
-    [...seen.values()].map(async (link) => {
+    [...seen.values()].map(async ({ link, messageId }) => {
       const path = RECORD_PATH[link.record_kind];
       try {
         const record = await api(`/api/${path}/${link.record_id}`);
-        const label = record.full_name || record.name || record.title || `${link.record_kind} ${link.record_id}`;
+        const label = recordLabel(record, link.record_kind, link.record_id);
         const extra = link.record_kind === "deal" ? ` · ${record.stage}${record.amount === null ? "" : `, ${record.amount} ${record.currency}`}` : "";
-        return el("li", {}, el("a", { href: `/records/${path}/${link.record_id}`, text: label }),
-          el("span", { class: "muted", text: ` (${link.record_kind}${extra}; ${link.reason})` }));
+        const why = whys.get(`${messageId}:${link.record_kind}:${link.record_id}`);
+        return el(
+          "li",
+          { class: "record-link", "data-record": `${link.record_kind}:${link.record_id}` },
+          el("a", { href: `/records/${path}/${link.record_id}`, text: label }),
+          el("span", { class: "muted", text: ` (${link.record_kind}${extra})` }),
+          el("span", { class: "why", text: `Why: ${reasonWords(link.reason, why ? why.detail : "")}` }),
+          el("button", {
+            type: "button", class: "unlink", "aria-label": `Unlink ${label}`,
+            onclick: () => unlinkRecord(messageId, link.record_kind, link.record_id, label),
+          }, "Unlink"),
+        );
       } catch {
         return null;
       }
     }),
   );
-  box.replaceChildren(el("h3", { text: "On records" }), el("ul", {}, ...items.filter(Boolean)));
+  const linked = items.filter(Boolean);
+  list.replaceChildren(
+    linked.length ? el("ul", { class: "record-links" }, ...linked) : el("p", { class: "muted", text: "Not linked to any contact, company or deal yet." }),
+  );
+}
+
+async function unlinkRecord(messageId, kind, id, label) {
+  await api(`/api/messages/${messageId}/unlink`, { method: "POST", body: { record_kind: kind, record_id: id, whole_conversation: true } });
+  notify(`Unlinked ${label} (it stays off this conversation)`);
+  await openThread(state.openId);
+}
+
+function searchForm({ id, legend, kinds, search, action, actionLabel }) {
+  // A small search-and-pick form: the results are buttons, so it works from the keyboard.
+  const results = el("ul", { class: "pick-results", "aria-live": "polite" });
+  const input = el("input", { id: `${id}-q`, type: "search", autocomplete: "off" });
+  const kind = kinds
+    ? el("select", { id: `${id}-kind` }, ...kinds.map((k) => el("option", { value: k, text: k })))
+    : null;
+  const form = el(
+    "form",
+    {
+      id, class: "pick-form",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const found = await search(input.value.trim(), kind ? kind.value : null);
+        results.replaceChildren(
+          ...(found.length
+            ? found.map((item) => el("li", {}, el("button", { type: "button", onclick: () => action(item) }, `${actionLabel} ${item.label}`)))
+            : [el("li", { class: "muted", text: "Nothing found." })]),
+        );
+      },
+    },
+    kind ? el("label", { for: `${id}-kind`, text: "Kind" }) : null,
+    kind,
+    el("label", { for: `${id}-q`, text: "Search" }),
+    input,
+    el("button", { type: "submit" }, "Find"),
+  );
+  return el("details", { class: "tool" }, el("summary", { text: legend }), form, results);
+}
+
+function linkForm(thread) {
+  const last = thread.messages[thread.messages.length - 1];
+  if (!last) return null;
+  return searchForm({
+    id: "link-form",
+    legend: "Link to a record",
+    kinds: ["contact", "company", "deal"],
+    actionLabel: "Link",
+    search: async (text, kind) => {
+      const page = await api(`/api/${RECORD_PATH[kind]}?${new URLSearchParams({ q: text, limit: "10" })}`);
+      return page.items.map((r) => ({ kind, id: r.id, label: recordLabel(r, kind, r.id) }));
+    },
+    action: async (item) => {
+      await api(`/api/messages/${last.id}/links`, { method: "POST", body: { record_kind: item.kind, record_id: item.id, whole_conversation: true } });
+      notify(`Linked to ${item.label}`);
+      await openThread(state.openId);
+    },
+  });
+}
+
+function mergeForm(thread) {
+  return searchForm({
+    id: "merge-form",
+    legend: "Merge another conversation into this one",
+    kinds: null,
+    actionLabel: "Merge",
+    search: async (text) => {
+      const page = await api(`/api/threads?${new URLSearchParams({ q: text, limit: "10" })}`);
+      return page.items.filter((t) => t.id !== thread.id).map((t) => ({ id: t.id, label: `“${t.subject || "(no subject)"}” (${t.message_count})` }));
+    },
+    action: async (item) => {
+      const change = await api(`/api/threads/${thread.id}/merge`, { method: "POST", body: { source_id: item.id } });
+      notify("Conversations merged (kept together from now on)");
+      await Promise.all([openThread(change.thread_id), refresh()]);
+    },
+  });
+}
+
+const EVIDENCE = {
+  replies_to: "it replies to another message here",
+  replied_by: "another message here replies to it",
+  subject: "same subject among the same people within days (no reference)",
+  merged_by_user: "someone merged it in",
+  split_by_user: "someone split it off",
+  starts: "it starts the conversation",
+};
+
+async function explainThreading(messageId, target) {
+  const why = await api(`/api/messages/${messageId}/threading`);
+  target.textContent = `In this conversation because ${why.evidence.map((e) => EVIDENCE[e.kind] || e.kind).join("; ") || "of its headers"}.`;
+}
+
+async function splitMessage(messageId) {
+  const change = await api(`/api/messages/${messageId}/split`, { method: "POST" });
+  notify("Message split into its own conversation (kept apart from now on)");
+  await Promise.all([openThread(change.thread_id), refresh()]);
 }
 
 let replyingSent = 0;
