@@ -100,7 +100,7 @@ def test_preferences_and_tenant_switch(sqlite_db: Engine, world: World) -> None:
     alpha = w.threads["Alpha"]
     with session_scope(db) as s:
         prefs = notifications.set_pref(session=s, caller=w.caller("alice"), event="assigned", enabled=False)
-        assert {p.event: p.enabled for p in prefs}["assigned"] is False
+        assert {p.event.value: p.enabled for p in prefs}["assigned"] is False
         conversations.assign(
             session=s, caller=w.caller("admin"), thread_id=alpha, assignee_user_id=w.users["alice"]
         )
