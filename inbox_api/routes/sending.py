@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -19,6 +19,7 @@ from crm.outbound import notifications, senders, system_mail
 from crm.outbound.senders import VerificationView, Verified
 from crm.outbound.system_mail import SendingMode, SendingView
 from inbox_api.deps import CallerDep, SessionDep
+from sync import dns_advice
 
 router = APIRouter(tags=["sending"])
 
@@ -180,3 +181,19 @@ def set_my_pref(
     return notifications.set_pref(
         session=session, caller=caller, event=event, enabled=body.enabled, digest_hour=body.digest_hour
     )
+
+
+@router.get(
+    "/api/sending/domain-advice",
+    summary="SPF, DKIM and DMARC of a sending domain, as advice (admins; never blocks sending)",
+)
+def domain_advice(
+    session: SessionDep,
+    caller: CallerDep,
+    domain: str | None = None,
+    selector: Annotated[list[str] | None, Query(description="DKIM selectors to look up")] = None,
+) -> dns_advice.DomainAdvice:
+    """Default domain: the one of the tenant's notification sender."""
+    current = system_mail.get_sending(session=session, caller=caller)  # admins only
+    session.commit()  # no transaction held while the DNS answers
+    return dns_advice.check_domain(domain or current.effective_from, tuple(selector or ()))
