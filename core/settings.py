@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     system_smtp_ca_file: str | None = None
     # From of the default sender ("Acme via crm-inbox <notifications@...>").
     system_from_address: str = "notifications@crm-inbox.invalid"
+    # The DNS server for sending-domain advice ("host" or "host:port"); empty: the system's.
+    dns_server: str = ""
     # Where links in mail point (sender verification, password reset), without a trailing slash.
     public_url: str = "http://localhost:8000"
 

@@ -33,6 +33,7 @@ from crm.models import (
     Thread,
     User,
 )
+from crm.outbound import notifications
 
 
 class AssignMode(enum.StrEnum):
@@ -255,6 +256,14 @@ def on_new_mail(
                 kind=ActivityKind.ASSIGNED,
                 data={"assignee": choice, "previous": None, "rule": mode.value},
             )
+        )
+        notifications.on_assigned(
+            session=session,
+            tenant_id=tenant_id,
+            thread_id=thread.id or 0,
+            subject=thread.subject,
+            assignee=choice,
+            actor=None,
         )
         assigned.append(thread.id or 0)
     session.flush()

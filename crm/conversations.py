@@ -20,6 +20,7 @@ from core.errors import InvalidInput
 from core.types import ActivityKind, ConversationStatus, utcnow
 from crm import access
 from crm.models import Activity, Note, Presence, Thread, ThreadRead, ThreadSplit, User
+from crm.outbound import notifications
 
 MAX_NOTE_LENGTH = 20_000
 # "@alice@acme.example" (a full address) or "@alice" (a local part unique in the tenant).
@@ -120,6 +121,14 @@ def assign(
                 ActivityKind.ASSIGNED,
                 assignee=assignee_user_id,
                 previous=previous,
+            )
+            notifications.on_assigned(
+                session=session,
+                tenant_id=caller.tenant_id,
+                thread_id=thread_id,
+                subject=thread.subject,
+                assignee=assignee_user_id,
+                actor=caller.user_id,
             )
         session.flush()
     return _state(thread)
@@ -228,8 +237,18 @@ def add_note(*, session: Session, caller: Caller, thread_id: int, body: str) -> 
     session.add(note)
     session.flush()
     _record(session, caller, thread_id, ActivityKind.NOTE, note_id=note.id)
+    subject = session.get_one(Thread, thread_id).subject
     for user_id in mentions:
         _record(session, caller, thread_id, ActivityKind.MENTION, note_id=note.id, user_id=user_id)
+        notifications.on_mentioned(
+            session=session,
+            tenant_id=caller.tenant_id,
+            thread_id=thread_id,
+            subject=subject,
+            mentioned=user_id,
+            actor=caller.user_id,
+            note=text,
+        )
     session.flush()
     return _note_view(note)
 

@@ -20,6 +20,8 @@ RCPT each, DATA) instead of `sendmail()` so that
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import smtplib
 import socket
 import ssl
@@ -107,10 +109,26 @@ def _network(endpoint: SmtpEndpoint, exc: BaseException, doing: str) -> errors.S
     return errors.ConnectionLost(host, f"{type(exc).__name__} while {doing}")
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_context(host: str, ca_file: str | None, ca_mtime: float) -> ssl.SSLContext:
+    return pinned_context(host, ca_file)
+
+
+def _context(endpoint: SmtpEndpoint) -> ssl.SSLContext:
+    """The verifying TLS context of a host, built once per worker: loading the system's CA
+    store costs ~0.2 s, most of a message's send time when built per message (bench/
+    queue_bench.py). Keyed by the CA file's mtime too, so a replaced CA file is read again."""
+    mtime = 0.0
+    if endpoint.ca_file:
+        with contextlib.suppress(OSError):
+            mtime = os.stat(endpoint.ca_file).st_mtime
+    return _cached_context(endpoint.host, endpoint.ca_file, mtime)
+
+
 def _open(endpoint: SmtpEndpoint, password: Credential) -> smtplib.SMTP:
     """Connect, secure and log in; raises `SyncError` or `smtplib.SMTPResponseException`."""
     address = check_host(endpoint.host, endpoint.port, allow_private=endpoint.allow_private_hosts)
-    context = pinned_context(endpoint.host, endpoint.ca_file)
+    context = _context(endpoint) if endpoint.security is not Security.PLAIN else None
     client: smtplib.SMTP | None = None
     doing = "connecting"
     try:

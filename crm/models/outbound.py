@@ -184,3 +184,28 @@ class Draft(SQLModel, table=True):
     bcc_addrs: list[str] = json_column(list)
     created_at: datetime = created()
     updated_at: datetime = created()
+
+
+class NotificationTemplate(SQLModel, table=True):
+    """A tenant's wording of one notification event (crm.outbound.notifications); none: the
+    built-in wording."""
+
+    __tablename__ = "notification_template"
+
+    tenant_id: int = Field(foreign_key="tenant.id", primary_key=True)
+    event: str = Field(max_length=64, primary_key=True)
+    subject: str = Field(sa_type=Text)
+    text: str = Field(sa_type=Text)
+    html: str = Field(sa_type=Text)
+    updated_at: datetime = created()
+
+
+class NotificationPref(SQLModel, table=True):
+    """A user's choice for one notification event (none: on)."""
+
+    __tablename__ = "notification_pref"
+
+    user_id: int = Field(foreign_key="app_user.id", primary_key=True)
+    event: str = Field(max_length=64, primary_key=True)
+    enabled: bool = Field(default=True)
+    digest_hour: int | None = None  # daily digest only: the hour (UTC) it is sent

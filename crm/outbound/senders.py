@@ -29,7 +29,7 @@ from core.settings import get_settings
 from core.types import utcnow
 from crm import access
 from crm.models import MailKind, SenderVerification, SendingMode, Tenant
-from crm.outbound import system_mail
+from crm.outbound import notifications, system_mail
 from crm.outbound.headers import parse_address
 from crm.outbound.ids import tenant_key
 
@@ -94,17 +94,18 @@ def _mail_link(session: Session, row: SenderVerification, now: datetime) -> None
     link = f"{get_settings().public_url.rstrip('/')}/verify-sender?token={token}"
     # Through the deployment's sender: the address is not proven yet, and the tenant's own
     # account may be the very thing being set up.
+    wording, _ = notifications.wording_of(session, row.tenant_id, notifications.Event.SENDER_VERIFICATION)
+    rendered = notifications.render_wording(
+        wording, {"tenant_name": tenant.name, "sender_address": row.email, "verification_url": link}
+    )
     system_mail.enqueue(
         session=session,
         tenant_id=row.tenant_id,
         kind=MailKind.VERIFICATION,
         to=row.email,
-        subject=f"Confirm {row.email} as the sender of {tenant.name}'s mail",
-        text=(
-            f"{tenant.name} asked to send its notification mail from {row.email}.\n\n"
-            f"To confirm, open this link within 24 hours:\n{link}\n\n"
-            "If you did not expect this, ignore this mail: nothing changes without the link.\n"
-        ),
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
         sender=system_mail.Sender(None, get_settings().system_from_address, tenant.name),
     )
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from core.errors import DomainError
-from crm.outbound import senders, system_mail
+from crm.outbound import notifications, senders, system_mail
 from crm.outbound.senders import VerificationView, Verified
 from crm.outbound.system_mail import SendingMode, SendingView
 from inbox_api.deps import CallerDep, SessionDep
+from sync import dns_advice
 
 router = APIRouter(tags=["sending"])
 
@@ -115,3 +116,84 @@ def verify_submit(request: Request, session: SessionDep, token: Annotated[str, F
     except DomainError as exc:
         return _page(request, f'<p class="error" role="alert">{html.escape(exc.message)}</p>', 400)
     return _page(request, f"<p>Confirmed: {html.escape(done.email)} now sends your notification mail.</p>")
+
+
+class TemplateBody(BaseModel):
+    subject: str = Field(max_length=notifications.MAX_TEMPLATE)
+    text: str = Field(max_length=notifications.MAX_TEMPLATE)
+    html: str = Field(max_length=notifications.MAX_TEMPLATE)
+
+
+class PreviewBody(BaseModel):
+    subject: str | None = Field(default=None, max_length=notifications.MAX_TEMPLATE)
+    text: str | None = Field(default=None, max_length=notifications.MAX_TEMPLATE)
+    html: str | None = Field(default=None, max_length=notifications.MAX_TEMPLATE)
+
+
+class PrefBody(BaseModel):
+    enabled: bool
+    digest_hour: int | None = Field(default=None, ge=0, le=23, description="Daily digest: the hour, UTC")
+
+
+@router.get("/api/notification-templates", summary="Notification templates and their merge tags (admins)")
+def list_templates(session: SessionDep, caller: CallerDep) -> tuple[notifications.TemplateView, ...]:
+    return notifications.list_templates(session=session, caller=caller)
+
+
+@router.put(
+    "/api/notification-templates/{event}",
+    summary="Reword one event's notification (admins); unknown merge tags are refused",
+)
+def save_template(
+    event: str, body: TemplateBody, session: SessionDep, caller: CallerDep
+) -> notifications.TemplateView:
+    return notifications.save_template(
+        session=session, caller=caller, event=event, subject=body.subject, text=body.text, html=body.html
+    )
+
+
+@router.delete("/api/notification-templates/{event}", summary="Back to the built-in wording (admins)")
+def reset_template(event: str, session: SessionDep, caller: CallerDep) -> notifications.TemplateView:
+    return notifications.reset_template(session=session, caller=caller, event=event)
+
+
+@router.post(
+    "/api/notification-templates/{event}/preview",
+    summary="Preview a notification with sample values (the saved wording, or the one given)",
+)
+def preview_template(
+    event: str, body: PreviewBody, session: SessionDep, caller: CallerDep
+) -> notifications.Rendered:
+    return notifications.preview(
+        session=session, caller=caller, event=event, subject=body.subject, text=body.text, html=body.html
+    )
+
+
+@router.get("/api/me/notifications", summary="Which notification mail I get")
+def my_prefs(session: SessionDep, caller: CallerDep) -> tuple[notifications.PrefView, ...]:
+    return notifications.get_prefs(session=session, caller=caller)
+
+
+@router.put("/api/me/notifications/{event}", summary="Turn one kind of notification mail on or off")
+def set_my_pref(
+    event: str, body: PrefBody, session: SessionDep, caller: CallerDep
+) -> tuple[notifications.PrefView, ...]:
+    return notifications.set_pref(
+        session=session, caller=caller, event=event, enabled=body.enabled, digest_hour=body.digest_hour
+    )
+
+
+@router.get(
+    "/api/sending/domain-advice",
+    summary="SPF, DKIM and DMARC of a sending domain, as advice (admins; never blocks sending)",
+)
+def domain_advice(
+    session: SessionDep,
+    caller: CallerDep,
+    domain: str | None = None,
+    selector: Annotated[list[str] | None, Query(description="DKIM selectors to look up")] = None,
+) -> dns_advice.DomainAdvice:
+    """Default domain: the one of the tenant's notification sender."""
+    current = system_mail.get_sending(session=session, caller=caller)  # admins only
+    session.commit()  # no transaction held while the DNS answers
+    return dns_advice.check_domain(domain or current.effective_from, tuple(selector or ()))

@@ -1,4 +1,5 @@
-"""Outbound mail, continued: daily limits, system mail, sending modes, sender verification, drafts
+"""Outbound mail, continued: daily limits, system mail, sending modes, sender verification, drafts,
+notification templates and preferences
 
 Revision ID: 0021
 Revises: 0020
@@ -73,9 +74,31 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "thread_id"),
     )
     op.create_index("ix_outbound_draft_tenant_id", "outbound_draft", ["tenant_id"])
+    op.create_table(
+        "notification_template",
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.Column("event", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("html", sa.Text(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"]),
+        sa.PrimaryKeyConstraint("tenant_id", "event"),
+    )
+    op.create_table(
+        "notification_pref",
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("event", sa.String(length=64), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("digest_hour", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(["user_id"], ["app_user.id"]),
+        sa.PrimaryKeyConstraint("user_id", "event"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("notification_pref")
+    op.drop_table("notification_template")
     op.drop_index("ix_outbound_draft_tenant_id", table_name="outbound_draft")
     op.drop_table("outbound_draft")
     op.drop_index("ix_sender_verification_tenant_id", table_name="sender_verification")
