@@ -140,9 +140,7 @@ def account_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(views)
         return
-    table = Table(
-        "id", "email", "active", "status", "login", "INBOX last sync", "Sent last sync", "last error"
-    )
+    table = Table("id", "email", "active", "status", "INBOX last sync", "Sent last sync", "last error")
     for view in views:
         folders = {f.role: f for f in view.folders}
 
