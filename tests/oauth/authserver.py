@@ -266,7 +266,14 @@ def running(server: AuthServer) -> Iterator[AuthServer]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     uv = uvicorn.Server(
-        uvicorn.Config(server.app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            server.app(),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,  # Dovecot keeps introspection connections open
+        )
     )
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
