@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.caller import Caller
@@ -26,7 +28,7 @@ from crm.mailboxes import ConnectionCheckFailed, SaveResult, SessionFactory, che
 from crm.mailboxes import connection_settings_of as stored_settings
 from crm.oauth import accounts, consent
 from sync import errors, oauth, oauth_tokens
-from sync.check import verify_connection
+from sync.check import CheckResult, make_verifier, verify_connection
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +239,22 @@ def connection_settings(
         smtp_port=stored.smtp_port,
         smtp_security=stored.smtp_security,
     )
+
+
+def verifier_for_account(
+    account_id: int, *, db: Engine, box: SecretBox, settings: Settings
+) -> Callable[[ConnectionSettings], CheckResult]:
+    """The connection check for an edit of `account_id`: an OAuth account (which stores no
+    password) logs in with a fresh access token instead of its empty password."""
+    verify = make_verifier(settings)
+    if not oauth_tokens.is_oauth(db, account_id):
+        return verify
+
+    def with_token(connection: ConnectionSettings) -> CheckResult:
+        password = connection.password
+        if isinstance(password, SecretStr) and not password.get_secret_value():
+            token = oauth_tokens.TokenSource(db, box, settings).bearer(account_id)
+            connection = replace(connection, password=token, smtp_password=None)
+        return verify(connection)
+
+    return with_token

@@ -312,7 +312,8 @@ def account_edit(
     as_json: JsonOpt = False,
 ) -> None:
     """Change an account's settings; new connection settings are checked by logging in first."""
-    from sync.check import make_verifier
+    from core.db import get_engine
+    from sync.oauth_flow import verifier_for_account
 
     changes = mailboxes.AccountChanges(
         display_name=display_name,
@@ -336,7 +337,11 @@ def account_edit(
         account_id=account_id,
         changes=changes,
         box=SecretBox.from_settings(),
-        verify=None if no_check else make_verifier(get_settings()),
+        verify=None
+        if no_check
+        else verifier_for_account(
+            account_id, db=get_engine(), box=SecretBox.from_settings(), settings=get_settings()
+        ),
         force=force,
     )
     check = saved.check.message if saved.check else ("skipped" if no_check else "not needed")
