@@ -44,6 +44,8 @@ class OAuthProvider:
     smtp_port: int | None
     smtp_security: Security | None
     ca_file: str | None = None
+    # RFC 8628 device authorization endpoint: sign in on another device (None: not offered).
+    device_authorization_url: str | None = None
     # Extra query parameters of the authorization request (Google only returns a refresh token
     # with access_type=offline, and again on a later consent only with prompt=consent).
     authorize_params: tuple[tuple[str, str], ...] = ()
@@ -55,7 +57,8 @@ class OAuthProvider:
 
 def _google(settings: Settings) -> OAuthProvider:
     # https://developers.google.com/gmail/imap/xoauth2-protocol : the full mail scope is the only
-    # one IMAP and SMTP accept; "openid email" puts the address in the id_token.
+    # one IMAP and SMTP accept; "openid email" puts the address in the id_token. Google's device
+    # flow does not allow that scope, so no device authorization here.
     return OAuthProvider(
         name=GOOGLE,
         label="Google",
@@ -103,6 +106,7 @@ def _microsoft(settings: Settings) -> OAuthProvider:
         smtp_host="smtp.office365.com",
         smtp_port=587,
         smtp_security=Security.STARTTLS,
+        device_authorization_url=f"{base}/devicecode",
         authorize_params=(("prompt", "select_account"),),
     )
 
@@ -125,6 +129,7 @@ def _generic(name: str, config: OAuthProviderConfig) -> OAuthProvider:
         smtp_port=config.smtp_port,
         smtp_security=Security(config.smtp_security) if config.smtp_security else None,
         ca_file=config.ca_file,
+        device_authorization_url=config.device_authorization_url,
     )
 
 

@@ -65,6 +65,9 @@ TEMPLATES: dict[str, str] = {
         "The sign-in service of {provider} could not be reached or failed ({reason}); crm-inbox will "
         "retry later."
     ),
+    "oauth_device_failed": (
+        "Signing in on another device did not complete at {provider} ({error}); nothing was saved."
+    ),
     "oauth_refused": (
         "{provider} refused crm-inbox's request ({error}): the OAuth client id or secret in the "
         "settings may be wrong or no longer valid."

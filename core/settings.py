@@ -28,6 +28,8 @@ class OAuthProviderConfig(BaseModel):
     token_url: str
     revocation_url: str | None = None
     userinfo_url: str | None = None
+    # RFC 8628 device authorization endpoint (sign in on another device; CLI `--device`).
+    device_authorization_url: str | None = None
     scopes: list[str] = Field(default_factory=list)
     client_id: str
     client_secret: SecretStr = SecretStr("")

@@ -215,3 +215,76 @@ def email_of(provider: OAuthProvider, tokens: TokenSet, timeout: float = 15.0) -
     answer = _send(provider, request, timeout)
     email = answer.get("email")
     return email if isinstance(email, str) and "@" in email else None
+
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCode:
+    """RFC 8628 3.2: what the user is shown (`user_code` at `verification_uri`), and what we
+    poll with (`device_code`, a secret)."""
+
+    device_code: SecretStr = field(repr=False)
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    interval: float
+    expires_in: float
+
+
+class DeviceFlowFailed(SyncError, InvalidInput):
+    """The user declined, or the code expired before they signed in (RFC 8628 3.5)."""
+
+    code_name = "oauth_device_failed"
+    transient = False
+
+    def __init__(self, provider: str, error: str) -> None:
+        super().__init__(provider=provider, error=error)
+
+
+def start_device(provider: OAuthProvider, timeout: float = 15.0) -> DeviceCode:
+    if not provider.device_authorization_url:
+        raise DeviceFlowFailed(provider.name, "device_flow_not_offered")
+    answer = _post(provider, provider.device_authorization_url, {"scope": " ".join(provider.scopes)}, timeout)
+    device_code, user_code = answer.get("device_code"), answer.get("user_code")
+    uri = answer.get("verification_uri") or answer.get("verification_url")  # Google's older name
+    if not isinstance(device_code, str) or not isinstance(user_code, str) or not isinstance(uri, str):
+        raise OAuthProviderUnavailable(provider.name, "a device authorization answer without its codes")
+    complete = answer.get("verification_uri_complete")
+    return DeviceCode(
+        device_code=SecretStr(device_code),
+        user_code=user_code,
+        verification_uri=uri,
+        verification_uri_complete=complete if isinstance(complete, str) else None,
+        interval=float(answer.get("interval") or 5),
+        expires_in=float(answer.get("expires_in") or 600),
+    )
+
+
+def poll_device(
+    provider: OAuthProvider, device: DeviceCode, timeout: float = 15.0
+) -> TokenSet | float | None:
+    """One token request (RFC 8628 3.4): the tokens once the user allowed access; None while
+    they have not (authorization_pending); a new, longer interval on `slow_down`."""
+    try:
+        answer = _post(
+            provider,
+            provider.token_url,
+            {
+                "grant_type": DEVICE_GRANT,
+                "device_code": device.device_code.get_secret_value(),
+                "client_id": provider.client_id,
+            },
+            timeout,
+        )
+    except OAuthRefused as exc:
+        error = str(exc.fields.get("error"))
+        if error == "authorization_pending":
+            return None
+        if error == "slow_down":
+            return device.interval + 5  # RFC 8628 3.5
+        raise DeviceFlowFailed(provider.name, error) from None
+    except OAuthGrantInvalid as exc:  # some servers answer an expired device code this way
+        raise DeviceFlowFailed(provider.name, "expired_token") from exc
+    return _token_set(provider, answer, provider.scopes)

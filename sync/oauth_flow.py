@@ -12,8 +12,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.caller import Caller
@@ -26,7 +29,7 @@ from crm.mailboxes import ConnectionCheckFailed, SaveResult, SessionFactory, che
 from crm.mailboxes import connection_settings_of as stored_settings
 from crm.oauth import accounts, consent
 from sync import errors, oauth, oauth_tokens
-from sync.check import verify_connection
+from sync.check import CheckResult, make_verifier, verify_connection
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,32 @@ def complete(
             "not issued for this request); nothing was saved. Start connecting again.",
             provider=provider.name,
         ) from exc
+    return _save_tokens(
+        sessions=sessions,
+        caller=caller,
+        provider=provider,
+        tokens=tokens,
+        account_id=claim.account_id,
+        box=box,
+        settings=settings,
+        check=check,
+    )
+
+
+def _save_tokens(
+    *,
+    sessions: SessionFactory,
+    caller: Caller,
+    provider: OAuthProvider,
+    tokens: oauth.TokenSet,
+    account_id: int | None,
+    box: SecretBox,
+    settings: Settings,
+    check: bool,
+) -> SaveResult:
+    """After a consent (either flow): the address, the connection check with the new token,
+    then the account created or its tokens replaced."""
+    timeout = settings.oauth_http_timeout_seconds
     email = oauth.email_of(provider, tokens, timeout=timeout)
     if not email:
         raise InvalidInput(
@@ -137,7 +166,7 @@ def complete(
     existing: ConnectionSettings | None = None
     with sessions() as session:
         target = accounts.existing_account_id(
-            session=session, caller=caller, email=email, account_id=claim.account_id
+            session=session, caller=caller, email=email, account_id=account_id
         )
         if target is not None:
             existing = accounts.server_settings(session=session, caller=caller, account_id=target)
@@ -162,9 +191,52 @@ def complete(
                 scopes=tokens.scopes,
             ),
             box=box,
-            account_id=claim.account_id,
+            account_id=account_id,
             check=result,
         )
+
+
+def connect_with_device(
+    *,
+    sessions: SessionFactory,
+    caller: Caller,
+    provider: str,
+    box: SecretBox,
+    show: Callable[[oauth.DeviceCode], None],
+    settings: Settings | None = None,
+    account_id: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SaveResult:
+    """RFC 8628 device authorization: the user signs in on another device with the code shown
+    (`show`), while this polls the token endpoint at the interval the provider asks for. No
+    redirect and no state: the device code itself, never shown, binds the answer to this call."""
+    settings = settings or get_settings()
+    with sessions() as session:
+        consent.check_can_start(session=session, caller=caller, account_id=account_id)
+    found = get_provider(provider, settings)
+    timeout = settings.oauth_http_timeout_seconds
+    device = oauth.start_device(found, timeout=timeout)
+    show(device)
+    deadline = time.monotonic() + device.expires_in
+    interval = device.interval
+    while True:
+        sleep(interval)
+        if time.monotonic() > deadline:
+            raise oauth.DeviceFlowFailed(found.name, "expired_token")
+        answer = oauth.poll_device(found, replace(device, interval=interval), timeout=timeout)
+        if isinstance(answer, oauth.TokenSet):
+            return _save_tokens(
+                sessions=sessions,
+                caller=caller,
+                provider=found,
+                tokens=answer,
+                account_id=account_id,
+                box=box,
+                settings=settings,
+                check=True,
+            )
+        if isinstance(answer, float):
+            interval = answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,3 +309,22 @@ def connection_settings(
         smtp_port=stored.smtp_port,
         smtp_security=stored.smtp_security,
     )
+
+
+def verifier_for_account(
+    account_id: int, *, db: Engine, box: SecretBox, settings: Settings
+) -> Callable[[ConnectionSettings], CheckResult]:
+    """The connection check for an edit of `account_id`: an OAuth account (which stores no
+    password) logs in with a fresh access token instead of its empty password."""
+    verify = make_verifier(settings)
+    if not oauth_tokens.is_oauth(db, account_id):
+        return verify
+
+    def with_token(connection: ConnectionSettings) -> CheckResult:
+        password = connection.password
+        if isinstance(password, SecretStr) and not password.get_secret_value():
+            token = oauth_tokens.TokenSource(db, box, settings).bearer(account_id)
+            connection = replace(connection, password=token, smtp_password=None)
+        return verify(connection)
+
+    return with_token

@@ -219,6 +219,9 @@ def _send(db: Engine, settings: Settings, box: SecretBox, job: queue.SendJob, ow
         return SendOutcome(ok=False, transient=False, error_code=exc.code, params=dict(exc.fields))
     except DomainError as exc:
         transient = exc.transient if isinstance(exc, errors.SyncError) else False
+        # An OAuth account waiting to be reconnected: the mail waits too (retried with backoff,
+        # without asking the provider again) and leaves once someone reconnects the mailbox.
+        transient = transient or exc.code == "oauth_reconnect_needed"
         return SendOutcome(ok=False, transient=transient, error_code=exc.code, params=dict(exc.fields))
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import SecretStr
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from core.caller import Caller
@@ -50,7 +51,9 @@ def _target(session: Session, caller: Caller, email: str, account_id: int | None
             )
         return account
     existing = session.exec(
-        select(MailAccount).where(MailAccount.tenant_id == caller.tenant_id, MailAccount.email == email)
+        select(MailAccount).where(
+            MailAccount.tenant_id == caller.tenant_id, func.lower(MailAccount.email) == email.lower()
+        )
     ).first()
     if existing is None:
         return None

@@ -140,9 +140,7 @@ def account_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(views)
         return
-    table = Table(
-        "id", "email", "active", "status", "login", "INBOX last sync", "Sent last sync", "last error"
-    )
+    table = Table("id", "email", "active", "status", "INBOX last sync", "Sent last sync", "last error")
     for view in views:
         folders = {f.role: f for f in view.folders}
 
@@ -314,7 +312,8 @@ def account_edit(
     as_json: JsonOpt = False,
 ) -> None:
     """Change an account's settings; new connection settings are checked by logging in first."""
-    from sync.check import make_verifier
+    from core.db import get_engine
+    from sync.oauth_flow import verifier_for_account
 
     changes = mailboxes.AccountChanges(
         display_name=display_name,
@@ -338,7 +337,11 @@ def account_edit(
         account_id=account_id,
         changes=changes,
         box=SecretBox.from_settings(),
-        verify=None if no_check else make_verifier(get_settings()),
+        verify=None
+        if no_check
+        else verifier_for_account(
+            account_id, db=get_engine(), box=SecretBox.from_settings(), settings=get_settings()
+        ),
         force=force,
     )
     check = saved.check.message if saved.check else ("skipped" if no_check else "not needed")

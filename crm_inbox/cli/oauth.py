@@ -16,11 +16,13 @@ from urllib.parse import parse_qs, urlparse
 
 import typer
 
+from core.caller import Caller
 from core.db import session_scope
 from core.secrets import SecretBox
 from core.settings import get_settings
 from crm_inbox.cli.common import JsonOpt, TenantOpt, emit, fail, operator, out, print_json, say
 from sync import oauth_flow
+from sync.oauth import DeviceCode
 
 _PAGE = (
     b"<!doctype html><meta charset=utf-8><title>crm-inbox</title>"
@@ -60,6 +62,30 @@ def _server(port: int, waiting: _Callback) -> HTTPServer:
     return HTTPServer(("127.0.0.1", port), Handler)
 
 
+def _connect_with_device(caller: Caller, provider: str, account: int | None, as_json: bool) -> None:
+    def show(code: DeviceCode) -> None:
+        out.print(
+            f"On any device, open {code.verification_uri} and enter the code {code.user_code}",
+            highlight=False,
+        )
+        if code.verification_uri_complete:
+            out.print(f"(or open {code.verification_uri_complete})", highlight=False, soft_wrap=True)
+        out.print("Waiting for the sign-in ...", highlight=False)
+        out.file.flush()
+
+    result = oauth_flow.connect_with_device(
+        sessions=session_scope,
+        caller=caller,
+        provider=provider,
+        box=SecretBox.from_settings(),
+        show=show,
+        account_id=account,
+    )
+    view = result.account
+    checked = f": {result.check.message}" if result.check else ""
+    emit(as_json, result, f"Account {view.id} ({view.email}) connected with {provider}{checked}")
+
+
 def register(account_app: typer.Typer) -> None:
     @account_app.command("connect")
     def account_connect(
@@ -72,6 +98,14 @@ def register(account_app: typer.Typer) -> None:
             float | None,
             typer.Option(help="Seconds to wait for the consent (default: the state's lifetime)."),
         ] = None,
+        device: Annotated[
+            bool,
+            typer.Option(
+                "--device",
+                help="Sign in on another device with a code (providers with device authorization, "
+                "e.g. Microsoft 365) instead of a browser on this machine.",
+            ),
+        ] = False,
         tenant: TenantOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -80,6 +114,9 @@ def register(account_app: typer.Typer) -> None:
         settings = get_settings()
         with session_scope() as session:
             caller = operator(session, tenant)
+        if device:
+            _connect_with_device(caller, provider, account, as_json)
+            return
         binding = secrets.token_urlsafe(32)
         box = SecretBox.from_settings(settings)
         placeholder = _Callback("")

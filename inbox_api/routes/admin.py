@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, SecretStr
 
-from core.db import session_scope
+from core.db import get_engine, session_scope
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
@@ -26,6 +26,7 @@ from crm.signature_service import ComposeDefaults, RenderedView, SignatureSaved,
 from crm.tenants import TenantView, UserView
 from inbox_api.deps import CallerDep, SessionDep
 from inbox_api.routes import media
+from sync import oauth_flow
 from sync.check import make_verifier
 
 router = APIRouter(prefix="/api", tags=["administration"])
@@ -180,7 +181,12 @@ def edit_account(account_id: int, body: AccountEditIn, session: SessionDep, call
         account_id=account_id,
         changes=changes,
         box=SecretBox.from_settings(),
-        verify=make_verifier(get_settings()) if body.check else None,
+        # An OAuth account is checked with a fresh access token (it stores no password).
+        verify=oauth_flow.verifier_for_account(
+            account_id, db=get_engine(), box=SecretBox.from_settings(), settings=get_settings()
+        )
+        if body.check
+        else None,
         force=body.force,
     )
 

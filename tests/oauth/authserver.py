@@ -72,6 +72,17 @@ class Code:
 
 
 @dataclass
+class DeviceGrant:
+    """RFC 8628: a device code waiting for its user to approve it at /device."""
+
+    user_code: str
+    scopes: str
+    family: Family | None = None  # set once approved
+    denied: bool = False
+    used: bool = False
+
+
+@dataclass
 class AuthServer:
     access_seconds: float = 3600.0
     down: bool = False
@@ -79,6 +90,9 @@ class AuthServer:
     access: dict[str, AccessToken] = field(default_factory=dict)
     refresh: dict[str, RefreshToken] = field(default_factory=dict)
     codes: dict[str, Code] = field(default_factory=dict)
+    devices: dict[str, DeviceGrant] = field(default_factory=dict)
+    device_interval: int = 5
+    device_polls: int = 0
     token_requests: int = 0
     refresh_requests: int = 0
     introspections: int = 0
@@ -109,6 +123,15 @@ class AuthServer:
     def revoke_family_of(self, refresh_token: str) -> None:
         with self.lock:
             self.refresh[refresh_token].family.revoked = True
+
+    def approve_device(self, user_code: str, username: str, *, deny: bool = False) -> None:
+        """What the user does on their other device: enter the code, allow (or deny)."""
+        with self.lock:
+            device = next(d for d in self.devices.values() if d.user_code == user_code)
+            if deny:
+                device.denied = True
+            else:
+                device.family = Family(username=username, scopes=device.scopes)
 
     def current_refresh_tokens(self) -> list[str]:
         with self.lock:
@@ -146,6 +169,8 @@ class AuthServer:
                 Route("/revoke", self._revoke, methods=["POST"]),
                 Route("/introspect", self._introspect, methods=["POST"]),
                 Route("/userinfo", self._userinfo, methods=["GET"]),
+                Route("/device_authorization", self._device_authorization, methods=["POST"]),
+                Route("/device", self._device_approve, methods=["POST"]),
             ]
         )
 
@@ -203,6 +228,17 @@ class AuthServer:
             return self._error("invalid_client", 401)
         grant = form.get("grant_type")
         with self.lock:
+            if grant == "urn:ietf:params:oauth:grant-type:device_code":
+                self.device_polls += 1
+                device = self.devices.get(form.get("device_code", ""))
+                if device is None or device.used:
+                    return self._error("expired_token")
+                if device.denied:
+                    return self._error("access_denied")
+                if device.family is None:
+                    return self._error("authorization_pending")
+                device.used = True
+                return self._answer(device.family, self._new_refresh(device.family))
             if grant == "authorization_code":
                 code = self.codes.get(form.get("code", ""))
                 if code is None or code.used or code.redirect_uri != form.get("redirect_uri"):
@@ -225,6 +261,34 @@ class AuthServer:
                 old.retired = True
                 return self._answer(old.family, self._new_refresh(old.family))
         return self._error("unsupported_grant_type")
+
+    async def _device_authorization(self, request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        if not self._client_ok(request, form):
+            return self._error("invalid_client", 401)
+        device_code, user_code = "dc-" + secrets.token_urlsafe(24), secrets.token_hex(4).upper()
+        with self.lock:
+            self.devices[device_code] = DeviceGrant(user_code=user_code, scopes=form.get("scope", ""))
+        return JSONResponse(
+            {
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": f"{self.base_url}/device",
+                "expires_in": 600,
+                "interval": self.device_interval,
+            }
+        )
+
+    async def _device_approve(self, request: Request) -> Response:
+        """The user, on their other device, enters the code and allows (or denies) access."""
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        try:
+            self.approve_device(
+                form.get("user_code", ""), form.get("username", ""), deny=bool(form.get("deny"))
+            )
+        except StopIteration:
+            return Response("unknown code", status_code=404)
+        return Response("done")
 
     async def _revoke(self, request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
@@ -266,7 +330,14 @@ def running(server: AuthServer) -> Iterator[AuthServer]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     uv = uvicorn.Server(
-        uvicorn.Config(server.app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            server.app(),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,  # Dovecot keeps introspection connections open
+        )
     )
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()

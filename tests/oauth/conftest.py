@@ -29,6 +29,7 @@ def auth_server(_auth_server_session: AuthServer) -> AuthServer:
     """The session's server with its knobs back to normal."""
     server = _auth_server_session
     server.down, server.access_seconds, server.token_delay = False, 3600.0, 0.0
+    server.device_interval = 5
     return server
 
 
@@ -80,6 +81,7 @@ def provider_config(
         "token_url": f"{auth.base_url}/token",
         "revocation_url": f"{auth.base_url}/revoke" if revocation else None,
         "userinfo_url": f"{auth.base_url}/userinfo",
+        "device_authorization_url": f"{auth.base_url}/device_authorization",
         "scopes": ["mail", "openid", "email"],
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,

@@ -20,6 +20,7 @@ from tests.factories import caller_of, make_tenant, make_user
 from tests.oauth.authserver import CLIENT_SECRET, AuthServer
 from tests.oauth.conftest import PROVIDER, OAuthUser
 from tests.oauth.consent import allow
+from tests.oauth.smtp import oauth_smtp
 
 
 @pytest.fixture
@@ -75,6 +76,16 @@ def test_connect_by_consent_over_the_api_without_leaking_a_token(
     assert view["oauth"]["provider"] == PROVIDER and view["oauth"]["state"] == "connected"
     assert view["oauth"]["scopes"] == ["mail", "openid", "email"]
     call("get", f"/api/accounts/{account_id}")
+    # An edit of the servers is checked with a fresh token (an OAuth account has no password).
+    with oauth_smtp(auth_server) as smtp:
+        edited = call(
+            "patch",
+            f"/api/accounts/{account_id}",
+            json={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "plain", "check": True},
+        )
+        assert edited.status_code == 200, edited.text
+        assert edited.json()["check"]["ok"] is True
+        assert smtp.handler.logins == [("XOAUTH2", oauth_user.email, True)]
     # The same callback again: used up.
     again = call("get", f"{back.path}?{back.query}")
     assert again.headers["location"] == "/admin?oauth_error=oauth_state_invalid"

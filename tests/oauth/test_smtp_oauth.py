@@ -8,11 +8,14 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
+from sqlmodel import select
 
 from core.connection import BearerToken
 from core.db import session_scope
+from core.secrets import SecretBox
 from core.settings import Settings
 from core.types import Security
+from crm.models import OAuthGrant
 from crm.outbound.compose import ComposeMode, Draft, send_mail
 from sync import errors
 from sync.account_pass import SyncEngine
@@ -63,6 +66,18 @@ def test_send_queue_sends_with_xoauth2_and_refreshes_a_refused_token_once(
         assert [ok for _, _, ok in smtp.handler.logins[1:]] == [False, True]
         assert auth_server.refresh_requests == before + 1
         assert [r[2].count(b"Subject: Second") for r in smtp.handler.received] == [0, 1]
+        # The user withdrew the app's access: the mail waits (deferred) for a reconnect, and the
+        # provider is asked once, not at every retry.
+        with session_scope(db) as session:
+            row = session.exec(select(OAuthGrant).where(OAuthGrant.account_id == account_id)).one()
+            refresh = SecretBox.from_settings(testidp).decrypt(row.refresh_token_encrypted or "")
+        auth_server.revoke_family_of(refresh.get_secret_value())
+        auth_server.expire_access_tokens()
+        before = auth_server.refresh_requests
+        _queue(db, tenant, user_id, account_id, "Third")
+        summary = work_queue(db=db, settings=testidp)
+        assert (summary.sent, summary.failed, summary.deferred) == (0, 0, 1)
+        assert auth_server.refresh_requests == before + 1
 
 
 def test_smtp_check_uses_oauthbearer_when_only_that_is_offered(
