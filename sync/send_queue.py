@@ -208,14 +208,20 @@ def _file_sent(
         return False
     copy = _sent_copy(job)
     now = utcnow()
-    try:
-        password: SecretStr = box.decrypt(job.imap_secret_encrypted)
-        with imap.connect(_imap_endpoint(settings, job), password) as conn:
-            where = imap.append_message(conn, job.sent_folder, copy, message_id=job.message_id, when=now)
-    except (errors.SyncError, DomainError) as exc:
-        log.warning("sent mail %s not appended to Sent: %s", job.id, exc.code)
-        summary.sent_folder_errors.append(f"{job.message_id}: {exc.code}")
-        return False
+    where: tuple[int, int] | None
+    if job.virtual_sent:
+        # A forwarding address (crm.forwarding) has no IMAP server: the copy goes straight to
+        # its virtual Sent folder, located by the outbound id (UIDVALIDITY 1).
+        where = (1, job.id)
+    else:
+        try:
+            password: SecretStr = box.decrypt(job.imap_secret_encrypted)
+            with imap.connect(_imap_endpoint(settings, job), password) as conn:
+                where = imap.append_message(conn, job.sent_folder, copy, message_id=job.message_id, when=now)
+        except (errors.SyncError, DomainError) as exc:
+            log.warning("sent mail %s not appended to Sent: %s", job.id, exc.code)
+            summary.sent_folder_errors.append(f"{job.message_id}: {exc.code}")
+            return False
     if where is None:
         # No UIDPLUS: the next sync of Sent meets it by its Message-ID and stores it then.
         with session_scope(db) as session:
