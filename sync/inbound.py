@@ -42,9 +42,8 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from core.db import DatabaseUnavailable, get_engine, session_scope
+from core.db import get_engine, session_scope
 from core.settings import Settings
 from core.types import DeliveryOutcome, SkipReason
 from crm.forwarding import store
@@ -243,7 +242,7 @@ class InboundStore:
                         replies[n][rcpt] = _REPLIES[result.result]
                 if self.before_commit is not None:
                     self.before_commit()
-        except (SQLAlchemyError, DatabaseUnavailable, OSError) as exc:
+        except Exception as exc:  # busy, down, or a bug: never a 250, never a dead committer
             log.warning("inbound mail not stored (%s); answering 451", type(exc).__name__)
             return None
         if self.after_commit is not None:
@@ -437,7 +436,7 @@ class InboundHandler:
             return REPLY_RELAY
         try:
             route = await asyncio.get_running_loop().run_in_executor(None, self.inbound.resolve, address)
-        except (SQLAlchemyError, DatabaseUnavailable, OSError):
+        except Exception:  # the database is busy or down: the sender tries again later
             return "451 4.3.0 Temporary failure checking the recipient; try again later"
         if route is None:
             return REPLY_UNKNOWN

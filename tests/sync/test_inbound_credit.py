@@ -15,7 +15,7 @@ from sqlmodel import select
 from core.db import session_scope
 from core.settings import Settings
 from core.types import DeliveryOutcome, TicketPriority, TicketStage
-from crm import assignment, forwarding, grants, records
+from crm import assignment, forwarding, grants, inbox_views, records
 from crm.forwarding import tickets
 from crm.models import InboundDelivery, Message, MessageLink, Thread
 from tests.sync.inbound_harness import FIXTURES, inbound_settings, listener, mail, make_world, wire
@@ -66,6 +66,10 @@ def test_inline_forwards_credited_to_the_original_sender(
     assert message.headers["x-crm-forwarded-by"] == "bob@ourco.example"
     assert delivery.forwarded_by == "bob@ourco.example" and not delivery.unattributed
     assert delivery.credited_from == expected
+    with session_scope(sqlite_db) as session:  # what the conversation shows
+        view = inbox_views.get_message(session=session, caller=world.admin, message_pk=message.id or 0)
+    assert view.sender is not None and view.sender.email == expected
+    assert view.forwarded_by == "bob@ourco.example" and not view.forward_unattributed
 
 
 def test_attached_forward_and_thread_with_the_customers_conversation(
@@ -147,6 +151,9 @@ def test_forward_without_an_original_is_flagged(sqlite_db: Engine, settings: Set
     [(message, delivery)] = stored(sqlite_db)
     assert message.from_email == "bob@ourco.example"
     assert delivery.unattributed and message.headers["x-crm-credit"] == "unattributed"
+    with session_scope(sqlite_db) as session:
+        view = inbox_views.get_message(session=session, caller=world.admin, message_pk=message.id or 0)
+    assert view.forward_unattributed
 
 
 GMAIL_CONFIRMATION = """\
