@@ -140,6 +140,10 @@ class MessageView:
     links: tuple[LinkView, ...]
     malformed: bool
     headers_only: bool
+    # Mail that reached a forwarding address (crm.forwarding): who forwarded it ("forwarded by
+    # ..."), and whether its original sender could not be found (credited to the forwarder).
+    forwarded_by: str | None = None
+    forward_unattributed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,6 +535,8 @@ def _message_views(session: Session, caller: Caller, messages: list[Message]) ->
             links=tuple(links.get(m.id or 0, [])),
             malformed=m.malformed,
             headers_only=m.headers_only,
+            forwarded_by=m.headers.get("x-crm-forwarded-by"),
+            forward_unattributed=m.headers.get("x-crm-credit") == "unattributed",
         )
         for m in messages
     )

@@ -253,23 +253,29 @@ def _file_sent(
         return False
     copy = _sent_copy(job)
     now = utcnow()
-    endpoint = _imap_endpoint(settings, job)
-    source = oauth_tokens.TokenSource(db, box, settings)
-    try:
-        oauth_account = oauth_tokens.is_oauth(db, job.account_id)
-        conn = oauth_tokens.with_credential(
-            source,
-            job.account_id,
-            oauth_account,
-            job.imap_secret_encrypted,
-            lambda credential: imap.connect(endpoint, credential),
-        )
-        with conn:
-            where = imap.append_message(conn, job.sent_folder, copy, message_id=job.message_id, when=now)
-    except (errors.SyncError, DomainError) as exc:
-        log.warning("sent mail %s not appended to Sent: %s", job.id, exc.code)
-        summary.sent_folder_errors.append(f"{job.message_id}: {exc.code}")
-        return False
+    where: tuple[int, int] | None
+    if job.virtual_sent:
+        # A forwarding address (crm.forwarding) has no IMAP server: the copy goes straight to
+        # its virtual Sent folder, located by the outbound id (UIDVALIDITY 1).
+        where = (1, job.id)
+    else:
+        endpoint = _imap_endpoint(settings, job)
+        source = oauth_tokens.TokenSource(db, box, settings)
+        try:
+            oauth_account = oauth_tokens.is_oauth(db, job.account_id)
+            conn = oauth_tokens.with_credential(
+                source,
+                job.account_id,
+                oauth_account,
+                job.imap_secret_encrypted,
+                lambda credential: imap.connect(endpoint, credential),
+            )
+            with conn:
+                where = imap.append_message(conn, job.sent_folder, copy, message_id=job.message_id, when=now)
+        except (errors.SyncError, DomainError) as exc:
+            log.warning("sent mail %s not appended to Sent: %s", job.id, exc.code)
+            summary.sent_folder_errors.append(f"{job.message_id}: {exc.code}")
+            return False
     if where is None:
         # No UIDPLUS: the next sync of Sent meets it by its Message-ID and stores it then.
         with session_scope(db) as session:

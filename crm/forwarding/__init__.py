@@ -21,6 +21,7 @@ from crm.forwarding.channels import (
     list_deliveries,
     send_test,
     set_local_part,
+    set_smtp,
     start_test,
     update_channel,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "list_deliveries",
     "send_test",
     "set_local_part",
+    "set_smtp",
     "start_test",
     "update_channel",
 ]

@@ -40,6 +40,7 @@ from crm.outbound.compose import Draft, send_mail
 from crm.rules.inbound import clean_local_part, new_suffix
 
 VIRTUAL_FOLDER = "(forwarded)"
+VIRTUAL_SENT = "(sent)"  # replies sent from the channel, located by their outbound id
 VIRTUAL_UIDVALIDITY = 1
 TEST_SUBJECT = "crm-inbox forwarding test"
 
@@ -211,6 +212,15 @@ def create_channel(
             initial_sync_done=True,
         )
     )
+    session.add(
+        FolderState(
+            account_id=account.id or 0,
+            role=FolderRole.SENT,
+            name=VIRTUAL_SENT,
+            uidvalidity=VIRTUAL_UIDVALIDITY,
+            initial_sync_done=True,
+        )
+    )
     channel = ForwardingChannel(
         tenant_id=caller.tenant_id,
         account_id=account.id or 0,
@@ -265,6 +275,43 @@ def set_local_part(
     channel.local_part, channel.address = part, address
     account.email = account.username = address
     session.add(channel)
+    session.add(account)
+    session.flush()
+    return _view(channel, account)
+
+
+def set_smtp(
+    *,
+    session: Session,
+    caller: Caller,
+    channel_id: int,
+    box: SecretBox,
+    host: str | None,
+    port: int | None = None,
+    security: Security | None = None,
+    username: str | None = None,
+    password: SecretStr | None = None,
+) -> ChannelView:
+    """The outbound SMTP server replies from this channel leave through (None: none, replies
+    wait with `smtp_not_configured`). The channel has no IMAP login, so this is its only
+    secret; sent replies are stored in the channel's virtual Sent folder, not appended."""
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
+    access.require_admin(caller, "change forwarding addresses")
+    if host is None or not host.strip():
+        account.smtp_host = account.smtp_port = account.smtp_security = None
+        account.smtp_username = account.smtp_secret_encrypted = None
+    else:
+        security = security or Security.STARTTLS
+        port = port or {Security.TLS: 465, Security.STARTTLS: 587, Security.PLAIN: 25}[security]
+        if not 1 <= port <= 65535:
+            raise InvalidInput("port_invalid", "The SMTP port is between 1 and 65535.", field="port")
+        if password is None or not username:
+            raise InvalidInput(
+                "smtp_login_required", "Give the SMTP username and password.", field="username"
+            )
+        account.smtp_host, account.smtp_port, account.smtp_security = host.strip(), port, security
+        account.smtp_username = username.strip()
+        account.smtp_secret_encrypted = box.encrypt(password)
     session.add(account)
     session.flush()
     return _view(channel, account)

@@ -15,6 +15,7 @@ the delivery id.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -108,7 +109,6 @@ class Stored:
     result: Result
     delivery_id: int | None = None
     message_pk: int | None = None
-    ticket_number: int | None = None
 
 
 def _arrivals(session: Session, account_id: int, message_id: str) -> int:
@@ -130,101 +130,147 @@ def _loop(session: Session, route: Route, message_id: str) -> Stored:
 
 def deliver(*, session: Session, route: Route, arrival: Arrival, loop_threshold: int) -> Stored:
     """Write one arrival for one channel (see the module docstring)."""
-    lock_tenant(session=session, tenant_id=route.tenant_id)
-    now = utcnow()
-    seen = session.exec(
-        select(InboundDelivery).where(
-            InboundDelivery.account_id == route.account_id,
-            InboundDelivery.dedupe_key == arrival.dedupe_key,
-        )
-    ).first()
-    if seen is not None:
-        seen.arrivals += 1
-        seen.last_arrival_at = now
-        session.add(seen)
-        session.flush()
-        if _arrivals(session, route.account_id, arrival.message_id) >= loop_threshold:
-            return _loop(session, route, arrival.message_id)
-        return Stored(Result.DUPLICATE, seen.id, seen.message_pk)
-    if _arrivals(session, route.account_id, arrival.message_id) + 1 >= loop_threshold:
-        return _loop(session, route, arrival.message_id)
+    return deliver_many(session=session, jobs=[(route, arrival)], loop_threshold=loop_threshold)[0]
 
-    delivery = InboundDelivery(
+
+@dataclass(slots=True)
+class _Pending:
+    index: int
+    delivery: InboundDelivery
+    item: mailstore.Incoming
+    stored: bool
+
+
+def deliver_many(
+    *, session: Session, jobs: Sequence[tuple[Route, Arrival]], loop_threshold: int
+) -> list[Stored]:
+    """Write several arrivals in the caller's transaction, in order (the listener's group
+    commit: messages arriving together share one transaction and one `apply_batch` per
+    channel, whose cost is mostly per batch, not per message)."""
+    for tenant_id in sorted({route.tenant_id for route, _ in jobs}):
+        lock_tenant(session=session, tenant_id=tenant_id)
+    now = utcnow()
+    results: list[Stored | None] = [None] * len(jobs)
+    pending: dict[int, list[_Pending]] = {}
+    routes: dict[int, Route] = {}
+    for index, (route, arrival) in enumerate(jobs):
+        seen = session.exec(
+            select(InboundDelivery).where(
+                InboundDelivery.account_id == route.account_id,
+                InboundDelivery.dedupe_key == arrival.dedupe_key,
+            )
+        ).first()
+        if seen is not None:
+            seen.arrivals += 1
+            seen.last_arrival_at = now
+            session.add(seen)
+            session.flush()
+            if _arrivals(session, route.account_id, arrival.message_id) >= loop_threshold:
+                results[index] = _loop(session, route, arrival.message_id)
+            else:
+                results[index] = Stored(Result.DUPLICATE, seen.id, seen.message_pk)
+            continue
+        if _arrivals(session, route.account_id, arrival.message_id) + 1 >= loop_threshold:
+            results[index] = _loop(session, route, arrival.message_id)
+            continue
+        delivery = InboundDelivery(
+            tenant_id=route.tenant_id,
+            account_id=route.account_id,
+            dedupe_key=arrival.dedupe_key,
+            message_id=arrival.message_id,
+            mail_from=arrival.mail_from[:320],
+            subject=arrival.subject[:2000],
+            outcome=arrival.outcome,
+            detail=arrival.detail,
+            credited_from=arrival.credited_from[:320],
+            forwarded_by=arrival.forwarded_by[:320] if arrival.forwarded_by else None,
+            unattributed=arrival.unattributed,
+            data=dict(arrival.facts),
+        )
+        session.add(delivery)
+        session.flush()
+        channel = session.get_one(ForwardingChannel, route.channel_id)
+        if channel.activated_at is None:
+            channel.activated_at = now  # mail arrived: the address is in use and now fixed
+        if arrival.outcome is DeliveryOutcome.TEST:
+            channel.test_received_at = now
+        session.add(channel)
+        results[index] = Stored(Result.STORED, delivery.id)
+        location = mailstore.Location(uid=delivery.id or 0, internal_date=now)
+        item: mailstore.Incoming | None = None
+        if arrival.outcome is DeliveryOutcome.SKIPPED and arrival.skip is not None:
+            reason, detail = arrival.skip
+            item = mailstore.SkippedMail(
+                location=location,
+                message_id=arrival.message_id,
+                reason=reason,
+                detail=detail,
+                subject=arrival.subject[:2000],
+                from_email=arrival.credited_from,
+                date=arrival.date,
+                recipient_count=arrival.recipient_count,
+            )
+        elif arrival.outcome is DeliveryOutcome.STORED and arrival.data is not None:
+            item = mailstore.NewMail(location=location, data=arrival.data)
+        if item is not None:
+            routes[route.account_id] = route
+            stored = arrival.outcome is DeliveryOutcome.STORED
+            pending.setdefault(route.account_id, []).append(_Pending(index, delivery, item, stored))
+    identities: dict[int, frozenset[str]] = {}
+    for account_id, entries in pending.items():
+        route = routes[account_id]
+        if route.tenant_id not in identities:
+            identities[route.tenant_id] = mailstore.tenant_identities(
+                session=session, tenant_id=route.tenant_id
+            )
+        _store(session, route, entries, identities[route.tenant_id])
+        for entry in entries:
+            results[entry.index] = Stored(Result.STORED, entry.delivery.id, entry.delivery.message_pk)
+    session.flush()
+    return [r if r is not None else Stored(Result.STORED) for r in results]
+
+
+def _store(session: Session, route: Route, entries: list[_Pending], identities: frozenset[str]) -> None:
+    """One `apply_batch` for one channel's entries, then their message ids and tickets."""
+    folder = session.exec(
+        select(FolderState).where(
+            FolderState.account_id == route.account_id, FolderState.role == FolderRole.INBOX
+        )
+    ).one()
+    result = mailstore.apply_batch(
+        session=session,
         tenant_id=route.tenant_id,
         account_id=route.account_id,
-        dedupe_key=arrival.dedupe_key,
-        message_id=arrival.message_id,
-        mail_from=arrival.mail_from[:320],
-        subject=arrival.subject[:2000],
-        outcome=arrival.outcome,
-        detail=arrival.detail,
-        credited_from=arrival.credited_from[:320],
-        forwarded_by=arrival.forwarded_by[:320] if arrival.forwarded_by else None,
-        unattributed=arrival.unattributed,
-        data=dict(arrival.facts),
+        folder_id=folder.id or 0,
+        folder_role=FolderRole.INBOX,
+        uidvalidity=folder.uidvalidity or 1,
+        items=[e.item for e in entries],
+        identities=identities,
+        cursor=mailstore.CursorUpdate(highest_uid=max(e.delivery.id or 0 for e in entries)),
     )
-    session.add(delivery)
-    session.flush()
-    channel = session.get_one(ForwardingChannel, route.channel_id)
-    if channel.activated_at is None:
-        channel.activated_at = now  # mail arrived: the address is in use and now fixed
-    if arrival.outcome is DeliveryOutcome.TEST:
-        channel.test_received_at = now
-    session.add(channel)
-
-    item: mailstore.Incoming | None = None
-    location = mailstore.Location(uid=delivery.id or 0, internal_date=now)
-    if arrival.outcome is DeliveryOutcome.SKIPPED and arrival.skip is not None:
-        reason, detail = arrival.skip
-        item = mailstore.SkippedMail(
-            location=location,
-            message_id=arrival.message_id,
-            reason=reason,
-            detail=detail,
-            subject=arrival.subject[:2000],
-            from_email=arrival.credited_from,
-            date=arrival.date,
-            recipient_count=arrival.recipient_count,
-        )
-    elif arrival.outcome is DeliveryOutcome.STORED and arrival.data is not None:
-        item = mailstore.NewMail(location=location, data=arrival.data)
-    ticket_number: int | None = None
-    if item is not None:
-        folder = session.exec(
-            select(FolderState).where(
-                FolderState.account_id == route.account_id, FolderState.role == FolderRole.INBOX
+    wanted = sorted({e.delivery.message_id for e in entries if e.stored})
+    pks: dict[str, int] = {}
+    if wanted:
+        for message_id, pk in session.exec(
+            select(Message.message_id, Message.id).where(
+                Message.tenant_id == route.tenant_id, col(Message.message_id).in_(wanted)
             )
-        ).one()
-        result = mailstore.apply_batch(
+        ).all():
+            pks[message_id] = pk or 0
+    for entry in entries:
+        if entry.stored:
+            entry.delivery.message_pk = pks.get(entry.delivery.message_id)
+            session.add(entry.delivery)
+    channel = session.get_one(ForwardingChannel, route.channel_id)
+    if channel.create_tickets and result.stored_message_pks:
+        tickets.open_for_new_conversations(
             session=session,
             tenant_id=route.tenant_id,
             account_id=route.account_id,
-            folder_id=folder.id or 0,
-            folder_role=FolderRole.INBOX,
-            uidvalidity=folder.uidvalidity or 1,
-            items=[item],
-            identities=mailstore.tenant_identities(session=session, tenant_id=route.tenant_id),
-            cursor=mailstore.CursorUpdate(highest_uid=delivery.id or 0),
+            message_pks=result.stored_message_pks,
+            stage=channel.ticket_stage,
+            priority=channel.ticket_priority,
         )
-        if arrival.outcome is DeliveryOutcome.STORED:
-            delivery.message_pk = session.exec(
-                select(Message.id).where(
-                    Message.tenant_id == route.tenant_id, Message.message_id == arrival.message_id
-                )
-            ).first()
-        if channel.create_tickets and result.stored_message_pks:
-            opened = tickets.open_for_new_conversations(
-                session=session,
-                tenant_id=route.tenant_id,
-                account_id=route.account_id,
-                message_pks=result.stored_message_pks,
-                stage=channel.ticket_stage,
-                priority=channel.ticket_priority,
-            )
-            ticket_number = opened[0] if opened else None
-        session.add(delivery)
-    session.flush()
-    return Stored(Result.STORED, delivery.id, delivery.message_pk, ticket_number)
 
 
 __all__ = [

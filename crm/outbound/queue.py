@@ -43,7 +43,7 @@ from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import Conflict, not_found
-from core.types import FolderRole, Security, utcnow
+from core.types import AccountKind, FolderRole, Security, utcnow
 from crm import access
 from crm.models import (
     FolderState,
@@ -92,6 +92,8 @@ class SendJob:
     server_saves_sent: bool
     sent_folder_id: int | None
     sent_folder: str | None
+    # A forwarding address has no IMAP server: its sent copy is stored, never appended (0020).
+    virtual_sent: bool = False
 
 
 def _clean(reply: str) -> str:
@@ -232,6 +234,7 @@ def _job(session: Session, row: OutboundMail) -> SendJob:
         server_saves_sent=row.sent_folder_done or (choice.server_saves_sent if choice is not None else False),
         sent_folder_id=sent.id if sent is not None else None,
         sent_folder=sent.name if sent is not None else None,
+        virtual_sent=account.kind is AccountKind.FORWARDING,
     )
 
 

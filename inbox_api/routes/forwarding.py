@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from core.secrets import SecretBox
 from core.settings import get_settings
-from core.types import TicketPriority, TicketStage
+from core.types import Security, TicketPriority, TicketStage
 from crm import forwarding
 from crm.forwarding import tickets
 from crm.forwarding.channels import ChannelView, ConfirmationView, DeliveryView, TestView
@@ -42,6 +42,14 @@ class ChannelEditIn(BaseModel):
     create_tickets: bool | None = None
     ticket_stage: TicketStage | None = None
     ticket_priority: TicketPriority | None = None
+
+
+class SmtpIn(BaseModel):
+    host: str | None = Field(default=None, max_length=255, description="None or empty: no SMTP")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Security | None = None
+    username: str | None = Field(default=None, max_length=320)
+    password: SecretStr | None = Field(default=None, max_length=1000, description="Write-only")
 
 
 class TicketEditIn(BaseModel):
@@ -95,6 +103,23 @@ def edit_channel(channel_id: int, body: ChannelEditIn, session: SessionDep, call
         create_tickets=body.create_tickets,
         ticket_stage=body.ticket_stage,
         ticket_priority=body.ticket_priority,
+    )
+
+
+@router.put(
+    "/forwarding/{channel_id}/smtp", summary="The SMTP server replies from this address leave through"
+)
+def set_smtp(channel_id: int, body: SmtpIn, session: SessionDep, caller: CallerDep) -> ChannelView:
+    return forwarding.set_smtp(
+        session=session,
+        caller=caller,
+        channel_id=channel_id,
+        box=SecretBox.from_settings(),
+        host=body.host,
+        port=body.port,
+        security=body.security,
+        username=body.username,
+        password=body.password,
     )
 
 

@@ -240,3 +240,32 @@ def test_kill_9_around_the_commit_then_retry_stores_once(
         assert retry.sendmail("jane.doe@acme.example", [world.address], raw) == {}
     assert count(sqlite_db, Message) == 1
     assert count(sqlite_db, ImapUid) == 1
+
+
+def test_busy_database_answers_451_and_the_retry_stores_once(sqlite_db: Engine, settings: Settings) -> None:
+    """Like a real MTA: a 4xx at DATA (the database is locked by another writer) and the same
+    message again later is stored exactly once."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    world = make_world(sqlite_db)
+    url = sqlite_db.url.render_as_string(hide_password=False)
+    impatient = create_engine(url, connect_args={"check_same_thread": False, "timeout": 0.3})
+    s = inbound_settings(settings)
+    raw = mail(message_id="<busy@acme.example>")
+    blocker = sqlite3.connect(str(sqlite_db.url.database), timeout=1)
+    try:
+        with listener(s, impatient), smtplib.SMTP("127.0.0.1", s.inbound_port, timeout=30) as client:
+            client.ehlo()
+            blocker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+            client.mail("jane.doe@acme.example")
+            assert client.rcpt(world.address)[0] == 250  # reading still works
+            code, reply = client.data(raw)
+            assert code == 451, reply
+            blocker.rollback()
+            assert client.sendmail("jane.doe@acme.example", [world.address], raw) == {}
+    finally:
+        blocker.close()
+        impatient.dispose()
+    assert count(sqlite_db, Message) == 1

@@ -15,7 +15,7 @@ from sqlmodel import select
 from core.db import session_scope
 from core.settings import Settings
 from core.types import DeliveryOutcome, TicketPriority, TicketStage
-from crm import assignment, forwarding, grants, records
+from crm import assignment, forwarding, grants, inbox_views, records
 from crm.forwarding import tickets
 from crm.models import InboundDelivery, Message, MessageLink, Thread
 from tests.sync.inbound_harness import FIXTURES, inbound_settings, listener, mail, make_world, wire
@@ -66,6 +66,10 @@ def test_inline_forwards_credited_to_the_original_sender(
     assert message.headers["x-crm-forwarded-by"] == "bob@ourco.example"
     assert delivery.forwarded_by == "bob@ourco.example" and not delivery.unattributed
     assert delivery.credited_from == expected
+    with session_scope(sqlite_db) as session:  # what the conversation shows
+        view = inbox_views.get_message(session=session, caller=world.admin, message_pk=message.id or 0)
+    assert view.sender is not None and view.sender.email == expected
+    assert view.forwarded_by == "bob@ourco.example" and not view.forward_unattributed
 
 
 def test_attached_forward_and_thread_with_the_customers_conversation(
@@ -147,6 +151,9 @@ def test_forward_without_an_original_is_flagged(sqlite_db: Engine, settings: Set
     [(message, delivery)] = stored(sqlite_db)
     assert message.from_email == "bob@ourco.example"
     assert delivery.unattributed and message.headers["x-crm-credit"] == "unattributed"
+    with session_scope(sqlite_db) as session:
+        view = inbox_views.get_message(session=session, caller=world.admin, message_pk=message.id or 0)
+    assert view.forward_unattributed
 
 
 GMAIL_CONFIRMATION = """\
@@ -250,3 +257,46 @@ def test_tickets_for_new_conversations_with_defaults(db: Engine, settings: Setti
         report = tickets.ticket_report(session=session, caller=world.admin)
     assert (report.opened, report.closed, report.open_now) == (2, 1, 1)
     assert report.average_hours_to_close is not None
+
+
+def test_send_a_test_and_replies_leave_by_smtp_and_are_stored(sqlite_db: Engine, settings: Settings) -> None:
+    """The whole circle: "send a test" queues a mail from the channel through its SMTP server
+    (aiosmtpd here) to the team's original address; the provider forwards it back to the
+    hosted address; the channel shows the test received. The sent copy is stored in the
+    channel's virtual Sent folder (no IMAP server to append to)."""
+    from pydantic import SecretStr
+
+    from core.secrets import SecretBox
+    from core.types import Security
+    from sync.send_queue import work_queue
+    from tests.outbound.smtp import recording_smtp
+    from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
+
+    world = make_world(sqlite_db)
+    with recording_smtp(None, Security.PLAIN) as smtp:  # type: ignore[arg-type]  # no TLS: no CA
+        with session_scope(sqlite_db) as session:
+            forwarding.set_smtp(
+                session=session,
+                caller=world.admin,
+                channel_id=world.channel_id,
+                box=SecretBox.from_settings(),
+                host="127.0.0.1",
+                port=smtp.port,
+                security=Security.PLAIN,
+                username=SMTP_USER,
+                password=SecretStr(SMTP_PASSWORD),
+            )
+            test = forwarding.send_test(session=session, caller=world.admin, channel_id=world.channel_id)
+        summary = work_queue(db=sqlite_db, settings=settings)
+        assert (summary.sent, summary.stored, summary.sent_folder_errors) == (1, 1, [])
+        [sent] = smtp.recorder.received
+    assert sent.rcpt_tos == ["sales@ourco.example"]
+    with session_scope(sqlite_db) as session:
+        copy = session.exec(select(Message)).one()
+        assert copy.direction.value == "outbound" and test.token in copy.subject
+    s = inbound_settings(settings)
+    with listener(s, sqlite_db):  # the provider forwards what reached sales@
+        send(s.inbound_port, world.address, sent.data, mail_from="srs0=z@ourco.example")
+    with session_scope(sqlite_db) as session:
+        channel = forwarding.get_channel(session=session, caller=world.admin, channel_id=world.channel_id)
+    assert channel.test_received_at is not None
