@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from core import stages
 from core.settings import Settings
 from crm import mailstore
 from sync.parse import parse_message
@@ -58,7 +59,8 @@ class Fetched:
 
 def parse_jobs(jobs: Sequence[ParseJob]) -> Parsed:
     """Top-level (picklable) so a process pool can run it."""
-    return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
+    with stages.stage("parse.mime"):
+        return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
 
 
 def _die_with(parent_pid: int) -> None:
