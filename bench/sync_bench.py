@@ -229,7 +229,8 @@ def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
 
     Peak RSS is sampled every 20 ms from /proc (via psutil) over the process and its children
     (the parse workers), not taken from wait4's ru_maxrss: that figure survives exec and would
-    report the size of this benchmark process at fork time."""
+    report the size of this benchmark process at fork time. The peak of each process is
+    printed too, to see where memory goes."""
     import psutil
 
     started = time.perf_counter()
@@ -238,19 +239,23 @@ def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
     )
     watched = psutil.Process(proc.pid)
     peak = 0
+    each: dict[int, int] = {}
     while proc.poll() is None:
         try:
-            rss = watched.memory_info().rss + sum(
-                c.memory_info().rss for c in watched.children(recursive=True)
-            )
+            sizes = {watched.pid: watched.memory_info().rss} | {
+                c.pid: c.memory_info().rss for c in watched.children(recursive=True)
+            }
         except psutil.Error:
-            rss = 0
-        peak = max(peak, rss)
+            sizes = {}
+        for pid, rss in sizes.items():
+            each[pid] = max(each.get(pid, 0), rss)
+        peak = max(peak, sum(sizes.values()))
         time.sleep(0.02)
     out, err = proc.communicate()
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"crm-inbox {' '.join(args)} failed:\n{err.decode()}\n{out.decode()}")
+    print(f"  peak RSS per process (MiB): {[round(rss / 2**20) for rss in each.values()]}")
     return elapsed, peak / 2**20, out.decode()
 
 
