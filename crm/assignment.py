@@ -34,6 +34,7 @@ from crm.models import (
     User,
 )
 from crm.outbound import notifications
+from crm.stored_mail import MailRow
 
 
 class AssignMode(enum.StrEnum):
@@ -195,11 +196,11 @@ def _contact_owner(session: Session, thread_id: int) -> int | None:
 
 
 def on_new_mail(
-    *, session: Session, tenant_id: int, account_id: int, messages: Sequence[Message]
+    *, session: Session, tenant_id: int, account_id: int, messages: Sequence[MailRow]
 ) -> list[int]:
     """Reopen conversations a customer wrote to again; give new conversations an owner by the
     account's rule. Returns the ids of the conversations assigned."""
-    by_thread: dict[int, list[Message]] = {}
+    by_thread: dict[int, list[MailRow]] = {}
     for message in messages:
         if message.thread_id is not None:
             by_thread.setdefault(message.thread_id, []).append(message)

@@ -11,6 +11,7 @@ by looking the hash up. The plain token is returned exactly once, when it is cre
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -38,8 +39,14 @@ LOCK_FOR = timedelta(minutes=15)
 TOKEN_TOUCH = timedelta(minutes=1)
 
 _hasher = PasswordHash.recommended()
-# Verified against when the address is unknown, so a wrong address costs what a wrong password costs.
-_DUMMY_HASH = _hasher.hash("not-a-password-anyone-has")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the address is unknown, so a wrong address costs what a wrong
+    password costs. Made on first use, not at import: argon2 takes ~64 MiB and a good part of
+    a second, which every CLI command (`sync --once` too) would pay for nothing."""
+    return _hasher.hash("not-a-password-anyone-has")
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +248,7 @@ def sign_in(*, session: Session, email: str, password: SecretStr, client_address
             matched = user
             break
     if not users:
-        _hasher.verify(value, _DUMMY_HASH)
+        _hasher.verify(value, _dummy_hash())
     if matched is None:
         _record_failure(session, keys)
         raise _bad_credentials()

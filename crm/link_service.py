@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from core.errors import not_found
@@ -42,6 +42,7 @@ from crm.models import (
 from crm.rules import linking
 from crm.rules.forwards import find_forwarded_senders
 from crm.rules.linking import AddressRole, ContactSource, LinkReason, RecordKind
+from crm.stored_mail import MailRow
 
 
 def _stronger(a: LinkReason, b: LinkReason) -> bool:
@@ -53,8 +54,15 @@ def _stronger(a: LinkReason, b: LinkReason) -> bool:
 # Address index, written with the message
 
 
-def address_rows(message: Message) -> list[dict[str, object]]:
-    """`message_address` rows for a newly stored message (bulk-inserted by the store)."""
+def inline_forwarded(message: MailRow) -> tuple[str, ...]:
+    """Senders of the inline-forwarded blocks of a message's text: scanned once per message (it
+    costs as much as the rest of linking) and shared by the address index and the rules."""
+    return tuple(email for email, _ in find_forwarded_senders(message.text_body))
+
+
+def address_rows(message: MailRow, forwarded: tuple[str, ...] | None = None) -> list[dict[str, object]]:
+    """`message_address` rows for a newly stored message (bulk-inserted by the store).
+    `forwarded`: `inline_forwarded(message)` if the caller has it."""
     assert message.id is not None
     rows: dict[tuple[AddressRole, str], None] = {}
     if message.from_email:
@@ -67,9 +75,9 @@ def address_rows(message: Message) -> list[dict[str, object]]:
         for address in addresses:
             if address.get("email"):
                 rows[(role, address["email"].lower())] = None
-    forwarded = [e for e, _ in find_forwarded_senders(message.text_body)]
-    forwarded += [a["email"] for a in message.attached_message_senders if a.get("email")]
-    for email in forwarded:
+    senders = list(inline_forwarded(message) if forwarded is None else forwarded)
+    senders += [a["email"] for a in message.attached_message_senders if a.get("email")]
+    for email in senders:
         rows[(AddressRole.FORWARDED, email.lower())] = None
     return [
         {
@@ -115,7 +123,12 @@ def _addr(entry: dict[str, str]) -> linking.Address:
     return linking.Address(email=entry.get("email", ""), name=entry.get("name", ""))
 
 
-def _facts(message: Message, account_id: int | None, ctx: _TenantContext) -> linking.MessageFacts:
+def _facts(
+    message: MailRow,
+    account_id: int | None,
+    ctx: _TenantContext,
+    forwarded: tuple[str, ...] | None = None,
+) -> linking.MessageFacts:
     assert message.id is not None
     return linking.MessageFacts(
         message_id=message.id,
@@ -130,6 +143,7 @@ def _facts(message: Message, account_id: int | None, ctx: _TenantContext) -> lin
         attached_message_senders=tuple(_addr(a) for a in message.attached_message_senders),
         thread_id=message.thread_id,
         account_is_bcc_dropbox=account_id is not None and account_id == ctx.tenant.bcc_account_id,
+        inline_forwarded=forwarded,
     )
 
 
@@ -242,12 +256,14 @@ def link_messages(
     message_pks: Sequence[int],
     account_id: int | None = None,
     reconcile: bool = False,
-    preloaded: Sequence[Message] | None = None,
+    preloaded: Sequence[MailRow] | None = None,
     create_leads: bool = False,
+    forwarded: dict[int, tuple[str, ...]] | None = None,
 ) -> LinkStats:
     """Decide and write the links of these messages. `reconcile` also removes rule-made links
     no longer proposed (after an address was removed); MANUAL links are never touched.
-    `preloaded`: the same messages as ORM objects the caller already holds (saves a reload).
+    `preloaded`: the same messages as rows the caller already holds (saves a reload);
+    `forwarded`: `inline_forwarded` of each message by id, if the caller has it.
     `create_leads`: only for newly synced mail (when the tenant enabled it); a backfill or a
     re-decide after an address was removed must not turn that address into a lead."""
     stats = LinkStats()
@@ -255,7 +271,7 @@ def link_messages(
         return stats
     lock_tenant(session=session, tenant_id=tenant_id)
     ctx = _tenant_context(session, tenant_id)
-    messages: list[Message] = list(preloaded or [])
+    messages: list[MailRow] = list(preloaded or [])
     if not messages:
         for chunk in _chunks(sorted(set(message_pks))):
             messages += session.exec(
@@ -263,8 +279,15 @@ def link_messages(
             ).all()
     messages.sort(key=lambda m: (m.date is None, m.date, m.id))
     accounts = _account_of(session, [m.id or 0 for m in messages]) if account_id is None else {}
+    scanned = forwarded or {}
     facts = [
-        _facts(m, account_id if account_id is not None else accounts.get(m.id or 0), ctx) for m in messages
+        _facts(
+            m,
+            account_id if account_id is not None else accounts.get(m.id or 0),
+            ctx,
+            scanned.get(m.id or 0),
+        )
+        for m in messages
     ]
     directory = _load_directory(session, tenant_id, ctx, facts)
     thread_deals, suppressed = _thread_state(
@@ -274,6 +297,7 @@ def link_messages(
     )
     existing = _existing_links(session, [m.id or 0 for m in messages])
     new_rows: list[dict[str, object]] = []
+    attributed: list[dict[str, object]] = []
     for message, fact in zip(messages, facts, strict=True):
         thread = message.thread_id or 0
         per_message = dataclasses.replace(
@@ -297,7 +321,10 @@ def link_messages(
             and message.attributed_user_id != decision.attributed_user_id
         ):
             message.attributed_user_id = decision.attributed_user_id
-            session.add(message)
+            if isinstance(message, Message):
+                session.add(message)
+            else:  # a row of the store's batch, written with Core
+                attributed.append({"pk": message.id, "user": decision.attributed_user_id})
         added, removed = _apply(
             session,
             tenant_id,
@@ -315,6 +342,12 @@ def link_messages(
                 thread_deals[thread].add(link.record_id)
     if new_rows:
         session.execute(insert(MessageLink), new_rows)
+    if attributed:
+        table = Message.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            update(table).where(table.c.id == bindparam("pk")).values(attributed_user_id=bindparam("user")),
+            attributed,
+        )
     session.flush()
     return stats
 

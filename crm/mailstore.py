@@ -23,9 +23,10 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
+from core import stages
 from core.types import Direction, FolderRole, SkipReason, UidState, utcnow
 from crm import assignment
-from crm.link_service import address_rows, link_messages
+from crm.link_service import address_rows, inline_forwarded, link_messages
 from crm.locks import lock_tenant
 from crm.models import (
     FetchFailure,
@@ -38,7 +39,15 @@ from crm.models import (
     SkippedMessage,
     User,
 )
-from crm.threads import assign_threads
+from crm.stored_mail import StoredMessage
+from crm.threads import refresh as refresh_threads
+from crm.threads import thread_new_mail
+
+# Tables written with Core `executemany` (see `crm.stored_mail` for why not ORM objects).
+_MESSAGE = Message.__table__  # type: ignore[attr-defined]
+_IMAP_UID = ImapUid.__table__  # type: ignore[attr-defined]
+_MESSAGE_REF = MessageRef.__table__  # type: ignore[attr-defined]
+_ADDRESS = MessageAddress.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +219,10 @@ def apply_batch(
     """Write one batch and (optionally) advance the folder cursor, in the caller's transaction.
 
     A fixed number of statements per batch, whatever its size: one lookup of known Message-IDs,
-    one flush for the new rows, bulk inserts for locations, references and addresses, then
-    threading and linking for the batch as a whole."""
+    threading (which needs no ids: it runs before the insert, so each row is written once with
+    its thread), one `executemany` for the new messages (Core, not ORM objects: see
+    `crm.stored_mail`), bulk inserts for locations, references and addresses, then linking and
+    assignment for the batch as a whole."""
     result = BatchResult()
     if items:
         lock_tenant(session=session, tenant_id=tenant_id)
@@ -226,7 +237,8 @@ def apply_batch(
         wanted = {i.message_id if not isinstance(i, NewMail) else i.data.message_id for i in todo}
         messages = _messages_by_id(session, tenant_id, wanted)
         skipped = _skipped_by_id(session, tenant_id, wanted)
-        new_messages: list[Message] = []
+        new_rows: list[dict[str, Any]] = []
+        new_messages: list[StoredMessage] = []
         new_skipped: dict[str, SkippedMessage] = {}
         refs: dict[str, list[str]] = {}
         located: list[tuple[Location, UidState, str]] = []
@@ -254,9 +266,11 @@ def apply_batch(
                 # Known a moment ago, gone now (deleted meanwhile): the engine stores one by one.
                 raise LookupError(f"message {message_id} vanished during the batch")
             else:
-                message = _message_row(tenant_id, item.data, folder_role, identities)
-                messages[message_id] = message
-                new_messages.append(message)
+                with stages.stage("store.rows"):
+                    row, stored = _message_row(tenant_id, item.data, folder_role, identities)
+                messages[message_id] = stored
+                new_rows.append(row)
+                new_messages.append(stored)
                 refs[message_id] = [
                     r
                     for r in dict.fromkeys(
@@ -265,13 +279,34 @@ def apply_batch(
                     if r and r != message_id
                 ]
                 result.new_messages += 1
-                result.malformed += int(message.malformed)
+                result.malformed += int(row["malformed"])
             located.append((item.location, UidState.STORED, message_id))
             result.new_locations += 1
-        session.add_all(new_messages)
-        session.add_all(new_skipped.values())
-        session.flush()
-        skipped.update({k: v.id or 0 for k, v in new_skipped.items()})
+        if new_skipped:
+            session.add_all(new_skipped.values())
+            session.flush()
+            skipped.update({k: v.id or 0 for k, v in new_skipped.items()})
+        touched: list[int] = []
+        if new_messages:
+            with stages.stage("store.threading"):
+                touched = thread_new_mail(
+                    session=session,
+                    tenant_id=tenant_id,
+                    messages=new_messages,
+                    refs=[refs[m.message_id] for m in new_messages],
+                )
+            for row, stored in zip(new_rows, new_messages, strict=True):
+                row["thread_id"] = stored.thread_id
+            # Ids are matched by Message-ID (unique per tenant, and within the batch): asking
+            # SQLAlchemy for RETURNING in parameter order makes it insert row by row on SQLite.
+            ids = dict(
+                (mid, pk)
+                for pk, mid in session.connection().execute(
+                    insert(_MESSAGE).returning(_MESSAGE.c.id, _MESSAGE.c.message_id), new_rows
+                )
+            )
+            for stored in new_messages:
+                stored.id = ids[stored.message_id]
         _insert_rows(session, tenant_id, account_id, folder_id, uidvalidity, located, messages, skipped, refs)
         if to_outbound:
             session.execute(
@@ -280,30 +315,10 @@ def apply_batch(
                 .values(direction=Direction.OUTBOUND)
             )
         if new_messages:
-            assign_threads(
-                session=session,
-                tenant_id=tenant_id,
-                messages=new_messages,
-                refs={m.id or 0: refs[m.message_id] for m in new_messages},
-            )
-            addresses = [row for m in new_messages for row in address_rows(m)]
-            if addresses:
-                session.execute(insert(MessageAddress), addresses)
-            result.stored_message_pks = [m.id or 0 for m in new_messages]
-            # Links are written in the batch's transaction: no message is ever stored unlinked.
-            link_messages(
-                session=session,
-                tenant_id=tenant_id,
-                message_pks=result.stored_message_pks,
-                account_id=account_id,
-                preloaded=new_messages,
-                create_leads=True,
-            )
-            # The team's side, in the same transaction: new conversations get an owner by the
-            # account's rule, and a customer writing again reopens a closed or snoozed one.
-            assignment.on_new_mail(
-                session=session, tenant_id=tenant_id, account_id=account_id, messages=new_messages
-            )
+            with stages.stage("store.threading"):
+                refresh_threads(session, touched)
+            with stages.stage("store.linking"):
+                _link(session, tenant_id, account_id, new_messages, result)
         if located:
             session.execute(
                 update(MailAccount)
@@ -320,16 +335,50 @@ def apply_batch(
     return result
 
 
-def _messages_by_id(session: Session, tenant_id: int, ids: Iterable[str]) -> dict[str, Message]:
-    found: dict[str, Message] = {}
+def _link(
+    session: Session, tenant_id: int, account_id: int, new_messages: list[StoredMessage], result: BatchResult
+) -> None:
+    """The address index, links and the team's side of the batch's new messages."""
+    forwarded = {m.id or 0: inline_forwarded(m) for m in new_messages}
+    addresses = [row for m in new_messages for row in address_rows(m, forwarded[m.id or 0])]
+    if addresses:
+        session.connection().execute(insert(_ADDRESS), addresses)
+    result.stored_message_pks = [m.id or 0 for m in new_messages]
+    # Links are written in the batch's transaction: no message is ever stored unlinked.
+    link_messages(
+        session=session,
+        tenant_id=tenant_id,
+        message_pks=result.stored_message_pks,
+        account_id=account_id,
+        preloaded=new_messages,
+        create_leads=True,
+        forwarded=forwarded,
+    )
+    # The team's side, in the same transaction: new conversations get an owner by the
+    # account's rule, and a customer writing again reopens a closed or snoozed one.
+    assignment.on_new_mail(session=session, tenant_id=tenant_id, account_id=account_id, messages=new_messages)
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownRow:
+    """A stored message as the batch needs it: its key and direction (not the whole row)."""
+
+    id: int | None
+    direction: Direction
+
+
+def _messages_by_id(
+    session: Session, tenant_id: int, ids: Iterable[str]
+) -> dict[str, _KnownRow | StoredMessage]:
+    found: dict[str, _KnownRow | StoredMessage] = {}
     wanted = sorted(ids)
     for start in range(0, len(wanted), 500):
-        for message in session.exec(
-            select(Message).where(
+        for message_id, pk, direction in session.exec(
+            select(Message.message_id, Message.id, Message.direction).where(
                 Message.tenant_id == tenant_id, col(Message.message_id).in_(wanted[start : start + 500])
             )
         ).all():
-            found[message.message_id] = message
+            found[message_id] = _KnownRow(pk, Direction(direction))
     return found
 
 
@@ -354,15 +403,15 @@ def _insert_rows(
     folder_id: int,
     uidvalidity: int,
     located: list[tuple[Location, UidState, str]],
-    messages: dict[str, Message],
+    messages: dict[str, _KnownRow | StoredMessage],
     skipped: dict[str, int],
     refs: dict[str, list[str]],
 ) -> None:
     """Bulk INSERTs (executemany) for the rows that need no ORM identity."""
     now = utcnow()
     if located:
-        session.execute(
-            insert(ImapUid),
+        session.connection().execute(
+            insert(_IMAP_UID),
             [
                 {
                     "account_id": account_id,
@@ -385,7 +434,7 @@ def _insert_rows(
         for ref in targets
     ]
     if ref_rows:
-        session.execute(insert(MessageRef), ref_rows)
+        session.connection().execute(insert(_MESSAGE_REF), ref_rows)
 
 
 def _skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedMessage:
@@ -407,7 +456,11 @@ def _skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedM
 MAX_ADDRESS = 320
 
 
-def _message_row(tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]) -> Message:
+def _message_row(
+    tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]
+) -> tuple[dict[str, Any], StoredMessage]:
+    """The `message` row to insert (every column given: Core applies no model defaults) and the
+    object the rest of the batch reads it through."""
     if len(data.from_email) > MAX_ADDRESS:
         data = replace(
             data,
@@ -418,36 +471,56 @@ def _message_row(tenant_id: int, data: MessageData, role: FolderRole, identities
             ),
         )
     outbound = role is FolderRole.SENT or data.from_email.lower() in identities
-    return Message(
+    stored = StoredMessage(
         tenant_id=tenant_id,
         message_id=data.message_id,
-        message_id_synthetic=data.message_id_synthetic,
-        content_hash=data.content_hash,
-        subject=data.subject,
+        date=data.date,
         normalized_subject=data.normalized_subject,
         participants_key=participants_key(data.participants),
-        date=data.date,
+        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
         from_email=data.from_email,
         from_name=data.from_name,
         to_addrs=_addr_list(data.to),
         cc_addrs=_addr_list(data.cc),
         bcc_addrs=_addr_list(data.bcc),
-        reply_to=_addr_list(data.reply_to),
-        in_reply_to=data.in_reply_to,
-        references=list(data.references),
-        text_body=data.text_body,
-        html_body=data.html_body,
-        attachments=list(data.attachments),
         headers=dict(data.headers),
+        text_body=data.text_body,
         attached_message_senders=_addr_list(data.attached_message_senders),
-        size=data.size,
-        recipient_count=data.recipient_count,
-        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
-        malformed=bool(data.parse_errors),
-        parse_errors=list(data.parse_errors),
-        raw=data.raw if data.parse_errors else None,
-        headers_only=data.headers_only,
     )
+    row: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "message_id": data.message_id,
+        "message_id_synthetic": data.message_id_synthetic,
+        "content_hash": data.content_hash,
+        "subject": data.subject,
+        "normalized_subject": data.normalized_subject,
+        "participants_key": stored.participants_key,
+        "date": data.date,
+        "from_email": data.from_email,
+        "from_name": data.from_name,
+        "to_addrs": stored.to_addrs,
+        "cc_addrs": stored.cc_addrs,
+        "bcc_addrs": stored.bcc_addrs,
+        "reply_to": _addr_list(data.reply_to),
+        "in_reply_to": data.in_reply_to,
+        "references": list(data.references),
+        "text_body": data.text_body,
+        "html_body": data.html_body,
+        "attachments": list(data.attachments),
+        "headers": stored.headers,
+        "attached_message_senders": stored.attached_message_senders,
+        "size": data.size,
+        "recipient_count": data.recipient_count,
+        "direction": stored.direction,
+        "thread_id": None,
+        "malformed": bool(data.parse_errors),
+        "parse_errors": list(data.parse_errors),
+        "raw": data.raw if data.parse_errors else None,
+        "headers_only": data.headers_only,
+        "attributed_user_id": None,
+        "created_at": utcnow(),
+    }
+    return row, stored
 
 
 def _add_location(

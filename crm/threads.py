@@ -8,7 +8,8 @@ a short window, so "Re: Hello" from a customer joins its conversation while two 
 "Hello" mails from different people stay apart.
 
 Done per batch with a fixed number of queries (parents, children, subject candidates), then in
-memory: threading 200 messages costs a handful of SELECTs, not several per message.
+memory: threading 200 messages costs a handful of SELECTs, not several per message. It runs
+before the batch's rows are inserted, so each is written once, with its thread.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlmodel import Session, col, select
 
-from core.types import Direction
+from core.types import ConversationStatus, Direction
 from crm import conversations
 from crm.keyset import EPOCH
 from crm.models import ImapUid, LinkSuppression, Message, MessageRef, Thread, ThreadAccount, ThreadSplit
+from crm.stored_mail import StoredMessage
 
 SUBJECT_THREAD_WINDOW = timedelta(days=7)
 UNDATED = EPOCH  # the last activity of a thread whose mail has no date
@@ -64,14 +66,17 @@ def _chunks(items: Sequence[str], size: int = 500) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def assign_threads(
-    *, session: Session, tenant_id: int, messages: Sequence[Message], refs: dict[int, list[str]]
-) -> None:
-    """Set `thread_id` on freshly inserted `messages` (they have ids) and update thread rows."""
+def thread_new_mail(
+    *, session: Session, tenant_id: int, messages: Sequence[StoredMessage], refs: Sequence[list[str]]
+) -> list[int]:
+    """Set `thread_id` on the batch's `messages` *before* they are inserted (creating, merging
+    stored threads as needed), so each row is written once with its thread instead of inserted,
+    then updated. `refs[i]` are the Message-IDs `messages[i]` refers to. Returns the threads to
+    `refresh` once the rows are in."""
     if not messages:
-        return
-    ordered = sorted(messages, key=lambda m: (m.date is None, m.date, m.id))
-    all_refs = sorted({r for rs in refs.values() for r in rs})
+        return []
+    ordered = sorted(range(len(messages)), key=lambda i: (messages[i].date is None, messages[i].date, i))
+    all_refs = sorted({r for rs in refs for r in rs})
     own_ids = sorted({m.message_id for m in messages})
 
     parents: dict[str, int] = {}
@@ -125,10 +130,11 @@ def assign_threads(
     assigned: dict[int, ThreadKey] = {}
     local_ids: dict[str, ThreadKey] = {}
     local_children: dict[str, list[ThreadKey]] = defaultdict(list)
-    for message in ordered:
+    for index in ordered:
+        message = messages[index]
         candidates: list[ThreadKey] = []
         # The direct parent (In-Reply-To, stored last) first: it decides when threads are apart.
-        for ref in reversed(refs.get(message.id or 0, [])):
+        for ref in reversed(refs[index]):
             if ref in local_ids:
                 candidates.append(local_ids[ref])
             elif ref in parents:
@@ -149,36 +155,54 @@ def assign_threads(
             key = ("new", new_count)
             new_count += 1
             union.find(key)
-        assigned[message.id or 0] = key
+        assigned[index] = key
         local_ids[message.message_id] = key
-        for ref in refs.get(message.id or 0, []):
+        for ref in refs[index]:
             local_children[ref].append(key)
         if message.normalized_subject and message.date is not None:
             subjects[(message.normalized_subject, message.participants_key)].append((message.date, key))
 
     # Materialise new threads, then point every message at its thread's representative.
     roots = {union.find(k) for k in assigned.values()}
-    created: dict[ThreadKey, Thread] = {}
-    for root in sorted(r for r in roots if r[0] == "new"):
-        thread = Thread(tenant_id=tenant_id)
-        session.add(thread)
-        created[root] = thread
-    session.flush()
-    for message in messages:
-        root = union.find(assigned[message.id or 0])
-        message.thread_id = created[root].id if root in created else root[1]
-        session.add(message)
+    fresh = sorted(r for r in roots if r[0] == "new")
+    created = dict(zip(fresh, _new_threads(session, tenant_id, len(fresh)), strict=True))
+    for index, message in enumerate(messages):
+        root = union.find(assigned[index])
+        message.thread_id = created.get(root, root[1])
     # Stored threads absorbed into another one: move their mail and sticky unlinks.
     merged: set[int] = set()
     for key in list(union.parent):
         root = union.find(key)
         if key[0] == "db" and key != root:
-            target = created[root].id if root in created else root[1]
-            _merge(session, source=key[1], target=target or 0)
-            merged.add(target or 0)
+            target = created.get(root, root[1])
+            _merge(session, source=key[1], target=target)
+            merged.add(target)
     session.flush()
-    touched = {m.thread_id for m in messages if m.thread_id is not None} | merged
-    _refresh(session, sorted(touched))
+    return sorted({m.thread_id for m in messages if m.thread_id is not None} | merged)
+
+
+def _new_threads(session: Session, tenant_id: int, count: int) -> list[int]:
+    """Insert `count` empty threads (`_refresh` fills them once their mail is in) with one Core
+    statement; their ids, ascending. New threads are interchangeable until then, so the order
+    RETURNING hands ids back in does not matter (SQLite does not promise one, and asking
+    SQLAlchemy to sort them makes it insert row by row)."""
+    if count <= 0:
+        return []
+    table = Thread.__table__  # type: ignore[attr-defined]
+    row = {
+        "tenant_id": tenant_id,
+        "subject": "",
+        "normalized_subject": "",
+        "first_date": None,
+        "last_date": None,
+        "message_count": 0,
+        "status": ConversationStatus.OPEN,
+        "snoozed_until": None,
+        "assignee_user_id": None,
+        "last_direction": Direction.INBOUND,
+    }
+    ids = session.connection().execute(insert(table).returning(table.c.id), [dict(row) for _ in range(count)])
+    return sorted(pk for (pk,) in ids)
 
 
 def _split_pairs(session: Session, tenant_id: int) -> frozenset[tuple[int, int]]:
@@ -259,16 +283,38 @@ def _refresh(session: Session, thread_ids: list[int]) -> None:
         ).all():
             first_subject.setdefault(thread_id or 0, subject)
             last_direction[thread_id or 0] = Direction(direction)  # ascending: the newest wins
-        threads = {t.id: t for t in session.exec(select(Thread).where(col(Thread.id).in_(chunk))).all()}
-        for thread_id, count, first, last in stats:
-            thread = threads.get(thread_id)
-            if thread is None:
-                continue
-            thread.message_count = count
-            thread.first_date = first
-            # Never NULL: lists walk an index on last_date, and both databases must order alike.
-            thread.last_date = last or UNDATED
-            thread.last_direction = last_direction.get(thread_id or 0, Direction.INBOUND)
-            thread.subject = first_subject.get(thread_id or 0, thread.subject)
-            thread.normalized_subject = thread.normalized_subject or ""
-            session.add(thread)
+        # One executemany instead of loading and flushing each thread through the ORM; a Thread
+        # object this session already holds is flushed first and expired after, so it reloads.
+        rows = [
+            {
+                "b_id": thread_id,
+                "b_count": count,
+                "b_first": first,
+                # Never NULL: lists walk an index on last_date, and both databases must order alike.
+                "b_last": last or UNDATED,
+                "b_direction": last_direction.get(thread_id or 0, Direction.INBOUND),
+                "b_subject": first_subject.get(thread_id or 0, ""),
+            }
+            for thread_id, count, first, last in stats
+        ]
+        if not rows:
+            continue
+        wanted = set(chunk)
+        held = [obj for obj in session.identity_map.values() if isinstance(obj, Thread) and obj.id in wanted]
+        if held:
+            session.flush()
+        table = Thread.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                message_count=bindparam("b_count"),
+                first_date=bindparam("b_first"),
+                last_date=bindparam("b_last"),
+                last_direction=bindparam("b_direction"),
+                subject=bindparam("b_subject"),
+            ),
+            rows,
+        )
+        for obj in held:
+            session.expire(obj)

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
+from core import stages
 from core.db import DatabaseUnavailable, session_scope
 from core.types import SkipReason
 from crm import mailstore, sync_state
 from sync import errors, imap
 from sync.identity import as_reused, reused_key, same_message
-from sync.parse import parse_message
+from sync.parse import parse_head, parse_message
 from sync.pipeline import Fetched, prefetched
 from sync.plan import Action, SavedState, contiguous_done, plan_folder, size_batches
 from sync.types import FolderRole, MessageMeta, ParsedMessage
@@ -286,7 +287,8 @@ class FolderPass:
             )
         todo = [u for u in batch if u not in already]
         fetched = Fetched(batch=batch, done=set(already))
-        fetched.metas = {m.uid: m for m in self._fetch_meta(todo, fetched.failures)}
+        with stages.stage("fetch.headers"):
+            fetched.metas = {m.uid: m for m in self._fetch_meta(todo, fetched.failures)}
         for uid in todo:
             if uid not in fetched.metas and uid not in fetched.failures:
                 if self.conn.exists(uid):
@@ -295,7 +297,8 @@ class FolderPass:
                     fetched.done.add(uid)  # expunged between SEARCH and FETCH
         # Parsed without INTERNALDATE: `date` is then the Date header's own value (or None),
         # which is what tells a copy of a stored message from another one reusing its ID.
-        heads = {uid: parse_message(m.header_bytes) for uid, m in fetched.metas.items()}
+        with stages.stage("parse.headers"):
+            heads = {uid: parse_head(m.header_bytes) for uid, m in fetched.metas.items()}
         fetched.heads = heads
         with self._session() as session:
             fetched.known = mailstore.known_messages(
@@ -325,8 +328,9 @@ class FolderPass:
             else:
                 full.append(uid)
         sizes = {uid: meta.size for uid, meta in fetched.metas.items()}
-        fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures, sizes=sizes)
-        fetched.headers = self._download(header_only, headers_only=True, failures=fetched.failures)
+        with stages.stage("fetch.bodies"):
+            fetched.bodies = self._download(full, headers_only=False, failures=fetched.failures, sizes=sizes)
+            fetched.headers = self._download(header_only, headers_only=True, failures=fetched.failures)
         jobs = [
             (uid, fetched.bodies[uid], fetched.metas[uid].internal_date)
             for uid in full
@@ -424,7 +428,8 @@ class FolderPass:
         items = _dedupe(items)
         quarantined = self._record_failures(fetched.failures)
         done = fetched.done | quarantined | {i.location.uid for i in items}
-        result = self._store(items, fetched.batch, done)
+        with stages.stage("store"):
+            result = self._store(items, fetched.batch, done)
         self.summary.add(result)
         if result.stored_message_pks:
             for callback in self.engine.after_batch:

@@ -11,28 +11,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from core.settings import Settings
 from crm import mailstore
-from sync.parse import parse_message
+from sync.parse_worker import Parsed, ParseJob, die_with, parse_jobs
 from sync.types import MessageMeta, ParsedMessage
 
 log = logging.getLogger(__name__)
-
-ParseJob = tuple[int, bytes, datetime | None]  # uid, raw bytes, INTERNALDATE
-Parsed = list[tuple[int, ParsedMessage]]
 
 
 @dataclass(slots=True)
@@ -56,41 +50,6 @@ class Fetched:
         return [(uid, body, self.metas[uid].internal_date) for uid, body in sorted(self.bodies.items())]
 
 
-def parse_jobs(jobs: Sequence[ParseJob]) -> Parsed:
-    """Top-level (picklable) so a process pool can run it."""
-    return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
-
-
-def _die_with(parent_pid: int) -> None:
-    """Initializer of each parse worker: exit as soon as the syncing process is gone, even after
-    a kill -9. Workers are forked from the forkserver, so neither a parent-death signal nor EOF
-    on their queue (they hold both ends of it) would tell them. They also let go of stdin and
-    stdout at once: `crm-inbox sync --once | wc` must end when the sync does."""
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        with contextlib.suppress(OSError):
-            os.dup2(devnull, fd)
-    os.close(devnull)
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() == 1 or not _alive(parent_pid):
-                os._exit(0)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ParsePool:
     """Parsing beside fetching; shared by the scheduler's threads (one engine, one pool)."""
 
@@ -111,7 +70,7 @@ class ParsePool:
                     self._executor = ProcessPoolExecutor(
                         max_workers=self.settings.parse_workers,
                         mp_context=multiprocessing.get_context("forkserver"),
-                        initializer=_die_with,
+                        initializer=die_with,
                         initargs=(os.getpid(),),
                     )
                 executor = self._executor

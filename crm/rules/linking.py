@@ -153,6 +153,9 @@ class MessageFacts:
     attached_message_senders: tuple[Address, ...] = ()  # From of attached message/rfc822 parts
     thread_id: int | None = None
     account_is_bcc_dropbox: bool = False
+    # `find_forwarded_senders(text_body)` when the caller has it already (the store scans each
+    # body once for the address index and linking both); None: scanned here.
+    inline_forwarded: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +267,12 @@ def _suffixes() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+# The list lookups below encode every label to IDNA first (~100 us a domain); mail names the same
+# few thousand domains over and over, so their answers are remembered (pure functions of a str).
+_DOMAIN_CACHE = 8192
+
+
+@lru_cache(maxsize=_DOMAIN_CACHE)
 def is_public_suffix(domain: str) -> bool:
     """Is this a public suffix ("test", "com", "co.uk", "nhs.uk", "github.io"), under which
     unrelated organisations register names? An unknown TLD counts as one (the list's "*" rule)."""
@@ -271,6 +280,7 @@ def is_public_suffix(domain: str) -> bool:
     return not domain or bool(_suffixes().is_public(domain))
 
 
+@lru_cache(maxsize=_DOMAIN_CACHE)
 def domain_candidates(domain: str) -> tuple[str, ...]:
     """The domain itself, then each parent domain, stopping before a public suffix.
 
@@ -413,6 +423,7 @@ _FREE_MAIL_BRAND_RE = re.compile(
 )
 
 
+@lru_cache(maxsize=_DOMAIN_CACHE)
 def registrable_domain(domain: str) -> str:
     """The shortest parent of `domain` that is not a public suffix ("mail.globex.test" ->
     "globex.test", "x.trust1.nhs.uk" -> "trust1.nhs.uk"; "" when there is none). Indexed with
@@ -534,7 +545,9 @@ def _emails(addresses: Iterable[Address]) -> list[str]:
 
 
 def _forwarded_senders(facts: MessageFacts) -> list[str]:
-    inline = [email for email, _ in find_forwarded_senders(facts.text_body)]
+    inline = facts.inline_forwarded
+    if inline is None:
+        inline = tuple(email for email, _ in find_forwarded_senders(facts.text_body))
     return list(dict.fromkeys([*inline, *_emails(facts.attached_message_senders)]))
 
 

@@ -181,6 +181,7 @@ class _Bounder:
         self.header_budget = max(0, limits.max_header_bytes)
         self.line_budget = _LINE_BUDGET
         self.rejected = 0  # lines starting with "--" that were no delimiter
+        self.top_headers: Message | None = None  # the top-level header block, as the stdlib read it
 
     def run(self) -> bytes:
         resume = self._top()
@@ -207,6 +208,7 @@ class _Bounder:
             eol = b"\r\n" if raw[kept - 2 : kept] == b"\r\n" else b"\n"
             self.edits.append((kept, self.body_start, eol))
         headers, rest = _read_headers(raw[:kept])
+        self.top_headers = headers
         if block is not None:
             self.body_start -= rest  # never expected: the parser ended the headers earlier
         if not self._spend(0, kept):

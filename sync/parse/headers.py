@@ -147,11 +147,13 @@ _ANGLE_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 _COMMENTS = re.compile(r"\([^()]*\)")
 
 
+# Whitespace (str.isspace's set: re's \s in str patterns), angle brackets, control characters.
+_BAD_ID_CHAR = re.compile(r"[\s<>\x00-\x1f\x7f]")
+
+
 def _usable_id(ident: str) -> str | None:
     ident = ident.strip().strip("<>")
-    if not ident or len(ident) > _MAX_ID_CHARS or any(c.isspace() or c in "<>" for c in ident):
-        return None
-    if any(ord(c) < 32 or ord(c) == 127 for c in ident):
+    if not ident or len(ident) > _MAX_ID_CHARS or _BAD_ID_CHAR.search(ident):
         return None
     return f"<{ident}>"
 
