@@ -116,6 +116,15 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_pages(browser: Browser) -> Iterator[None]:
+    """Each test's pages closed after it: a page left open keeps polling a stopped server and
+    has made a later test's click land on nothing."""
+    yield
+    for context in browser.contexts:
+        context.close()
+
+
 class Watch:
     """Dialogs opened, console errors and every request the page made."""
 
@@ -278,7 +287,12 @@ def test_reply_with_undo_from_the_page(
     page.get_by_role("button", name="Send", exact=True).click()
     status = page.locator("#reply-status")
     expect(status).to_contain_text("Sending in 10 s")
-    page.get_by_role("button", name="Undo").click()
+    undo = page.get_by_role("button", name="Undo")
+    # Scrolled into view first: a click that scrolls the pane and clicks in one go has landed on
+    # nothing under load (the click never reached the document).
+    undo.scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
+    undo.click()
     expect(status).to_contain_text("recalled")
     with Session(sqlite_db) as s:
         mail = s.exec(select(OutboundMail)).one()
