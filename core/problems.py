@@ -68,6 +68,7 @@ TEMPLATES: dict[str, str] = {
     "oauth_device_failed": (
         "Signing in on another device did not complete at {provider} ({error}); nothing was saved."
     ),
+    "oauth_not_connected": "Account {account_id} does not sign in with OAuth.",
     "oauth_refused": (
         "{provider} refused crm-inbox's request ({error}): the OAuth client id or secret in the "
         "settings may be wrong or no longer valid."

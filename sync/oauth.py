@@ -91,10 +91,12 @@ def _send(provider: OAuthProvider, request: urllib.request.Request, timeout: flo
         with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read(1_000_000)
     except urllib.error.HTTPError as exc:
+        with exc:  # the error holds the response and its socket: closed here, not by the GC
+            body = b"" if exc.code >= 500 or exc.code == 429 else exc.read(100_000)
         if exc.code >= 500 or exc.code == 429:
             raise OAuthProviderUnavailable(provider.name, f"HTTP {exc.code}") from None
         try:
-            answer = json.loads(exc.read(100_000) or b"{}")
+            answer = json.loads(body or b"{}")
         except ValueError:
             answer = {}
         error = _safe_word(answer.get("error") if isinstance(answer, dict) else None)

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from core.connection import BearerToken, Credential
 from core.db import session_scope
+from core.errors import Conflict
 from core.oauth import get_provider
 from core.secrets import SecretBox, SecretKeyError
 from core.settings import Settings
@@ -41,7 +42,7 @@ T = TypeVar("T")
 _CLAIM_EXTRA_SECONDS = 30.0
 
 
-class NotOAuthAccount(errors.SyncError):
+class NotOAuthAccount(errors.SyncError, Conflict):
     code_name = "oauth_not_connected"
     transient = False
 

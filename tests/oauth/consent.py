@@ -24,8 +24,9 @@ def allow(authorization_url: str, username: str) -> str:
     try:
         opener.open(urllib.request.Request(base, data=form, method="POST"), timeout=10)
     except urllib.error.HTTPError as exc:
-        if exc.code == 302:
-            return str(exc.headers["Location"])
+        with exc:  # closes the response's socket now
+            if exc.code == 302:
+                return str(exc.headers["Location"])
         raise
     raise AssertionError("the provider did not redirect")
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from core import problems
 from core.errors import DomainError, ErrorKind
-from sync import errors, smtp_check
+from sync import errors, oauth, oauth_tokens, smtp_check
 
 CASES: list[tuple[errors.SyncError, str, ErrorKind]] = [
     (errors.AuthFailed("imap.x.test", "ann"), "auth_failed", ErrorKind.INVALID),
@@ -37,6 +37,15 @@ CASES: list[tuple[errors.SyncError, str, ErrorKind]] = [
     (smtp_check.SmtpTlsFailed("smtp.x.test", 465, "wrong version"), "smtp_tls_failed", ErrorKind.INVALID),
     (smtp_check.SmtpAuthUnavailable("smtp.x.test", 25), "smtp_auth_unavailable", ErrorKind.INVALID),
     (smtp_check.SmtpRejected("smtp.x.test", 25, "greeting"), "smtp_rejected", ErrorKind.INVALID),
+    (oauth.OAuthGrantInvalid("google", "invalid_grant"), "oauth_reconnect_needed", ErrorKind.INVALID),
+    (
+        oauth.OAuthProviderUnavailable("google", "HTTP 503"),
+        "oauth_provider_unavailable",
+        ErrorKind.UNAVAILABLE,
+    ),
+    (oauth.OAuthRefused("google", "invalid_client"), "oauth_refused", ErrorKind.INVALID),
+    (oauth.DeviceFlowFailed("microsoft", "access_denied"), "oauth_device_failed", ErrorKind.INVALID),
+    (oauth_tokens.NotOAuthAccount(7), "oauth_not_connected", ErrorKind.CONFLICT),
 ]
 
 
