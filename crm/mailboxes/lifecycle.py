@@ -15,7 +15,9 @@ from crm.models import (
     AccountAccess,
     FetchFailure,
     FolderState,
+    ForwardingChannel,
     ImapUid,
+    InboundDelivery,
     Signature,
     SkippedMessage,
     SyncRun,
@@ -80,7 +82,18 @@ def delete_account(*, session: Session, caller: Caller, account_id: int) -> None
             processed=account.processed_any,
         )
     # Children first (foreign keys): locations and failures point at folder states.
-    for table in (ImapUid, FetchFailure, SkippedMessage, FolderState, SyncRun, Signature):
+    # A forwarding address never used (crm.forwarding) goes with its channel and what arrived
+    # without becoming mail (e.g. a provider's confirmation).
+    for table in (
+        ImapUid,
+        FetchFailure,
+        SkippedMessage,
+        FolderState,
+        SyncRun,
+        Signature,
+        InboundDelivery,
+        ForwardingChannel,
+    ):
         session.execute(delete(table).where(col(table.account_id) == account_id))
     session.execute(
         update(User).where(col(User.default_account_id) == account_id).values(default_account_id=None)
