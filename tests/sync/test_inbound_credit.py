@@ -300,3 +300,23 @@ def test_send_a_test_and_replies_leave_by_smtp_and_are_stored(sqlite_db: Engine,
     with session_scope(sqlite_db) as session:
         channel = forwarding.get_channel(session=session, caller=world.admin, channel_id=world.channel_id)
     assert channel.test_received_at is not None
+    # Tested: replies now go out as the team's own address, with the company's name.
+    assert channel.sender_address == "sales@ourco.example"
+    from crm.outbound.compose import Draft, send_mail
+
+    with session_scope(sqlite_db) as session:
+        forwarding.update_channel(
+            session=session,
+            caller=world.admin,
+            channel_id=world.channel_id,
+            sender_name=forwarding.SenderName.COMPANY,
+        )
+        queued = send_mail(
+            session=session,
+            caller=world.admin,
+            draft=Draft(html="<p>Hello</p>", to=("jane.doe@acme.example",), subject="Your order"),
+            account_id=world.account_id,
+            undo_seconds=0,
+        )
+    assert queued.mail is not None
+    assert (queued.mail.from_email, queued.mail.from_name) == ("sales@ourco.example", "OurCo")
