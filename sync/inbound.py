@@ -487,6 +487,9 @@ class InboundServer:
         self.controllers: list[Controller] = []
 
     def start(self) -> None:
+        # aiosmtpd logs every command (senders, recipients) at INFO: too chatty for a server
+        # that logs at INFO, and addresses are personal data. Our own log says what matters.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         s = self.settings
         tls = _tls_context(s)
         common: dict[str, Any] = {

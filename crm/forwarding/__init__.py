@@ -25,11 +25,13 @@ from crm.forwarding.channels import (
     start_test,
     update_channel,
 )
+from crm.models import SenderName  # the sender-name choice, for the faces
 
 __all__ = [
     "ChannelView",
     "ConfirmationView",
     "DeliveryView",
+    "SenderName",
     "TestView",
     "activate",
     "create_channel",

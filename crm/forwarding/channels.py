@@ -35,7 +35,14 @@ from core.types import (
     utcnow,
 )
 from crm import access, tenants
-from crm.models import FolderState, ForwardingChannel, InboundDelivery, MailAccount
+from crm.models import (
+    FolderState,
+    ForwardingChannel,
+    InboundDelivery,
+    MailAccount,
+    OutboundAccount,
+    SenderName,
+)
 from crm.outbound.compose import Draft, send_mail
 from crm.rules.inbound import clean_local_part, new_suffix
 
@@ -64,6 +71,9 @@ class ChannelView:
     loop_detected_at: datetime | None
     test_sent_at: datetime | None
     test_received_at: datetime | None
+    # What customers see on replies: the team's address once the test came back through the
+    # forward (the proof mail there reaches the team), else the hosted address.
+    sender_address: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,11 @@ def _view(channel: ForwardingChannel, account: MailAccount) -> ChannelView:
         loop_detected_at=channel.loop_detected_at,
         test_sent_at=channel.test_sent_at,
         test_received_at=channel.test_received_at,
+        sender_address=(
+            channel.original_address
+            if channel.original_address and channel.test_received_at is not None
+            else channel.address
+        ),
     )
 
 
@@ -336,17 +351,25 @@ def update_channel(
     create_tickets: bool | None = None,
     ticket_stage: TicketStage | None = None,
     ticket_priority: TicketPriority | None = None,
+    sender_name: SenderName | None = None,
 ) -> ChannelView:
+    """Ticket defaults, the team's original address (changing it asks for a new test before
+    replies are sent as it), and the sender name customers see (user, company, or both)."""
     channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "change forwarding addresses")
-    if original_address is not None:
+    if original_address is not None and _original(original_address) != channel.original_address:
         channel.original_address = _original(original_address)
+        channel.test_received_at = None  # a new address is used as sender only once tested
     if create_tickets is not None:
         channel.create_tickets = create_tickets
     if ticket_stage is not None:
         channel.ticket_stage = ticket_stage
     if ticket_priority is not None:
         channel.ticket_priority = ticket_priority
+    if sender_name is not None:
+        choice = session.get(OutboundAccount, account.id) or OutboundAccount(account_id=account.id or 0)
+        choice.sender_name = sender_name
+        session.add(choice)
     session.add(channel)
     session.flush()
     return _view(channel, account)

@@ -15,7 +15,9 @@ from crm.models import (
     AccountAccess,
     FetchFailure,
     FolderState,
+    ForwardingChannel,
     ImapUid,
+    InboundDelivery,
     OAuthConsent,
     OAuthGrant,
     Signature,
@@ -82,6 +84,8 @@ def delete_account(*, session: Session, caller: Caller, account_id: int) -> None
             processed=account.processed_any,
         )
     # Children first (foreign keys): locations and failures point at folder states.
+    # A forwarding address never used (crm.forwarding) goes with its channel and what arrived
+    # without becoming mail (e.g. a provider's confirmation).
     for table in (
         ImapUid,
         FetchFailure,
@@ -91,6 +95,8 @@ def delete_account(*, session: Session, caller: Caller, account_id: int) -> None
         Signature,
         OAuthGrant,
         OAuthConsent,
+        InboundDelivery,
+        ForwardingChannel,
     ):
         session.execute(delete(table).where(col(table.account_id) == account_id))
     session.execute(

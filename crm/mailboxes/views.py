@@ -139,7 +139,11 @@ def _view(account: MailAccount, folders: list[FolderState], grant: OAuthGrant | 
         active=account.active,
         status=account.status,
         kind=account.kind,
-        imap=f"{account.imap_host}:{account.imap_port} ({account.imap_security.value})",
+        imap=(
+            f"{account.imap_host}:{account.imap_port} ({account.imap_security.value})"
+            if account.kind is AccountKind.IMAP
+            else "none: a hosted forwarding address"
+        ),
         smtp=smtp,
         username=account.username,
         sync_interval_seconds=account.sync_interval_seconds,

@@ -35,9 +35,10 @@ from core.caller import Caller
 from core.errors import Conflict, InvalidInput
 from core.html_text import COMPOSED, html_to_text
 from core.settings import get_settings
-from core.types import utcnow
+from core.types import AccountKind, utcnow
 from crm import access, grants, signature_service
 from crm.models import (
+    ForwardingChannel,
     ImapUid,
     MailAccount,
     MailKind,
@@ -113,6 +114,20 @@ def _sender_name(session: Session, account: MailAccount, user: User) -> str:
     if mode is SenderName.USER_AT_COMPANY and person:
         return f"{person} at {company}"
     return person or company
+
+
+def _from_address(session: Session, account: MailAccount) -> str:
+    """The address customers see. A forwarding address (crm.forwarding) sends as the team's own
+    address once its "send a test" came back through the forward: mail sent there provably
+    reaches the team, the proof the outbound issue asks of a custom address. Until then, and for
+    every other account, the account's address."""
+    if account.kind is AccountKind.FORWARDING:
+        channel = session.exec(
+            select(ForwardingChannel).where(ForwardingChannel.account_id == account.id)
+        ).first()
+        if channel is not None and channel.original_address and channel.test_received_at is not None:
+            return channel.original_address
+    return account.email
 
 
 def _signature(
@@ -294,6 +309,7 @@ def send_mail(
         raise InvalidInput("send_at_invalid", "Give the sending time with its time zone.", field="send_at")
 
     own = account.email.lower()
+    sender = _from_address(session, account)
     to = _typed("to", draft.to)
     cc = _typed("cc", draft.cc)
     bcc = _typed("bcc", draft.bcc)
@@ -332,7 +348,7 @@ def send_mail(
     domain = own.rpartition("@")[2]
     message_id = new_message_id(session=session, tenant_id=caller.tenant_id, domain=domain)
     msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = _mailbox(account.email, from_name)
+    msg["From"] = _mailbox(sender, from_name)
     if to:
         msg["To"] = [_mailbox(e, n) for e, n in to]
     if cc:
@@ -375,7 +391,7 @@ def send_mail(
         state=OutboundState.QUEUED,
         message_id=message_id,
         subject=subject,
-        from_email=account.email,
+        from_email=sender,
         from_name=from_name,
         recipients=recipients,
         to_addrs=[{"email": e, "name": n} for e, n in to],

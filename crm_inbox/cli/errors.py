@@ -58,6 +58,9 @@ HINTS: dict[str, str] = {
     "data_dir_unusable": "set CRM_INBOX_DATA_DIR to a folder this user can create and write.",
     "database_url_invalid": "check CRM_INBOX_DATABASE_URL (empty: a SQLite file in the data folder).",
     "admin_required": "this command acts as the tenant's administrator.",
+    "channel_activated": "the address is in use; create another with crm-inbox account add-forwarding.",
+    "local_part_invalid": "give --local-part with letters or digits, e.g. --local-part sales.",
+    "address_taken": "choose another local part.",
 }
 
 

@@ -17,7 +17,7 @@ from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security, TicketPriority, TicketStage
 from crm import forwarding
-from crm.forwarding import tickets
+from crm.forwarding import SenderName, tickets
 from crm.forwarding.channels import ChannelView, ConfirmationView, DeliveryView, TestView
 from crm.forwarding.tickets import TicketReport, TicketView
 from inbox_api.deps import CallerDep, SessionDep
@@ -42,6 +42,7 @@ class ChannelEditIn(BaseModel):
     create_tickets: bool | None = None
     ticket_stage: TicketStage | None = None
     ticket_priority: TicketPriority | None = None
+    sender_name: SenderName | None = Field(default=None, description="user, company or user_at_company")
 
 
 class SmtpIn(BaseModel):
@@ -103,6 +104,7 @@ def edit_channel(channel_id: int, body: ChannelEditIn, session: SessionDep, call
         create_tickets=body.create_tickets,
         ticket_stage=body.ticket_stage,
         ticket_priority=body.ticket_priority,
+        sender_name=body.sender_name,
     )
 
 

@@ -62,7 +62,8 @@ def test_channel_lifecycle_over_the_api(db: Engine, world: World, client: TestCl
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "channel_activated"
     # It is an account like the others: listed with its kind, counted in the quota.
     accounts = client.get("/api/accounts", headers=admin).json()
-    assert [a["kind"] for a in accounts if a["id"] == channel["account_id"]] == ["forwarding"]
+    [account] = [a for a in accounts if a["id"] == channel["account_id"]]
+    assert account["kind"] == "forwarding" and account["imap"] == "none: a hosted forwarding address"
     # Send a test: queued from the channel to the team's original address.
     test = client.post(f"/api/forwarding/{channel['id']}/test", headers=admin)
     assert test.status_code == 200, test.text

@@ -242,3 +242,18 @@ def test_channels_count_against_the_quota_and_are_never_synced(sqlite_db: Engine
         )
     with session_scope(sqlite_db) as session:
         assert channel.account_id not in dict(sync_state.syncable_account_ids(session=session))
+
+
+def test_an_unused_channel_can_be_deleted_like_an_account(sqlite_db: Engine) -> None:
+    from crm import mailboxes
+
+    with session_scope(sqlite_db) as session:
+        tenant = tenants.create_tenant(session=session, name="T", account_quota=2, own_domains=[])
+        op = Caller.operator(tenant.id)
+        channel = forwarding.create_channel(
+            session=session, caller=op, box=SecretBox.from_settings(), domain="in.example.com", name="Sales"
+        )
+    with session_scope(sqlite_db) as session:
+        mailboxes.delete_account(session=session, caller=op, account_id=channel.account_id)
+    with session_scope(sqlite_db) as session:
+        assert forwarding.list_channels(session=session, caller=op) == []

@@ -173,6 +173,14 @@ def test_forwarding_loop_stopped_with_a_warning(sqlite_db: Engine, settings: Set
             codes.append(client.data(raw)[0])
     assert codes == [250, 250, 554, 554]
     assert count(sqlite_db, Message) == 1
+    # A message that went round too many relays (RFC 5321 6.3) is refused on sight.
+    hops = "".join(f"Received: from hop{n}.example by hop{n + 1}.example\r\n" for n in range(60))
+    with listener(s, sqlite_db), smtplib.SMTP("127.0.0.1", s.inbound_port, timeout=10) as client:
+        client.ehlo()
+        client.mail("jane.doe@acme.example")
+        client.rcpt(world.address)
+        assert client.data(hops.encode() + mail(message_id="<hops@acme.example>"))[0] == 554
+    assert count(sqlite_db, Message) == 1
     with session_scope(sqlite_db) as session:
         channel = forwarding.get_channel(session=session, caller=world.admin, channel_id=world.channel_id)
     assert channel.loop_warning is not None and "<loop@acme.example>" in channel.loop_warning

@@ -14,8 +14,8 @@ from sqlmodel import select
 
 from core.db import session_scope
 from core.settings import Settings
-from core.types import DeliveryOutcome, TicketPriority, TicketStage
-from crm import assignment, forwarding, grants, inbox_views, records
+from core.types import ConversationStatus, DeliveryOutcome, TicketPriority, TicketStage
+from crm import assignment, conversations, forwarding, grants, inbox_views, records
 from crm.forwarding import tickets
 from crm.models import InboundDelivery, Message, MessageLink, Thread
 from tests.sync.inbound_harness import FIXTURES, inbound_settings, listener, mail, make_world, wire
@@ -255,6 +255,14 @@ def test_tickets_for_new_conversations_with_defaults(db: Engine, settings: Setti
         )
         assert closed.closed_at is not None
         report = tickets.ticket_report(session=session, caller=world.admin)
+        # Closing the other conversation closes its ticket too.
+        conversations.set_status(
+            session=session,
+            caller=world.admin,
+            thread_id=found[0].thread_id,
+            status=ConversationStatus.CLOSED,
+        )
+        assert tickets.get_ticket(session=session, caller=world.admin, ticket_id=found[0].id).closed_at
     assert (report.opened, report.closed, report.open_now) == (2, 1, 1)
     assert report.average_hours_to_close is not None
 
@@ -300,3 +308,23 @@ def test_send_a_test_and_replies_leave_by_smtp_and_are_stored(sqlite_db: Engine,
     with session_scope(sqlite_db) as session:
         channel = forwarding.get_channel(session=session, caller=world.admin, channel_id=world.channel_id)
     assert channel.test_received_at is not None
+    # Tested: replies now go out as the team's own address, with the company's name.
+    assert channel.sender_address == "sales@ourco.example"
+    from crm.outbound.compose import Draft, send_mail
+
+    with session_scope(sqlite_db) as session:
+        forwarding.update_channel(
+            session=session,
+            caller=world.admin,
+            channel_id=world.channel_id,
+            sender_name=forwarding.SenderName.COMPANY,
+        )
+        queued = send_mail(
+            session=session,
+            caller=world.admin,
+            draft=Draft(html="<p>Hello</p>", to=("jane.doe@acme.example",), subject="Your order"),
+            account_id=world.account_id,
+            undo_seconds=0,
+        )
+    assert queued.mail is not None
+    assert (queued.mail.from_email, queued.mail.from_name) == ("sales@ourco.example", "OurCo")
