@@ -91,6 +91,7 @@ def upgrade() -> None:
         sa.Column("event", sa.String(length=64), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("digest_hour", sa.Integer(), nullable=True),
+        sa.Column("digest_sent_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"]),
         sa.PrimaryKeyConstraint("user_id", "event"),
     )
