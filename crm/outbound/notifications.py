@@ -31,6 +31,7 @@ from core.settings import get_settings
 from core.types import ConversationStatus, Direction, utcnow
 from crm import access
 from crm.models import (
+    MailAccount,
     MailKind,
     NotificationPref,
     NotificationTemplate,
@@ -514,5 +515,68 @@ def on_needs_credentials(*, session: Session, tenant_id: int, account_id: int, a
             values={
                 "account_address": account_email,
                 "account_url": f"{get_settings().public_url.rstrip('/')}/admin#account-{account_id}",
+            },
+        )
+
+
+def watch_inboxes(*, session: Session, caller: Caller, account_ids: list[int]) -> list[int]:
+    """The shared inboxes the caller watches (replaces the list): a new conversation in one of
+    them is mailed to the caller. Only inboxes the caller may see."""
+    if caller.user_id is None:
+        raise InvalidInput("user_required", "Preferences belong to a user.", field="user_id")
+    ids = sorted(set(account_ids))
+    for account_id in ids:
+        access.get_account(session, caller, account_id)
+    event = Event.NEW_IN_WATCHED_INBOX.value
+    row = session.get(NotificationPref, (caller.user_id, event)) or NotificationPref(
+        user_id=caller.user_id, event=event
+    )
+    row.watched_account_ids = ids
+    session.add(row)
+    session.flush()
+    return ids
+
+
+def watched_inboxes(*, session: Session, caller: Caller) -> list[int]:
+    row = session.get(NotificationPref, (caller.user_id or 0, Event.NEW_IN_WATCHED_INBOX.value))
+    return list(row.watched_account_ids) if row is not None else []
+
+
+def on_new_conversation(
+    *, session: Session, tenant_id: int, account_id: int, thread_id: int, subject: str, from_address: str
+) -> None:
+    """Hooked in `crm.assignment.on_new_mail` for a conversation a customer started: each user
+    watching that inbox (and still allowed to see it) is told."""
+    rows = session.exec(
+        select(NotificationPref, User)
+        .join(User, col(User.id) == col(NotificationPref.user_id))
+        .where(
+            NotificationPref.event == Event.NEW_IN_WATCHED_INBOX.value,
+            col(NotificationPref.enabled).is_(True),
+            User.tenant_id == tenant_id,
+        )
+    ).all()
+    account = session.get(MailAccount, account_id)
+    for pref, user in rows:
+        if account_id not in pref.watched_account_ids or account is None:
+            continue
+        caller = access.caller_of(user)
+        if (
+            session.exec(
+                select(MailAccount.id).where(MailAccount.id == account_id, access.account_visible(caller))
+            ).first()
+            is None
+        ):
+            continue
+        notify(
+            session=session,
+            tenant_id=tenant_id,
+            user_id=user.id or 0,
+            event=Event.NEW_IN_WATCHED_INBOX,
+            values={
+                "inbox_name": account.display_name or account.email,
+                "conversation_subject": subject or "(no subject)",
+                "conversation_url": conversation_url(thread_id),
+                "from_address": from_address,
             },
         )

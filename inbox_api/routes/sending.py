@@ -197,3 +197,21 @@ def domain_advice(
     current = system_mail.get_sending(session=session, caller=caller)  # admins only
     session.commit()  # no transaction held while the DNS answers
     return dns_advice.check_domain(domain or current.effective_from, tuple(selector or ()))
+
+
+class WatchBody(BaseModel):
+    account_ids: list[int] = Field(
+        max_length=200, description="Shared inboxes to be told of new conversations"
+    )
+
+
+@router.get("/api/me/watched-inboxes", summary="The shared inboxes whose new conversations I am mailed")
+def my_watched(session: SessionDep, caller: CallerDep) -> list[int]:
+    return notifications.watched_inboxes(session=session, caller=caller)
+
+
+@router.put(
+    "/api/me/watched-inboxes", summary="Choose the shared inboxes whose new conversations I am mailed"
+)
+def set_my_watched(body: WatchBody, session: SessionDep, caller: CallerDep) -> list[int]:
+    return notifications.watch_inboxes(session=session, caller=caller, account_ids=body.account_ids)

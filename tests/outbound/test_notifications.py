@@ -240,3 +240,25 @@ def test_account_needing_credentials_tells_the_admins(sqlite_db: Engine, world: 
             )
     (row,) = _notifications(db)
     assert row.recipients == ["admin@acme.test"] and "a@acme.test needs new credentials" in row.subject
+
+
+def test_new_conversation_in_a_watched_inbox(sqlite_db: Engine, world: World) -> None:
+    from crm import assignment
+    from crm.models import Message
+
+    db, w = sqlite_db, world
+    with session_scope(db) as s:
+        assert notifications.watch_inboxes(
+            session=s, caller=w.caller("alice"), account_ids=[w.accounts["A"]]
+        ) == [w.accounts["A"]]
+        notifications.watch_inboxes(session=s, caller=w.caller("admin"), account_ids=[w.accounts["B"]])
+        with pytest.raises(DomainError) as hidden:
+            notifications.watch_inboxes(session=s, caller=w.caller("bob"), account_ids=[w.accounts["A"]])
+        assert hidden.value.code == "account_not_found"
+    with session_scope(db) as s:
+        first = s.get_one(Message, w.messages["alpha1"])
+        assignment.on_new_mail(session=s, tenant_id=w.tenant, account_id=w.accounts["A"], messages=[first])
+    (row,) = _notifications(db)
+    assert row.recipients == ["alice@acme.test"] and row.subject == "[Acme] New in a@acme.test: Alpha"
+    with Session(db) as s:
+        assert notifications.watched_inboxes(session=s, caller=w.caller("alice")) == [w.accounts["A"]]
