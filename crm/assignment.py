@@ -229,6 +229,16 @@ def on_new_mail(
                 )
             )
         is_new = thread.message_count == len(new_here)
+        if is_new and inbound:
+            first = next(m for m in new_here if m.direction is Direction.INBOUND)
+            notifications.on_new_conversation(
+                session=session,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                thread_id=thread.id or 0,
+                subject=thread.subject,
+                from_address=first.from_email,
+            )
         if not is_new or thread.assignee_user_id is not None or mode is AssignMode.NONE or not inbound:
             continue
         choice = choose(

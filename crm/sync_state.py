@@ -27,6 +27,7 @@ from core.types import AccountKind, AccountStatus, FolderRole, FolderSyncStatus,
 from crm import access
 from crm.mailstore import BatchResult
 from crm.models import FetchFailure, FolderState, ImapUid, MailAccount, OAuthConsent, OAuthGrant, SyncRun
+from crm.outbound import notifications
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +377,14 @@ def record_account_failure(
     if code == "auth_failed":
         account.auth_failures += 1
         if account.auth_failures >= max_auth_failures:
+            if account.auth_failures == max_auth_failures:
+                # Once, when it stops: the admins are told by mail (issue 10, item 8).
+                notifications.on_needs_credentials(
+                    session=session,
+                    tenant_id=account.tenant_id,
+                    account_id=account_id,
+                    account_email=account.email,
+                )
             account.status = AccountStatus.NEEDS_CREDENTIALS
             account.last_error_code = "auth_stopped"
             account.last_error_params = {**params, "failures": account.auth_failures}

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30
 SEND_QUEUE_SECONDS = 5  # under the undo delay's granularity: a reply goes within seconds of it
 BACKFILL_SECONDS = 60
+DIGEST_SECONDS = 600  # the digest hour is checked every 10 min; each user gets one a day
 
 
 class Worker:
@@ -93,6 +94,16 @@ class Worker:
         except Exception:  # one bad pass must not stop the scheduler; the rows keep their state
             log.exception("the send queue pass failed; it runs again in %s s", SEND_QUEUE_SECONDS)
 
+    def _notification_digests(self) -> None:
+        """The daily digest of unanswered conversations, for users whose hour it is."""
+        from crm.outbound.notifications import send_digests
+
+        try:
+            with session_scope() as session:
+                send_digests(session=session)
+        except Exception:
+            log.exception("the digest pass failed; it runs again in %s s", DIGEST_SECONDS)
+
     def _resume_backfills(self) -> None:
         try:
             with session_scope() as session:
@@ -121,6 +132,13 @@ class Worker:
             self._send_queue,
             IntervalTrigger(seconds=SEND_QUEUE_SECONDS),
             id="send-queue",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self._notification_digests,
+            IntervalTrigger(seconds=DIGEST_SECONDS),
+            id="digests",
             max_instances=1,
             coalesce=True,
         )

@@ -209,3 +209,6 @@ class NotificationPref(SQLModel, table=True):
     event: str = Field(max_length=64, primary_key=True)
     enabled: bool = Field(default=True)
     digest_hour: int | None = None  # daily digest only: the hour (UTC) it is sent
+    digest_sent_at: datetime | None = timestamp()  # daily digest only: the last one queued
+    # new_in_watched_inbox only: the shared inboxes (account ids) the user watches.
+    watched_account_ids: list[int] = json_column(list)

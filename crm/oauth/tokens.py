@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 
 from core.types import AccountStatus, utcnow
 from crm.models import MailAccount, OAuthGrant
+from crm.outbound import notifications
 from crm.sync_state import backoff_delay
 
 
@@ -146,6 +147,12 @@ def refresh_failed(
 
 def mark_needs_reconnect(*, session: Session, account_id: int, code: str, params: Mapping[str, Any]) -> None:
     account = session.get_one(MailAccount, account_id)
+    if account.status is not AccountStatus.NEEDS_RECONNECT:
+        # Once, when it stops: the admins are told by mail (issue 10, item 8), in the same
+        # transaction as the status, so a crash can neither lose nor repeat the notice.
+        notifications.on_needs_credentials(
+            session=session, tenant_id=account.tenant_id, account_id=account_id, account_email=account.email
+        )
     account.status = AccountStatus.NEEDS_RECONNECT
     account.last_error_code, account.last_error_params = code, dict(params)
     account.last_error_at = utcnow()

@@ -37,6 +37,7 @@ from core.html_text import COMPOSED, html_to_text
 from core.settings import get_settings
 from core.types import AccountKind, utcnow
 from crm import access, grants, signature_service
+from crm.models import Draft as DraftRow
 from crm.models import (
     ForwardingChannel,
     ImapUid,
@@ -404,5 +405,12 @@ def send_mail(
         updated_at=now,
     )
     session.add(row)
+    if row.thread_id is not None:
+        # The reply is written: the author's draft in that conversation is done with (item 2).
+        saved = session.exec(
+            select(DraftRow).where(DraftRow.user_id == user.id, DraftRow.thread_id == row.thread_id)
+        ).first()
+        if saved is not None:
+            session.delete(saved)
     session.flush()
     return SendResult(held=False, mail=outbound_view(row))

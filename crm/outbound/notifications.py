@@ -17,18 +17,29 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from sqlmodel import Session, select
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import InvalidInput
 from core.settings import get_settings
-from core.types import utcnow
+from core.types import ConversationStatus, Direction, utcnow
 from crm import access
-from crm.models import MailKind, NotificationPref, NotificationTemplate, Tenant, TenantMailSettings, User
+from crm.models import (
+    MailAccount,
+    MailKind,
+    NotificationPref,
+    NotificationTemplate,
+    Tenant,
+    TenantMailSettings,
+    Thread,
+    User,
+)
 from crm.outbound import system_mail
 from crm.outbound.headers import check_header
 from crm.outbound.views import OutboundView
@@ -429,3 +440,143 @@ def on_mentioned(
             "note_excerpt": " ".join(note.split())[:300],
         },
     )
+
+
+DEFAULT_DIGEST_HOUR = 8
+
+
+def send_digests(*, session: Session, now: datetime | None = None) -> int:
+    """Queue the daily digest of unanswered conversations for every user whose hour it is (and
+    who did not get today's yet). Run hourly by the scheduler; safe to run more often."""
+    now = now or utcnow()
+    sent = 0
+    off = {
+        t
+        for t in session.exec(
+            select(TenantMailSettings.tenant_id).where(
+                col(TenantMailSettings.notifications_enabled).is_(False)
+            )
+        )
+    }
+    for user in session.exec(select(User).where(col(User.active).is_(True)).order_by(col(User.id))).all():
+        if user.tenant_id in off:
+            continue
+        pref = session.get(NotificationPref, (user.id, Event.DAILY_DIGEST.value))
+        if pref is not None and not pref.enabled:
+            continue
+        hour = pref.digest_hour if pref is not None and pref.digest_hour is not None else DEFAULT_DIGEST_HOUR
+        if now.hour != hour:
+            continue
+        if pref is not None and pref.digest_sent_at is not None and pref.digest_sent_at.date() == now.date():
+            continue
+        caller = access.caller_of(user)
+        waiting = (
+            access.thread_visible(caller)
+            & (col(Thread.status) == ConversationStatus.OPEN)
+            & (col(Thread.last_direction) == Direction.INBOUND)
+        )
+        count = session.exec(select(func.count()).select_from(Thread).where(waiting)).one()
+        if not count:
+            continue
+        oldest = session.exec(select(Thread.subject).where(waiting).order_by(col(Thread.last_date))).first()
+        queued = notify(
+            session=session,
+            tenant_id=user.tenant_id,
+            user_id=user.id or 0,
+            event=Event.DAILY_DIGEST,
+            values={
+                "unanswered_count": str(count),
+                "oldest_subject": oldest or "(no subject)",
+                "inbox_url": f"{get_settings().public_url.rstrip('/')}/inbox",
+            },
+        )
+        pref = pref or NotificationPref(user_id=user.id or 0, event=Event.DAILY_DIGEST.value)
+        pref.digest_sent_at = now
+        session.add(pref)
+        sent += queued is not None
+    session.flush()
+    return sent
+
+
+def on_needs_credentials(*, session: Session, tenant_id: int, account_id: int, account_email: str) -> None:
+    """Hooked in `crm.sync_state` when an account stops retrying a refused password: each
+    active admin of the tenant is told."""
+    admins = session.exec(
+        select(User.id).where(
+            User.tenant_id == tenant_id, col(User.is_admin).is_(True), col(User.active).is_(True)
+        )
+    ).all()
+    for admin_id in admins:
+        notify(
+            session=session,
+            tenant_id=tenant_id,
+            user_id=admin_id or 0,
+            event=Event.NEEDS_CREDENTIALS,
+            values={
+                "account_address": account_email,
+                "account_url": f"{get_settings().public_url.rstrip('/')}/admin#account-{account_id}",
+            },
+        )
+
+
+def watch_inboxes(*, session: Session, caller: Caller, account_ids: list[int]) -> list[int]:
+    """The shared inboxes the caller watches (replaces the list): a new conversation in one of
+    them is mailed to the caller. Only inboxes the caller may see."""
+    if caller.user_id is None:
+        raise InvalidInput("user_required", "Preferences belong to a user.", field="user_id")
+    ids = sorted(set(account_ids))
+    for account_id in ids:
+        access.get_account(session, caller, account_id)
+    event = Event.NEW_IN_WATCHED_INBOX.value
+    row = session.get(NotificationPref, (caller.user_id, event)) or NotificationPref(
+        user_id=caller.user_id, event=event
+    )
+    row.watched_account_ids = ids
+    session.add(row)
+    session.flush()
+    return ids
+
+
+def watched_inboxes(*, session: Session, caller: Caller) -> list[int]:
+    row = session.get(NotificationPref, (caller.user_id or 0, Event.NEW_IN_WATCHED_INBOX.value))
+    return list(row.watched_account_ids) if row is not None else []
+
+
+def on_new_conversation(
+    *, session: Session, tenant_id: int, account_id: int, thread_id: int, subject: str, from_address: str
+) -> None:
+    """Hooked in `crm.assignment.on_new_mail` for a conversation a customer started: each user
+    watching that inbox (and still allowed to see it) is told."""
+    rows = session.exec(
+        select(NotificationPref, User)
+        .join(User, col(User.id) == col(NotificationPref.user_id))
+        .where(
+            NotificationPref.event == Event.NEW_IN_WATCHED_INBOX.value,
+            col(NotificationPref.enabled).is_(True),
+            User.tenant_id == tenant_id,
+        )
+    ).all()
+    account = session.get(MailAccount, account_id)
+    for pref, user in rows:
+        if account_id not in pref.watched_account_ids or account is None:
+            continue
+        caller = access.caller_of(user)
+        if (
+            session.exec(
+                select(MailAccount.id).where(MailAccount.id == account_id, access.account_visible(caller))
+            ).first()
+            is None
+        ):
+            continue
+        notify(
+            session=session,
+            tenant_id=tenant_id,
+            user_id=user.id or 0,
+            event=Event.NEW_IN_WATCHED_INBOX,
+            values={
+                "inbox_name": account.display_name or account.email,
+                "conversation_subject": subject or "(no subject)",
+                "conversation_url": conversation_url(thread_id),
+                "from_address": from_address,
+            },
+        )

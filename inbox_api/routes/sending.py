@@ -11,13 +11,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from core.db import session_scope
 from core.errors import DomainError
-from crm.outbound import notifications, senders, system_mail
+from crm.outbound import notifications, queue, senders, system_mail
 from crm.outbound.senders import VerificationView, Verified
 from crm.outbound.system_mail import SendingMode, SendingView
+from crm.outbound.views import MailKind, OutboundState
 from inbox_api.deps import CallerDep, SessionDep
 from sync import dns_advice
 
@@ -197,3 +199,52 @@ def domain_advice(
     current = system_mail.get_sending(session=session, caller=caller)  # admins only
     session.commit()  # no transaction held while the DNS answers
     return dns_advice.check_domain(domain or current.effective_from, tuple(selector or ()))
+
+
+class WatchBody(BaseModel):
+    account_ids: list[int] = Field(
+        max_length=200, description="Shared inboxes to be told of new conversations"
+    )
+
+
+@router.get("/api/me/watched-inboxes", summary="The shared inboxes whose new conversations I am mailed")
+def my_watched(session: SessionDep, caller: CallerDep) -> list[int]:
+    return notifications.watched_inboxes(session=session, caller=caller)
+
+
+@router.put(
+    "/api/me/watched-inboxes", summary="Choose the shared inboxes whose new conversations I am mailed"
+)
+def set_my_watched(body: WatchBody, session: SessionDep, caller: CallerDep) -> list[int]:
+    return notifications.watch_inboxes(session=session, caller=caller, account_ids=body.account_ids)
+
+
+@router.get("/mail-log", include_in_schema=False)
+def mail_log_page(request: Request, state: str = "", kind: str = "", address: str = "") -> Response:
+    """The mail log as a page (no script): what the caller may see, newest first, filtered."""
+    from inbox_api import web
+
+    signed = web._signed_in(request)
+    if signed is None:
+        return RedirectResponse("/login", status_code=303)
+    states = [s.value for s in OutboundState]
+    kinds = [k.value for k in MailKind]
+    with session_scope() as session:
+        rows = queue.mail_log(
+            session=session,
+            caller=signed[0].caller,
+            states=[OutboundState(state)] if state in states else (),
+            kinds=[MailKind(kind)] if kind in kinds else (),
+            address=address.strip()[:320] or None,
+            limit=200,
+        )
+    return web._page(
+        request,
+        "mail_log.html",
+        rows=rows,
+        states=states,
+        kinds=kinds,
+        state=state,
+        kind=kind,
+        address=address[:320],
+    )

@@ -91,6 +91,8 @@ def upgrade() -> None:
         sa.Column("event", sa.String(length=64), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("digest_hour", sa.Integer(), nullable=True),
+        sa.Column("digest_sent_at", UTCDateTime(), nullable=True),
+        sa.Column("watched_account_ids", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["app_user.id"]),
         sa.PrimaryKeyConstraint("user_id", "event"),
     )

@@ -14,16 +14,17 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import select
 
 from core.db import session_scope
 from core.secrets import SecretBox, new_key
 from core.settings import Settings
 from core.types import AccountStatus, utcnow
 from crm import sync_state
-from crm.models import MailAccount, OAuthGrant
+from crm.models import MailAccount, MailKind, OAuthGrant, OutboundMail
 from sync.account_pass import SyncEngine
 from sync.oauth_tokens import TokenSource
-from tests.factories import make_tenant
+from tests.factories import make_tenant, make_user
 from tests.oauth.authserver import AuthServer
 from tests.oauth.conftest import OAuthUser
 from tests.oauth.helpers import (
@@ -38,6 +39,10 @@ MAIL = (
     b"From: Ann <ann@customer.test>\r\nTo: x@example.test\r\nSubject: Quote\r\n"
     b"Message-ID: <q1@customer.test>\r\n\r\nHello\r\n"
 )
+
+
+def account_email(db: Engine, account_id: int) -> str:
+    return _account(db, account_id).email
 
 
 def _account(db: Engine, account_id: int) -> MailAccount:
@@ -73,6 +78,11 @@ def test_sync_logs_in_with_xoauth2_and_keeps_tokens_secret(
     assert summary.status == "ok", summary.errors
     assert summary.new_messages == 1
     assert auth_server.refresh_requests == before + 1
+    # The tenant's admin is told once (not at every skipped pass), by mail on the send queue.
+    with session_scope(db) as s:
+        notices = s.exec(select(OutboundMail).where(OutboundMail.kind == MailKind.NOTIFICATION)).all()
+        assert [n.recipients for n in notices] == [["boss@acme.test"]]
+        assert account_email(db, account_id) in notices[0].subject
     new_refresh = stored_refresh_token(db, account_id, testidp)
     assert new_refresh != refresh and auth_server.current_refresh_tokens().count(new_refresh) == 1
     # Never in clear: not in any table, not in any log record.
@@ -179,6 +189,7 @@ def test_revoked_refresh_token_needs_reconnect_and_stops_trying(
     db: Engine, testidp: Settings, auth_server: AuthServer, oauth_user: OAuthUser
 ) -> None:
     tenant = make_tenant(db)
+    make_user(db, tenant, "boss@acme.test", is_admin=True)
     account_id, _, refresh = connect_with_tokens(db, tenant, oauth_user, auth_server, testidp)
     auth_server.revoke_family_of(refresh)  # the user removed the app's access at the provider
     expire_stored_access_token(db, account_id)

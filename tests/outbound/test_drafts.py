@@ -76,3 +76,14 @@ def test_drafts_private_shared_one_per_user_and_conversation(
     assert {draft_id, hidden["id"], new.json()["id"]} <= mine and own["id"] not in mine
     assert client.delete(f"/api/drafts/{draft_id}", headers=alice).status_code == 204
     assert client.get(f"/api/drafts/{draft_id}", headers=alice).status_code == 404
+
+
+def test_sending_the_reply_ends_the_draft(db: Engine, world: World, client: TestClient) -> None:
+    alice = _bearer(db, world, "alice")
+    thread = world.threads["Alpha"]
+    draft = client.put(f"/api/threads/{thread}/draft", headers=alice, json={"html": "<p>Soon</p>"}).json()
+    sent = client.post(
+        f"/api/messages/{world.messages['alpha1']}/reply", headers=alice, json={"html": "<p>Done</p>"}
+    )
+    assert sent.status_code == 200, sent.text
+    assert client.get(f"/api/drafts/{draft['id']}", headers=alice).status_code == 404

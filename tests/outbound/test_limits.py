@@ -3,6 +3,7 @@ with the time it goes, released when the rolling 24 h window frees room; against
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -56,8 +57,8 @@ def test_provider_defaults() -> None:
     assert other.per_day is None
 
 
-@pytest.fixture
-def world(db: Engine, dovecot: LocalDovecot) -> Iterator[tuple[World, SmtpServer]]:
+@contextlib.contextmanager
+def _world(db: Engine, dovecot: LocalDovecot) -> Iterator[tuple[World, SmtpServer]]:
     w = build_world(db)
     with recording_smtp(dovecot, Security.STARTTLS) as smtp, session_scope(db) as s:
         row = s.get_one(MailAccount, w.accounts["A"])
@@ -69,6 +70,19 @@ def world(db: Engine, dovecot: LocalDovecot) -> Iterator[tuple[World, SmtpServer
         s.add(OutboundAccount(account_id=w.accounts["A"], server_saves_sent=True))
         s.commit()
         yield w, smtp
+
+
+@pytest.fixture
+def world(db: Engine, dovecot: LocalDovecot) -> Iterator[tuple[World, SmtpServer]]:
+    """Both databases: the limit is decided under the account row's lock."""
+    with _world(db, dovecot) as found:
+        yield found
+
+
+@pytest.fixture
+def sqlite_world(sqlite_db: Engine, dovecot: LocalDovecot) -> Iterator[tuple[World, SmtpServer]]:
+    with _world(sqlite_db, dovecot) as found:
+        yield found
 
 
 def _queue(db: Engine, w: World, *to: str) -> int:
@@ -140,8 +154,8 @@ def test_limit_holds_mail_and_releases_it(db: Engine, world: tuple[World, SmtpSe
         assert s.exec(select(OutboundMail.state).where(OutboundMail.id == third)).one() is OutboundState.SENT
 
 
-def test_no_limit_and_default(db: Engine, world: tuple[World, SmtpServer]) -> None:
-    w, _ = world
+def test_no_limit_and_default(sqlite_db: Engine, sqlite_world: tuple[World, SmtpServer]) -> None:
+    db, (w, _) = sqlite_db, sqlite_world
     with session_scope(db) as s:
         view = limits.set_limit(session=s, caller=w.caller("admin"), account_id=w.accounts["A"], per_day=0)
         assert view.per_day is None and view.source == "custom"
@@ -155,8 +169,8 @@ def test_no_limit_and_default(db: Engine, world: tuple[World, SmtpServer]) -> No
         assert negative.value.code == "daily_limit_invalid"
 
 
-def test_api_and_cli(db: Engine, world: tuple[World, SmtpServer]) -> None:
-    w, _ = world
+def test_api_and_cli(sqlite_db: Engine, sqlite_world: tuple[World, SmtpServer]) -> None:
+    db, (w, _) = sqlite_db, sqlite_world
     with session_scope(db) as s:
         token = auth.create_token(
             session=s, caller=w.caller("admin"), user_id=w.users["admin"], name="t"

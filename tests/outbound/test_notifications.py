@@ -201,3 +201,64 @@ def test_api(sqlite_db: Engine, world: World) -> None:
             "/api/me/notifications/daily_digest", headers=headers, json={"enabled": True, "digest_hour": 7}
         )
         assert {p["event"]: p["digest_hour"] for p in mine.json()}["daily_digest"] == 7
+
+
+def test_daily_digest_once_a_day_at_the_users_hour(sqlite_db: Engine, world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    db, w = sqlite_db, world
+    eight = datetime(2026, 3, 3, 8, 5, tzinfo=UTC)
+    with session_scope(db) as s:
+        for who in ("bob", "other_admin"):
+            notifications.set_pref(session=s, caller=w.caller(who), event="daily_digest", enabled=False)
+        notifications.set_pref(
+            session=s, caller=w.caller("admin"), event="daily_digest", enabled=True, digest_hour=9
+        )
+        assert notifications.send_digests(session=s, now=eight - timedelta(hours=1)) == 0  # nobody's hour
+        # Alice (hour 8 by default) sees Alpha and Shared, both waiting for an answer.
+        assert notifications.send_digests(session=s, now=eight) == 1
+        assert notifications.send_digests(session=s, now=eight + timedelta(minutes=10)) == 0  # once a day
+    (row,) = _notifications(db)
+    assert row.recipients == ["alice@acme.test"] and "conversations waiting for an answer" in row.subject
+    with session_scope(db) as s:
+        assert notifications.send_digests(session=s, now=eight + timedelta(hours=1)) == 1  # the admin, at 9
+        assert notifications.send_digests(session=s, now=eight + timedelta(days=1)) == 1  # alice, next day
+
+
+def test_account_needing_credentials_tells_the_admins(sqlite_db: Engine, world: World) -> None:
+    from crm import sync_state
+
+    db, w = sqlite_db, world
+    with session_scope(db) as s:
+        for _ in range(4):  # stops at the third refusal; told once
+            sync_state.record_account_failure(
+                session=s,
+                account_id=w.accounts["A"],
+                code="auth_failed",
+                params={"host": "imap.example.test", "username": "A"},
+                max_auth_failures=3,
+            )
+    (row,) = _notifications(db)
+    assert row.recipients == ["admin@acme.test"] and "a@acme.test needs new credentials" in row.subject
+
+
+def test_new_conversation_in_a_watched_inbox(sqlite_db: Engine, world: World) -> None:
+    from crm import assignment
+    from crm.models import Message
+
+    db, w = sqlite_db, world
+    with session_scope(db) as s:
+        assert notifications.watch_inboxes(
+            session=s, caller=w.caller("alice"), account_ids=[w.accounts["A"]]
+        ) == [w.accounts["A"]]
+        notifications.watch_inboxes(session=s, caller=w.caller("admin"), account_ids=[w.accounts["B"]])
+        with pytest.raises(DomainError) as hidden:
+            notifications.watch_inboxes(session=s, caller=w.caller("bob"), account_ids=[w.accounts["A"]])
+        assert hidden.value.code == "account_not_found"
+    with session_scope(db) as s:
+        first = s.get_one(Message, w.messages["alpha1"])
+        assignment.on_new_mail(session=s, tenant_id=w.tenant, account_id=w.accounts["A"], messages=[first])
+    (row,) = _notifications(db)
+    assert row.recipients == ["alice@acme.test"] and row.subject == "[Acme] New in a@acme.test: Alpha"
+    with Session(db) as s:
+        assert notifications.watched_inboxes(session=s, caller=w.caller("alice")) == [w.accounts["A"]]
