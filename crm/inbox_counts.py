@@ -57,11 +57,12 @@ class _Tally:
     ours_last_not_closed: int = 0
     per_account: dict[int, int] = field(default_factory=dict)
 
-    def add(self, *, status: str, assignee: int, me: int, accounts: frozenset[int], n: int) -> None:
+    def add(self, *, status: str, accounts: frozenset[int], n: int, nobody: int, mine: int) -> None:
+        """`n` conversations, `nobody` of them unassigned and `mine` the caller's."""
         self.by_status[status] = self.by_status.get(status, 0) + n
         if status == ConversationStatus.OPEN.value:
-            self.unassigned += n if assignee == 0 else 0
-            self.mine += n if assignee == me and me else 0
+            self.unassigned += nobody
+            self.mine += mine
             for account_id in accounts:
                 if account_id in self.per_account:
                     self.per_account[account_id] += n
@@ -80,30 +81,35 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
     me = caller.user_id or 0
     visible = {int(a or 0) for a in session.exec(access.visible_account_ids(caller)).all()}
     tally = _Tally(by_status={}, per_account=dict.fromkeys(sorted(visible), 0))
-    n = func.sum(col(ThreadTally.n))
+    # Summed per (accounts, status, ours last) in SQL: a few hundred rows whatever the number of
+    # users (status read as text: converting thousands of rows to enums cost more than the query).
+    n = col(ThreadTally.n)
+    status_text = sa.cast(col(ThreadTally.status), sa.String)
     rows = session.execute(
         sa.select(
             col(ThreadTally.account_key),
-            col(ThreadTally.status),
-            col(ThreadTally.assignee_user_id),
+            status_text,
             col(ThreadTally.ours_last),
-            n,
+            func.sum(n),
+            func.sum(sa.case((col(ThreadTally.assignee_user_id) == 0, n), else_=0)),
+            func.sum(sa.case((col(ThreadTally.assignee_user_id) == me, n), else_=0)),
         )
-        .where(col(ThreadTally.tenant_id) == caller.tenant_id, col(ThreadTally.n) != 0)
-        .group_by(
-            col(ThreadTally.account_key),
-            col(ThreadTally.status),
-            col(ThreadTally.assignee_user_id),
-            col(ThreadTally.ours_last),
-        )
+        .where(col(ThreadTally.tenant_id) == caller.tenant_id, n != 0)
+        .group_by(col(ThreadTally.account_key), status_text, col(ThreadTally.ours_last))
     ).all()
-    for key, status, assignee, ours_last, count in rows:
+    for key, status, ours_last, total, nobody, mine in rows:
         accounts = _accounts_of(key)
         if not _visible(accounts, visible, admin):
             continue
-        tally.add(status=str(status), assignee=int(assignee), me=me, accounts=accounts, n=int(count))
-        if ours_last and status != ConversationStatus.CLOSED:
-            tally.ours_last_not_closed += int(count)
+        tally.add(
+            status=str(status),
+            accounts=accounts,
+            n=int(total),
+            nobody=int(nobody),
+            mine=int(mine) if me else 0,
+        )
+        if ours_last and status != ConversationStatus.CLOSED.value:
+            tally.ours_last_not_closed += int(total)
     # Snoozes whose time has come are open (no job wakes them): move them across.
     for key, assignee in session.exec(
         select(Thread.account_key, Thread.assignee_user_id).where(
@@ -115,8 +121,14 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
         accounts = _accounts_of(key)
         if not _visible(accounts, visible, admin):
             continue
-        tally.add(status=ConversationStatus.SNOOZED.value, assignee=-1, me=me, accounts=accounts, n=-1)
-        tally.add(status=ConversationStatus.OPEN.value, assignee=assignee or 0, me=me, accounts=accounts, n=1)
+        tally.add(status=ConversationStatus.SNOOZED.value, accounts=accounts, n=-1, nobody=0, mine=0)
+        tally.add(
+            status=ConversationStatus.OPEN.value,
+            accounts=accounts,
+            n=1,
+            nobody=int(assignee is None),
+            mine=int(bool(me) and assignee == me),
+        )
     by_status = tally.by_status
     opened = by_status.get(ConversationStatus.OPEN.value, 0)
     return ViewCounts(
