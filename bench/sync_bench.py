@@ -93,11 +93,11 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-def imapclient_fetch(dovecot: LocalDovecot, box: Mailbox) -> tuple[float, int]:
+def imapclient_fetch(dovecot: LocalDovecot, box: Mailbox) -> tuple[float, int, float]:
     """A limit: TLS login, then every body of INBOX and Sent through imapclient as it ships
     (its imaplib `debug` untouched), nothing done with them."""
     context = ssl.create_default_context(cafile=str(dovecot.ca_file))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     fetched = 0
     with IMAPClient(dovecot.host, port=dovecot.ssl_port, ssl=True, ssl_context=context) as client:
         client.login(box.user, box.password)
@@ -107,7 +107,7 @@ def imapclient_fetch(dovecot: LocalDovecot, box: Mailbox) -> tuple[float, int]:
             for start in range(0, len(uids), 200):
                 data = client.fetch(uids[start : start + 200], ["BODY.PEEK[]"])
                 fetched += sum(1 for item in data.values() if b"BODY[]" in item)
-    return time.perf_counter() - started, fetched
+    return time.perf_counter() - started, fetched, time.process_time() - cpu
 
 
 def imaplib_fetch(dovecot: LocalDovecot, box: Mailbox) -> tuple[float, int]:
@@ -224,29 +224,45 @@ def drop_postgres(url: str) -> None:
     admin.dispose()
 
 
-def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB, and stdout of one `crm-inbox` process.
+@dataclass
+class Run:
+    seconds: float
+    rss_mib: float  # peak of the whole process tree
+    cpu_seconds: float  # user + system of the whole process tree
+    stdout: str
+
+
+def run_cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> Run:
+    """Wall seconds, peak RSS, CPU time and stdout of one `crm-inbox` process.
 
     Peak RSS is sampled every 20 ms from /proc (via psutil) over the process and its children
     (the parse workers), not taken from wait4's ru_maxrss: that figure survives exec and would
     report the size of this benchmark process at fork time. The peak of each process is
-    printed too, to see where memory goes."""
+    printed too, to see where memory goes. CPU time is the last sample of each process (a
+    worker's last 20 ms may be missed): on a loaded machine it says more than wall time."""
     import psutil
 
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm_inbox", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "crm_inbox", *args],
+        env=env,
+        cwd=cwd or ROOT,  # `python -m` puts the working directory first on sys.path
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     watched = psutil.Process(proc.pid)
     peak = 0
     each: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
+        sizes: dict[int, int] = {}
         try:
-            sizes = {watched.pid: watched.memory_info().rss} | {
-                c.pid: c.memory_info().rss for c in watched.children(recursive=True)
-            }
+            for member in [watched, *watched.children(recursive=True)]:
+                sizes[member.pid] = member.memory_info().rss
+                times = member.cpu_times()
+                cpu[member.pid] = times.user + times.system
         except psutil.Error:
-            sizes = {}
+            pass
         for pid, rss in sizes.items():
             each[pid] = max(each.get(pid, 0), rss)
         peak = max(peak, sum(sizes.values()))
@@ -256,7 +272,7 @@ def run_cli(env: dict[str, str], *args: str) -> tuple[float, float, str]:
     if proc.returncode != 0:
         raise SystemExit(f"crm-inbox {' '.join(args)} failed:\n{err.decode()}\n{out.decode()}")
     print(f"  peak RSS per process (MiB): {[round(rss / 2**20) for rss in each.values()]}")
-    return elapsed, peak / 2**20, out.decode()
+    return Run(elapsed, peak / 2**20, sum(cpu.values()), out.decode())
 
 
 def no_change_in_process(env: dict[str, str], account_id: int, rounds: int = 5) -> float:
@@ -339,6 +355,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--small", type=int, default=0, help="second size (default: a quarter)")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier version (e.g. `git archive REV | tar -x -C DIR`): its first "
+        "sync of the same mailbox is measured in the same run, for a before/after under equal load",
+    )
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     small_count = args.small or max(args.messages // 4, 500)
@@ -356,7 +378,7 @@ def main() -> None:
             f"({big.messages} messages, {big.bytes / 2**20:.0f} MiB; {small.messages} messages)"
         )
         n = big.messages
-        client_s, fetched = imapclient_fetch(dovecot, big)
+        client_s, fetched, client_cpu = imapclient_fetch(dovecot, big)
         assert fetched == n, (fetched, n)
         imaplib_s, fetched = imaplib_fetch(dovecot, big)
         assert fetched == n, (fetched, n)
@@ -371,7 +393,7 @@ def main() -> None:
             ("limit: bare imaplib FETCH", rate(imaplib_s)),
             (
                 "limit: bare imapclient FETCH (as shipped: the baseline)",
-                f"{client_s:.1f} s, {client_rate:.0f} msg/s",
+                f"{client_s:.1f} s, {client_rate:.0f} msg/s, CPU {client_cpu / n * 1e6:.0f} us/message",
             ),
             (
                 "limit: mbsync (isync) into a maildir",
@@ -385,25 +407,48 @@ def main() -> None:
         print("\n".join(f"{k}: {v}" for k, v in rows))
 
         env, account_id = setup_db(Path(tmp) / "big", dovecot, big)
-        ours_s, ours_rss, _ = run_cli(env, "sync", "--once", "--json")
+        ours = run_cli(env, "sync", "--once", "--json")
+        ours_s, ours_rss = ours.seconds, ours.rss_mib
         rows.append(("ours, SQLite: crm-inbox sync --once (first sync)", rate(ours_s) + " (target >= 0.6x)"))
+        rows.append(("ours, SQLite: CPU of the process tree", f"{ours.cpu_seconds / n * 1e6:.0f} us/message"))
         print(rows[-1])
-        second_cli, _, _ = run_cli(env, "sync", "--once", "--json")
+        if args.before is not None:
+            before_env, _ = setup_db(Path(tmp) / "before", dovecot, big)
+            before_env["PYTHONPATH"] = str(args.before.resolve())
+            before = run_cli(before_env, "sync", "--once", "--json", cwd=args.before)
+            rows.append((f"before ({args.before.name}), SQLite: first sync", rate(before.seconds)))
+            rows.append(
+                (
+                    f"before ({args.before.name}), CPU of the process tree",
+                    f"{before.cpu_seconds / n * 1e6:.0f} us/message",
+                )
+            )
+            rows.append((f"before ({args.before.name}), peak RSS", f"{before.rss_mib:.0f} MiB"))
+            print(rows[-3:])
+        second_cli = run_cli(env, "sync", "--once", "--json").seconds
         second_inproc = no_change_in_process(env, account_id)
         imports = import_seconds(env)
 
         if not args.no_postgres and (url := postgres_database()) is not None:
             try:
                 pg_env, _ = setup_db(Path(tmp) / "pg", dovecot, big, url)
-                pg_s, pg_rss, _ = run_cli(pg_env, "sync", "--once", "--json")
-                rows.append(("ours, PostgreSQL: crm-inbox sync --once", rate(pg_s) + " (target >= 0.4x)"))
-                rows.append((f"peak RSS, PostgreSQL, {n} messages", f"{pg_rss:.0f} MiB"))
-                print(rows[-2])
+                pg = run_cli(pg_env, "sync", "--once", "--json")
+                rows.append(
+                    ("ours, PostgreSQL: crm-inbox sync --once", rate(pg.seconds) + " (target >= 0.4x)")
+                )
+                rows.append(
+                    (
+                        "ours, PostgreSQL: CPU of the process tree",
+                        f"{pg.cpu_seconds / n * 1e6:.0f} us/message",
+                    )
+                )
+                rows.append((f"peak RSS, PostgreSQL, {n} messages", f"{pg.rss_mib:.0f} MiB"))
+                print(rows[-3:])
             finally:
                 drop_postgres(url)
 
         small_env, _ = setup_db(Path(tmp) / "small", dovecot, small)
-        _, small_rss, _ = run_cli(small_env, "sync", "--once", "--json")
+        small_rss = run_cli(small_env, "sync", "--once", "--json").rss_mib
         rows += [
             (f"peak RSS, SQLite, {n} messages (whole process tree)", f"{ours_rss:.0f} MiB (target < 200)"),
             (f"peak RSS, SQLite, {small.messages} messages", f"{small_rss:.0f} MiB"),

@@ -171,7 +171,7 @@ def _parse(
 ) -> ParsedMessage:
     errors = _Errors()
     bounder = _Bounder(raw, limits)
-    data = bounder.run()
+    data = bounder.run(quick=not head_only)  # parse_head reuses the scan's reading of the block
     head = bounder.top_headers
     feed_error: str | None = None
     if (

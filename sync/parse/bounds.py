@@ -43,6 +43,9 @@ _LINE_BUDGET = 6_000_000
 _LINE_WEIGHT = 6  # per line, plus one per open multipart
 _NESTED_WEIGHT = 4  # per line inside any multipart
 _SCAN_WINDOW = 64 * 1024
+# The quick path (`_Bounder._within_limits`): on for every message small enough to count fast.
+_QUICK = True
+_QUICK_MAX_BYTES = 256 * 1024
 _FEED_CHUNK = 64 * 1024
 
 
@@ -183,7 +186,13 @@ class _Bounder:
         self.rejected = 0  # lines starting with "--" that were no delimiter
         self.top_headers: Message | None = None  # the top-level header block, as the stdlib read it
 
-    def run(self) -> bytes:
+    def run(self, *, quick: bool = True) -> bytes:
+        """The bounded bytes. `quick`: skip the scan when counting at C speed proves no cap can
+        be reached (the common case: a scan would change nothing), leaving `top_headers` unset
+        and the header block to the feedparser alone instead of reading it twice."""
+        if quick and _QUICK and self._within_limits():
+            self.body_start = self._header_block(0, len(self.raw)) or 0
+            return self.raw
         resume = self._top()
         if resume is not None:
             self._scan(resume)
@@ -195,6 +204,36 @@ class _Bounder:
             pos = end
         pieces.append(self.raw[pos:])
         return b"".join(pieces)
+
+    def _within_limits(self) -> bool:
+        """Upper bounds of everything the scan would count, from the raw bytes: when none can
+        reach its cap, the scan would make no edit and report no error. Each bound errs high:
+        a literal "multipart/" or "message/" for every container the parser could open (their
+        content types are read from the raw header text), every line starting with "--" for a
+        part, the whole message for the header budgets, twice the most lines could cost."""
+        raw, limits = self.raw, self.limits
+        size = len(raw)
+        if size > limits.max_header_bytes or size > _QUICK_MAX_BYTES:
+            return False
+        lowered = raw.lower()
+        if b"digest" in lowered:  # parts of a multipart/digest are messages without saying so
+            return False
+        multiparts = lowered.count(b"multipart/")
+        containers = multiparts + lowered.count(b"message/")
+        if containers >= limits.max_mime_depth:
+            return False
+        dashes = raw.count(b"\n--") + raw.count(b"\r--") + 1
+        parts = 1 + 2 * dashes + containers
+        if parts > limits.max_parts:
+            return False
+        lines = _count_lines(raw, 0, size) + 2 * parts + size // _SCAN_WINDOW + 4
+        cost = lines * (_LINE_WEIGHT + _NESTED_WEIGHT + multiparts) + dashes * 2 * (multiparts + size // 64)
+        if 2 * cost > _LINE_BUDGET:
+            return False
+        # A "From " line ending the top header block is left to the body by the header parser
+        # (see _read_headers): only the scan's reading of the block gets that right.
+        block = self._header_block(0, size) or 0
+        return raw.find(b"\nFrom ", 0, block) < 0 and raw.find(b"\rFrom ", 0, block) < 0
 
     def _top(self) -> int | None:
         raw, limit = self.raw, max(0, self.limits.max_header_bytes)

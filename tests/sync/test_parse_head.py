@@ -71,3 +71,66 @@ def test_parse_head_equals_parse_message(cut: object) -> None:
 def test_parse_head_never_raises() -> None:
     for junk in (b"", b"\r\n", b" continuation first\r\nFrom: a@b.test\r\n\r\n", b"\xff" * 100):
         assert parse_head(junk) == parse_message(junk)
+
+
+def _near_the_caps() -> dict[str, bytes]:
+    """Mail on either side of each cap the quick path must prove out of reach."""
+    head = b"From: a@globex.test\r\nTo: b@acme.test\r\nSubject: caps\r\nMessage-ID: <caps@globex.test>\r\n"
+
+    def multipart(parts: int) -> bytes:
+        body = b"".join(b"--B\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(parts))
+        return head + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n' + body + b"--B--\r\n"
+
+    def nested(depth: int) -> bytes:
+        opens = b"".join(
+            b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (i, i) for i in range(depth)
+        )
+        closes = b"".join(b"--n%d--\r\n" % i for i in reversed(range(depth)))
+        return head + opens + b"Content-Type: text/plain\r\n\r\nbottom\r\n" + closes
+
+    return {
+        "parts-200": multipart(200),
+        "parts-499": multipart(499),
+        "parts-501": multipart(501),
+        "depth-9": nested(9),
+        "depth-19": nested(19),
+        "depth-21": nested(21),
+        "from-line-ends-header": head + b"From someone else\r\n\r\nbody\r\n",
+        "from-line-first": b"From sender@globex.test Mon Jan  8 09:00:00 2024\r\n" + head + b"\r\nbody\r\n",
+        "long-boundary": head
+        + b'Content-Type: multipart/mixed; boundary="'
+        + b"x" * 300
+        + b'"\r\n\r\n--'
+        + b"x" * 300
+        + b"\r\n\r\nhi\r\n--"
+        + b"x" * 300
+        + b"--\r\n",
+        "many-dash-lines": head + b"\r\n" + b"-- not a delimiter\r\n" * 3000,
+        "digest": head
+        + b'Content-Type: multipart/digest; boundary="D"\r\n\r\n'
+        + b"--D\r\n\r\nFrom: x@y.test\r\n\r\nhi\r\n--D--\r\n",
+        "upper-case-type": head
+        + b'Content-Type: MULTIPART/Mixed; boundary="U"\r\n\r\n--U\r\n\r\nhi\r\n--U--\r\n',
+        "attached-message": head
+        + b"Content-Type: message/rfc822\r\n\r\n"
+        + b"From: inner@globex.test\r\nSubject: inner\r\n\r\ninner body\r\n",
+    }
+
+
+def test_the_quick_bounding_path_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping the pre-scan (when counting proves no cap can be reached) gives the same result
+    as the scan, on every corpus and on mail just inside and just outside each cap."""
+    from sync.parse import bounds
+
+    cases = CORPUS | _near_the_caps()
+    quick = {name: parse_message(raw) for name, raw in cases.items()}
+    monkeypatch.setattr(bounds, "_QUICK", False)
+    scanned = {name: parse_message(raw) for name, raw in cases.items()}
+    assert [name for name in cases if quick[name] != scanned[name]] == []
+    # ... and the quick path is the common one.
+    monkeypatch.setattr(bounds, "_QUICK", True)
+    generated = [raw for name, raw in CORPUS.items() if name.startswith("generated-")]
+    taken = sum(bounds._Bounder(raw, bounds.DEFAULT_LIMITS)._within_limits() for raw in generated)
+    assert taken >= 0.9 * len(generated)
+    assert not bounds._Bounder(cases["parts-501"], bounds.DEFAULT_LIMITS)._within_limits()
+    assert not bounds._Bounder(cases["depth-21"], bounds.DEFAULT_LIMITS)._within_limits()
