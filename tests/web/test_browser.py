@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -322,29 +322,33 @@ def test_links_with_why_merge_and_split(
             first_name="Zed",
             last_name="Buyer",
         )
-        records.create_contact(  # the mail from this address is linked to it at once
+        ann = records.create_contact(  # the mail from this address is linked to it at once
             session=s,
             caller=world.caller("admin"),
             emails=["ann@globex.test"],
             first_name="Ann",
             last_name="Lee",
         )
+        # A deal with Ann: her mail (Alpha) is linked to it at once, so the sidebar lists its stage.
+        records.create_deal(
+            session=s,
+            caller=world.caller("admin"),
+            title="Globex renewal",
+            contact_ids=[ann.id],
+            stage="proposal",
+        )
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(10000)
     watch = Watch(page)
 
-    def with_stages(route: Route) -> None:
-        # The sidebar renders the views the counts name: deal stages when the API lists them.
-        response = route.fetch()
-        counts = response.json()
-        counts.setdefault("per_deal_stage", {"proposal": 1})
-        route.fulfill(response=response, json=counts)
-
-    page.route("**/api/views/counts", with_stages)
     _sign_in(page, base_url, "alice@acme.test")
-    page.locator('#stage-list [data-stage="proposal"]').click()
+    stage = page.locator('#stage-list [data-stage="proposal"]')
+    expect(stage.locator(".count")).to_have_text("1")
+    stage.click()
     expect(page.locator("#list-title")).to_have_text("Deals in proposal")
     assert any("deal_stage=proposal" in u for u in watch.requests)
+    expect(page.locator("#threads .thread")).to_have_count(1)
+    expect(page.locator("#threads .thread").first).to_contain_text("Alpha")
     page.locator('#view-list [data-view="open"]').click()
     page.locator("#threads .thread", has_text="Alpha").click()
     sidebar = page.locator("#crm-sidebar")
