@@ -157,8 +157,38 @@ class EditPlan:
     settings: ConnectionSettings  # what to check: the settings after the edit
 
 
+def _refuse_smtp_changes(account: MailAccount, c: AccountChanges) -> None:
+    """SMTP settings are saved only after a test mail was accepted (`crm.outbound.smtp_setup`):
+    an account edit only logs in (and may be forced or unchecked), which proves nothing about
+    sending, and it has no test address. So new SMTP settings are refused here and the faces
+    point at the SMTP setup, the one way in; removing SMTP (`smtp_host` "") stays allowed since
+    nothing is sent with settings that are gone."""
+    given = [
+        name
+        for name, present in (
+            ("smtp_host", bool(c.smtp_host)),
+            ("smtp_port", c.smtp_port is not None),
+            ("smtp_security", c.smtp_security is not None),
+            ("smtp_username", c.smtp_username is not None),
+            ("smtp_password", c.smtp_password is not None),
+            ("clear_smtp_password", c.clear_smtp_password),
+        )
+        if present
+    ]
+    if given:
+        raise InvalidInput(
+            "smtp_setup_required",
+            "SMTP settings are saved only after a test mail was accepted: change them with the "
+            "SMTP setup, which sends one. Nothing was saved.",
+            field=given[0],
+            smtp_fields=given,
+            account_id=account.id,
+        )
+
+
 def plan_edit(account: MailAccount, c: AccountChanges, box: SecretBox) -> EditPlan:
     """Step 1 of an edit: the new values and whether they change how we connect."""
+    _refuse_smtp_changes(account, c)
     imap_host = c.imap_host.strip() if c.imap_host is not None else account.imap_host
     if not imap_host:
         raise InvalidInput("imap_host_required", "The IMAP host cannot be empty.", field="imap_host")
