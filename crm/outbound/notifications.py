@@ -249,6 +249,13 @@ def list_templates(*, session: Session, caller: Caller) -> tuple[TemplateView, .
     return tuple(out)
 
 
+def get_template(*, session: Session, caller: Caller, event: str) -> TemplateView:
+    access.require_admin(caller, "see notification templates")
+    which = _event(event)
+    wording, custom = wording_of(session, caller.tenant_id, which)
+    return TemplateView(which, wording.subject, wording.text, wording.html, TAGS[which], custom)
+
+
 def save_template(
     *, session: Session, caller: Caller, event: str, subject: str, text: str, html: str
 ) -> TemplateView:
