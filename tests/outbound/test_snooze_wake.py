@@ -209,3 +209,32 @@ def test_a_scan_failing_half_way_loses_and_repeats_nothing(
     assert snoozes.wake_due(engine=db) == 3  # the next scan finishes the job
     assert _wake_entries(db) == dict.fromkeys(ids, 1)
     assert len(_woke_mail(db)) == len(ids)
+
+
+def test_the_scheduler_runs_the_scan(db: Engine) -> None:
+    """The worker registers the scan as a periodic job, and the job wakes due snoozes in the
+    deployment's database."""
+    import time
+
+    from sync.account_pass import SyncEngine
+    from sync.scheduler import SNOOZE_SECONDS, Worker
+
+    w = build_world(db)
+    (woken,) = _many_snoozed(db, w, 1)
+    worker = Worker(SyncEngine(db=db))
+    until = threading.Event()
+    runner = threading.Thread(target=worker.run, kwargs={"install_signals": False, "until": until})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while worker.scheduler.get_job("snoozes") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = worker.scheduler.get_job("snoozes")
+        assert job is not None and job.trigger.interval == timedelta(seconds=SNOOZE_SECONDS)
+    finally:
+        until.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    worker._wake_snoozes()  # what the job runs
+    assert _status(db, woken) is ConversationStatus.OPEN
+    assert _wake_entries(db) == {woken: 1} and len(_woke_mail(db)) == 1
