@@ -32,7 +32,8 @@ from crm.outbound import notifications
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # candidates read per scan; the rest wait for the next one (a minute later)
+BATCH = 500  # candidates read at a time
+MAX_BATCHES = 100  # per scan: a backlog past 50,000 waits for the next scan (a minute later)
 
 
 def due_ids(*, session: Session, now: datetime | None = None, limit: int = BATCH) -> list[int]:
@@ -94,12 +95,16 @@ def wake_due(*, engine: Engine | None = None, now: datetime | None = None) -> in
     """One scan: wake every due snooze, each in its own short transaction. Returns how many this
     scan woke (not counting those another scanner took)."""
     now = now or utcnow()
-    with session_scope(engine) as session:
-        ids = due_ids(session=session, now=now)
     woken = 0
-    for thread_id in ids:
+    for _ in range(MAX_BATCHES):
         with session_scope(engine) as session:
-            woken += wake_one(session=session, thread_id=thread_id, now=now)
+            ids = due_ids(session=session, now=now)
+        for thread_id in ids:
+            with session_scope(engine) as session:
+                woken += wake_one(session=session, thread_id=thread_id, now=now)
+        # A woken row (by us or anyone) is no longer due, so the next read moves on.
+        if len(ids) < BATCH:
+            break
     if woken:
         log.info("woke %s snoozed conversations", woken)
     return woken

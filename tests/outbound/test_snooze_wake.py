@@ -238,3 +238,70 @@ def test_the_scheduler_runs_the_scan(db: Engine) -> None:
     worker._wake_snoozes()  # what the job runs
     assert _status(db, woken) is ConversationStatus.OPEN
     assert _wake_entries(db) == {woken: 1} and len(_woke_mail(db)) == 1
+
+
+def test_kill_9_mid_scan_then_the_next_scan_finishes_exactly_once(db: Engine) -> None:
+    """A real scanner process killed with SIGKILL part-way: what it committed is whole (woken,
+    history entry and mail together), the rest untouched; the next scan wakes the rest once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import func, text
+
+    w = build_world(db)
+    total = 250  # enough for the kill to land mid-scan, few enough to keep the test short
+    ended = utcnow() - timedelta(minutes=5)
+    with session_scope(db) as s:  # many due snoozes, inserted in bulk
+        s.execute(
+            Thread.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "tenant_id": w.tenant,
+                    "subject": f"Waiting {i}",
+                    "normalized_subject": f"waiting {i}",
+                    "status": ConversationStatus.SNOOZED,
+                    "snoozed_until": ended,
+                    "assignee_user_id": w.users["alice"],
+                    "message_count": 0,
+                    "last_direction": "inbound",
+                    "account_key": "",
+                }
+                for i in range(total)
+            ],
+        )
+        ids = list(s.exec(select(Thread.id).where(Thread.status == ConversationStatus.SNOOZED)).all())
+    assert len(ids) == total
+    env = dict(os.environ, CRM_INBOX_DATABASE_URL=db.url.render_as_string(hide_password=False))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from crm.snoozes import wake_due; wake_due()"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    woken_so_far = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with db.connect() as conn:
+            woken_so_far = conn.execute(
+                text("SELECT count(*) FROM thread WHERE status = 'open' AND subject LIKE 'Waiting %'")
+            ).scalar_one()
+        if woken_so_far >= 20:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, f"the scan ended before it could be killed: {stderr!r}"
+
+    with Session(db) as s:
+        awake = s.exec(
+            select(func.count()).select_from(Thread).where(col(Thread.id).in_(ids), Thread.status == "open")
+        ).one()
+    assert 0 < awake < total
+    # Whole or nothing per conversation: as many entries and mails as conversations awake.
+    assert len(_wake_entries(db)) == awake and len(_woke_mail(db)) == awake
+    assert snoozes.wake_due(engine=db) == total - awake
+    assert _wake_entries(db) == dict.fromkeys(ids, 1)
+    assert len(_woke_mail(db)) == total
