@@ -82,6 +82,11 @@ class SessionCaller:
     csrf_token: str
 
 
+def digest(value: str) -> str:
+    """SHA-256 of a random secret (token, session id, reset link), as stored."""
+    return _digest(value)
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -100,6 +105,11 @@ def _self_or_admin(session: Session, caller: Caller, user_id: int, action: str) 
 def set_password(*, session: Session, caller: Caller, user_id: int, password: SecretStr) -> None:
     """A user sets their own password; an admin sets anyone's in the tenant."""
     user = _self_or_admin(session, caller, user_id, "set another user's password")
+    store_password(session, user.id or 0, password)
+
+
+def check_password_rule(password: SecretStr) -> str:
+    """The one strength rule (user add, set-password, reset): the plain value when it passes."""
     value = password.get_secret_value()
     if len(value) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(
@@ -108,9 +118,15 @@ def set_password(*, session: Session, caller: Caller, user_id: int, password: Se
             field="password",
             minimum=MIN_PASSWORD_LENGTH,
         )
-    row = session.get(UserPassword, user.id)
+    return value
+
+
+def store_password(session: Session, user_id: int, password: SecretStr) -> None:
+    """Hash and store a password that passed `check_password_rule` (checked again here)."""
+    value = check_password_rule(password)
+    row = session.get(UserPassword, user_id)
     if row is None:
-        row = UserPassword(user_id=user.id or 0, password_hash="")
+        row = UserPassword(user_id=user_id, password_hash="")
     row.password_hash = _hasher.hash(value)
     row.updated_at = utcnow()
     session.add(row)

@@ -23,6 +23,7 @@ from inbox_api.routes import (
     media,
     oauth,
     outbound,
+    password_reset,
     records,
     sending,
     threads,
@@ -70,6 +71,8 @@ def create_app() -> FastAPI:
     app.include_router(forwarding.router)
     app.include_router(sending.router)
     app.include_router(media.router)
+    app.include_router(password_reset.router)
+    app.include_router(password_reset.pages)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(web.HERE / "static")), name="static")
     return app

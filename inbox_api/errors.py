@@ -20,6 +20,7 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
 # Codes whose status is more precise than their kind's.
 STATUS_BY_CODE: dict[str, int] = {
     "login_throttled": 429,
+    "reset_throttled": 429,
     "csrf_failed": 403,
 }
 
@@ -35,9 +36,10 @@ def error_body(code: str, message: str, fields: dict[str, object] | None = None)
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     headers = {}
-    if exc.code == "login_throttled" and "retry_after" in exc.fields:
+    throttled = exc.code in ("login_throttled", "reset_throttled")
+    if throttled and "retry_after" in exc.fields:
         headers["Retry-After"] = str(exc.fields["retry_after"])
-    if exc.kind is ErrorKind.UNAUTHENTICATED and exc.code != "login_throttled":
+    if exc.kind is ErrorKind.UNAUTHENTICATED and not throttled:
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
         error_body(exc.code, exc.message, exc.fields), status_code=status_of(exc), headers=headers

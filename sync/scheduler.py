@@ -33,6 +33,7 @@ REFRESH_SECONDS = 30
 SEND_QUEUE_SECONDS = 5  # under the undo delay's granularity: a reply goes within seconds of it
 BACKFILL_SECONDS = 60
 DIGEST_SECONDS = 600  # the digest hour is checked every 10 min; each user gets one a day
+SNOOZE_SECONDS = 60  # a snoozed conversation's assignee hears of its return within a minute
 
 
 class Worker:
@@ -104,6 +105,15 @@ class Worker:
         except Exception:
             log.exception("the digest pass failed; it runs again in %s s", DIGEST_SECONDS)
 
+    def _wake_snoozes(self) -> None:
+        """Snoozes whose time has come: back to open, history entry, mail to the assignee."""
+        from crm.snoozes import wake_due
+
+        try:
+            wake_due()
+        except Exception:  # the rows keep their state: the next scan wakes them
+            log.exception("the snooze scan failed; it runs again in %s s", SNOOZE_SECONDS)
+
     def _resume_backfills(self) -> None:
         try:
             with session_scope() as session:
@@ -139,6 +149,13 @@ class Worker:
             self._notification_digests,
             IntervalTrigger(seconds=DIGEST_SECONDS),
             id="digests",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.scheduler.add_job(
+            self._wake_snoozes,
+            IntervalTrigger(seconds=SNOOZE_SECONDS),
+            id="snoozes",
             max_instances=1,
             coalesce=True,
         )

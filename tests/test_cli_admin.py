@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from core.caller import Caller
 from core.db import session_scope
+from core.types import Security
 from crm import signature_service
 from crm.models import MailAccount
 from crm_inbox.cli import admin as cli_admin
@@ -261,3 +262,31 @@ def test_account_list_json_prints_views(db: Engine) -> None:
     assert view["id"] == account_id and view["status"] == "new" and view["folders"] == []
     assert {"last_error", "last_error_code", "imap", "smtp"} <= set(view)
     assert not {"secret_encrypted", "lease_owner", "lease_expires_at"} & set(view)
+
+
+def test_account_edit_refuses_smtp_settings_and_points_at_the_setup(db: Engine) -> None:
+    """SMTP settings are saved only after a test mail (smtp-setup); an edit only logs in, so it
+    refuses them, even with --force or --no-check, and changes nothing. Removing SMTP is allowed."""
+    tenant_id = make_tenant(db)
+    account_id = add_offline(db, tenant_id, "sales@acme.test")
+    with session_scope(db) as session:
+        row = session.get_one(MailAccount, account_id)
+        row.smtp_host, row.smtp_port, row.smtp_security = "smtp.acme.test", 587, Security.STARTTLS
+    for flags in (
+        ["--smtp-host", "smtp.other.test"],
+        ["--smtp-port", "465", "--force"],
+        ["--smtp-security", "tls", "--no-check"],
+        ["--smtp-username", "other"],
+        ["--same-smtp-password"],
+    ):
+        message = refused("account", "edit", account_id, *flags)
+        assert "saved only after a test mail was accepted" in message, message
+        assert f"crm-inbox smtp-setup {account_id} --host HOST --test-to ADDRESS" in message
+    error = refused_json("account", "edit", account_id, "--smtp-password-stdin", input="secret-pw-123\n")
+    assert error["code"] == "smtp_setup_required" and error["fields"]["smtp_fields"] == ["smtp_password"]
+    assert "secret-pw-123" not in json.dumps(error)
+    with session_scope(db) as session:
+        row = session.get_one(MailAccount, account_id)
+        assert (row.smtp_host, row.smtp_port, row.smtp_security) == ("smtp.acme.test", 587, Security.STARTTLS)
+    removed = ok_json("account", "edit", account_id, "--smtp-host", "", "--no-check")
+    assert removed["smtp"] is None

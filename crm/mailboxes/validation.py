@@ -53,9 +53,10 @@ class SmtpInput:
 
 @dataclass(frozen=True, slots=True)
 class AccountChanges:
-    """An edit: None leaves a field as it is. An empty string clears `ca_file`, `smtp_host`
-    (removes SMTP altogether) and `smtp_username` (back to the IMAP username);
-    `clear_smtp_password` goes back to the IMAP password."""
+    """An edit: None leaves a field as it is. An empty string clears `ca_file` and `smtp_host`
+    (removes SMTP altogether). Any other SMTP field is refused (`smtp_setup_required`): SMTP
+    settings are saved by `crm.outbound.smtp_setup` after a test mail; the fields stay here so
+    a face can pass what it was given and get that refusal, in its own words."""
 
     display_name: str | None = None
     imap_host: str | None = None
@@ -157,8 +158,38 @@ class EditPlan:
     settings: ConnectionSettings  # what to check: the settings after the edit
 
 
+def _refuse_smtp_changes(account: MailAccount, c: AccountChanges) -> None:
+    """SMTP settings are saved only after a test mail was accepted (`crm.outbound.smtp_setup`):
+    an account edit only logs in (and may be forced or unchecked), which proves nothing about
+    sending, and it has no test address. So new SMTP settings are refused here and the faces
+    point at the SMTP setup, the one way in; removing SMTP (`smtp_host` "") stays allowed since
+    nothing is sent with settings that are gone."""
+    given = [
+        name
+        for name, present in (
+            ("smtp_host", bool(c.smtp_host)),
+            ("smtp_port", c.smtp_port is not None),
+            ("smtp_security", c.smtp_security is not None),
+            ("smtp_username", c.smtp_username is not None),
+            ("smtp_password", c.smtp_password is not None),
+            ("clear_smtp_password", c.clear_smtp_password),
+        )
+        if present
+    ]
+    if given:
+        raise InvalidInput(
+            "smtp_setup_required",
+            "SMTP settings are saved only after a test mail was accepted: change them with the "
+            "SMTP setup, which sends one. Nothing was saved.",
+            field=given[0],
+            smtp_fields=given,
+            account_id=account.id,
+        )
+
+
 def plan_edit(account: MailAccount, c: AccountChanges, box: SecretBox) -> EditPlan:
     """Step 1 of an edit: the new values and whether they change how we connect."""
+    _refuse_smtp_changes(account, c)
     imap_host = c.imap_host.strip() if c.imap_host is not None else account.imap_host
     if not imap_host:
         raise InvalidInput("imap_host_required", "The IMAP host cannot be empty.", field="imap_host")
@@ -169,22 +200,12 @@ def plan_edit(account: MailAccount, c: AccountChanges, box: SecretBox) -> EditPl
     if not username.strip():
         raise InvalidInput("username_required", "The username cannot be empty.", field="username")
     ca_file = account.ca_file if c.ca_file is None else (c.ca_file or None)
-    if c.smtp_host is not None:
-        smtp_host, smtp_port, smtp_security = _smtp_defaults(c.smtp_host, c.smtp_port, c.smtp_security)
-    else:
-        smtp_host, smtp_port, smtp_security = _smtp_defaults(
-            account.smtp_host, c.smtp_port or account.smtp_port, c.smtp_security or account.smtp_security
-        )
-        if c.smtp_security and not c.smtp_port and account.smtp_host:
-            # A new security with the old port would rarely work: take the new default port.
-            smtp_port = DEFAULT_SMTP_PORTS[c.smtp_security]
-    if (c.smtp_port or c.smtp_security) and smtp_host is None:
-        raise InvalidInput(
-            "smtp_host_required",
-            "An SMTP port or security needs an SMTP host: give the host first.",
-            field="smtp_host",
-        )
-    smtp_username = account.smtp_username if c.smtp_username is None else (c.smtp_username or None)
+    # Only a removal of SMTP gets this far (`_refuse_smtp_changes`): it stays as it is or goes.
+    removed = c.smtp_host == ""
+    smtp_host = None if removed else account.smtp_host
+    smtp_port = None if removed else account.smtp_port
+    smtp_security = None if removed else account.smtp_security
+    smtp_username = None if removed else account.smtp_username
     if c.sync_interval_seconds is not None and c.sync_interval_seconds < MIN_SYNC_INTERVAL_SECONDS:
         raise InvalidInput(
             "invalid_sync_interval",
@@ -198,17 +219,8 @@ def plan_edit(account: MailAccount, c: AccountChanges, box: SecretBox) -> EditPl
         or (smtp_host, smtp_port, smtp_security, smtp_username)
         != (account.smtp_host, account.smtp_port, account.smtp_security, account.smtp_username)
         or c.password is not None
-        or c.smtp_password is not None
-        or c.clear_smtp_password
     )
-    if c.smtp_password is not None:
-        smtp_secret: str | None = box.encrypt(c.smtp_password)
-    elif c.clear_smtp_password or smtp_host is None:
-        smtp_secret = None
-    else:
-        smtp_secret = account.smtp_secret_encrypted
-    if smtp_host is None:
-        smtp_secret = None
+    smtp_secret = None if smtp_host is None else account.smtp_secret_encrypted
     values: dict[str, Any] = {
         "imap_host": imap_host,
         "imap_port": imap_port,

@@ -4,7 +4,7 @@
 Only `crm` services (and the sync store) touch these rows; faces (CLI, HTTP API) get views.
 """
 
-from crm.models.auth import ApiToken, LoginFailure, UserPassword, WebSession
+from crm.models.auth import ApiToken, LoginFailure, PasswordReset, UserPassword, WebSession
 from crm.models.conversations import (
     Activity,
     AssignmentRule,
@@ -91,6 +91,7 @@ __all__ = [
     "OutboundAccount",
     "OutboundMail",
     "OutboundState",
+    "PasswordReset",
     "Presence",
     "SendPhase",
     "SenderName",

@@ -65,3 +65,17 @@ class LoginFailure(SQLModel, table=True):
     failures: int = Field(default=0)
     window_started_at: datetime = created()
     locked_until: datetime | None = timestamp()
+
+
+class PasswordReset(SQLModel, table=True):
+    """A password-reset link (0024): the token's SHA-256 only, single-use (`used_at`), expiring."""
+
+    __tablename__ = "password_reset"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = created()
+    expires_at: datetime = timestamp(nullable=False)
+    used_at: datetime | None = timestamp()

@@ -26,6 +26,7 @@ from crm_inbox.cli.mail import register as register_mail_commands
 from crm_inbox.cli.oauth import register as register_oauth_commands
 from crm_inbox.cli.records import register as register_record_commands
 from crm_inbox.cli.secrets import register as register_secrets
+from crm_inbox.cli.sending import register as register_sending
 from crm_inbox.cli.serve import register as register_serve
 from crm_inbox.cli.sync import register as register_sync_commands
 from crm_inbox.cli.users import token_app, user_app
@@ -45,6 +46,7 @@ register_serve(app)
 register_secrets(app)
 register_sync_commands(app, account_app)
 register_mail_commands(app)
+register_sending(app)
 register_forwarding(app, account_app)
 
 

@@ -292,20 +292,20 @@ def account_edit(
     security: Annotated[Security | None, typer.Option(help="IMAP: tls, starttls or plain.")] = None,
     username: Annotated[str | None, typer.Option()] = None,
     ca_file: Annotated[str | None, typer.Option(help="CA bundle; '' removes it.")] = None,
-    smtp_host: Annotated[str | None, typer.Option(help="'' removes SMTP.")] = None,
-    smtp_port: Annotated[int | None, typer.Option()] = None,
-    smtp_security: Annotated[Security | None, typer.Option()] = None,
-    smtp_username: Annotated[str | None, typer.Option(help="'' means the IMAP username.")] = None,
+    # SMTP is set with `crm-inbox smtp-setup` (saved after a test mail); here '' only removes it.
+    # The other SMTP flags stay (hidden) so an old script gets that hint instead of "no such option".
+    smtp_host: Annotated[
+        str | None, typer.Option(help="Only '' (removes SMTP); set SMTP with crm-inbox smtp-setup.")
+    ] = None,
+    smtp_port: Annotated[int | None, typer.Option(hidden=True)] = None,
+    smtp_security: Annotated[Security | None, typer.Option(hidden=True)] = None,
+    smtp_username: Annotated[str | None, typer.Option(hidden=True)] = None,
     interval: Annotated[int | None, typer.Option(help="Seconds between syncs.")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="New IMAP password.")] = False,
     password_env: Annotated[str | None, typer.Option("--password-env")] = None,
-    smtp_password_stdin: Annotated[
-        bool, typer.Option("--smtp-password-stdin", help="New SMTP password (line after the IMAP one).")
-    ] = False,
-    smtp_password_env: Annotated[str | None, typer.Option("--smtp-password-env")] = None,
-    same_smtp_password: Annotated[
-        bool, typer.Option("--same-smtp-password", help="SMTP uses the IMAP password again.")
-    ] = False,
+    smtp_password_stdin: Annotated[bool, typer.Option("--smtp-password-stdin", hidden=True)] = False,
+    smtp_password_env: Annotated[str | None, typer.Option("--smtp-password-env", hidden=True)] = None,
+    same_smtp_password: Annotated[bool, typer.Option("--same-smtp-password", hidden=True)] = False,
     no_check: Annotated[bool, typer.Option("--no-check", help="Save without logging in first.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
     tenant: TenantOpt = None,

@@ -48,7 +48,10 @@ HINTS: dict[str, str] = {
         "reactivate it with crm-inbox account activate {account_id}, or choose another account."
     ),
     "no_account_access": "grant access first: crm-inbox access grant {account_id} {user_id}",
-    "smtp_host_required": "give --smtp-host before --smtp-port or --smtp-security.",
+    "smtp_setup_required": (
+        "set SMTP with crm-inbox smtp-setup {account_id} --host HOST --test-to ADDRESS (saved once its "
+        "test mail is accepted); account edit --smtp-host '' only removes SMTP."
+    ),
     "signature_limit_reached": (
         "edit (crm-inbox signature edit) or delete (crm-inbox signature delete) one of them."
     ),

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, SecretStr
 
 from core.db import get_engine, session_scope
+from core.errors import DomainError
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
@@ -58,11 +59,15 @@ class AccountEditIn(BaseModel):
     imap_security: Security | None = None
     username: str | None = Field(default=None, max_length=320)
     password: SecretStr | None = Field(default=None, max_length=1000, description="Write-only")
-    smtp_host: str | None = Field(default=None, max_length=255, description="Empty string removes SMTP")
-    smtp_port: int | None = Field(default=None, ge=1, le=65535)
-    smtp_security: Security | None = None
-    smtp_username: str | None = Field(default=None, max_length=320)
-    smtp_password: SecretStr | None = Field(default=None, max_length=1000, description="Write-only")
+    # SMTP settings are saved only after a test mail: PUT /api/accounts/{id}/smtp. Here an empty
+    # smtp_host removes SMTP; any other SMTP field is refused (422 smtp_setup_required).
+    smtp_host: str | None = Field(default=None, max_length=255, description="Only '' (removes SMTP)")
+    smtp_port: int | None = Field(default=None, ge=1, le=65535, description="Refused: use the SMTP setup")
+    smtp_security: Security | None = Field(default=None, description="Refused: use the SMTP setup")
+    smtp_username: str | None = Field(default=None, max_length=320, description="Refused: use the SMTP setup")
+    smtp_password: SecretStr | None = Field(
+        default=None, max_length=1000, description="Refused: use the SMTP setup"
+    )
     sync_interval_seconds: int | None = Field(default=None, ge=10)
     check: bool = True
     force: bool = False
@@ -175,20 +180,25 @@ def edit_account(account_id: int, body: AccountEditIn, session: SessionDep, call
         smtp_password=body.smtp_password,
         sync_interval_seconds=body.sync_interval_seconds,
     )
-    return mailboxes.edit_account(
-        sessions=session_scope,
-        caller=caller,
-        account_id=account_id,
-        changes=changes,
-        box=SecretBox.from_settings(),
-        # An OAuth account is checked with a fresh access token (it stores no password).
-        verify=oauth_flow.verifier_for_account(
-            account_id, db=get_engine(), box=SecretBox.from_settings(), settings=get_settings()
+    try:
+        return mailboxes.edit_account(
+            sessions=session_scope,
+            caller=caller,
+            account_id=account_id,
+            changes=changes,
+            box=SecretBox.from_settings(),
+            # An OAuth account is checked with a fresh access token (it stores no password).
+            verify=oauth_flow.verifier_for_account(
+                account_id, db=get_engine(), box=SecretBox.from_settings(), settings=get_settings()
+            )
+            if body.check
+            else None,
+            force=body.force,
         )
-        if body.check
-        else None,
-        force=body.force,
-    )
+    except DomainError as exc:
+        if exc.code == "smtp_setup_required":  # where SMTP settings are changed, in this face's terms
+            exc.fields["setup"] = f"PUT /api/accounts/{account_id}/smtp"
+        raise
 
 
 @router.post("/accounts/{account_id}/active", summary="Deactivate (keeps the mail) or reactivate an account")

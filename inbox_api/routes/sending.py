@@ -142,6 +142,11 @@ def list_templates(session: SessionDep, caller: CallerDep) -> tuple[notification
     return notifications.list_templates(session=session, caller=caller)
 
 
+@router.get("/api/notification-templates/{event}", summary="One event's wording and merge tags (admins)")
+def get_template(event: str, session: SessionDep, caller: CallerDep) -> notifications.TemplateView:
+    return notifications.get_template(session=session, caller=caller, event=event)
+
+
 @router.put(
     "/api/notification-templates/{event}",
     summary="Reword one event's notification (admins); unknown merge tags are refused",

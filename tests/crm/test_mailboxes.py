@@ -348,9 +348,10 @@ def test_edit_account_rechecks_only_connection_changes(
     with pytest.raises(InvalidInput) as port:
         edit(mailboxes.AccountChanges(imap_port=70000))
     assert (port.value.code, port.value.fields) == ("invalid_port", {"field": "imap_port", "port": 70000})
-    with pytest.raises(InvalidInput) as smtp:
+    with pytest.raises(InvalidInput) as smtp:  # SMTP is saved only by the set-up's test mail
         edit(mailboxes.AccountChanges(smtp_port=587))
-    assert smtp.value.code == "smtp_host_required" and "--smtp-host" not in smtp.value.message
+    assert smtp.value.code == "smtp_setup_required" and "--smtp" not in smtp.value.message
+    assert smtp.value.fields["smtp_fields"] == ["smtp_port"]
     with pytest.raises(InvalidInput) as interval:
         edit(mailboxes.AccountChanges(sync_interval_seconds=5))
     assert interval.value.code == "invalid_sync_interval"

@@ -20,7 +20,6 @@ from tests.factories import caller_of, make_tenant, make_user
 from tests.oauth.authserver import CLIENT_SECRET, AuthServer
 from tests.oauth.conftest import PROVIDER, OAuthUser
 from tests.oauth.consent import allow
-from tests.oauth.smtp import oauth_smtp
 
 
 @pytest.fixture
@@ -76,16 +75,18 @@ def test_connect_by_consent_over_the_api_without_leaking_a_token(
     assert view["oauth"]["provider"] == PROVIDER and view["oauth"]["state"] == "connected"
     assert view["oauth"]["scopes"] == ["mail", "openid", "email"]
     call("get", f"/api/accounts/{account_id}")
-    # An edit of the servers is checked with a fresh token (an OAuth account has no password).
-    with oauth_smtp(auth_server) as smtp:
-        edited = call(
-            "patch",
-            f"/api/accounts/{account_id}",
-            json={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "plain", "check": True},
-        )
-        assert edited.status_code == 200, edited.text
-        assert edited.json()["check"]["ok"] is True
-        assert smtp.handler.logins == [("XOAUTH2", oauth_user.email, True)]
+    # New SMTP settings are never saved by an account edit (a login proves nothing about
+    # sending): they go through the SMTP setup and its test mail; nothing was changed.
+    refused_smtp = call(
+        "patch",
+        f"/api/accounts/{account_id}",
+        json={"smtp_host": "127.0.0.1", "smtp_port": 2525, "smtp_security": "plain", "check": True},
+    )
+    assert refused_smtp.status_code == 422, refused_smtp.text
+    problem = refused_smtp.json()["error"]
+    assert problem["code"] == "smtp_setup_required"
+    assert problem["fields"]["setup"] == f"PUT /api/accounts/{account_id}/smtp"
+    assert call("get", f"/api/accounts/{account_id}").json()["smtp"] is None
     # The same callback again: used up.
     again = call("get", f"{back.path}?{back.query}")
     assert again.headers["location"] == "/admin?oauth_error=oauth_state_invalid"
