@@ -135,6 +135,15 @@ class TicketPriority(enum.StrEnum):
     URGENT = "urgent"
 
 
+class TicketChange(enum.StrEnum):
+    """What one entry of a ticket's history records."""
+
+    OPENED = "opened"
+    STAGE = "stage"
+    PRIORITY = "priority"
+    OWNER = "owner"
+
+
 class Direction(enum.StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
