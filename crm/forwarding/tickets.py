@@ -27,6 +27,10 @@ class TicketView:
     thread_id: int
     account_id: int
     subject: str
+    # Who started the conversation (its first customer mail, as credited: the original sender
+    # of a forward, not the forwarder).
+    customer_email: str
+    customer_name: str
     stage: TicketStage
     priority: TicketPriority
     owner_user_id: int | None
@@ -122,13 +126,31 @@ def open_for_new_conversations(
     return numbers
 
 
-def _view(ticket: Ticket, subject: str) -> TicketView:
+def _customers(session: Session, thread_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """The first customer mail's sender of each conversation (two queries for a whole page)."""
+    if not thread_ids:
+        return {}
+    firsts = (
+        select(func.min(Message.id))
+        .where(col(Message.thread_id).in_(list(thread_ids)), Message.direction == Direction.INBOUND)
+        .group_by(col(Message.thread_id))
+    )
+    rows = session.exec(
+        select(Message.thread_id, Message.from_email, Message.from_name).where(col(Message.id).in_(firsts))
+    ).all()
+    return {int(t or 0): (e, n) for t, e, n in rows}
+
+
+def _view(ticket: Ticket, subject: str, customer: tuple[str, str] | None) -> TicketView:
+    email, name = customer or ("", "")
     return TicketView(
         id=ticket.id or 0,
         number=ticket.number,
         thread_id=ticket.thread_id,
         account_id=ticket.account_id,
         subject=subject,
+        customer_email=email,
+        customer_name=name,
         stage=ticket.stage,
         priority=ticket.priority,
         owner_user_id=ticket.owner_user_id,
@@ -167,7 +189,9 @@ def list_tickets(
         query = query.where(Ticket.owner_user_id == owner_user_id)
     if open_only:
         query = query.where(col(Ticket.closed_at).is_(None))
-    return [_view(t, s) for t, s in session.exec(query).all()]
+    rows = session.exec(query).all()
+    customers = _customers(session, [t.thread_id for t, _ in rows])
+    return [_view(t, s, customers.get(t.thread_id)) for t, s in rows]
 
 
 def _get(session: Session, caller: Caller, ticket_id: int) -> Ticket:
@@ -178,9 +202,14 @@ def _get(session: Session, caller: Caller, ticket_id: int) -> Ticket:
     return ticket
 
 
+def _one(session: Session, ticket: Ticket) -> TicketView:
+    subject = session.get_one(Thread, ticket.thread_id).subject
+    return _view(ticket, subject, _customers(session, [ticket.thread_id]).get(ticket.thread_id))
+
+
 def get_ticket(*, session: Session, caller: Caller, ticket_id: int) -> TicketView:
     ticket = _get(session, caller, ticket_id)
-    return _view(ticket, session.get_one(Thread, ticket.thread_id).subject)
+    return _one(session, ticket)
 
 
 def update_ticket(
@@ -220,7 +249,7 @@ def update_ticket(
         ticket.owner_user_id = owner
     session.add(ticket)
     session.flush()
-    return _view(ticket, session.get_one(Thread, ticket.thread_id).subject)
+    return _one(session, ticket)
 
 
 def ticket_history(*, session: Session, caller: Caller, ticket_id: int) -> list[TicketEventView]:

@@ -36,7 +36,8 @@ TEAM = "sales@ourco.example"
 
 def _link_token(smtp: SmtpServer) -> str:
     parsed = message_from_bytes(smtp.recorder.received[-1].data, policy=policy.default)
-    body = parsed.get_body(("plain",))  # type: ignore[attr-defined]
+    body = parsed.get_body(("plain",))
+    assert body is not None
     found = re.search(r"/verify-sender\?token=([\w.-]+)", body.get_content())
     assert found is not None
     return found.group(1)
