@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core.types import DeliveryOutcome, FolderRole, SkipReason, utcnow
@@ -111,15 +110,6 @@ class Stored:
     message_pk: int | None = None
 
 
-def _arrivals(session: Session, account_id: int, message_id: str) -> int:
-    total = session.exec(
-        select(func.coalesce(func.sum(InboundDelivery.arrivals), 0)).where(
-            InboundDelivery.account_id == account_id, InboundDelivery.message_id == message_id
-        )
-    ).one()
-    return int(total or 0)
-
-
 def _loop(session: Session, route: Route, message_id: str) -> Stored:
     channel = session.get_one(ForwardingChannel, route.channel_id)
     channel.loop_message_id, channel.loop_detected_at = message_id, utcnow()
@@ -154,23 +144,27 @@ def deliver_many(
     pending: dict[int, list[_Pending]] = {}
     routes: dict[int, Route] = {}
     for index, (route, arrival) in enumerate(jobs):
-        seen = session.exec(
+        # One query for both checks: this envelope's earlier delivery (the dedupe key holds the
+        # Message-ID) and how often the Message-ID arrived here at all (the loop count).
+        earlier = session.exec(
             select(InboundDelivery).where(
                 InboundDelivery.account_id == route.account_id,
-                InboundDelivery.dedupe_key == arrival.dedupe_key,
+                InboundDelivery.message_id == arrival.message_id,
             )
-        ).first()
+        ).all()
+        arrivals = sum(row.arrivals for row in earlier)
+        seen = next((row for row in earlier if row.dedupe_key == arrival.dedupe_key), None)
         if seen is not None:
             seen.arrivals += 1
             seen.last_arrival_at = now
             session.add(seen)
             session.flush()
-            if _arrivals(session, route.account_id, arrival.message_id) >= loop_threshold:
+            if arrivals + 1 >= loop_threshold:
                 results[index] = _loop(session, route, arrival.message_id)
             else:
                 results[index] = Stored(Result.DUPLICATE, seen.id, seen.message_pk)
             continue
-        if _arrivals(session, route.account_id, arrival.message_id) + 1 >= loop_threshold:
+        if arrivals + 1 >= loop_threshold:
             results[index] = _loop(session, route, arrival.message_id)
             continue
         delivery = InboundDelivery(
