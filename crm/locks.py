@@ -31,13 +31,13 @@ def lock_tenant(*, session: Session, tenant_id: int) -> None:
     linking each ask for it in the same transaction, and a repeat would only cost a round trip
     for a lock already held (a savepoint counts as its own transaction: a lock taken inside one
     that rolls back is not trusted afterwards)."""
-    held = session.info.get(_HELD)
+    held: tuple[weakref.ref[Any], set[int]] | None = session.info.get(_HELD)
     current = _current(session)
     if held is not None and current is not None and held[0]() is current and tenant_id in held[1]:
         return
     session.exec(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)).first()
     current = _current(session)  # the statement began one if none was open
     if held is None or held[0]() is not current:
-        held = (weakref.ref(current), set())
+        held = (weakref.ref(current), set[int]())
         session.info[_HELD] = held
     held[1].add(tenant_id)

@@ -15,7 +15,7 @@ the delivery id.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -132,11 +132,17 @@ class _Pending:
 
 
 def deliver_many(
-    *, session: Session, jobs: Sequence[tuple[Route, Arrival]], loop_threshold: int
+    *,
+    session: Session,
+    jobs: Sequence[tuple[Route, Arrival]],
+    loop_threshold: int,
+    identities: Mapping[int, frozenset[str]] | None = None,
 ) -> list[Stored]:
     """Write several arrivals in the caller's transaction, in order (the listener's group
     commit: messages arriving together share one transaction and one `apply_batch` per
-    channel, whose cost is mostly per batch, not per message)."""
+    channel, whose cost is mostly per batch, not per message). `identities`: the tenants' own
+    addresses (`mailstore.tenant_identities`) when the caller already read them in this
+    transaction (the listener does, to credit the mail), else they are read here."""
     for tenant_id in sorted({route.tenant_id for route, _ in jobs}):
         lock_tenant(session=session, tenant_id=tenant_id)
     now = utcnow()
@@ -210,14 +216,12 @@ def deliver_many(
             routes[route.account_id] = route
             stored = arrival.outcome is DeliveryOutcome.STORED
             pending.setdefault(route.account_id, []).append(_Pending(index, delivery, item, stored))
-    identities: dict[int, frozenset[str]] = {}
+    known = dict(identities or {})
     for account_id, entries in pending.items():
         route = routes[account_id]
-        if route.tenant_id not in identities:
-            identities[route.tenant_id] = mailstore.tenant_identities(
-                session=session, tenant_id=route.tenant_id
-            )
-        _store(session, route, entries, identities[route.tenant_id])
+        if route.tenant_id not in known:
+            known[route.tenant_id] = mailstore.tenant_identities(session=session, tenant_id=route.tenant_id)
+        _store(session, route, entries, known[route.tenant_id])
         for entry in entries:
             results[entry.index] = Stored(Result.STORED, entry.delivery.id, entry.delivery.message_pk)
     session.flush()

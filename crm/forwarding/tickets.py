@@ -127,7 +127,7 @@ def open_for_new_conversations(
 
 
 def _customers(session: Session, thread_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """The first customer mail's sender of each conversation (two queries for a whole page)."""
+    """The first customer mail's sender of each conversation (one query for a whole page)."""
     if not thread_ids:
         return {}
     firsts = (
