@@ -142,6 +142,7 @@ class TicketChange(enum.StrEnum):
     STAGE = "stage"
     PRIORITY = "priority"
     OWNER = "owner"
+    MERGED = "merged"  # another ticket's conversation was merged into this one's
 
 
 class Direction(enum.StrEnum):

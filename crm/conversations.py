@@ -358,6 +358,7 @@ def absorb(
     src, dst = session.get(Thread, source), session.get(Thread, target)
     if src is None or dst is None:
         return
+    ticket_events.absorb(session, source=source, target=target, actor_user_id=actor_user_id)
     for note in session.exec(select(Note).where(Note.thread_id == source)).all():
         note.thread_id = target
         session.add(note)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from core.types import ConversationStatus, TicketChange, TicketStage, utcnow
@@ -25,6 +26,7 @@ NEW_CONVERSATION = "new_conversation"
 CONVERSATION_CLOSED = "conversation_closed"
 CONVERSATION_REOPENED = "conversation_reopened"  # a user reopened the conversation
 NEW_MAIL = "new_mail"  # the customer wrote again to a closed or snoozed conversation
+CONVERSATIONS_MERGED = "conversations_merged"
 
 
 def record(
@@ -98,3 +100,36 @@ def follow_conversations(
             changed.append(ticket.id or 0)
     session.flush()
     return changed
+
+
+def absorb(session: Session, *, source: int, target: int, actor_user_id: int | None) -> None:
+    """Conversation `source` is merged into `target` and deleted (by a user, or by threading when
+    a reply joins two): its ticket cannot stay on it. Alone, it moves to `target`. When both have
+    one, the older ticket (lower number) is kept on `target`, and the other goes, its history with
+    it, noted in the history of the one kept (a conversation has one ticket)."""
+    rows = session.exec(select(Ticket).where(col(Ticket.thread_id).in_([source, target]))).all()
+    by_thread = {t.thread_id: t for t in rows}
+    moving, staying = by_thread.get(source), by_thread.get(target)
+    if moving is None:
+        return
+    if staying is None:
+        moving.thread_id = target
+        session.add(moving)
+        session.flush()
+        return
+    keep, drop = (moving, staying) if moving.number < staying.number else (staying, moving)
+    session.execute(delete(TicketEvent).where(col(TicketEvent.ticket_id) == drop.id))
+    session.delete(drop)
+    session.flush()  # frees the conversation's one ticket slot before the kept one takes it
+    keep.thread_id = target
+    record(
+        session,
+        keep,
+        TicketChange.MERGED,
+        f"#{drop.number}",
+        f"#{keep.number}",
+        actor_user_id=actor_user_id,
+        reason=CONVERSATIONS_MERGED,
+    )
+    session.add(keep)
+    session.flush()

@@ -14,11 +14,12 @@ from core.db import session_scope
 from core.errors import DomainError
 from core.settings import Settings
 from core.types import ConversationStatus, TicketChange, TicketPriority, TicketStage
-from crm import assignment, conversations, grants, tenants
+from crm import assignment, conversations, grants, tenants, thread_edits
 from crm.forwarding import tickets
 from crm.ticket_events import (
     CONVERSATION_CLOSED,
     CONVERSATION_REOPENED,
+    CONVERSATIONS_MERGED,
     EDITED,
     NEW_CONVERSATION,
     NEW_MAIL,
@@ -132,3 +133,42 @@ def test_ticket_follows_its_conversation_with_history(db: Engine, settings: Sett
         ] == [ticket.id]
         assert tickets.list_tickets(session=session, caller=admin, unowned=True) == []
         assert tickets.list_tickets(session=session, caller=admin, stage=TicketStage.CLOSED) == []
+
+
+def test_merging_ticketed_conversations_keeps_one_ticket(db: Engine, settings: Settings) -> None:
+    """Two conversations with tickets merged (by a user here; threading does the same): the
+    older ticket stays, on the merged conversation, and says so in its history; the other goes
+    with its conversation. A ticket on the merged-away conversation alone moves with it."""
+    world = make_world(db, create_tickets=True)
+    admin = world.admin
+    s = inbound_settings(settings)
+    with listener(s, db):
+        send(s.inbound_port, world.address, mail(message_id="<m1@acme.example>", subject="First"))
+        send(s.inbound_port, world.address, mail(message_id="<m2@acme.example>", subject="Second"))
+        send(s.inbound_port, world.address, mail(message_id="<m3@acme.example>", subject="Third"))
+    with session_scope(db) as session:
+        third, second, first = tickets.list_tickets(session=session, caller=admin)
+        # The second (number 2) merged into the first's conversation... the first's ticket stays.
+        thread_edits.merge(
+            session=session, caller=admin, target_id=first.thread_id, source_id=second.thread_id
+        )
+    with session_scope(db) as session:
+        assert [t.number for t in tickets.list_tickets(session=session, caller=admin)] == [3, 1]
+        kept = tickets.get_ticket(session=session, caller=admin, ticket_id=first.id)
+        assert kept.thread_id == first.thread_id
+        events = tickets.ticket_history(session=session, caller=admin, ticket_id=first.id)
+        assert (events[-1].change, events[-1].old_value, events[-1].reason) == (
+            TicketChange.MERGED,
+            "#2",
+            CONVERSATIONS_MERGED,
+        )
+        # ...and the first's conversation (now holding ticket 1) merged into the third's, which
+        # has the newer ticket: the older one stays, moved onto the surviving conversation.
+        thread_edits.merge(
+            session=session, caller=admin, target_id=third.thread_id, source_id=first.thread_id
+        )
+    with session_scope(db) as session:
+        [survivor] = tickets.list_tickets(session=session, caller=admin)
+        assert (survivor.number, survivor.thread_id) == (1, third.thread_id)
+        last = tickets.ticket_history(session=session, caller=admin, ticket_id=survivor.id)[-1]
+        assert (last.change, last.old_value) == (TicketChange.MERGED, "#3")

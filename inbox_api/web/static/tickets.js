@@ -34,11 +34,13 @@
       conversation_closed: "conversation closed",
       conversation_reopened: "conversation reopened",
       new_mail: "the customer wrote again",
+      conversations_merged: "conversations merged",
       edited: "edited",
     }[event.reason] || event.reason;
     const value = (v) => (event.change === "owner" ? personName(v === null ? null : Number(v))
       : event.change === "priority" ? label(PRIORITIES, v) : label(STAGES, v));
     const what = event.change === "opened" ? `opened as ${value(event.new_value)}`
+      : event.change === "merged" ? `ticket ${event.old_value} merged into this one`
       : `${event.change} ${value(event.old_value)} → ${value(event.new_value)}`;
     return `${when(event.at)}: ${what} (${why}, by ${who})`;
   }
