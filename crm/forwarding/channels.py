@@ -46,6 +46,7 @@ from crm.models import (
 )
 from crm.outbound import senders
 from crm.outbound.compose import Draft, send_mail
+from crm.outbound.headers import parse_address
 from crm.rules.inbound import clean_local_part, new_suffix
 
 VIRTUAL_FOLDER = "(forwarded)"
@@ -396,7 +397,7 @@ def request_sender(*, session: Session, caller: Caller, channel_id: int, email: 
     until the link is followed; resend with `senders.resend` (the request in `sender_pending`)."""
     channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "change forwarding addresses")
-    if email.strip().lower() == channel.address:
+    if parse_address("email", email)[0].lower() == channel.address:
         raise InvalidInput(
             "sender_is_hosted_address",
             f"{channel.address} is already the default sender; give the team's own address.",
