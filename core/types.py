@@ -135,6 +135,16 @@ class TicketPriority(enum.StrEnum):
     URGENT = "urgent"
 
 
+class TicketChange(enum.StrEnum):
+    """What one entry of a ticket's history records."""
+
+    OPENED = "opened"
+    STAGE = "stage"
+    PRIORITY = "priority"
+    OWNER = "owner"
+    MERGED = "merged"  # another ticket's conversation was merged into this one's
+
+
 class Direction(enum.StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"

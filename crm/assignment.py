@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from core.caller import Caller
 from core.errors import InvalidInput
 from core.types import ActivityKind, ConversationStatus, Direction, utcnow
-from crm import access
+from crm import access, ticket_events
 from crm.models import (
     AccountAccess,
     Activity,
@@ -213,6 +213,7 @@ def on_new_mail(
     rota = list(rule.user_ids) if rule is not None else []
     counts = _open_counts(session, tenant_id, sorted(eligible)) if rule and rule.max_open else {}
     assigned: list[int] = []
+    reopened: list[int] = []
     for thread in sorted(threads, key=lambda t: t.id or 0):
         new_here = by_thread[thread.id or 0]
         inbound = any(m.direction is Direction.INBOUND for m in new_here)
@@ -228,6 +229,7 @@ def on_new_mail(
                     data={"status": "open", "previous": before.value, "reason": "new_mail"},
                 )
             )
+            reopened.append(thread.id or 0)
         is_new = thread.message_count == len(new_here)
         if is_new and inbound:
             first = next(m for m in new_here if m.direction is Direction.INBOUND)
@@ -277,5 +279,9 @@ def on_new_mail(
             actor=None,
         )
         assigned.append(thread.id or 0)
+    # The reopened conversations' tickets reopen with them (the customer wrote again).
+    ticket_events.follow_conversations(
+        session, reopened, ConversationStatus.OPEN, actor_user_id=None, reason=ticket_events.NEW_MAIL
+    )
     session.flush()
     return assigned

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, update
+from sqlalchemy import exists
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import InvalidInput
-from core.types import ActivityKind, ConversationStatus, TicketStage, utcnow
-from crm import access
-from crm.models import Activity, Note, Presence, Thread, ThreadRead, ThreadSplit, Ticket, User
+from core.types import ActivityKind, ConversationStatus, utcnow
+from crm import access, ticket_events
+from crm.models import Activity, Note, Presence, Thread, ThreadRead, ThreadSplit, User
 from crm.outbound import notifications
 
 MAX_NOTE_LENGTH = 20_000
@@ -169,26 +169,17 @@ def set_status(
         previous=before.value,
         snoozed_until=snoozed_until.isoformat() if snoozed_until else None,
     )
-    _follow_ticket(session, thread_id, status)
+    ticket_events.follow_conversations(  # its ticket follows, if it has one
+        session,
+        [thread_id],
+        status,
+        actor_user_id=caller.user_id,
+        reason=ticket_events.CONVERSATION_CLOSED
+        if status is ConversationStatus.CLOSED
+        else ticket_events.CONVERSATION_REOPENED,
+    )
     session.flush()
     return _state(thread)
-
-
-def _follow_ticket(session: Session, thread_id: int, status: ConversationStatus) -> None:
-    """A conversation's ticket (crm.forwarding.tickets) follows it: closing the conversation
-    closes the ticket (its time to close counts in the reports), reopening it reopens it."""
-    if status is ConversationStatus.CLOSED:
-        session.execute(
-            update(Ticket)
-            .where(col(Ticket.thread_id) == thread_id, col(Ticket.closed_at).is_(None))
-            .values(stage=TicketStage.CLOSED, closed_at=utcnow())
-        )
-    elif status is ConversationStatus.OPEN:
-        session.execute(
-            update(Ticket)
-            .where(col(Ticket.thread_id) == thread_id, col(Ticket.closed_at).is_not(None))
-            .values(stage=TicketStage.IN_PROGRESS, closed_at=None)
-        )
 
 
 def mark_read(*, session: Session, caller: Caller, thread_id: int, read: bool = True) -> None:
@@ -367,6 +358,7 @@ def absorb(
     src, dst = session.get(Thread, source), session.get(Thread, target)
     if src is None or dst is None:
         return
+    ticket_events.absorb(session, source=source, target=target, actor_user_id=actor_user_id)
     for note in session.exec(select(Note).where(Note.thread_id == source)).all():
         note.thread_id = target
         session.add(note)

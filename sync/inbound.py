@@ -233,7 +233,10 @@ class InboundStore:
                         work.append((route, arrival))
                         where.append((n, rcpts))
                 stored = store.deliver_many(
-                    session=session, jobs=work, loop_threshold=self.settings.inbound_loop_threshold
+                    session=session,
+                    jobs=work,
+                    loop_threshold=self.settings.inbound_loop_threshold,
+                    identities={tenant: own[0] for tenant, own in self._own.items()},  # read once
                 )
                 for (route, arrival), (n, rcpts), result in zip(work, where, stored, strict=True):
                     if result.result is store.Result.LOOP:

@@ -42,8 +42,11 @@ from crm.models import (
     MailAccount,
     OutboundAccount,
     SenderName,
+    SenderVerification,
 )
+from crm.outbound import senders
 from crm.outbound.compose import Draft, send_mail
+from crm.outbound.headers import parse_address
 from crm.rules.inbound import clean_local_part, new_suffix
 
 VIRTUAL_FOLDER = "(forwarded)"
@@ -71,9 +74,12 @@ class ChannelView:
     loop_detected_at: datetime | None
     test_sent_at: datetime | None
     test_received_at: datetime | None
-    # What customers see on replies: the team's address once the test came back through the
-    # forward (the proof mail there reaches the team), else the hosted address.
+    # What customers see on replies: the custom sender once its emailed link was followed
+    # (crm.outbound.senders), else the hosted address.
     sender_address: str
+    sender_verified: bool
+    # A custom sender waiting for its link to be followed (None: none asked).
+    sender_pending: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +117,7 @@ class TestView:
     subject: str
 
 
-def _view(channel: ForwardingChannel, account: MailAccount) -> ChannelView:
+def _view(channel: ForwardingChannel, account: MailAccount, session: Session) -> ChannelView:
     loop = None
     if channel.loop_detected_at is not None:
         loop = (
@@ -135,12 +141,22 @@ def _view(channel: ForwardingChannel, account: MailAccount) -> ChannelView:
         loop_detected_at=channel.loop_detected_at,
         test_sent_at=channel.test_sent_at,
         test_received_at=channel.test_received_at,
-        sender_address=(
-            channel.original_address
-            if channel.original_address and channel.test_received_at is not None
-            else channel.address
-        ),
+        sender_address=channel.sender_email or channel.address,
+        sender_verified=channel.sender_email is not None,
+        sender_pending=_pending_sender(session, channel),
     )
+
+
+def _pending_sender(session: Session, channel: ForwardingChannel) -> str | None:
+    row = session.exec(
+        select(SenderVerification.email)
+        .where(
+            SenderVerification.account_id == channel.account_id,
+            col(SenderVerification.verified_at).is_(None),
+        )
+        .order_by(col(SenderVerification.id).desc())
+    ).first()
+    return row
 
 
 def _address(local_part: str, suffix: str, domain: str) -> str:
@@ -249,7 +265,7 @@ def create_channel(
     )
     session.add(channel)
     session.flush()
-    return _view(channel, account)
+    return _view(channel, account, session)
 
 
 def list_channels(*, session: Session, caller: Caller) -> list[ChannelView]:
@@ -259,11 +275,11 @@ def list_channels(*, session: Session, caller: Caller) -> list[ChannelView]:
         .where(ForwardingChannel.tenant_id == caller.tenant_id, access.account_visible(caller))
         .order_by(col(ForwardingChannel.id))
     ).all()
-    return [_view(c, a) for c, a in rows]
+    return [_view(c, a, session) for c, a in rows]
 
 
 def get_channel(*, session: Session, caller: Caller, channel_id: int) -> ChannelView:
-    return _view(*_get(session, caller, channel_id))
+    return _view(*_get(session, caller, channel_id), session)
 
 
 def set_local_part(
@@ -292,7 +308,7 @@ def set_local_part(
     session.add(channel)
     session.add(account)
     session.flush()
-    return _view(channel, account)
+    return _view(channel, account, session)
 
 
 def set_smtp(
@@ -329,7 +345,7 @@ def set_smtp(
         account.smtp_secret_encrypted = box.encrypt(password)
     session.add(account)
     session.flush()
-    return _view(channel, account)
+    return _view(channel, account, session)
 
 
 def activate(*, session: Session, caller: Caller, channel_id: int) -> ChannelView:
@@ -339,7 +355,7 @@ def activate(*, session: Session, caller: Caller, channel_id: int) -> ChannelVie
         channel.activated_at = utcnow()
         session.add(channel)
         session.flush()
-    return _view(channel, account)
+    return _view(channel, account, session)
 
 
 def update_channel(
@@ -372,7 +388,31 @@ def update_channel(
         session.add(choice)
     session.add(channel)
     session.flush()
-    return _view(channel, account)
+    return _view(channel, account, session)
+
+
+def request_sender(*, session: Session, caller: Caller, channel_id: int, email: str) -> ChannelView:
+    """Ask for a custom reply sender (e.g. the team's own address): a link is mailed to it
+    (crm.outbound.senders, the tenant's sender verification). Replies keep the current sender
+    until the link is followed; resend with `senders.resend` (the request in `sender_pending`)."""
+    channel, account = _get(session, caller, channel_id)  # first: invisible is not found
+    access.require_admin(caller, "change forwarding addresses")
+    if parse_address("email", email)[0].lower() == channel.address:
+        raise InvalidInput(
+            "sender_is_hosted_address",
+            f"{channel.address} is already the default sender; give the team's own address.",
+            field="email",
+        )
+    senders.request_verification(session=session, caller=caller, email=email, account_id=channel.account_id)
+    return _view(channel, account, session)
+
+
+def pending_sender_requests(
+    *, session: Session, caller: Caller, channel_id: int
+) -> tuple[senders.VerificationView, ...]:
+    """The channel's sender addresses waiting for their link (newest first; admins)."""
+    channel, _ = _get(session, caller, channel_id)  # first: invisible is not found
+    return senders.pending(session=session, caller=caller, account_id=channel.account_id)
 
 
 def dismiss_loop(*, session: Session, caller: Caller, channel_id: int) -> ChannelView:
@@ -381,7 +421,7 @@ def dismiss_loop(*, session: Session, caller: Caller, channel_id: int) -> Channe
     channel.loop_detected_at, channel.loop_message_id = None, None
     session.add(channel)
     session.flush()
-    return _view(channel, account)
+    return _view(channel, account, session)
 
 
 def _delivery_view(row: InboundDelivery) -> DeliveryView:
@@ -464,7 +504,7 @@ def start_test(*, session: Session, caller: Caller, channel_id: int) -> TestView
     session.add(channel)
     session.flush()
     return TestView(
-        channel=_view(channel, account),
+        channel=_view(channel, account, session),
         token=channel.test_token,
         to=channel.original_address,
         subject=f"{TEST_SUBJECT} {channel.test_token}",

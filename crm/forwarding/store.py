@@ -15,12 +15,11 @@ the delivery id.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core.types import DeliveryOutcome, FolderRole, SkipReason, utcnow
@@ -111,15 +110,6 @@ class Stored:
     message_pk: int | None = None
 
 
-def _arrivals(session: Session, account_id: int, message_id: str) -> int:
-    total = session.exec(
-        select(func.coalesce(func.sum(InboundDelivery.arrivals), 0)).where(
-            InboundDelivery.account_id == account_id, InboundDelivery.message_id == message_id
-        )
-    ).one()
-    return int(total or 0)
-
-
 def _loop(session: Session, route: Route, message_id: str) -> Stored:
     channel = session.get_one(ForwardingChannel, route.channel_id)
     channel.loop_message_id, channel.loop_detected_at = message_id, utcnow()
@@ -142,11 +132,17 @@ class _Pending:
 
 
 def deliver_many(
-    *, session: Session, jobs: Sequence[tuple[Route, Arrival]], loop_threshold: int
+    *,
+    session: Session,
+    jobs: Sequence[tuple[Route, Arrival]],
+    loop_threshold: int,
+    identities: Mapping[int, frozenset[str]] | None = None,
 ) -> list[Stored]:
     """Write several arrivals in the caller's transaction, in order (the listener's group
     commit: messages arriving together share one transaction and one `apply_batch` per
-    channel, whose cost is mostly per batch, not per message)."""
+    channel, whose cost is mostly per batch, not per message). `identities`: the tenants' own
+    addresses (`mailstore.tenant_identities`) when the caller already read them in this
+    transaction (the listener does, to credit the mail), else they are read here."""
     for tenant_id in sorted({route.tenant_id for route, _ in jobs}):
         lock_tenant(session=session, tenant_id=tenant_id)
     now = utcnow()
@@ -154,23 +150,27 @@ def deliver_many(
     pending: dict[int, list[_Pending]] = {}
     routes: dict[int, Route] = {}
     for index, (route, arrival) in enumerate(jobs):
-        seen = session.exec(
+        # One query for both checks: this envelope's earlier delivery (the dedupe key holds the
+        # Message-ID) and how often the Message-ID arrived here at all (the loop count).
+        earlier = session.exec(
             select(InboundDelivery).where(
                 InboundDelivery.account_id == route.account_id,
-                InboundDelivery.dedupe_key == arrival.dedupe_key,
+                InboundDelivery.message_id == arrival.message_id,
             )
-        ).first()
+        ).all()
+        arrivals = sum(row.arrivals for row in earlier)
+        seen = next((row for row in earlier if row.dedupe_key == arrival.dedupe_key), None)
         if seen is not None:
             seen.arrivals += 1
             seen.last_arrival_at = now
             session.add(seen)
             session.flush()
-            if _arrivals(session, route.account_id, arrival.message_id) >= loop_threshold:
+            if arrivals + 1 >= loop_threshold:
                 results[index] = _loop(session, route, arrival.message_id)
             else:
                 results[index] = Stored(Result.DUPLICATE, seen.id, seen.message_pk)
             continue
-        if _arrivals(session, route.account_id, arrival.message_id) + 1 >= loop_threshold:
+        if arrivals + 1 >= loop_threshold:
             results[index] = _loop(session, route, arrival.message_id)
             continue
         delivery = InboundDelivery(
@@ -216,14 +216,12 @@ def deliver_many(
             routes[route.account_id] = route
             stored = arrival.outcome is DeliveryOutcome.STORED
             pending.setdefault(route.account_id, []).append(_Pending(index, delivery, item, stored))
-    identities: dict[int, frozenset[str]] = {}
+    known = dict(identities or {})
     for account_id, entries in pending.items():
         route = routes[account_id]
-        if route.tenant_id not in identities:
-            identities[route.tenant_id] = mailstore.tenant_identities(
-                session=session, tenant_id=route.tenant_id
-            )
-        _store(session, route, entries, identities[route.tenant_id])
+        if route.tenant_id not in known:
+            known[route.tenant_id] = mailstore.tenant_identities(session=session, tenant_id=route.tenant_id)
+        _store(session, route, entries, known[route.tenant_id])
         for entry in entries:
             results[entry.index] = Stored(Result.STORED, entry.delivery.id, entry.delivery.message_pk)
     session.flush()

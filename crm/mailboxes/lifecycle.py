@@ -20,6 +20,7 @@ from crm.models import (
     InboundDelivery,
     OAuthConsent,
     OAuthGrant,
+    SenderVerification,
     Signature,
     SkippedMessage,
     SyncRun,
@@ -96,6 +97,7 @@ def delete_account(*, session: Session, caller: Caller, account_id: int) -> None
         OAuthGrant,
         OAuthConsent,
         InboundDelivery,
+        SenderVerification,
         ForwardingChannel,
     ):
         session.execute(delete(table).where(col(table.account_id) == account_id))

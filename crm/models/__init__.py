@@ -14,7 +14,7 @@ from crm.models.conversations import (
     ThreadRead,
     ThreadSplit,
 )
-from crm.models.forwarding import ForwardingChannel, InboundDelivery, Ticket
+from crm.models.forwarding import ForwardingChannel, InboundDelivery, Ticket, TicketEvent
 from crm.models.mail import (
     Message,
     MessageRef,
@@ -109,6 +109,7 @@ __all__ = [
     "ThreadSplit",
     "ThreadTally",
     "Ticket",
+    "TicketEvent",
     "User",
     "UserPassword",
     "WebSession",

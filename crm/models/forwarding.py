@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from core.types import DeliveryOutcome, StrEnumType, TicketPriority, TicketStage
+from core.types import DeliveryOutcome, StrEnumType, TicketChange, TicketPriority, TicketStage
 from crm.models._columns import created, json_column, timestamp
 
 
@@ -34,6 +34,9 @@ class ForwardingChannel(SQLModel, table=True):
     activated_at: datetime | None = timestamp()
     # The team's own address that forwards here (for "send a test" and the sender default).
     original_address: str = Field(default="", max_length=320)
+    # The custom From of replies (0025), set only when its emailed link was followed
+    # (crm.outbound.senders); None: replies are sent from the hosted address.
+    sender_email: str | None = Field(default=None, max_length=320)
     # Tickets for each new conversation, with these defaults.
     create_tickets: bool = Field(default=False)
     ticket_stage: TicketStage = Field(
@@ -103,3 +106,20 @@ class Ticket(SQLModel, table=True):
     owner_user_id: int | None = Field(default=None, foreign_key="app_user.id")
     opened_at: datetime = created()
     closed_at: datetime | None = timestamp()
+
+
+class TicketEvent(SQLModel, table=True):
+    """One change in a ticket's history (0025): opened, stage, priority or owner, with who made
+    it (None: the system) and why (a user's edit, the conversation closed or reopened, new mail)."""
+
+    __tablename__ = "ticket_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    change: TicketChange = Field(sa_type=StrEnumType(TicketChange), nullable=False)
+    old_value: str | None = Field(default=None, max_length=64)
+    new_value: str | None = Field(default=None, max_length=64)
+    actor_user_id: int | None = Field(default=None, foreign_key="app_user.id")
+    reason: str = Field(default="", max_length=32)
+    at: datetime = created()

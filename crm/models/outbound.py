@@ -155,6 +155,9 @@ class SenderVerification(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    # The forwarding channel's account whose reply sender this is (0025); None: the tenant's
+    # notification sender.
+    account_id: int | None = Field(default=None, foreign_key="mail_account.id")
     email: str = Field(max_length=320)
     token_hash: str | None = Field(default=None, max_length=64)
     expires_at: datetime | None = timestamp()

@@ -118,16 +118,15 @@ def _sender_name(session: Session, account: MailAccount, user: User) -> str:
 
 
 def _from_address(session: Session, account: MailAccount) -> str:
-    """The address customers see. A forwarding address (crm.forwarding) sends as the team's own
-    address once its "send a test" came back through the forward: mail sent there provably
-    reaches the team, the proof the outbound issue asks of a custom address. Until then, and for
-    every other account, the account's address."""
+    """The address customers see: a forwarding address (crm.forwarding) sends as its custom
+    sender once that address's emailed link was followed (crm.outbound.senders), else as the
+    hosted address; every other account as its own address."""
     if account.kind is AccountKind.FORWARDING:
         channel = session.exec(
             select(ForwardingChannel).where(ForwardingChannel.account_id == account.id)
         ).first()
-        if channel is not None and channel.original_address and channel.test_received_at is not None:
-            return channel.original_address
+        if channel is not None and channel.sender_email:
+            return channel.sender_email
     return account.email
 
 

@@ -142,10 +142,10 @@ DEFAULTS: dict[Event, Wording] = {
     ),
     Event.SENDER_VERIFICATION: Wording(
         "Confirm {{ sender_address }} as the sender of {{ tenant_name }}'s mail",
-        "{{ tenant_name }} asked to send its notification mail from {{ sender_address }}.\n\n"
+        "{{ tenant_name }} asked to send mail from {{ sender_address }}.\n\n"
         "To confirm, open this link within 24 hours:\n{{ verification_url }}\n\n"
         "If you did not expect this, ignore this mail: nothing changes without the link.\n",
-        "<p>{{ tenant_name }} asked to send its notification mail from {{ sender_address }}.</p>"
+        "<p>{{ tenant_name }} asked to send mail from {{ sender_address }}.</p>"
         "<p>To confirm, open this link within 24 hours:</p>"
         + _LINK % ("verification_url", "verification_url")
         + "<p>If you did not expect this, ignore this mail.</p>",

@@ -11,6 +11,11 @@ The token is `{request id}.{secret}.{mac}`:
 
 Resends are rate-limited (one a minute, five per request). Until the new address is verified the
 old verified address stays the From of all notification mail; on success the new one replaces it.
+
+The same links prove a forwarding channel's custom reply sender (issue 13): a request with an
+`account_id` is the channel's; following its link sets `ForwardingChannel.sender_email` (the From
+of the channel's replies) and leaves the tenant's notification sender alone. Until then the
+channel's replies keep their default sender, the hosted address.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from core.errors import Conflict, InvalidInput, not_found
 from core.settings import get_settings
 from core.types import utcnow
 from crm import access
-from crm.models import MailKind, SenderVerification, SendingMode, Tenant
+from crm.models import ForwardingChannel, MailKind, SenderVerification, SendingMode, Tenant
 from crm.outbound import notifications, system_mail
 from crm.outbound.headers import parse_address
 from crm.outbound.ids import tenant_key
@@ -54,6 +59,7 @@ class VerificationView:
 class Verified:
     tenant_id: int
     email: str
+    account_id: int | None = None  # a forwarding channel's reply sender (None: the tenant's)
 
 
 def _mac(session: Session, tenant_id: int, request_id: int, secret: str) -> str:
@@ -66,8 +72,19 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _view(session: Session, row: SenderVerification) -> VerificationView:
+def _channel(session: Session, account_id: int) -> ForwardingChannel | None:
+    return session.exec(select(ForwardingChannel).where(ForwardingChannel.account_id == account_id)).first()
+
+
+def _current_from(session: Session, row: SenderVerification) -> str | None:
+    if row.account_id is not None:
+        channel = _channel(session, row.account_id)
+        return channel.sender_email if channel is not None else None
     settings = session.get(system_mail.TenantMailSettings, row.tenant_id)
+    return settings.from_email if settings is not None else None
+
+
+def _view(session: Session, row: SenderVerification) -> VerificationView:
     left = row.verified_at is None and row.sends < MAX_SENDS
     return VerificationView(
         id=row.id or 0,
@@ -77,7 +94,7 @@ def _view(session: Session, row: SenderVerification) -> VerificationView:
         sends=row.sends,
         last_sent_at=row.last_sent_at,
         next_resend_at=(row.last_sent_at + RESEND_INTERVAL) if left and row.last_sent_at else None,
-        current_from=settings.from_email if settings is not None else None,
+        current_from=_current_from(session, row),
     )
 
 
@@ -111,17 +128,29 @@ def _mail_link(session: Session, row: SenderVerification, now: datetime) -> None
 
 
 def request_verification(
-    *, session: Session, caller: Caller, email: str, now: datetime | None = None
+    *,
+    session: Session,
+    caller: Caller,
+    email: str,
+    account_id: int | None = None,
+    now: datetime | None = None,
 ) -> VerificationView:
     """Start verifying an address (admins): a link is mailed to it. The verified From in use
-    stays until this one is confirmed."""
+    stays until this one is confirmed. With `account_id`: the reply sender of that forwarding
+    channel (the caller checked it may manage the channel)."""
     access.require_admin(caller, "change the sender address")
     now = now or utcnow()
     address, _ = parse_address("email", email)
-    current = system_mail.settings_row(session, caller.tenant_id)
-    if current.from_email and current.from_email.lower() == address.lower():
+    if account_id is None:
+        current_from = system_mail.settings_row(session, caller.tenant_id).from_email
+    else:
+        channel = _channel(session, account_id)
+        if channel is None or channel.tenant_id != caller.tenant_id:
+            raise not_found("forwarding channel", account_id)
+        current_from = channel.sender_email
+    if current_from and current_from.lower() == address.lower():
         raise Conflict("sender_already_verified", f"{address} is already the verified sender.", email=address)
-    row = SenderVerification(tenant_id=caller.tenant_id, email=address, created_at=now)
+    row = SenderVerification(tenant_id=caller.tenant_id, account_id=account_id, email=address, created_at=now)
     session.add(row)
     session.flush()
     _mail_link(session, row, now)
@@ -163,12 +192,20 @@ def resend(
     return _view(session, row)
 
 
-def pending(*, session: Session, caller: Caller) -> tuple[VerificationView, ...]:
+def pending(
+    *, session: Session, caller: Caller, account_id: int | None = None
+) -> tuple[VerificationView, ...]:
+    """Addresses waiting for their link: the tenant's notification sender, or (`account_id`)
+    a forwarding channel's reply sender."""
     access.require_admin(caller, "see the sender address")
     rows = session.exec(
         select(SenderVerification)
         .where(
-            SenderVerification.tenant_id == caller.tenant_id, col(SenderVerification.verified_at).is_(None)
+            SenderVerification.tenant_id == caller.tenant_id,
+            col(SenderVerification.verified_at).is_(None),
+            col(SenderVerification.account_id).is_(None)
+            if account_id is None
+            else col(SenderVerification.account_id) == account_id,
         )
         .order_by(col(SenderVerification.id).desc())
     ).all()
@@ -199,6 +236,14 @@ def confirm(*, session: Session, token: str, now: datetime | None = None) -> Ver
     row.token_hash = None
     row.verified_at = now
     session.add(row)
+    if row.account_id is not None:
+        channel = _channel(session, row.account_id)
+        if channel is None:  # the channel was deleted meanwhile
+            raise _invalid()
+        channel.sender_email = row.email
+        session.add(channel)
+        session.flush()
+        return Verified(tenant_id=row.tenant_id, email=row.email, account_id=row.account_id)
     settings = system_mail.settings_row(session, row.tenant_id)
     settings.from_email = row.email
     if settings.mode is SendingMode.DEFAULT:

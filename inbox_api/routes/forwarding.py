@@ -19,7 +19,8 @@ from core.types import Security, TicketPriority, TicketStage
 from crm import forwarding
 from crm.forwarding import SenderName, tickets
 from crm.forwarding.channels import ChannelView, ConfirmationView, DeliveryView, TestView
-from crm.forwarding.tickets import TicketReport, TicketView
+from crm.forwarding.tickets import TicketEventView, TicketReport, TicketView
+from crm.outbound.senders import VerificationView
 from inbox_api.deps import CallerDep, SessionDep
 
 router = APIRouter(prefix="/api", tags=["forwarding"])
@@ -51,6 +52,10 @@ class SmtpIn(BaseModel):
     security: Security | None = None
     username: str | None = Field(default=None, max_length=320)
     password: SecretStr | None = Field(default=None, max_length=1000, description="Write-only")
+
+
+class SenderIn(BaseModel):
+    email: str = Field(min_length=3, max_length=320, description="The custom From of the replies")
 
 
 class TicketEditIn(BaseModel):
@@ -125,6 +130,22 @@ def set_smtp(channel_id: int, body: SmtpIn, session: SessionDep, caller: CallerD
     )
 
 
+@router.post(
+    "/forwarding/{channel_id}/sender",
+    summary="Send replies as a custom address, once the link mailed to it is followed (admins)",
+)
+def request_sender(channel_id: int, body: SenderIn, session: SessionDep, caller: CallerDep) -> ChannelView:
+    return forwarding.request_sender(session=session, caller=caller, channel_id=channel_id, email=body.email)
+
+
+@router.get(
+    "/forwarding/{channel_id}/sender",
+    summary="Custom senders waiting for their link (admins; resend: /api/sending/sender/{id}/resend)",
+)
+def pending_senders(channel_id: int, session: SessionDep, caller: CallerDep) -> list[VerificationView]:
+    return list(forwarding.pending_sender_requests(session=session, caller=caller, channel_id=channel_id))
+
+
 @router.post("/forwarding/{channel_id}/activate", summary="Fix the address for good (admins)")
 def activate_channel(channel_id: int, session: SessionDep, caller: CallerDep) -> ChannelView:
     return forwarding.activate(session=session, caller=caller, channel_id=channel_id)
@@ -167,10 +188,22 @@ def list_tickets(
     session: SessionDep,
     caller: CallerDep,
     stage: TicketStage | None = None,
+    priority: TicketPriority | None = None,
+    owner_user_id: int | None = None,
+    unowned: bool = False,
     open_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[TicketView]:
-    return tickets.list_tickets(session=session, caller=caller, stage=stage, open_only=open_only, limit=limit)
+    return tickets.list_tickets(
+        session=session,
+        caller=caller,
+        stage=stage,
+        priority=priority,
+        owner_user_id=owner_user_id,
+        unowned=unowned,
+        open_only=open_only,
+        limit=limit,
+    )
 
 
 @router.get("/tickets/report", summary="Tickets opened and closed in a period, and the time to close")
@@ -183,6 +216,11 @@ def ticket_report(
 @router.get("/tickets/{ticket_id}", summary="One ticket")
 def get_ticket(ticket_id: int, session: SessionDep, caller: CallerDep) -> TicketView:
     return tickets.get_ticket(session=session, caller=caller, ticket_id=ticket_id)
+
+
+@router.get("/tickets/{ticket_id}/history", summary="Every change of a ticket, oldest first")
+def ticket_history(ticket_id: int, session: SessionDep, caller: CallerDep) -> list[TicketEventView]:
+    return tickets.ticket_history(session=session, caller=caller, ticket_id=ticket_id)
 
 
 @router.patch("/tickets/{ticket_id}", summary="Change a ticket's stage, priority or owner")

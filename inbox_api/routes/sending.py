@@ -103,7 +103,7 @@ def verify_page(request: Request, token: str = "") -> HTMLResponse:
     return _page(
         request,
         '<form method="post" action="/verify-sender" class="login-form">'
-        "<p>Confirm this address as the sender of your team's notification mail.</p>"
+        "<p>Confirm this address as a sender of your team's mail.</p>"
         f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
         '<button type="submit">Confirm</button></form>',
     )
@@ -117,7 +117,8 @@ def verify_submit(request: Request, session: SessionDep, token: Annotated[str, F
         done = senders.confirm(session=session, token=token[:300])
     except DomainError as exc:
         return _page(request, f'<p class="error" role="alert">{html.escape(exc.message)}</p>', 400)
-    return _page(request, f"<p>Confirmed: {html.escape(done.email)} now sends your notification mail.</p>")
+    what = "the replies of a team inbox" if done.account_id is not None else "your notification mail"
+    return _page(request, f"<p>Confirmed: {html.escape(done.email)} now sends {what}.</p>")
 
 
 class TemplateBody(BaseModel):

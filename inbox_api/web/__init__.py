@@ -171,6 +171,12 @@ def record_page(request: Request, kind: str, record_id: int) -> Response:
     return _page(request, "records.html", kind=kind, record_id=record_id)
 
 
+@router.get("/tickets", response_class=HTMLResponse)
+def tickets_page(request: Request) -> Response:
+    """The tickets of the conversations the reader sees (issue 13); data from /api/tickets."""
+    return _page(request, "tickets.html")
+
+
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request) -> Response:
     signed = _signed_in(request)

@@ -210,6 +210,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/messages/{message_pk}/reply"): {"html": "<p>Thanks</p>", "undo_seconds": 0},
     ("patch", "/api/forwarding/{channel_id}"): {"create_tickets": True},
     ("put", "/api/forwarding/{channel_id}/smtp"): {"host": None},
+    ("post", "/api/forwarding/{channel_id}/sender"): {"email": "team@acme.test"},
     ("patch", "/api/tickets/{ticket_id}"): {"priority": "high"},
     ("put", "/api/accounts/{account_id}/smtp"): {"host": "127.0.0.1", "test_to": "t@globex.test"},
     ("put", "/api/accounts/{account_id}/daily-limit"): {"per_day": 10},

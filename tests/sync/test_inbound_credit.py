@@ -308,8 +308,9 @@ def test_send_a_test_and_replies_leave_by_smtp_and_are_stored(sqlite_db: Engine,
     with session_scope(sqlite_db) as session:
         channel = forwarding.get_channel(session=session, caller=world.admin, channel_id=world.channel_id)
     assert channel.test_received_at is not None
-    # Tested: replies now go out as the team's own address, with the company's name.
-    assert channel.sender_address == "sales@ourco.example"
+    # The test proves the forward, not the team's address as a sender: replies keep the hosted
+    # address until a custom sender's emailed link is followed (tests/outbound/test_channel_sender.py).
+    assert channel.sender_address == world.address and not channel.sender_verified
     from crm.outbound.compose import Draft, send_mail
 
     with session_scope(sqlite_db) as session:
@@ -327,4 +328,4 @@ def test_send_a_test_and_replies_leave_by_smtp_and_are_stored(sqlite_db: Engine,
             undo_seconds=0,
         )
     assert queued.mail is not None
-    assert (queued.mail.from_email, queued.mail.from_name) == ("sales@ourco.example", "OurCo")
+    assert (queued.mail.from_email, queued.mail.from_name) == (world.address, "OurCo")

@@ -33,7 +33,6 @@ async function load() {
     el("td", {}, el("button", { type: "button", onclick: () => act(() => api(`/api/users/${u.id}/active`, { method: "POST", body: { active: !u.active } }), u.active ? `${u.email} deactivated: their sessions end now.` : `${u.email} reactivated.`) }, u.active ? "Deactivate" : "Reactivate")))));
   document.getElementById("grant-user").replaceChildren(...users.filter((u) => u.active).map((u) => el("option", { value: String(u.id), text: u.email })));
   document.getElementById("grant-account").replaceChildren(...accounts.map((a) => el("option", { value: String(a.id), text: a.email })));
-  await loadForwarding();
   const grants = await Promise.all(accounts.map((a) => api(`/api/accounts/${a.id}/grants`).then((g) => [a, g])));
   document.getElementById("grants").replaceChildren(...grants.map(([a, g]) => el("li", { text: `${a.email}: ${g.map((x) => x.email).join(", ") || "nobody yet"}` })));
 }
@@ -72,29 +71,6 @@ function oauthOutcome() {
   if (params.has("oauth_error")) say(`Connecting the mailbox failed (${params.get("oauth_error")}). Nothing was saved; try again.`, true);
 }
 
-// Forwarding addresses (issue 13): the address to set as forwarding target, its warnings, and the
-// provider's confirmation code and link (shown as text: it comes from a mail).
-async function loadForwarding() {
-  const channels = await api("/api/forwarding");
-  const confirmations = await Promise.all(channels.map((c) => api(`/api/forwarding/${c.id}/confirmations`)));
-  document.getElementById("forwarding").replaceChildren(...channels.map((c, i) => {
-    const latest = confirmations[i][0];
-    const state = [c.activated ? "active" : "not yet activated",
-      c.test_received_at ? "test received" : (c.test_sent_at ? "test sent, not back yet" : "")].filter(Boolean).join("; ");
-    return el("tr", { "data-channel": String(c.id) },
-      el("td", { text: c.name }),
-      el("td", { text: c.address }),
-      el("td", { class: c.loop_warning ? "error" : "", text: c.loop_warning || state }),
-      el("td", { text: latest ? `${latest.provider}: code ${latest.code || "-"} ${latest.link || ""}` : "none yet" }));
-  }));
-}
-
-document.getElementById("forwarding-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  const local = document.getElementById("forwarding-local").value.trim();
-  act(() => api("/api/forwarding", { method: "POST", body: {
-    name: document.getElementById("forwarding-name").value, local_part: local || null } }), "Forwarding address created.");
-});
 document.getElementById("user-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const [first, ...last] = document.getElementById("user-name").value.trim().split(" ");

@@ -305,6 +305,17 @@ async function showDisplay(message, holder, images) {
   }
 }
 
+// Mail that reached a hosted forwarding address (issue 13) is shown as from the customer who
+// wrote it; the line says who forwarded it, or that its original sender was not found (it then
+// stays on the forwarder, flagged).
+function forwardLine(message) {
+  if (message.forward_unattributed) {
+    return el("p", { class: "flag forwarded unattributed", text: `Forwarded${message.forwarded_by ? ` by ${message.forwarded_by}` : ""}: the original sender was not found, so it is shown as from the forwarder.` });
+  }
+  if (!message.forwarded_by) return null;
+  return el("p", { class: "muted forwarded", text: `forwarded by ${message.forwarded_by}` });
+}
+
 function renderMessage(message, canSplit) {
   const people = (list) => list.map((p) => (p.name ? `${p.name} <${p.email}>` : p.email)).join(", ");
   const head = el(
@@ -343,6 +354,7 @@ function renderMessage(message, canSplit) {
     "article",
     { class: "message " + (message.direction === "outbound" ? "ours" : "theirs"), "data-message-id": String(message.id) },
     head,
+    forwardLine(message),
     tools,
     threading,
     ...flags.map((f) => el("p", { class: "flag", text: f })),
