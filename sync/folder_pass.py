@@ -334,7 +334,10 @@ class FolderPass:
         items = list(fetched.early)
         parsed_all = list(self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"))
         for uid, header in sorted(fetched.headers.items()):
-            parsed_all.append((uid, parse_message(header, internal_date=fetched.metas[uid].internal_date)))
+            when = fetched.metas[uid].internal_date
+            parsed_all.append(
+                (uid, parse_message(header, internal_date=when, fast=self.settings.fast_parser))
+            )
         # Batches are fetched ahead of storing: what an earlier batch stored since is looked up
         # again here, so a reused Message-ID is told apart however the batches fall.
         unseen = [p.message_id for _, p in parsed_all if p.message_id not in fetched.known]

@@ -185,6 +185,7 @@ class _Bounder:
         self.line_budget = _LINE_BUDGET
         self.rejected = 0  # lines starting with "--" that were no delimiter
         self.top_headers: Message | None = None  # the top-level header block, as the stdlib read it
+        self.quick = False  # the scan was skipped: no cap can be reached, the bytes are as they came
 
     def run(self, *, quick: bool = True) -> bytes:
         """The bounded bytes. `quick`: skip the scan when counting at C speed proves no cap can
@@ -192,6 +193,7 @@ class _Bounder:
         and the header block to the feedparser alone instead of reading it twice."""
         if quick and _QUICK and self._within_limits():
             self.body_start = self._header_block(0, len(self.raw)) or 0
+            self.quick = True
             return self.raw
         resume = self._top()
         if resume is not None:
