@@ -43,7 +43,9 @@ Layout
     `bounds` (caps and the pre-scan before the feedparser), `headers` (addresses, ids, dates,
     subjects, the content hash), `charsets` (decoding bytes and header values), `bodies` (the
     walk over parts: text, HTML, attachments); HTML-only mail gets its text body from
-    `core.html_text`, the extractor shared with the display side.
+    `core.html_text`, the extractor shared with the display side. `fast` is the optional
+    accelerator: `fast-mail-parser` splits the MIME tree of mail whose shape it is proven to
+    read as the stdlib does, in place of the feedparser (same result; see its docstring).
 
 `content_hash` is computed over raw header bytes (whitespace-collapsed) rather than decoded text, so
 that improving the decoders later never changes the hash of mail already stored.
