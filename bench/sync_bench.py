@@ -340,7 +340,8 @@ def stage_breakdown(
 def import_seconds(env: dict[str, str], rounds: int = 3) -> float:
     """What `crm-inbox sync --once` imports before it syncs (median of fresh interpreters)."""
     code = (
-        "import time; t = time.perf_counter(); import crm_inbox.cli, sync.account_pass; "
+        "import time; t = time.perf_counter(); import crm_inbox.cli as cli, sync.account_pass; "
+        "cli.load(cli.modules_for(['sync', '--once'])) if hasattr(cli, 'modules_for') else None; "
         "print(time.perf_counter() - t)"
     )
     runs = []
