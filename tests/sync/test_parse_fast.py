@@ -8,7 +8,10 @@ it accelerates nothing), and the product must work the same without the library 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -229,3 +232,21 @@ def test_the_setting_selects_it(monkeypatch: pytest.MonkeyPatch, enabled: bool) 
     parsed = pool.submit([(uid, raw, None) for uid, raw in enumerate(raws)]).result()
     assert [p for _, p in parsed] == [parse_message(raw, fast=False) for raw in raws]
     assert (len(calls) >= 18) if enabled else calls == []
+
+
+def test_not_installed_at_all() -> None:
+    """With the package absent (its import fails), `sync.parse` imports and parses the same."""
+    names = [name for name in CORPUS if name.startswith(("generated-", "malformed-"))][:30]
+    code = (
+        "import sys\n"
+        "sys.modules['fast_mail_parser'] = None  # import fails as if not installed\n"
+        "from sync.parse import fast, parse_message\n"
+        "from tests.sync.test_parse_head import CORPUS\n"
+        "assert not fast.AVAILABLE\n"
+        f"for name in {names!r}:\n"
+        "    print(repr(parse_message(CORPUS[name])))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [repr(parse_message(CORPUS[name], fast=False)) for name in names]
