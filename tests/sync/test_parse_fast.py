@@ -116,6 +116,23 @@ def _edges() -> dict[str, bytes]:
         + b'Content-Type: multipart/digest; boundary="D"\r\n\r\n--D\r\n\r\nFrom: x@y.test\r\n\r\nhi'
         b"\r\n--D--\r\n",
         "empty-part": _multipart(b"", text),
+        "cte-trailing-tab": _multipart(
+            b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\t\r\n\r\nJVBERi0x", text
+        ),
+        "cte-folded": _multipart(
+            b"Content-Type: application/pdf\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\nJVBERi0x", text
+        ),
+        "top-cte-trailing-space": HEAD
+        + b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64 \r\n\r\nJVBERi0x\r\n",
+        "content-type-trailing-space": _multipart(b"Content-Type: text/html \r\n\r\n<p>x</p>", text),
+        "charset-latin1-trailing-space": _multipart(
+            b'Content-Type: text/plain; charset="iso-8859-1" \r\n\r\ncaf\xe9', text
+        ),
+        "content-id-spaces": _multipart(b"Content-Type: image/png\r\nContent-ID:   <a@b>  \r\n\r\nx", text),
+        "disposition-spaces": _multipart(
+            b'Content-Type: application/x\r\nContent-Disposition: attachment ; filename="a b.txt" \r\n\r\nx',
+            text,
+        ),
         "windows-1252-body": HEAD
         + b"Content-Type: text/plain; charset=windows-1252\r\n\r\n\x93smart\x94\r\n",
     }
