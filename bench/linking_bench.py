@@ -58,7 +58,17 @@ from core.secrets import SecretBox  # noqa: E402
 from core.settings import reset_settings  # noqa: E402
 from core.types import FolderRole, Security  # noqa: E402
 from crm import backfill as backfill_jobs  # noqa: E402
-from crm import contact_import, link_service, mailboxes, mailstore, records, reports, sync_state, tenants  # noqa: E402
+from crm import (  # noqa: E402
+    contact_import,
+    link_service,
+    mailboxes,
+    mailstore,
+    records,
+    reports,
+    stored_mail,
+    sync_state,
+    tenants,
+)
 from crm.mailstore import Location, MessageData, NewMail  # noqa: E402
 from crm.models import (  # noqa: E402
     Company,
@@ -299,7 +309,7 @@ def bare_insert(engine: Engine, mail: Sequence[Generated]) -> float:
     with session_scope(engine) as s:
         tenant_id = tenants.create_tenant(session=s, name="Baseline", own_domains=["acme.test"]).id or 0
     identities = frozenset({"sales@acme.test", *(f"user{u}@acme.test" for u in range(USERS))})
-    rows = [mailstore._message_row(tenant_id, g.data, g.role, identities)[0] for g in mail]
+    rows = [stored_mail.message_row(tenant_id, g.data, g.role, identities)[0] for g in mail]
     started = time.perf_counter()
     for chunk in _chunks(rows, BATCH):
         with session_scope(engine) as s:

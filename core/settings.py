@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # Processes parsing MIME beside the fetch/store loop (0: parse in the syncing process).
     # Default: two on a multi-core machine (measured on 2 cores: 2 > 1 > 0, bench/RESULTS.md).
     parse_workers: int = Field(default_factory=lambda: 0 if (os.cpu_count() or 1) < 2 else 2, ge=0, le=16)
+    # Let the optional `fast-mail-parser` split MIME structure where it is proven to read mail as
+    # the stdlib does (`sync.parse.fast`); the stored result is the same. No effect when it is
+    # not installed (the `fast` extra).
+    fast_parser: bool = True
     # How long one worker's claim on an account lasts without renewal.
     lease_seconds: int = Field(default=600, ge=30)
     # The deployment's own SMTP for system mail (notifications, verification links) of tenants

@@ -1,58 +1,29 @@
-"""Column types and enums shared by the tables. Portable across SQLite and PostgreSQL."""
+"""Enums shared by the tables and the layers, and `utcnow`. The column types (`UTCDateTime`,
+`StrEnumType`) live in `core.column_types` and are still importable from here, loaded on first
+use: this module must not import SQLAlchemy (the parse workers import it for `FolderRole`)."""
 
 from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, String
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+if TYPE_CHECKING:
+    from core.column_types import StrEnumType, UTCDateTime  # noqa: F401  (re-exported below)
+
+
+def __getattr__(name: str) -> Any:
+    """`from core.types import UTCDateTime` (models, migrations) without importing SQLAlchemy
+    for every user of an enum."""
+    if name in ("UTCDateTime", "StrEnumType"):
+        from core import column_types
+
+        return getattr(column_types, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, PostgreSQL would convert."""
-
-    impl = DateTime(timezone=False)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column; attach a timezone first")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC)
-
-
-class StrEnumType(TypeDecorator[enum.StrEnum]):
-    """An enum stored as its string value (no native PostgreSQL ENUM: migrations stay simple)."""
-
-    impl = String(32)
-    cache_ok = True
-
-    def __init__(self, enum_cls: type[enum.StrEnum], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.enum_cls = enum_cls
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return self.enum_cls(value).value
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> enum.StrEnum | None:
-        if value is None:
-            return None
-        return self.enum_cls(value)
 
 
 class Security(enum.StrEnum):

@@ -214,6 +214,7 @@ def on_new_mail(
     counts = _open_counts(session, tenant_id, sorted(eligible)) if rule and rule.max_open else {}
     assigned: list[int] = []
     reopened: list[int] = []
+    watchers: notifications.InboxWatchers | None = None  # looked up at the first new conversation
     for thread in sorted(threads, key=lambda t: t.id or 0):
         new_here = by_thread[thread.id or 0]
         inbound = any(m.direction is Direction.INBOUND for m in new_here)
@@ -233,6 +234,10 @@ def on_new_mail(
         is_new = thread.message_count == len(new_here)
         if is_new and inbound:
             first = next(m for m in new_here if m.direction is Direction.INBOUND)
+            if watchers is None:
+                watchers = notifications.inbox_watchers(
+                    session=session, tenant_id=tenant_id, account_id=account_id
+                )
             notifications.on_new_conversation(
                 session=session,
                 tenant_id=tenant_id,
@@ -240,6 +245,7 @@ def on_new_mail(
                 thread_id=thread.id or 0,
                 subject=thread.subject,
                 from_address=first.from_email,
+                watchers=watchers,
             )
         if not is_new or thread.assignee_user_id is not None or mode is AssignMode.NONE or not inbound:
             continue

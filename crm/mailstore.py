@@ -14,9 +14,8 @@ state *around* the mail (leases, cursors, runs, account health) is `crm.sync_sta
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,18 +34,21 @@ from crm.models import (
     MailAccount,
     Message,
     MessageAddress,
-    MessageRef,
     SkippedMessage,
     User,
 )
-from crm.stored_mail import StoredMessage
+from crm.stored_mail import (
+    KnownRow,
+    StoredMessage,
+    insert_rows,
+    message_row,
+    skipped_row,
+)
 from crm.threads import refresh as refresh_threads
 from crm.threads import thread_new_mail
 
 # Tables written with Core `executemany` (see `crm.stored_mail` for why not ORM objects).
 _MESSAGE = Message.__table__  # type: ignore[attr-defined]
-_IMAP_UID = ImapUid.__table__  # type: ignore[attr-defined]
-_MESSAGE_REF = MessageRef.__table__  # type: ignore[attr-defined]
 _ADDRESS = MessageAddress.__table__  # type: ignore[attr-defined]
 
 
@@ -134,15 +136,6 @@ class BatchResult:
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     malformed: int = 0
     stored_message_pks: list[int] = field(default_factory=list)
-
-
-def participants_key(emails: Iterable[str]) -> str:
-    joined = "\n".join(sorted({e.lower() for e in emails if e}))
-    return hashlib.sha1(joined.encode("utf-8")).hexdigest()
-
-
-def _addr_list(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"email": email, "name": name} for email, name in pairs]
 
 
 def tenant_identities(*, session: Session, tenant_id: int) -> frozenset[str]:
@@ -246,7 +239,7 @@ def apply_batch(
         for item in todo:
             if isinstance(item, SkippedMail):
                 if item.message_id not in skipped and item.message_id not in new_skipped:
-                    new_skipped[item.message_id] = _skipped_row(tenant_id, account_id, item)
+                    new_skipped[item.message_id] = skipped_row(tenant_id, account_id, item)
                     result.skipped += 1
                     reason = item.reason.value
                     result.skipped_reasons[reason] = result.skipped_reasons.get(reason, 0) + 1
@@ -267,7 +260,7 @@ def apply_batch(
                 raise LookupError(f"message {message_id} vanished during the batch")
             else:
                 with stages.stage("store.rows"):
-                    row, stored = _message_row(tenant_id, item.data, folder_role, identities)
+                    row, stored = message_row(tenant_id, item.data, folder_role, identities)
                 messages[message_id] = stored
                 new_rows.append(row)
                 new_messages.append(stored)
@@ -307,7 +300,7 @@ def apply_batch(
             )
             for stored in new_messages:
                 stored.id = ids[stored.message_id]
-        _insert_rows(session, tenant_id, account_id, folder_id, uidvalidity, located, messages, skipped, refs)
+        insert_rows(session, tenant_id, account_id, folder_id, uidvalidity, located, messages, skipped, refs)
         if to_outbound:
             session.execute(
                 update(Message)
@@ -359,18 +352,10 @@ def _link(
     assignment.on_new_mail(session=session, tenant_id=tenant_id, account_id=account_id, messages=new_messages)
 
 
-@dataclass(frozen=True, slots=True)
-class _KnownRow:
-    """A stored message as the batch needs it: its key and direction (not the whole row)."""
-
-    id: int | None
-    direction: Direction
-
-
 def _messages_by_id(
     session: Session, tenant_id: int, ids: Iterable[str]
-) -> dict[str, _KnownRow | StoredMessage]:
-    found: dict[str, _KnownRow | StoredMessage] = {}
+) -> dict[str, KnownRow | StoredMessage]:
+    found: dict[str, KnownRow | StoredMessage] = {}
     wanted = sorted(ids)
     for start in range(0, len(wanted), 500):
         for message_id, pk, direction in session.exec(
@@ -378,7 +363,7 @@ def _messages_by_id(
                 Message.tenant_id == tenant_id, col(Message.message_id).in_(wanted[start : start + 500])
             )
         ).all():
-            found[message_id] = _KnownRow(pk, Direction(direction))
+            found[message_id] = KnownRow(pk, Direction(direction))
     return found
 
 
@@ -394,133 +379,6 @@ def _skipped_by_id(session: Session, tenant_id: int, ids: Iterable[str]) -> dict
         ).all():
             found[message_id] = pk or 0
     return found
-
-
-def _insert_rows(
-    session: Session,
-    tenant_id: int,
-    account_id: int,
-    folder_id: int,
-    uidvalidity: int,
-    located: list[tuple[Location, UidState, str]],
-    messages: dict[str, _KnownRow | StoredMessage],
-    skipped: dict[str, int],
-    refs: dict[str, list[str]],
-) -> None:
-    """Bulk INSERTs (executemany) for the rows that need no ORM identity."""
-    now = utcnow()
-    if located:
-        session.connection().execute(
-            insert(_IMAP_UID),
-            [
-                {
-                    "account_id": account_id,
-                    "folder_id": folder_id,
-                    "uidvalidity": uidvalidity,
-                    "uid": location.uid,
-                    "state": state,
-                    "message_pk": messages[mid].id if state is UidState.STORED else None,
-                    "skipped_pk": skipped.get(mid) if state is UidState.SKIPPED else None,
-                    "flags": list(location.flags),
-                    "internal_date": location.internal_date,
-                    "created_at": now,
-                }
-                for location, state, mid in located
-            ],
-        )
-    ref_rows = [
-        {"tenant_id": tenant_id, "message_pk": messages[mid].id, "ref_message_id": ref}
-        for mid, targets in refs.items()
-        for ref in targets
-    ]
-    if ref_rows:
-        session.connection().execute(insert(_MESSAGE_REF), ref_rows)
-
-
-def _skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedMessage:
-    return SkippedMessage(
-        tenant_id=tenant_id,
-        account_id=account_id,
-        message_id=item.message_id,
-        subject=item.subject,
-        from_email=item.from_email if len(item.from_email) <= MAX_ADDRESS else "",
-        date=item.date,
-        recipient_count=item.recipient_count,
-        reason=item.reason,
-        detail=item.detail,
-    )
-
-
-# Column width of stored addresses. RFC 5321 allows 254 characters; a longer From is damage,
-# kept in the raw bytes and flagged rather than failing the insert (PostgreSQL enforces it).
-MAX_ADDRESS = 320
-
-
-def _message_row(
-    tenant_id: int, data: MessageData, role: FolderRole, identities: frozenset[str]
-) -> tuple[dict[str, Any], StoredMessage]:
-    """The `message` row to insert (every column given: Core applies no model defaults) and the
-    object the rest of the batch reads it through."""
-    if len(data.from_email) > MAX_ADDRESS:
-        data = replace(
-            data,
-            from_email="",
-            parse_errors=(
-                *data.parse_errors,
-                f"From address longer than {MAX_ADDRESS} characters was not kept",
-            ),
-        )
-    outbound = role is FolderRole.SENT or data.from_email.lower() in identities
-    stored = StoredMessage(
-        tenant_id=tenant_id,
-        message_id=data.message_id,
-        date=data.date,
-        normalized_subject=data.normalized_subject,
-        participants_key=participants_key(data.participants),
-        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
-        from_email=data.from_email,
-        from_name=data.from_name,
-        to_addrs=_addr_list(data.to),
-        cc_addrs=_addr_list(data.cc),
-        bcc_addrs=_addr_list(data.bcc),
-        headers=dict(data.headers),
-        text_body=data.text_body,
-        attached_message_senders=_addr_list(data.attached_message_senders),
-    )
-    row: dict[str, Any] = {
-        "tenant_id": tenant_id,
-        "message_id": data.message_id,
-        "message_id_synthetic": data.message_id_synthetic,
-        "content_hash": data.content_hash,
-        "subject": data.subject,
-        "normalized_subject": data.normalized_subject,
-        "participants_key": stored.participants_key,
-        "date": data.date,
-        "from_email": data.from_email,
-        "from_name": data.from_name,
-        "to_addrs": stored.to_addrs,
-        "cc_addrs": stored.cc_addrs,
-        "bcc_addrs": stored.bcc_addrs,
-        "reply_to": _addr_list(data.reply_to),
-        "in_reply_to": data.in_reply_to,
-        "references": list(data.references),
-        "text_body": data.text_body,
-        "html_body": data.html_body,
-        "attachments": list(data.attachments),
-        "headers": stored.headers,
-        "attached_message_senders": stored.attached_message_senders,
-        "size": data.size,
-        "recipient_count": data.recipient_count,
-        "direction": stored.direction,
-        "thread_id": None,
-        "malformed": bool(data.parse_errors),
-        "parse_errors": list(data.parse_errors),
-        "raw": data.raw if data.parse_errors else None,
-        "headers_only": data.headers_only,
-        "attributed_user_id": None,
-        "created_at": utcnow(),
-    }
-    return row, stored
 
 
 def _add_location(

@@ -34,6 +34,7 @@ from core.types import SkipReason
 from crm import mailstore, sync_state
 from sync import errors, imap
 from sync.identity import as_reused, reused_key, same_message
+from sync.message_data import dedupe, to_message_data
 from sync.parse import parse_head, parse_message
 from sync.pipeline import Fetched, prefetched
 from sync.plan import Action, SavedState, contiguous_done, plan_folder, size_batches
@@ -48,64 +49,6 @@ log = logging.getLogger(__name__)
 
 RECONNECT_BUDGET = 24
 DROPPED_ON_MESSAGE = "the server closed the connection when asked for this message"
-
-
-def to_message_data(
-    parsed: ParsedMessage, *, raw: bytes | None, headers_only: bool = False
-) -> mailstore.MessageData:
-    """The engine's one conversion from a parser value to what `crm.mailstore` takes."""
-
-    def pairs(addresses: Sequence[object]) -> tuple[tuple[str, str], ...]:
-        return tuple((a.email, a.name) for a in addresses)  # type: ignore[attr-defined]
-
-    return mailstore.MessageData(
-        message_id=parsed.message_id,
-        message_id_synthetic=parsed.message_id_synthetic,
-        content_hash=parsed.content_hash,
-        subject=parsed.subject,
-        normalized_subject=parsed.normalized_subject,
-        date=parsed.date,
-        from_email=parsed.from_.email if parsed.from_ else "",
-        from_name=parsed.from_.name if parsed.from_ else "",
-        to=pairs(parsed.to),
-        cc=pairs(parsed.cc),
-        bcc=pairs(parsed.bcc),
-        reply_to=pairs(parsed.reply_to),
-        in_reply_to=parsed.in_reply_to,
-        references=parsed.references,
-        text_body=parsed.text_body,
-        html_body=parsed.html_body,
-        attachments=tuple(
-            {
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "inline": a.inline,
-                "content_id": a.content_id,
-            }
-            for a in parsed.attachments
-        ),
-        headers=parsed.headers,
-        attached_message_senders=pairs(parsed.attached_message_senders),
-        size=parsed.size,
-        recipient_count=parsed.recipient_count,
-        parse_errors=parsed.parse_errors,
-        raw=raw,
-        headers_only=headers_only,
-    )
-
-
-def _dedupe(items: list[mailstore.Incoming]) -> list[mailstore.Incoming]:
-    """Two UIDs of one batch holding the same Message-ID: the second is a known location."""
-    seen: set[str] = set()
-    out: list[mailstore.Incoming] = []
-    for item in sorted(items, key=lambda i: i.location.uid):
-        if isinstance(item, mailstore.NewMail):
-            if item.data.message_id in seen:
-                item = mailstore.KnownMail(location=item.location, message_id=item.data.message_id)
-            seen.add(item.data.message_id if isinstance(item, mailstore.NewMail) else item.message_id)
-        out.append(item)
-    return out
 
 
 class _UidValidityMoved(Exception):
@@ -391,7 +334,10 @@ class FolderPass:
         items = list(fetched.early)
         parsed_all = list(self.engine.parser.result(fetched, f"account {self.account.id} {self.name}"))
         for uid, header in sorted(fetched.headers.items()):
-            parsed_all.append((uid, parse_message(header, internal_date=fetched.metas[uid].internal_date)))
+            when = fetched.metas[uid].internal_date
+            parsed_all.append(
+                (uid, parse_message(header, internal_date=when, fast=self.settings.fast_parser))
+            )
         # Batches are fetched ahead of storing: what an earlier batch stored since is looked up
         # again here, so a reused Message-ID is told apart however the batches fall.
         unseen = [p.message_id for _, p in parsed_all if p.message_id not in fetched.known]
@@ -425,7 +371,7 @@ class FolderPass:
                 fetched.known[parsed.message_id] = mailstore.KnownIdentity(
                     sender, parsed.subject, header_date
                 )
-        items = _dedupe(items)
+        items = dedupe(items)
         quarantined = self._record_failures(fetched.failures)
         done = fetched.done | quarantined | {i.location.uid for i in items}
         with stages.stage("store"):

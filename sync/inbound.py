@@ -49,7 +49,7 @@ from core.types import DeliveryOutcome, SkipReason
 from crm.forwarding import store
 from crm.forwarding.channels import TEST_SUBJECT
 from crm.rules.inbound import CreditKind, Ignore, credit_sender, find_confirmation, ignore_reason
-from sync.folder_pass import to_message_data
+from sync.message_data import to_message_data
 from sync.parse import parse_message
 from sync.types import ParsedMessage
 

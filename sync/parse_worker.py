@@ -19,10 +19,10 @@ ParseJob = tuple[int, bytes, datetime | None]  # uid, raw bytes, INTERNALDATE
 Parsed = list[tuple[int, ParsedMessage]]
 
 
-def parse_jobs(jobs: Sequence[ParseJob]) -> Parsed:
-    """Top-level (picklable) so a process pool can run it."""
+def parse_jobs(jobs: Sequence[ParseJob], fast: bool = True) -> Parsed:
+    """Top-level (picklable) so a process pool can run it. `fast`: the `fast_parser` setting."""
     with stages.stage("parse.mime"):
-        return [(uid, parse_message(raw, internal_date=when)) for uid, raw, when in jobs]
+        return [(uid, parse_message(raw, internal_date=when, fast=fast)) for uid, raw, when in jobs]
 
 
 def die_with(parent_pid: int) -> None:

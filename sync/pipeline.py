@@ -75,11 +75,11 @@ class ParsePool:
                     )
                 executor = self._executor
             try:
-                return executor.submit(parse_jobs, jobs)
+                return executor.submit(parse_jobs, jobs, self.settings.fast_parser)
             except BrokenProcessPool:
                 self.reset()
         done: Future[Parsed] = Future()
-        done.set_result(parse_jobs(jobs))
+        done.set_result(parse_jobs(jobs, self.settings.fast_parser))
         return done
 
     def result(self, fetched: Fetched, context: str) -> Parsed:
@@ -90,7 +90,7 @@ class ParsePool:
         except BrokenProcessPool:
             log.warning("%s: a parse worker died; parsing this batch in process", context)
             self.reset()
-            return parse_jobs(fetched.jobs())
+            return parse_jobs(fetched.jobs(), self.settings.fast_parser)
 
     def reset(self) -> None:
         """Forget a broken pool; the next batch starts a fresh one."""

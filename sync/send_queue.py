@@ -31,7 +31,7 @@ from crm import mailstore
 from crm.outbound import queue
 from crm.outbound.views import OutboundState
 from sync import errors, imap, oauth_tokens
-from sync.folder_pass import to_message_data
+from sync.message_data import to_message_data
 from sync.parse import parse_message
 from sync.smtp_check import SmtpEndpoint
 from sync.smtp_send import SendOutcome, send_message

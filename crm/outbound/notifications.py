@@ -557,11 +557,17 @@ def watched_inboxes(*, session: Session, caller: Caller) -> list[int]:
     return list(row.watched_account_ids) if row is not None else []
 
 
-def on_new_conversation(
-    *, session: Session, tenant_id: int, account_id: int, thread_id: int, subject: str, from_address: str
-) -> None:
-    """Hooked in `crm.assignment.on_new_mail` for a conversation a customer started: each user
-    watching that inbox (and still allowed to see it) is told."""
+@dataclass(frozen=True, slots=True)
+class InboxWatchers:
+    """Who is told of a new conversation in one inbox (users watching it who may still see it)."""
+
+    user_ids: tuple[int, ...]
+    inbox_name: str
+
+
+def inbox_watchers(*, session: Session, tenant_id: int, account_id: int) -> InboxWatchers:
+    """Looked up once per sync batch, not once per new conversation: the queries cost more than
+    the rest of storing a message, and nothing in a batch changes who watches."""
     rows = session.exec(
         select(NotificationPref, User)
         .join(User, col(User.id) == col(NotificationPref.user_id))
@@ -572,6 +578,7 @@ def on_new_conversation(
         )
     ).all()
     account = session.get(MailAccount, account_id)
+    user_ids: list[int] = []
     for pref, user in rows:
         if account_id not in pref.watched_account_ids or account is None:
             continue
@@ -583,13 +590,33 @@ def on_new_conversation(
             is None
         ):
             continue
+        user_ids.append(user.id or 0)
+    return InboxWatchers(tuple(user_ids), (account.display_name or account.email) if account else "")
+
+
+def on_new_conversation(
+    *,
+    session: Session,
+    tenant_id: int,
+    account_id: int,
+    thread_id: int,
+    subject: str,
+    from_address: str,
+    watchers: InboxWatchers | None = None,
+) -> None:
+    """Hooked in `crm.assignment.on_new_mail` for a conversation a customer started: each user
+    watching that inbox (and still allowed to see it) is told. `watchers`: `inbox_watchers` of
+    the account, when the caller has it already."""
+    if watchers is None:
+        watchers = inbox_watchers(session=session, tenant_id=tenant_id, account_id=account_id)
+    for user_id in watchers.user_ids:
         notify(
             session=session,
             tenant_id=tenant_id,
-            user_id=user.id or 0,
+            user_id=user_id,
             event=Event.NEW_IN_WATCHED_INBOX,
             values={
-                "inbox_name": account.display_name or account.email,
+                "inbox_name": watchers.inbox_name,
                 "conversation_subject": subject or "(no subject)",
                 "conversation_url": conversation_url(thread_id),
                 "from_address": from_address,

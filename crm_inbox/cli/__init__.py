@@ -6,51 +6,112 @@ comes from standard input or from an environment variable whose *name* is given.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
 
 import typer
 
-from core.caller import Caller
-from core.db import get_engine, migrate, session_scope
 from core.errors import DomainError
-from core.secrets import SecretBox
-from crm import tenants
-from crm_inbox.cli import admin as cli_admin
-from crm_inbox.cli.accounts import account_app
 from crm_inbox.cli.common import JsonOpt, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
-from crm_inbox.cli.forwarding import register as register_forwarding
-from crm_inbox.cli.mail import register as register_mail_commands
-from crm_inbox.cli.oauth import register as register_oauth_commands
-from crm_inbox.cli.records import register as register_record_commands
-from crm_inbox.cli.secrets import register as register_secrets
-from crm_inbox.cli.sending import register as register_sending
-from crm_inbox.cli.serve import register as register_serve
-from crm_inbox.cli.sync import register as register_sync_commands
-from crm_inbox.cli.users import token_app, user_app
 
-app = typer.Typer(
+# The modules that add each top-level command (a group may get commands from several). `main()`
+# imports only those its command line names, so `crm-inbox sync --once` starts without the
+# record, mail, admin and forwarding commands' services (about half of the start-up imports);
+# `app` (tests, --help, an unknown name) has them all. tests/test_cli.py checks this table.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "account": ("accounts", "oauth", "sync", "forwarding"),
+    "access": ("admin",),
+    "signature": ("admin",),
+    "tenant": ("admin",),
+    "contacts": ("records",),
+    "companies": ("records",),
+    "deals": ("records",),
+    "links": ("records",),
+    "report": ("records",),
+    "user": ("users",),
+    "token": ("users",),
+    "serve": ("serve",),
+    "secrets": ("secrets",),
+    "sync": ("sync",),
+    "run": ("sync",),
+    "send": ("mail",),
+    "mail-log": ("mail",),
+    "send-queue": ("mail",),
+    "smtp-setup": ("mail",),
+    "daily-limit": ("mail",),
+    "inbound": ("forwarding",),
+    "sending": ("sending",),
+    "notifications": ("sending",),
+    "init": (),
+}
+# In the order they were always registered (the order --help lists the commands in).
+_ALL_MODULES = (
+    "accounts",
+    "oauth",
+    "admin",
+    "records",
+    "users",
+    "serve",
+    "secrets",
+    "sync",
+    "mail",
+    "sending",
+    "forwarding",
+)
+
+_app = typer.Typer(
     cls=HandledGroup, no_args_is_help=True, add_completion=False, help="Shared-inbox CRM e-mail sync."
 )
-app.add_typer(account_app, name="account")
-register_oauth_commands(account_app)
-app.add_typer(cli_admin.access_app, name="access")
-app.add_typer(cli_admin.signature_app, name="signature")
-app.add_typer(cli_admin.tenant_app, name="tenant")
-register_record_commands(app)
-app.add_typer(user_app, name="user")
-app.add_typer(token_app, name="token")
-register_serve(app)
-register_secrets(app)
-register_sync_commands(app, account_app)
-register_mail_commands(app)
-register_sending(app)
-register_forwarding(app, account_app)
+_loaded: set[str] = set()
 
 
-@app.callback()
+def load(modules: Iterable[str]) -> typer.Typer:
+    """Register the commands of these CLI modules (each once) and return the app."""
+    for name in modules:
+        if name in _loaded:
+            continue
+        _loaded.add(name)
+        module = importlib.import_module(f"crm_inbox.cli.{name}")
+        if name in ("accounts", "oauth", "sync", "forwarding"):  # these add to `account`
+            account_app = importlib.import_module("crm_inbox.cli.accounts").account_app
+        if name == "accounts":
+            _app.add_typer(account_app, name="account")
+        elif name == "oauth":
+            module.register(account_app)
+        elif name == "admin":
+            _app.add_typer(module.access_app, name="access")
+            _app.add_typer(module.signature_app, name="signature")
+            _app.add_typer(module.tenant_app, name="tenant")
+        elif name == "users":
+            _app.add_typer(module.user_app, name="user")
+            _app.add_typer(module.token_app, name="token")
+        elif name in ("sync", "forwarding"):
+            module.register(_app, account_app)
+        else:
+            module.register(_app)
+    return _app
+
+
+def modules_for(argv: Sequence[str]) -> tuple[str, ...]:
+    """The CLI modules a command line needs: those of its command, or all of them."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is None or command not in COMMAND_MODULES:
+        return _ALL_MODULES  # --help, no command, or a typo (whose error lists every command)
+    return COMMAND_MODULES[command]
+
+
+def __getattr__(name: str) -> Any:
+    """`crm_inbox.cli.app`: the app with every command (tests and anything else that imports it)."""
+    if name == "app":
+        return load(_ALL_MODULES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@_app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -59,7 +120,7 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
     )
 
 
-@app.command()
+@_app.command()
 def init(
     tenant: Annotated[str, typer.Option(help="Name of the first tenant (company).")] = "My company",
     admin_email: Annotated[str, typer.Option(help="E-mail of the first admin user.")] = "admin@example.test",
@@ -68,6 +129,11 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create or upgrade the database, and the first tenant and its admin user if there is none."""
+    from core.caller import Caller
+    from core.db import get_engine, migrate, session_scope
+    from core.secrets import SecretBox
+    from crm import tenants
+
     engine = get_engine()
     migrate(engine)
     SecretBox.from_settings()  # creates the key file (0600) on first run
@@ -93,7 +159,7 @@ def init(
 
 def main() -> None:
     try:
-        app()
+        load(modules_for(sys.argv[1:]))()
     except DomainError as exc:  # raised outside a command (the group handles those inside)
         report(exc)
         sys.exit(1)

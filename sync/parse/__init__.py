@@ -43,7 +43,9 @@ Layout
     `bounds` (caps and the pre-scan before the feedparser), `headers` (addresses, ids, dates,
     subjects, the content hash), `charsets` (decoding bytes and header values), `bodies` (the
     walk over parts: text, HTML, attachments); HTML-only mail gets its text body from
-    `core.html_text`, the extractor shared with the display side.
+    `core.html_text`, the extractor shared with the display side. `fast` is the optional
+    accelerator: `fast-mail-parser` splits the MIME tree of mail whose shape it is proven to
+    read as the stdlib does, in place of the feedparser (same result; see its docstring).
 
 `content_hash` is computed over raw header bytes (whitespace-collapsed) rather than decoded text, so
 that improving the decoders later never changes the hash of mail already stored.
@@ -65,10 +67,12 @@ __all__ = [
 import hashlib
 from datetime import datetime
 from email import errors as email_errors
+from email.message import Message
 
 from core.html_text import html_to_text
+from sync.parse import fast as accelerator
 from sync.parse.bodies import _Content, _walk
-from sync.parse.bounds import DEFAULT_LIMITS, ParseLimits, _Bounder, _Errors, _feed, _safely
+from sync.parse.bounds import DEFAULT_LIMITS, ParseLimits, _Bounder, _Errors, _feed, _read_headers, _safely
 from sync.parse.charsets import _header_text, _unstructured
 from sync.parse.headers import (
     _KEPT_HEADERS,
@@ -105,15 +109,21 @@ def _internal_utc(internal_date: datetime | None) -> datetime | None:
 
 
 def parse_message(
-    raw: bytes, *, internal_date: datetime | None = None, limits: ParseLimits = DEFAULT_LIMITS
+    raw: bytes,
+    *,
+    internal_date: datetime | None = None,
+    limits: ParseLimits = DEFAULT_LIMITS,
+    fast: bool = True,
 ) -> ParsedMessage:
     """Parse one message (or just its header fields). Never raises.
 
     `internal_date` (the IMAP INTERNALDATE) stands in when the Date header is missing or
-    unusable. See the module docstring for what counts as a parse error.
+    unusable. See the module docstring for what counts as a parse error. `fast`: let the
+    optional accelerator (`sync.parse.fast`, when installed) split the MIME structure of the
+    mail it is proven on; the result is the same either way (setting `fast_parser`).
     """
     try:
-        return _parse(_as_bytes(raw), internal_date, limits)
+        return _parse(_as_bytes(raw), internal_date, limits, fast=fast)
     except Exception as exc:  # the contract is "never raises"; flag the message instead
         return _fallback(raw, internal_date, exc)
 
@@ -166,15 +176,36 @@ def _fallback(raw: object, internal_date: datetime | None, exc: Exception) -> Pa
     )
 
 
+def _accelerated(raw: bytes, bounder: _Bounder, limits: ParseLimits) -> tuple[Message, _Content] | None:
+    """The top header block as the stdlib reads it, with the bodies and attachments as the
+    accelerator read them (`sync.parse.fast`); None when the stdlib must read the message: the
+    accelerator is not installed, the bounding scan was needed, or the header block is damaged."""
+    if not accelerator.AVAILABLE or not bounder.quick:
+        return None
+    top, rest = _read_headers(raw[: bounder.body_start])
+    if rest or top.defects:
+        return None
+    content = accelerator.content_for(limits)
+    return (top, content) if accelerator.walk(raw, bounder.body_start, top, content) else None
+
+
 def _parse(
-    raw: bytes, internal_date: datetime | None, limits: ParseLimits, *, head_only: bool = False
+    raw: bytes,
+    internal_date: datetime | None,
+    limits: ParseLimits,
+    *,
+    head_only: bool = False,
+    fast: bool = False,
 ) -> ParsedMessage:
     errors = _Errors()
     bounder = _Bounder(raw, limits)
     data = bounder.run(quick=not head_only)  # parse_head reuses the scan's reading of the block
     head = bounder.top_headers
     feed_error: str | None = None
-    if (
+    walked = _accelerated(raw, bounder, limits) if fast and not head_only else None
+    if walked is not None:
+        root, walked_content = walked
+    elif (
         head_only
         and head is not None
         and data is raw
@@ -237,9 +268,9 @@ def _parse(
     for message in [*bounder.errors, feed_error]:
         if message:
             errors.add(message)
-    content = _Content(limits=limits, errors=errors, addresses=addresses)
+    content = walked_content if walked else _Content(limits=limits, errors=errors, addresses=addresses)
     try:
-        if not head_only:  # a header block alone has no parts to walk
+        if not head_only and walked is None:  # a header block alone has no parts to walk
             _walk(content, root)
     except Exception as exc:
         errors.add(f"MIME structure could not be parsed ({type(exc).__name__})")

@@ -90,18 +90,20 @@ def _attachment(part: Message, content_type: str, size: int) -> Attachment:
     )
 
 
-def _leaf(content: _Content, part: Message) -> None:
+def _leaf(content: _Content, part: Message, *, data: bytes | None = None) -> None:
+    """One non-container part. `data`: its transfer-decoded content when the caller has it (the
+    accelerator, `sync.parse.fast`); else undone here from the stdlib's part."""
     content_type = part.get_content_type()
     attached = part.get_content_disposition() == "attachment" or _safely(part.get_filename, None) is not None
     if content_type in ("text/plain", "text/html") and not attached:
         if content_type == "text/plain" and content.text_body is None:
-            data = _payload(part, content_type, content.errors)
+            data = _payload(part, content_type, content.errors) if data is None else data
             content.text_body = _body_text(content, part, data, content_type)
         elif content_type == "text/html" and content.html_body is None:
-            data = _payload(part, content_type, content.errors)
+            data = _payload(part, content_type, content.errors) if data is None else data
             content.html_body = _body_text(content, part, data, content_type)
         return  # later inline alternatives of the body are neither body nor attachment
-    data = _payload(part, content_type, content.errors)
+    data = _payload(part, content_type, content.errors) if data is None else data
     content.attachments.append(_attachment(part, content_type, len(data)))
     if content.payloads is not None:
         content.payloads.append(data)

@@ -185,13 +185,14 @@ class _Bounder:
         self.line_budget = _LINE_BUDGET
         self.rejected = 0  # lines starting with "--" that were no delimiter
         self.top_headers: Message | None = None  # the top-level header block, as the stdlib read it
+        self.quick = False  # the scan was skipped: no cap can be reached, the bytes are as they came
 
     def run(self, *, quick: bool = True) -> bytes:
         """The bounded bytes. `quick`: skip the scan when counting at C speed proves no cap can
         be reached (the common case: a scan would change nothing), leaving `top_headers` unset
         and the header block to the feedparser alone instead of reading it twice."""
-        if quick and _QUICK and self._within_limits():
-            self.body_start = self._header_block(0, len(self.raw)) or 0
+        if quick and _QUICK and self._within_limits():  # sets body_start on the way
+            self.quick = True
             return self.raw
         resume = self._top()
         if resume is not None:
@@ -232,7 +233,7 @@ class _Bounder:
             return False
         # A "From " line ending the top header block is left to the body by the header parser
         # (see _read_headers): only the scan's reading of the block gets that right.
-        block = self._header_block(0, size) or 0
+        block = self.body_start = self._header_block(0, size) or 0
         return raw.find(b"\nFrom ", 0, block) < 0 and raw.find(b"\rFrom ", 0, block) < 0
 
     def _top(self) -> int | None:

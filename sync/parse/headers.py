@@ -4,6 +4,7 @@ identifies copies of one message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import re
@@ -109,6 +110,21 @@ def _address(name: str, addr: str) -> Address | None:
     return Address(email=email, name=" ".join(_clean_line(_decode_words(name)).split()))
 
 
+def _read_addresses(text: str) -> tuple[Address, ...]:
+    try:
+        pairs = getaddresses([text], **_LENIENT)
+    except Exception:  # RecursionError on thousands of nested comments or groups
+        pairs = []
+    return tuple(a for a in (_address(name, addr) for name, addr in pairs) if a is not None)
+
+
+# The same address headers come back message after message (a shared inbox's own address, the
+# regular correspondents), and in process each message's are read twice (header pre-fetch, then
+# the full parse): short values are remembered. A pure function of the text; `Address` is frozen.
+_CACHED_CHARS = 1024  # at most ~8 MiB of remembered values and addresses
+_addresses_in = functools.lru_cache(maxsize=2048)(_read_addresses)
+
+
 class _AddressReader:
     """Address headers through `getaddresses`, which costs microseconds per address (and per
     stray "@"): at most `_ADDRESS_CHARS` characters of them per message, thousands of addresses.
@@ -128,11 +144,7 @@ class _AddressReader:
                     f"address headers longer than {_ADDRESS_CHARS} characters; the rest was ignored"
                 )
             self.remaining -= len(text)
-            try:
-                pairs = getaddresses([text], **_LENIENT)
-            except Exception:  # RecursionError on thousands of nested comments or groups
-                pairs = []
-            addresses = [a for a in (_address(name, addr) for name, addr in pairs) if a is not None]
+            addresses = _addresses_in(text) if len(text) <= _CACHED_CHARS else _read_addresses(text)
             # an empty group ("undisclosed-recipients:;") is a valid way of naming nobody
             if report and not addresses and text.strip() and ":" not in text:
                 self.errors.add(f"no usable address in {label} header")
