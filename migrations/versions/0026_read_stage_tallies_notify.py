@@ -22,8 +22,8 @@ On PostgreSQL a read mark locks its conversation FOR SHARE before reading it: a 
 mark stale at the same moment then either sees the mark or is seen by it, and the tally stays
 exact (READ COMMITTED, a fresh snapshot per statement of a trigger function).
 
-Live events (PostgreSQL): new messages, activity (assignments, status, notes, mentions) and
-presence changes send `NOTIFY crm_inbox_events, '<tenant id>'` from the writing transaction, so
+Live events (PostgreSQL): new messages, activity (assignments, status, notes, mentions),
+presence changes and changes to users (a deactivated user's streams end at once) send `NOTIFY crm_inbox_events, '<tenant id>'` from the writing transaction, so
 event streams in every process wake when it commits (one notification per tenant and
 transaction: PostgreSQL folds identical ones). Streams still read what happened from the tables.
 
@@ -245,8 +245,9 @@ def _pg_triggers() -> None:
         "FOR tenant IN SELECT DISTINCT tenant_id FROM changed LOOP "
         f"PERFORM pg_notify('{CHANNEL}', tenant::text); END LOOP; RETURN NULL; END $$"
     )
-    for table in ("message", "activity", "presence"):
-        events = ("INSERT", "UPDATE") if table == "presence" else ("INSERT",)
+    # app_user: a user deactivated must see their streams end at once (they re-check on waking).
+    for table in ("message", "activity", "presence", "app_user"):
+        events = {"presence": ("INSERT", "UPDATE"), "app_user": ("UPDATE",)}.get(table, ("INSERT",))
         for event in events:
             op.execute(
                 f"CREATE TRIGGER {table}_notify_{event.lower()} AFTER {event} ON {table} "
@@ -342,6 +343,7 @@ def downgrade() -> None:
             ("activity_notify_insert", "activity"),
             ("presence_notify_insert", "presence"),
             ("presence_notify_update", "presence"),
+            ("app_user_notify_update", "app_user"),
         ):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
         for function in (
