@@ -41,7 +41,7 @@ from crm.models import (
 DEFAULT_FOLLOW_UP_DAYS = 3
 # Appended tally rows of one user (unread) or one tenant (stages) beyond which a count folds
 # them: summing a few hundred rows costs well under a millisecond, a fold a few.
-FOLD_ROWS = 500
+FOLD_ROWS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,20 +163,43 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
 
 
 def _fold(session: Session, table: type[ThreadReadTally] | type[ThreadStageTally], scope: Any) -> None:
-    """Replace the appended rows of one scope by one row per key, when there are many. Safe with
+    """Replace the appended rows of one scope by one row per key, when they outnumber the keys by
+    far. In a short transaction of its own, committed whatever the caller's session does (a read
+    is rolled back), and skipped when SQLite's writer is busy (the next count folds). Safe with
     writers appending meanwhile: the delete returns exactly the rows it removed, and their sum is
     written back; rows appended after it started are left as they are."""
-    rows = session.execute(sa.select(func.count()).select_from(table).where(scope)).scalar_one()
-    if rows <= FOLD_ROWS:
-        return
     columns = [c for c in sa.inspect(table).columns if c.name not in ("id", "n")]
-    sums: dict[tuple[Any, ...], int] = {}
-    for *key, n in session.execute(delete(table).where(scope).returning(*columns, col(table.n))).all():
-        sums[tuple(key)] = sums.get(tuple(key), 0) + int(n)
-    folded = [dict(zip([c.name for c in columns], key, strict=True), n=n) for key, n in sums.items() if n]
-    if folded:
-        session.execute(insert(table), folded)
-    session.flush()
+    joined: Any = sa.cast(columns[0], sa.String)
+    for column in columns[1:]:
+        joined = joined + "|" + sa.cast(column, sa.String)
+    keys = func.count(sa.distinct(joined))
+    rows, distinct_keys = session.execute(sa.select(func.count(), keys).select_from(table).where(scope)).one()
+    if rows <= 2 * distinct_keys + FOLD_ROWS:
+        return
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, sa.Engine) else bind.engine
+    with engine.connect() as conn:
+        busy = None
+        if engine.dialect.name == "sqlite":  # a count must not wait for a sync's batch: fold later
+            busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            conn.exec_driver_sql("PRAGMA busy_timeout=50")
+            conn.commit()
+        try:
+            sums: dict[tuple[Any, ...], int] = {}
+            for *key, n in conn.execute(delete(table).where(scope).returning(*columns, col(table.n))).all():
+                sums[tuple(key)] = sums.get(tuple(key), 0) + int(n)
+            folded = [
+                dict(zip([c.name for c in columns], key, strict=True), n=n) for key, n in sums.items() if n
+            ]
+            if folded:
+                conn.execute(insert(table), folded)
+            conn.commit()
+        except sa.exc.OperationalError:
+            conn.rollback()  # SQLite busy: nothing folded, nothing lost
+        finally:
+            if busy is not None:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={int(busy)}")
+                conn.commit()
 
 
 def _read_open(session: Session, me: int, visible: set[int], admin: bool, woken: list[int]) -> int:

@@ -286,6 +286,7 @@ def upgrade() -> None:
         sa.Column("n", sa.Integer(), nullable=False),
     )
     op.create_index("ix_thread_stage_tally_tenant", "thread_stage_tally", ["tenant_id", "stage"])
+    op.create_index("ix_deal_tenant_stage", "deal", ["tenant_id", "stage"])
     sqlite = op.get_bind().dialect.name == "sqlite"
     # What exists already, tallied once; the triggers keep it from here.
     op.execute(
@@ -355,6 +356,7 @@ def downgrade() -> None:
             "crm_notify_events",
         ):
             op.execute(f"DROP FUNCTION IF EXISTS {function}()")
+    op.drop_index("ix_deal_tenant_stage", table_name="deal")
     op.drop_index("ix_thread_stage_tally_tenant", table_name="thread_stage_tally")
     op.drop_table("thread_stage_tally")
     op.drop_table("thread_stage")
