@@ -203,8 +203,11 @@ def _pg_triggers() -> None:
         "CREATE TRIGGER thread_counts AFTER UPDATE OF account_key, status, last_date OR DELETE ON thread "
         "FOR EACH ROW EXECUTE FUNCTION crm_thread_counts_on_thread()"
     )
-    # The pairs of one thread change with the thread row locked (crm_thread_deal_refresh); a
-    # deal's stage changes with the deal row locked, and its threads are locked in id order.
+    # The pairs of one thread change with the thread row locked (crm_thread_deal_refresh). A
+    # deal's stage change (a user's edit) first takes the tenant's lock, as the sync and the
+    # backfill do (crm.locks): a batch linking mail to that deal meanwhile has committed, and its
+    # pairs are seen here, or waits and reads the new stage; then it locks the deal's
+    # conversations in id order, so a status change under way is seen too.
     op.execute(
         "CREATE FUNCTION crm_thread_stage_on_pair() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF TG_OP <> 'INSERT' THEN "
@@ -219,6 +222,7 @@ def _pg_triggers() -> None:
     op.execute(
         "CREATE FUNCTION crm_thread_stage_on_deal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF TG_OP = 'UPDATE' AND OLD.stage IS NOT DISTINCT FROM NEW.stage THEN RETURN NULL; END IF; "
+        "PERFORM 1 FROM tenant WHERE id = OLD.tenant_id FOR NO KEY UPDATE; "
         "PERFORM 1 FROM thread WHERE id IN (SELECT thread_id FROM thread_deal WHERE deal_id = OLD.id) "
         "ORDER BY id FOR UPDATE; "
         f"{_refresh_stages('SELECT thread_id FROM thread_deal WHERE deal_id = OLD.id', False)} "
