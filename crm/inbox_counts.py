@@ -162,20 +162,30 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
     )
 
 
-def _fold(session: Session, table: type[ThreadReadTally] | type[ThreadStageTally], scope: Any) -> None:
-    """Replace the appended rows of one scope by one row per key, when they outnumber the keys by
-    far. In a short transaction of its own, committed whatever the caller's session does (a read
-    is rolled back), and skipped when SQLite's writer is busy (the next count folds). Safe with
-    writers appending meanwhile: the delete returns exactly the rows it removed, and their sum is
-    written back; rows appended after it started are left as they are."""
+def _summed(
+    session: Session, table: type[ThreadReadTally] | type[ThreadStageTally], scope: Any
+) -> list[tuple[Any, ...]]:
+    """The appended rows of one scope summed per key: (key columns..., sum), the status as text
+    (turning thousands of rows into enums costs more than the query). Folds the rows when they
+    outnumber the keys by far, seen from the same read."""
     columns = [c for c in sa.inspect(table).columns if c.name not in ("id", "n")]
-    joined: Any = sa.cast(columns[0], sa.String)
-    for column in columns[1:]:
-        joined = joined + "|" + sa.cast(column, sa.String)
-    keys = func.count(sa.distinct(joined))
-    rows, distinct_keys = session.execute(sa.select(func.count(), keys).select_from(table).where(scope)).one()
-    if rows <= 2 * distinct_keys + FOLD_ROWS:
-        return
+    keys = [sa.cast(c, sa.String) if c.name == "status" else c for c in columns]
+    found = session.execute(
+        sa.select(*keys, func.sum(col(table.n)), func.count()).where(scope).group_by(*keys)
+    ).all()
+    if sum(int(row[-1]) for row in found) > 2 * len(found) + FOLD_ROWS:
+        _fold(session, table, scope, columns)
+    return [tuple(row[:-1]) for row in found]
+
+
+def _fold(
+    session: Session, table: type[ThreadReadTally] | type[ThreadStageTally], scope: Any, columns: list[Any]
+) -> None:
+    """Replace the appended rows of one scope by one row per key. In a short transaction of its
+    own, committed whatever the caller's session does (a read is rolled back), and skipped when
+    SQLite's writer is busy (the next count folds). Safe with writers appending meanwhile: the
+    delete returns exactly the rows it removed, and their sum is written back; rows appended
+    after it started are left as they are."""
     bind = session.get_bind()
     engine = bind if isinstance(bind, sa.Engine) else bind.engine
     with engine.connect() as conn:
@@ -205,17 +215,12 @@ def _fold(session: Session, table: type[ThreadReadTally] | type[ThreadStageTally
 def _read_open(session: Session, me: int, visible: set[int], admin: bool, woken: list[int]) -> int:
     """Open conversations the caller sees and has read since their last mail (unread = open minus
     these): the caller's read tally, plus those among the woken snoozes."""
-    _fold(session, ThreadReadTally, col(ThreadReadTally.user_id) == me)
-    n = col(ThreadReadTally.n)
-    rows = session.execute(
-        sa.select(col(ThreadReadTally.account_key), func.sum(n))
-        .where(
-            col(ThreadReadTally.user_id) == me,
-            col(ThreadReadTally.status) == ConversationStatus.OPEN,
-        )
-        .group_by(col(ThreadReadTally.account_key))
-    ).all()
-    read = sum(int(total) for key, total in rows if _visible(_accounts_of(key), visible, admin))
+    open_ = ConversationStatus.OPEN.value
+    read = sum(
+        int(total)
+        for _, key, status, total in _summed(session, ThreadReadTally, col(ThreadReadTally.user_id) == me)
+        if status == open_ and _visible(_accounts_of(key), visible, admin)
+    )
     if woken:  # already known visible
         read += int(
             session.exec(
@@ -281,18 +286,13 @@ def _stage_counts(session: Session, caller: Caller, visible: set[int], woken: li
     )
     if not stages:
         return {}
-    _fold(session, ThreadStageTally, col(ThreadStageTally.tenant_id) == caller.tenant_id)
-    n = col(ThreadStageTally.n)
+    open_ = ConversationStatus.OPEN.value
     rows: list[tuple[str, str, int]] = [
         (stage, key, int(total))
-        for stage, key, total in session.execute(
-            sa.select(col(ThreadStageTally.stage), col(ThreadStageTally.stage_key), func.sum(n))
-            .where(
-                col(ThreadStageTally.tenant_id) == caller.tenant_id,
-                col(ThreadStageTally.status) == ConversationStatus.OPEN,
-            )
-            .group_by(col(ThreadStageTally.stage), col(ThreadStageTally.stage_key))
-        ).all()
+        for _, stage, key, status, total in _summed(
+            session, ThreadStageTally, col(ThreadStageTally.tenant_id) == caller.tenant_id
+        )
+        if status == open_
     ]
     if woken:
         rows += [
