@@ -424,6 +424,38 @@ def measure(
 
             p50, p95 = timed(session_call(view), runs)
             results.append((f"view {label} ({who})", p50, p95, "< 50"))
+
+    # Same-run reference for the Deal stage view: the stage's conversations gathered from the
+    # conversation-deal pairs joined to deals, as before thread_stage (0026).
+    def stage_from_pairs(session: Session, caller: Caller, stage: str) -> Any:
+        return col(Thread.id).in_(
+            select(col(ThreadDeal.thread_id))
+            .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
+            .where(
+                inbox_views.deal_links_visible(session, caller),
+                col(Deal.tenant_id) == caller.tenant_id,
+                col(Deal.stage) == stage,
+            )
+        )
+
+    current = inbox_views._in_deal_stage
+    inbox_views._in_deal_stage = stage_from_pairs
+    try:
+        for who, callers in groups:
+
+            def pairs_view(s: Session, i: int, cs: list[Caller] = callers) -> object:
+                return inbox_views.list_threads(
+                    session=s,
+                    caller=cs[i % len(cs)],
+                    filters=ThreadFilter(status=ConversationStatus.OPEN, deal_stage="proposal"),
+                )
+
+            p50, p95 = timed(session_call(pairs_view), runs)
+            results.append(
+                (f"  reference: view Deal stage from the pairs, before 0026 ({who})", p50, p95, "-")
+            )
+    finally:
+        inbox_views._in_deal_stage = current
     searchable = info["words"][SEARCH_SKIP:]
     search_weights = zipf_weights(len(searchable))
     for who, callers in groups:

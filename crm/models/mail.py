@@ -185,6 +185,7 @@ class ThreadStage(SQLModel, table=True):
     changes, deletes) and `thread.status`; the per-stage counts tally these rows."""
 
     __tablename__ = "thread_stage"
+    __table_args__ = (Index("ix_thread_stage_tenant", "tenant_id", "stage"),)
 
     thread_id: int = Field(foreign_key="thread.id", primary_key=True, ondelete="CASCADE")
     stage: str = Field(primary_key=True, max_length=100)

@@ -280,6 +280,7 @@ def upgrade() -> None:
         sa.Column("stage_key", sa.Text(), nullable=False),
         sa.Column("status", status, nullable=False),
     )
+    op.create_index("ix_thread_stage_tenant", "thread_stage", ["tenant_id", "stage"])
     op.create_table(
         "thread_stage_tally",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -363,6 +364,7 @@ def downgrade() -> None:
     op.drop_index("ix_deal_tenant_stage", table_name="deal")
     op.drop_index("ix_thread_stage_tally_tenant", table_name="thread_stage_tally")
     op.drop_table("thread_stage_tally")
+    op.drop_index("ix_thread_stage_tenant", table_name="thread_stage")
     op.drop_table("thread_stage")
     op.drop_index("ix_thread_read_tally_user", table_name="thread_read_tally")
     op.drop_table("thread_read_tally")
