@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert, text
-from sqlmodel import Session
+from sqlalchemy import Engine, create_engine, distinct, func, insert, text
+from sqlmodel import Session, col, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from core.caller import Caller, Role  # noqa: E402
 from core.db import make_engine, migrate  # noqa: E402
 from core.types import ConversationStatus, Direction, FolderRole, Security, UidState  # noqa: E402
-from crm import inbox_counts, inbox_views, timelines  # noqa: E402
+from crm import access, inbox_counts, inbox_views, timelines  # noqa: E402
 from crm.inbox_views import Assignee, ThreadFilter  # noqa: E402
 from crm.models import (  # noqa: E402
     AccountAccess,
@@ -57,6 +57,7 @@ from crm.models import (  # noqa: E402
     MessageLink,
     Tenant,
     Thread,
+    ThreadDeal,
     ThreadRead,
     User,
 )
@@ -423,6 +424,38 @@ def measure(
 
             p50, p95 = timed(session_call(view), runs)
             results.append((f"view {label} ({who})", p50, p95, "< 50"))
+
+    # Same-run reference for the Deal stage view: the stage's conversations gathered from the
+    # conversation-deal pairs joined to deals, as before thread_stage (0026).
+    def stage_from_pairs(session: Session, caller: Caller, stage: str) -> Any:
+        return col(Thread.id).in_(
+            select(col(ThreadDeal.thread_id))
+            .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
+            .where(
+                inbox_views.deal_links_visible(session, caller),
+                col(Deal.tenant_id) == caller.tenant_id,
+                col(Deal.stage) == stage,
+            )
+        )
+
+    current = inbox_views._in_deal_stage
+    inbox_views._in_deal_stage = stage_from_pairs
+    try:
+        for who, callers in groups:
+
+            def pairs_view(s: Session, i: int, cs: list[Caller] = callers) -> object:
+                return inbox_views.list_threads(
+                    session=s,
+                    caller=cs[i % len(cs)],
+                    filters=ThreadFilter(status=ConversationStatus.OPEN, deal_stage="proposal"),
+                )
+
+            p50, p95 = timed(session_call(pairs_view), runs)
+            results.append(
+                (f"  reference: view Deal stage from the pairs, before 0026 ({who})", p50, p95, "-")
+            )
+    finally:
+        inbox_views._in_deal_stage = current
     searchable = info["words"][SEARCH_SKIP:]
     search_weights = zipf_weights(len(searchable))
     for who, callers in groups:
@@ -447,6 +480,51 @@ def measure(
         results.append((f"contact timeline ({who})", p50, p95, "< 50"))
         p50, p95 = timed(session_call(counts), max(5, runs // 4))
         results.append((f"view counts, all views ({who})", p50, p95, "< 100"))
+        # Same-run reference for the two parts that moved to appended tallies (0026): the queries
+        # they replaced (the caller's read marks joined to their conversations; every open
+        # conversation-deal pair joined to deals and conversations).
+
+        def old_unread(s: Session, i: int, cs: list[Caller] = callers) -> object:
+            caller = cs[i % len(cs)]
+            return s.exec(
+                select(func.count(col(Thread.id)))
+                .select_from(ThreadRead)
+                .join(Thread, col(Thread.id) == col(ThreadRead.thread_id))
+                .where(
+                    col(ThreadRead.user_id) == caller.user_id,
+                    col(ThreadRead.read_at) >= col(Thread.last_date),
+                    access.thread_visible(caller),
+                    inbox_views.status_clause(ConversationStatus.OPEN),
+                )
+            ).one()
+
+        def old_stages(s: Session, i: int, cs: list[Caller] = callers) -> object:
+            caller = cs[i % len(cs)]
+            return s.exec(
+                select(Deal.stage, func.count(distinct(col(ThreadDeal.thread_id))))
+                .select_from(ThreadDeal)
+                .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
+                .join(Thread, col(Thread.id) == col(ThreadDeal.thread_id))
+                .where(
+                    inbox_views.deal_links_visible(s, caller),
+                    col(Deal.tenant_id) == caller.tenant_id,
+                    inbox_views.status_clause(ConversationStatus.OPEN),
+                )
+                .group_by(col(Deal.stage))
+            ).all()
+
+        def parts_now(s: Session, i: int, cs: list[Caller] = callers) -> object:
+            caller = cs[i % len(cs)]
+            visible = {int(a or 0) for a in s.exec(access.visible_account_ids(caller)).all()}
+            read = inbox_counts._read_open(s, caller.user_id or 0, visible, caller.is_admin, [])
+            return read, inbox_counts._stage_counts(s, caller, visible, [])
+
+        p50, p95 = timed(session_call(parts_now), max(5, runs // 4))
+        results.append((f"  unread + deal-stage parts from the tallies ({who})", p50, p95, "-"))
+        p50, p95 = timed(session_call(old_unread), max(5, runs // 4))
+        results.append((f"  reference: unread part before 0026 ({who})", p50, p95, "-"))
+        p50, p95 = timed(session_call(old_stages), max(5, runs // 4))
+        results.append((f"  reference: deal-stage part before 0026 ({who})", p50, p95, "-"))
     return results
 
 

@@ -25,6 +25,9 @@ from core.types import ActivityKind, utcnow
 from crm import access
 from crm.models import Activity, Message, Presence, Thread, User
 
+# PostgreSQL: the channel the triggers of migration 0026 notify (payload: the tenant id) when a
+# transaction stores mail, activity or presence; the server's streams listen (inbox_api.live).
+EVENTS_CHANNEL = "crm_inbox_events"
 PRESENCE_TTL = timedelta(seconds=30)
 PRESENCE_STATES = ("viewing", "replying")
 MAX_EVENTS = 200  # per poll; the rest comes with the next one

@@ -7,26 +7,41 @@ a few hundred rows whatever the size of the tenant, and a conversation in two of
 accounts is one row, counted once. What changes with time alone is read apart, from small index
 ranges: snoozes whose time has come (open again), and the recent end of "waiting for reply".
 
-Unread for me starts from the caller's own read marks (open minus those read since their last
-mail): its cost grows with the marks a user leaves, not with the tenant (bench/RESULTS.md).
+Unread for me and the per-deal-stage counts come from tallies too (0026): `thread_read_tally`
+(per user: conversations read since their last mail, per accounts and status) and
+`thread_stage_tally` (per stage, accounts of the linked mail and status). Both are appended to
+(+1/-1 rows, never a counter row updated in place: the migration says why) and summed here; when
+a user's or a tenant's rows pile up they are folded into one row per key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import ColumnElement, distinct, func, or_
+from sqlalchemy import delete, func, insert, or_
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.types import ConversationStatus, Direction, utcnow
 from crm import access
-from crm.inbox_views import deal_links_visible, status_clause
-from crm.models import AssignmentRule, Deal, Thread, ThreadDeal, ThreadRead, ThreadTally
+from crm.models import (
+    AssignmentRule,
+    Deal,
+    Thread,
+    ThreadRead,
+    ThreadReadTally,
+    ThreadStage,
+    ThreadStageTally,
+    ThreadTally,
+)
 
 DEFAULT_FOLLOW_UP_DAYS = 3
+# Appended tally rows of one user (unread) or one tenant (stages) beyond which a count folds
+# them: summing a few hundred rows costs well under a millisecond, a fold a few.
+FOLD_ROWS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +126,9 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
         if ours_last and status != ConversationStatus.CLOSED.value:
             tally.ours_last_not_closed += int(total)
     # Snoozes whose time has come are open (no job wakes them): move them across.
-    for key, assignee in session.exec(
-        select(Thread.account_key, Thread.assignee_user_id).where(
+    woken: list[int] = []
+    for thread_id, key, assignee in session.exec(
+        select(Thread.id, Thread.account_key, Thread.assignee_user_id).where(
             col(Thread.tenant_id) == caller.tenant_id,
             col(Thread.status) == ConversationStatus.SNOOZED,
             or_(col(Thread.snoozed_until).is_(None), col(Thread.snoozed_until) <= now),
@@ -121,6 +137,7 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
         accounts = _accounts_of(key)
         if not _visible(accounts, visible, admin):
             continue
+        woken.append(thread_id or 0)
         tally.add(status=ConversationStatus.SNOOZED.value, accounts=accounts, n=-1, nobody=0, mine=0)
         tally.add(
             status=ConversationStatus.OPEN.value,
@@ -138,30 +155,85 @@ def view_counts(*, session: Session, caller: Caller) -> ViewCounts:
         pending=by_status.get(ConversationStatus.PENDING.value, 0),
         snoozed=by_status.get(ConversationStatus.SNOOZED.value, 0),
         closed=by_status.get(ConversationStatus.CLOSED.value, 0),
-        unread=max(0, opened - _read_open(session, caller, status_clause(ConversationStatus.OPEN)))
-        if me
-        else 0,
+        unread=max(0, opened - _read_open(session, me, visible, admin, woken)) if me else 0,
         waiting=tally.ours_last_not_closed - _not_yet_waiting(session, caller, visible, now),
         per_account=tally.per_account,
-        per_deal_stage=deal_stage_counts(session=session, caller=caller),
+        per_deal_stage=_stage_counts(session, caller, visible, woken),
     )
 
 
-def _read_open(session: Session, caller: Caller, is_open: ColumnElement[bool]) -> int:
-    """Open conversations the caller has read since their last mail: unread = open minus these
-    (starting from the caller's few read marks, not from every conversation)."""
-    query = (
-        select(func.count(col(Thread.id)))
-        .select_from(ThreadRead)
-        .join(Thread, col(Thread.id) == col(ThreadRead.thread_id))
-        .where(
-            col(ThreadRead.user_id) == caller.user_id,
-            col(ThreadRead.read_at) >= col(Thread.last_date),
-            access.thread_visible(caller),
-            is_open,
+def _summed(
+    session: Session, table: type[ThreadReadTally] | type[ThreadStageTally], scope: Any
+) -> list[tuple[Any, ...]]:
+    """The appended rows of one scope summed per key: (key columns..., sum), the status as text
+    (turning thousands of rows into enums costs more than the query). Folds the rows when they
+    outnumber the keys by far, seen from the same read."""
+    columns = [c for c in sa.inspect(table).columns if c.name not in ("id", "n")]
+    keys = [sa.cast(c, sa.String) if c.name == "status" else c for c in columns]
+    found = session.execute(
+        sa.select(*keys, func.sum(col(table.n)), func.count()).where(scope).group_by(*keys)
+    ).all()
+    if sum(int(row[-1]) for row in found) > 2 * len(found) + FOLD_ROWS:
+        _fold(session, table, scope, columns)
+    return [tuple(row[:-1]) for row in found]
+
+
+def _fold(
+    session: Session, table: type[ThreadReadTally] | type[ThreadStageTally], scope: Any, columns: list[Any]
+) -> None:
+    """Replace the appended rows of one scope by one row per key. In a short transaction of its
+    own, committed whatever the caller's session does (a read is rolled back), and skipped when
+    SQLite's writer is busy (the next count folds). Safe with writers appending meanwhile: the
+    delete returns exactly the rows it removed, and their sum is written back; rows appended
+    after it started are left as they are."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, sa.Engine) else bind.engine
+    with engine.connect() as conn:
+        busy = None
+        if engine.dialect.name == "sqlite":  # a count must not wait for a sync's batch: fold later
+            busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            conn.exec_driver_sql("PRAGMA busy_timeout=50")
+            conn.commit()
+        try:
+            sums: dict[tuple[Any, ...], int] = {}
+            for *key, n in conn.execute(delete(table).where(scope).returning(*columns, col(table.n))).all():
+                sums[tuple(key)] = sums.get(tuple(key), 0) + int(n)
+            folded = [
+                dict(zip([c.name for c in columns], key, strict=True), n=n) for key, n in sums.items() if n
+            ]
+            if folded:
+                conn.execute(insert(table), folded)
+            conn.commit()
+        except sa.exc.OperationalError:
+            conn.rollback()  # SQLite busy: nothing folded, nothing lost
+        finally:
+            if busy is not None:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={int(busy)}")
+                conn.commit()
+
+
+def _read_open(session: Session, me: int, visible: set[int], admin: bool, woken: list[int]) -> int:
+    """Open conversations the caller sees and has read since their last mail (unread = open minus
+    these): the caller's read tally, plus those among the woken snoozes."""
+    open_ = ConversationStatus.OPEN.value
+    read = sum(
+        int(total)
+        for _, key, status, total in _summed(session, ThreadReadTally, col(ThreadReadTally.user_id) == me)
+        if status == open_ and _visible(_accounts_of(key), visible, admin)
+    )
+    if woken:  # already known visible
+        read += int(
+            session.exec(
+                select(func.count(col(ThreadRead.id)))
+                .join(Thread, col(Thread.id) == col(ThreadRead.thread_id))
+                .where(
+                    col(ThreadRead.user_id) == me,
+                    col(ThreadRead.thread_id).in_(woken),
+                    col(ThreadRead.read_at) >= col(Thread.last_date),
+                )
+            ).one()
         )
-    )
-    return int(session.exec(query).one())
+    return read
 
 
 def _not_yet_waiting(session: Session, caller: Caller, visible: set[int], now: datetime) -> int:
@@ -202,10 +274,10 @@ def _not_yet_waiting(session: Session, caller: Caller, visible: set[int], now: d
     return not_yet
 
 
-def deal_stage_counts(*, session: Session, caller: Caller) -> dict[str, int]:
+def _stage_counts(session: Session, caller: Caller, visible: set[int], woken: list[int]) -> dict[str, int]:
     """Open conversations holding a message the caller sees that is linked to a deal, per stage of
-    the deal (a conversation about deals in two stages counts in both), from the (thread, deal)
-    pairs of `thread_deal`: one row per conversation and deal, not one per linked message."""
+    the deal (a conversation about deals in two stages counts in both), every stage of the
+    tenant's deals listed: the stage tally, plus the woken snoozes' stages."""
     stages = dict.fromkeys(
         sorted(
             session.exec(select(Deal.stage).where(col(Deal.tenant_id) == caller.tenant_id).distinct()).all()
@@ -214,18 +286,22 @@ def deal_stage_counts(*, session: Session, caller: Caller) -> dict[str, int]:
     )
     if not stages:
         return {}
-    query = (
-        select(Deal.stage, func.count(distinct(col(ThreadDeal.thread_id))))
-        .select_from(ThreadDeal)
-        .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
-        .join(Thread, col(Thread.id) == col(ThreadDeal.thread_id))
-        .where(
-            deal_links_visible(session, caller),
-            col(Deal.tenant_id) == caller.tenant_id,
-            status_clause(ConversationStatus.OPEN),
+    open_ = ConversationStatus.OPEN.value
+    rows: list[tuple[str, str, int]] = [
+        (stage, key, int(total))
+        for _, stage, key, status, total in _summed(
+            session, ThreadStageTally, col(ThreadStageTally.tenant_id) == caller.tenant_id
         )
-        .group_by(col(Deal.stage))
-    )
-    for stage, count in session.exec(query).all():
-        stages[stage] = int(count)
+        if status == open_
+    ]
+    if woken:
+        rows += [
+            (stage, key, 1)
+            for stage, key in session.exec(
+                select(ThreadStage.stage, ThreadStage.stage_key).where(col(ThreadStage.thread_id).in_(woken))
+            ).all()
+        ]
+    for stage, key, total in rows:
+        if stage in stages and _visible(_accounts_of(key), visible, caller.is_admin):
+            stages[stage] += int(total)
     return stages

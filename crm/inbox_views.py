@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, literal, or_
+from sqlalchemy import ColumnElement, String, and_, cast, exists, false, func, literal, or_, true
 from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
@@ -27,7 +27,6 @@ from crm import access, conversations, search
 from crm.keyset import EPOCH, decode_cursor, encode_cursor, like_pattern
 from crm.models import (
     AssignmentRule,
-    Deal,
     FolderState,
     ImapUid,
     Message,
@@ -35,6 +34,7 @@ from crm.models import (
     Thread,
     ThreadAccount,
     ThreadDeal,
+    ThreadStage,
 )
 
 MAX_PAGE = 200
@@ -201,15 +201,17 @@ def deal_links_visible(session: Session, caller: Caller) -> ColumnElement[bool]:
 
 def _in_deal_stage(session: Session, caller: Caller, stage: str) -> ColumnElement[bool]:
     """Threads holding a message the caller sees linked to a deal in `stage`: the set of such
-    threads from `thread_deal` (kept by triggers), not tested thread by thread down the list."""
-    threads = (
-        select(col(ThreadDeal.thread_id))
-        .join(Deal, col(Deal.id) == col(ThreadDeal.deal_id))
-        .where(
-            deal_links_visible(session, caller),
-            col(Deal.tenant_id) == caller.tenant_id,
-            col(Deal.stage) == stage,
-        )
+    threads from `thread_stage` (one row per conversation and stage, with the accounts holding
+    its mail linked to deals in that stage; kept by triggers, 0026), not tested thread by thread
+    down the list nor gathered from every conversation-deal pair."""
+    visible: ColumnElement[bool] = true()
+    if not caller.is_admin:
+        accounts = [a or 0 for a in session.exec(access.visible_account_ids(caller)).all()]
+        if not accounts:
+            return false()
+        visible = or_(*(col(ThreadStage.stage_key).contains(f",{a},") for a in accounts))
+    threads = select(col(ThreadStage.thread_id)).where(
+        col(ThreadStage.tenant_id) == caller.tenant_id, col(ThreadStage.stage) == stage, visible
     )
     return col(Thread.id).in_(threads)
 

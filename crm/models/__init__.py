@@ -22,6 +22,9 @@ from crm.models.mail import (
     Thread,
     ThreadAccount,
     ThreadDeal,
+    ThreadReadTally,
+    ThreadStage,
+    ThreadStageTally,
     ThreadTally,
 )
 from crm.models.oauth import OAuthConsent, OAuthGrant
@@ -106,7 +109,10 @@ __all__ = [
     "ThreadAccount",
     "ThreadDeal",
     "ThreadRead",
+    "ThreadReadTally",
     "ThreadSplit",
+    "ThreadStage",
+    "ThreadStageTally",
     "ThreadTally",
     "Ticket",
     "TicketEvent",

@@ -176,3 +176,52 @@ class ThreadDeal(SQLModel, table=True):
     deal_id: int = Field(primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id")
     link_key: str = Field(default="", sa_type=Text)
+
+
+class ThreadStage(SQLModel, table=True):
+    """A conversation linked to deals in one stage (0026), with the accounts holding its mail
+    linked to those deals and the conversation's status: `thread_deal` grouped by the deals'
+    stages, one row per conversation and stage. Kept by triggers on `thread_deal`, `deal` (stage
+    changes, deletes) and `thread.status`; the per-stage counts tally these rows."""
+
+    __tablename__ = "thread_stage"
+    __table_args__ = (Index("ix_thread_stage_tenant", "tenant_id", "stage"),)
+
+    thread_id: int = Field(foreign_key="thread.id", primary_key=True, ondelete="CASCADE")
+    stage: str = Field(primary_key=True, max_length=100)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    stage_key: str = Field(default="", sa_type=Text)
+    status: ConversationStatus = Field(sa_type=StrEnumType(ConversationStatus))
+
+
+class ThreadStageTally(SQLModel, table=True):
+    """Changes to the number of conversations per (stage, accounts, status) (0026): one row per
+    change, appended by the triggers of `thread_stage` and summed when read, so that writers never
+    wait for each other on a shared counter row (see the migration). Folded by
+    `crm.inbox_counts` when the rows of a tenant pile up."""
+
+    __tablename__ = "thread_stage_tally"
+    __table_args__ = (Index("ix_thread_stage_tally_tenant", "tenant_id", "stage"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    stage: str = Field(max_length=100)
+    stage_key: str = Field(sa_type=Text)
+    status: ConversationStatus = Field(sa_type=StrEnumType(ConversationStatus))
+    n: int
+
+
+class ThreadReadTally(SQLModel, table=True):
+    """Changes to the number of conversations a user has read since their last mail, per
+    (accounts, status) (0026): appended by triggers on `thread_read` and `thread`, summed when
+    read; unread for a user is the open conversations they see minus these. Folded like
+    `ThreadStageTally`."""
+
+    __tablename__ = "thread_read_tally"
+    __table_args__ = (Index("ix_thread_read_tally_user", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id")
+    account_key: str = Field(sa_type=Text)
+    status: ConversationStatus = Field(sa_type=StrEnumType(ConversationStatus))
+    n: int

@@ -61,6 +61,8 @@ class ContactEmail(SQLModel, table=True):
 
 class Deal(SQLModel, table=True):
     __tablename__ = "deal"
+    # The tenant's stages, read by every sidebar count from the index alone (0026).
+    __table_args__ = (Index("ix_deal_tenant_stage", "tenant_id", "stage"),)
 
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True)

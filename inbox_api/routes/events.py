@@ -1,13 +1,16 @@
 """Live events (Server-Sent Events) and presence.
 
-The stream polls in short transactions run in the thread pool (SQLite and PostgreSQL alike; a
-sync in another process is seen once its batch commits), so an idle stream costs one small query
-per second and holds no database session between polls.
+The stream reads events in short transactions run in the thread pool, and holds no database
+session in between. When it reads again: on PostgreSQL, as soon as a transaction that stored
+mail, activity or presence of the tenant commits, in any process (LISTEN/NOTIFY, see
+`inbox_api.live`), and at least every `LISTENING_POLL_SECONDS` (presence expires by time, not by
+a write); on SQLite, and while the listening connection is down, every `POLL_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,16 +22,18 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from core.caller import Caller
-from core.db import session_scope
+from core.db import get_engine, session_scope
 from core.errors import Unauthenticated
 from core.types import utcnow
 from crm import access, events
 from crm.events import Cursor, PresenceView
+from inbox_api import live
 from inbox_api.deps import CallerDep, SessionDep, caller_outside_request_session
 
 router = APIRouter(prefix="/api", tags=["live events"])
 
 POLL_SECONDS = 1.0
+LISTENING_POLL_SECONDS = 5.0
 
 
 class PresenceIn(BaseModel):
@@ -63,22 +68,37 @@ async def stream(
     resumed = Cursor.decode(last_event_id)
     cursor: Cursor = resumed if resumed is not None else await run_in_threadpool(_start)
 
+    listener = live.listener_for(get_engine())
+
     async def generate() -> AsyncIterator[dict[str, Any]]:
         nonlocal cursor
         since = utcnow()
         yield {"event": "ready", "id": cursor.encode(), "data": json.dumps({"cursor": cursor.encode()})}
-        while not await request.is_disconnected():
-            try:
-                found, cursor, since = await run_in_threadpool(_poll, caller, cursor, since)
-            except Unauthenticated:
-                yield {"event": "signed_out", "data": "{}"}
-                return
-            for event in found:
-                body = {"type": event.type, "thread_id": event.thread_id, **event.data}
-                yield {"event": event.type, "id": cursor.encode(), "data": json.dumps(body, default=str)}
-            await asyncio.sleep(POLL_SECONDS)
+        with contextlib.ExitStack() as stack:
+            wake = stack.enter_context(listener.subscribe(caller.tenant_id)) if listener else None
+            while not await request.is_disconnected():
+                if wake is not None:
+                    wake.clear()  # before reading: a commit during the read wakes the next wait
+                try:
+                    found, cursor, since = await run_in_threadpool(_poll, caller, cursor, since)
+                except Unauthenticated:
+                    yield {"event": "signed_out", "data": "{}"}
+                    return
+                for event in found:
+                    body = {"type": event.type, "thread_id": event.thread_id, **event.data}
+                    yield {"event": event.type, "id": cursor.encode(), "data": json.dumps(body, default=str)}
+                await _until_woken(wake, listening=listener is not None and listener.listening)
 
     return EventSourceResponse(generate(), ping=15)
+
+
+async def _until_woken(wake: asyncio.Event | None, *, listening: bool) -> None:
+    """Wait for a notification of the tenant (listening) or for the next poll."""
+    if wake is None:
+        await asyncio.sleep(POLL_SECONDS)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), LISTENING_POLL_SECONDS if listening else POLL_SECONDS)
 
 
 @router.post("/threads/{thread_id}/presence", summary="I am viewing / replying to a conversation (heartbeat)")

@@ -1,6 +1,7 @@
 """The live event stream over a real HTTP server (uvicorn on loopback): mail stored by another
-process reaches the right users within 2 s, assignments, mentions and presence arrive, and
-nothing crosses the visibility rule."""
+process reaches the right users within 2 s (on PostgreSQL by LISTEN/NOTIFY, with polling only
+while the listening connection is down), assignments, mentions and presence arrive, and nothing
+crosses the visibility rule."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from core.caller import Caller
 from core.db import session_scope
 from crm import auth, grants, tenants
 from devtools.samples import build_message
+from inbox_api import live
+from inbox_api.routes import events as event_routes
 from tests.crm.world import World, build_world
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import make_account, make_tenant
@@ -198,26 +201,56 @@ def test_resume_with_last_event_id_and_stop_when_deactivated(db: Engine, world: 
         again.wait_for(lambda e: e.get("event") == "signed_out", timeout=3.0)
 
 
+def _listening(db: Engine) -> live.Listener:
+    listener = live.listener_for(db)
+    assert listener is not None
+    deadline = time.monotonic() + 10
+    while not listener.listening and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert listener.listening
+    return listener
+
+
+def _listener_backends(db: Engine) -> list[int]:
+    with db.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = :name"
+                ),
+                {"name": live.APPLICATION_NAME},
+            ).scalars()
+        )
+
+
 def test_mail_synced_by_another_process_is_on_the_stream_within_2s(
-    sqlite_db: Engine, mailbox_user: MailboxUser, tmp_path: Path
+    db: Engine, mailbox_user: MailboxUser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real `crm-inbox sync --once` in a separate process, against Dovecot: the user who may see
-    the account hears of the new conversation within 2 s of the sync's end."""
-    tenant_id = make_tenant(sqlite_db)
-    account_id = make_account(sqlite_db, tenant_id, mailbox_user, email="sales@acme.test")
+    the account hears of the new conversation within 2 s of the sync's end. On PostgreSQL the
+    stream is woken by the sync's NOTIFY: its polling is set far beyond 2 s here."""
+    postgres = db.dialect.name == "postgresql"
+    if postgres:
+        monkeypatch.setattr(event_routes, "LISTENING_POLL_SECONDS", 60.0)
+    tenant_id = make_tenant(db)
+    account_id = make_account(db, tenant_id, mailbox_user, email="sales@acme.test")
     operator = Caller.operator(tenant_id)
-    with session_scope(sqlite_db) as s:
+    with session_scope(db) as s:
         sam = tenants.create_user(session=s, caller=operator, email="sam@acme.test")
         grants.grant_access(session=s, caller=operator, account_id=account_id, user_id=sam.id)
         token = auth.create_token(session=s, caller=operator, user_id=sam.id).secret.get_secret_value()
     with served_app() as url, streams(url, {"Authorization": f"Bearer {token}"}) as (stream,):
+        if postgres:
+            _listening(db)
+            time.sleep(0.5)  # let the wake-up of the listener's start be read: only NOTIFY is left
         mailbox_user.dovecot.append(
             mailbox_user.name,
             "INBOX",
             build_message(subject="Fresh order", from_="buyer@globex.test", to="sales@acme.test"),
         )
         env = dict(os.environ)
-        env["CRM_INBOX_DATABASE_URL"] = sqlite_db.url.render_as_string(hide_password=False)
+        env["CRM_INBOX_DATABASE_URL"] = db.url.render_as_string(hide_password=False)
         done = subprocess.run(
             [sys.executable, "-m", "crm_inbox", "sync", "--once"],
             env=env,
@@ -230,3 +263,33 @@ def test_mail_synced_by_another_process_is_on_the_stream_within_2s(
         event = stream.wait_for(lambda e: e.get("event") == "message.new", timeout=2.0)
         assert time.monotonic() - finished < 2.0
         assert event["data"]["subject"] == "Fresh order"
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_a_dropped_listener_falls_back_to_polling_and_comes_back(
+    db: Engine, world: World, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listening connection killed by the server: streams poll every second meanwhile (no
+    mail is missed), the listener reconnects, and notifications wake the streams again."""
+    monkeypatch.setattr(event_routes, "LISTENING_POLL_SECONDS", 60.0)
+    with streams(base_url, _token(db, world, "alice")) as (alice,):
+        listener = _listening(db)
+        (backend,) = _listener_backends(db)
+        with db.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar()
+        stored_at = _store_in_other_process(db, world, "while-down", "A", "Alpha")
+        first = alice.wait_for(
+            lambda e: e.get("event") == "message.new" and e["data"]["subject"] == "Re: Alpha", timeout=2.0
+        )
+        assert time.monotonic() - stored_at < 2.0
+        _listening(db)
+        assert _listener_backends(db) not in ([], [backend])  # a new connection
+        time.sleep(1.5)  # past any poll of the fallback: from here only NOTIFY wakes the stream
+        assert listener.listening
+        stored_at = _store_in_other_process(db, world, "after", "A", "Alpha")
+        second = alice.wait_for(
+            lambda e: e.get("event") == "message.new" and e["data"]["message"] != first["data"]["message"],
+            timeout=2.0,
+        )
+        assert time.monotonic() - stored_at < 2.0
+        assert second["data"]["thread_id"] == world.threads["Alpha"]

@@ -81,7 +81,22 @@ def _contact_links(db: Engine) -> int:
 
 
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
-def test_a_sync_batch_never_waits_for_an_import_of_10000_contacts(db: Engine) -> None:
+def test_a_sync_batch_never_waits_for_an_import_of_10000_contacts(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The time each sync batch spends waiting for the tenant's lock (the real lock, timed): what a
+    # backfill holding it would cost a batch, apart from the batch's own work, which a loaded
+    # machine stretches (3-7 s seen at a load of 8 on 2 cores, with or without the tally triggers).
+    lock_waits: list[float] = []
+    take_lock = mailstore.lock_tenant
+
+    def timed_lock(*, session: Session, tenant_id: int) -> None:
+        started = time.monotonic()
+        take_lock(session=session, tenant_id=tenant_id)
+        if threading.current_thread() is threading.main_thread():
+            lock_waits.append(time.monotonic() - started)
+
+    monkeypatch.setattr(mailstore, "lock_tenant", timed_lock)
     tenant_id = make_tenant(db, own_domains=("acme.test",))
     account_id = make_offline_account(db, tenant_id, email="sales@acme.test")
     existing = [_mail(uid, _address(n)) for uid, n in enumerate(WITH_MAIL, start=1)]
@@ -120,12 +135,14 @@ def test_a_sync_batch_never_waits_for_an_import_of_10000_contacts(db: Engine) ->
     during_backfill = [w for started, w in waits if phases["committed"] <= started <= phases["done"]]
     assert len(during_backfill) >= 3, (phases, waits)  # the batches really met the backfill
     # The import and backfill take many seconds; no batch waits for them: a lock held across the
-    # import would make a batch wait for all of it. A batch may still wait behind one backfill
-    # chunk: up to 3.2 s was seen on PostgreSQL on a quiet 2-core machine after the view-count
-    # triggers (migration 0022) landed; why is still to be measured (issue 8's note).
+    # import would make a batch wait for all of it. A batch waits for the lock behind one backfill
+    # chunk at most (0.2-0.5 s measured under load; the slow batches of issue 8's note, up to 3.2 s,
+    # were the batches' own work on a loaded machine, not waits: pg_stat_activity showed no wait
+    # but this lock, and the same run without the tally triggers was as slow).
     whole = phases["done"] - phases["import_started"]
-    assert max(w for _, w in waits) < min(5.0, whole / 2), (whole, waits)
-    assert result.longest_chunk_seconds < 5.0
+    assert max(lock_waits) < min(2.5, whole / 4), (whole, lock_waits)
+    assert max(w for _, w in waits) < whole / 2, (whole, waits)
+    assert result.longest_chunk_seconds < 2.5
     # Nothing was missed: every stored message is on its sender's contact.
     assert _contact_links(db) == len(existing) + len(waits) * 20
 

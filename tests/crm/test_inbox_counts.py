@@ -1,6 +1,7 @@
 """The sidebar's counts come from tallies kept by triggers (0022): after any mix of writes (the
 team's actions, new mail in one or two accounts, merges, splits, snoozes waking by time, deals
-changing stage) every count equals what the matching conversation list holds."""
+changing stage) every count equals what the matching conversation list holds. Unread and the
+deal stages come from appended tallies (0026), checked here against their definitions too."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from core.caller import Caller
 from core.db import session_scope
 from core.errors import DomainError
 from core.types import ConversationStatus, Direction, UidState
-from crm import access, conversations, inbox_counts, inbox_views, thread_edits
+from crm import access, conversations, inbox_counts, inbox_views, record_lists, thread_edits
 from crm.inbox_views import Assignee, ThreadFilter
 from crm.models import (
     AssignmentRule,
@@ -29,6 +30,11 @@ from crm.models import (
     MessageLink,
     Thread,
     ThreadAccount,
+    ThreadDeal,
+    ThreadRead,
+    ThreadReadTally,
+    ThreadStage,
+    ThreadStageTally,
     ThreadTally,
 )
 from crm.rules.linking import LinkReason, RecordKind
@@ -108,6 +114,7 @@ def _check(
             accounts = held.get(pk or 0, [])
             assert key == ("," + ",".join(map(str, accounts)) + "," if accounts else ""), pk
         assert {k: n for k, n in tallied.items() if n} == grouped
+        _check_appended_tallies(s)
         for name in names:
             caller = world.caller(name)
             got = inbox_counts.view_counts(session=s, caller=caller)
@@ -134,7 +141,68 @@ def _check(
                 assert set(got.per_deal_stage) <= set(STAGES)
 
 
-def test_counts_stay_exact_through_random_writes(db: Engine, world: World) -> None:
+def _summed(rows: Any) -> dict[tuple[Any, ...], int]:
+    sums: dict[tuple[Any, ...], int] = {}
+    for *key, n in rows:
+        sums[tuple(str(k) for k in key)] = sums.get(tuple(str(k) for k in key), 0) + n
+    return {k: n for k, n in sums.items() if n}
+
+
+def _check_appended_tallies(s: Session) -> None:
+    """The appended tallies (0026) sum to what they stand for, recomputed from scratch: the read
+    marks still fresh per (user, accounts, status); the conversations per (deal stage, accounts
+    of the mail linked to deals in it, status)."""
+    fresh = s.exec(
+        select(ThreadRead.user_id, Thread.account_key, Thread.status)
+        .join(Thread, col(Thread.id) == col(ThreadRead.thread_id))
+        .where(col(ThreadRead.read_at) >= col(Thread.last_date))
+    ).all()
+    assert _summed(
+        s.exec(
+            select(
+                ThreadReadTally.user_id,
+                ThreadReadTally.account_key,
+                ThreadReadTally.status,
+                ThreadReadTally.n,
+            )
+        ).all()
+    ) == _summed((*row, 1) for row in fresh)
+    accounts: dict[tuple[int, str], set[str]] = {}
+    for thread_id, stage, key in s.exec(
+        select(ThreadDeal.thread_id, Deal.stage, ThreadDeal.link_key).join(
+            Deal, col(Deal.id) == col(ThreadDeal.deal_id)
+        )
+    ).all():
+        accounts.setdefault((thread_id, stage), set()).update(a for a in key.split(",") if a)
+    expected = {}
+    for (thread_id, stage), held in accounts.items():
+        thread = s.get_one(Thread, thread_id)
+        key = "," + ",".join(sorted(held, key=int)) + "," if held else ""
+        expected[(thread_id, stage)] = (thread.tenant_id, key, thread.status)
+    stored = {
+        (r.thread_id, r.stage): (r.tenant_id, r.stage_key, r.status)
+        for r in s.exec(select(ThreadStage)).all()
+    }
+    assert stored == expected
+    stage_rows = s.execute(
+        sa.select(
+            col(ThreadStageTally.tenant_id),
+            col(ThreadStageTally.stage),
+            col(ThreadStageTally.stage_key),
+            col(ThreadStageTally.status),
+            col(ThreadStageTally.n),
+        )
+    ).all()
+    assert _summed(stage_rows) == _summed(
+        (tenant, stage, key, status, 1) for (_, stage), (tenant, key, status) in stored.items()
+    )
+
+
+def test_counts_stay_exact_through_random_writes(
+    db: Engine, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fold the appended tallies often, so that folding between writes is checked too.
+    monkeypatch.setattr(inbox_counts, "FOLD_ROWS", 8)
     rng = random.Random(8)
     now = datetime.now(UTC)
     uids = count(1000)
@@ -244,6 +312,13 @@ def test_counts_stay_exact_through_random_writes(db: Engine, world: World) -> No
                         reason=LinkReason.MANUAL,
                     )
                 )
+        elif action == 7 and rng.random() < 0.15:  # a deal deleted (its links go), a new one made
+            gone = rng.choice(deals)
+            record_lists.delete_record(session=s, caller=admin, kind=RecordKind.DEAL, record_id=gone)
+            fresh = Deal(tenant_id=world.tenant, title="Fresh", stage=rng.choice(STAGES))
+            s.add(fresh)
+            s.flush()
+            deals[deals.index(gone)] = fresh.id or 0
         elif action == 7:
             deal_row = s.get(Deal, rng.choice(deals))
             assert deal_row is not None
@@ -272,7 +347,7 @@ def test_counts_stay_exact_through_random_writes(db: Engine, world: World) -> No
         s.flush()
 
     _check(db, world)
-    for i in range(36):
+    for i in range(60):
         try:
             with session_scope(db) as s:
                 step(s)
