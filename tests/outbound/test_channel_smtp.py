@@ -54,8 +54,8 @@ def test_a_channels_smtp_is_saved_only_after_an_accepted_test_mail(sqlite_db: En
         def put(payload: dict[str, Any], headers: dict[str, str] = admin) -> Any:
             return client.put(url, json=payload, headers=headers)
 
-        member = {"Authorization": f"Bearer {secrets['member'].get_secret_value()}"}
-        assert put(body, member).status_code == 404  # missing and forbidden answer the same
+        as_member = {"Authorization": f"Bearer {secrets['member'].get_secret_value()}"}
+        assert put(body, as_member).status_code == 404  # missing and forbidden answer the same
         no_address = put({k: v for k, v in body.items() if k != "test_to"})
         assert no_address.status_code == 422 and no_address.json()["error"]["code"] == "test_address_required"
         # The channel's stored secret is a random placeholder, never a login to try.
