@@ -65,7 +65,7 @@ class SmtpSettingsIn:
     host: str
     security: Security = Security.STARTTLS
     port: int | None = None
-    username: str | None = None  # None or "": the IMAP username
+    username: str | None = None  # None or "": the saved SMTP username, else the IMAP one
     password: SecretStr | None = None
     test_to: str = ""
 
@@ -173,14 +173,11 @@ def _test_message(
     return message_id, msg.as_bytes(policy=policy.SMTP)
 
 
-def _login(
-    session: Session, account: MailAccount, given: SmtpSettingsIn, box: SecretBox
-) -> tuple[SecretStr, int | None]:
-    """The password of the test, or the account whose OAuth token logs in instead (None: a
-    password login). The same choice as the queue's (`sync.send_queue`), so a test that passes
-    proves the login the mail will use."""
-    assert account.id is not None
-    if tokens.grant_of(session=session, account_id=account.id) is not None:
+def _password(account: MailAccount, given: SmtpSettingsIn, box: SecretBox, oauth: bool) -> SecretStr:
+    """The password of the test; for an OAuth account none (its token logs in instead, the same
+    choice as the queue's in `sync.send_queue`, so a test that passes proves the login the mail
+    will use). Called after the cheap checks: decrypting is the last step before sending."""
+    if oauth:
         if given.password is not None:
             raise InvalidInput(
                 "smtp_password_oauth",
@@ -189,11 +186,11 @@ def _login(
                 "first, which ends its OAuth sign-in).",
                 field="password",
             )
-        return SecretStr(""), account.id
+        return SecretStr("")
     if given.password is not None:
-        return given.password, None
+        return given.password
     if account.smtp_secret_encrypted:
-        return box.decrypt(account.smtp_secret_encrypted), None
+        return box.decrypt(account.smtp_secret_encrypted)
     if account.kind is AccountKind.FORWARDING:
         # A channel's stored secret is a random placeholder, not a login: nothing to fall back on.
         raise InvalidInput(
@@ -201,7 +198,7 @@ def _login(
             "A forwarding address has no mailbox login: give the SMTP username and password.",
             field="password",
         )
-    return box.decrypt(account.secret_encrypted), None
+    return box.decrypt(account.secret_encrypted)
 
 
 def _username(account: MailAccount, given: SmtpSettingsIn, oauth: bool) -> str | None:
@@ -315,10 +312,13 @@ def save_smtp_settings(
     with sessions() as session:
         account = access.get_account(session, caller, account_id)  # first: invisible is not found
         access.require_admin(caller, "change an account's SMTP settings")
-        password, oauth_account_id = _login(session, account, given, box)
-        fallback = _username(account, given, oauth_account_id is not None)
+        assert account.id is not None
+        oauth = tokens.grant_of(session=session, account_id=account.id) is not None
+        oauth_account_id = account.id if oauth else None
+        fallback = _username(account, given, oauth)
         given_username = given if fallback is None else replace(given, username=fallback)
         host, port, username, recipient = _validated(account.email, given_username, account.username)
+        password = _password(account, given, box, oauth)
         message_id, raw = _test_message(session, caller.tenant_id, account.email, recipient, host)
         test = SmtpTest(
             host=host,

@@ -172,7 +172,10 @@ def smtp_setup_command(
     port: Annotated[int | None, typer.Option("--port", help="Default: 587, 465 or 25 by --security.")] = None,
     username: Annotated[
         str | None,
-        typer.Option("--username", help="Default: the IMAP username (OAuth: the signed-in address)."),
+        typer.Option(
+            "--username",
+            help="Default: the saved SMTP username, else the IMAP one (OAuth: the signed-in address).",
+        ),
     ] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the SMTP password.")] = False,
     password_env: Annotated[str | None, typer.Option("--password-env")] = None,

@@ -175,7 +175,9 @@ class SmtpSettingsBody(BaseModel):
         default=Security.STARTTLS, description="starttls (usually port 587), tls (implicit, 465) or plain"
     )
     port: int | None = Field(default=None, ge=1, le=65535, description="Default: 587, 465 or 25 by security")
-    username: str | None = Field(default=None, max_length=320, description="Default: the IMAP username")
+    username: str | None = Field(
+        default=None, max_length=320, description="Default: the saved SMTP username, else the IMAP one"
+    )
     password: SecretStr | None = Field(
         default=None,
         max_length=1000,
