@@ -11,6 +11,10 @@ greets in plain text: "wrong version number") or as silence (STARTTLS or plain a
 waiting for a TLS handshake). Silence is ambiguous, so the sender confirms it with a bare TLS
 handshake on the same port (nothing is sent; certificate checks stay on: a certificate error
 also proves that the port speaks TLS).
+
+An OAuth account's test (`SmtpTest.oauth_account_id`) logs in with the account's access token
+(XOAUTH2, or OAUTHBEARER), fetched and refreshed by `sync.oauth_tokens` as the send queue does:
+a token refused at AUTH is refreshed once and tried again (nothing was sent before AUTH).
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from sqlalchemy import Engine
+
+from core.connection import BearerToken, Credential
+from core.errors import DomainError
+from core.secrets import SecretBox
 from core.settings import Settings, get_settings
 from core.types import Security
 from crm.outbound.smtp_setup import SmtpTest, SmtpTestOutcome
-from sync import errors
+from sync import errors, oauth_tokens
 from sync.netguard import check_host, pinned_context
 from sync.smtp_check import SmtpEndpoint
 from sync.smtp_send import SendOutcome, send_message
@@ -34,6 +43,7 @@ class Cause(enum.StrEnum):
     AUTHENTICATION = "authentication"
     AUTH_DISABLED = "smtp_auth_disabled"  # Microsoft 365: authenticated SMTP off for the mailbox
     AUTH_UNAVAILABLE = "auth_unavailable"
+    OAUTH = "oauth"  # the account's OAuth grant gave no usable token (reconnect it)
     CERTIFICATE = "certificate"
     PORT_MISMATCH = "port_encryption_mismatch"
     TLS = "tls"
@@ -88,7 +98,15 @@ def _auth(test: SmtpTest, outcome: SendOutcome) -> tuple[Cause, str]:
             f"{test.host} refused the login of {test.username}: authenticated SMTP (SMTP AUTH) is "
             "disabled for this mailbox or for the whole Microsoft 365 tenant. A Microsoft 365 admin "
             "can turn it on for the mailbox (Microsoft 365 admin center > Users > Mail > Manage "
-            "email apps > Authenticated SMTP), or connect the account with OAuth."
+            "email apps > Authenticated SMTP)"
+            + ("." if test.oauth_account_id is not None else ", or connect the account with OAuth.")
+        )
+    if test.oauth_account_id is not None:
+        return Cause.AUTHENTICATION, (
+            f"{test.host} refused the OAuth token of {test.username}, even after a refresh. Check "
+            "that this is the provider's own SMTP server and the login is the signed-in address; "
+            "otherwise reconnect the account with OAuth (the access may have been revoked, or "
+            "granted without sending mail)."
         )
     words = (
         f"{test.host} refused the username or password of {test.username}. Check them; if the "
@@ -208,7 +226,29 @@ def _speaks_tls(test: SmtpTest, timeout: float, allow_private: bool) -> bool:
         return False
 
 
-def send_test(test: SmtpTest, *, config: Settings | None = None) -> SmtpTestOutcome:
+def _oauth_failure(test: SmtpTest, exc: DomainError) -> SmtpTestOutcome:
+    """No usable token (grant revoked or expired, provider down): nothing was sent."""
+    return SmtpTestOutcome(
+        ok=False,
+        message=(
+            f"No usable OAuth token for {test.username}: {exc.message.rstrip('.')}. Reconnect the "
+            "account with OAuth, then run the SMTP set-up again."
+        ),
+        cause=Cause.OAUTH.value,
+        error_code=exc.code,
+        params=dict(exc.fields),
+    )
+
+
+def send_test(
+    test: SmtpTest,
+    *,
+    config: Settings | None = None,
+    db: Engine | None = None,
+    box: SecretBox | None = None,
+) -> SmtpTestOutcome:
+    """Send the test mail with the candidate settings. An OAuth account's test needs `db` and
+    `box` (where its token is read and refreshed)."""
     config = config or get_settings()
     endpoint = SmtpEndpoint(
         host=test.host,
@@ -219,9 +259,28 @@ def send_test(test: SmtpTest, *, config: Settings | None = None) -> SmtpTestOutc
         timeout=config.connect_timeout_seconds,
         allow_private_hosts=config.allow_private_hosts,
     )
-    outcome = send_message(
-        endpoint, test.password, sender=test.sender, recipients=[test.recipient], raw=test.raw
-    )
+
+    def send(credential: Credential) -> SendOutcome:
+        outcome = send_message(
+            endpoint, credential, sender=test.sender, recipients=[test.recipient], raw=test.raw
+        )
+        if outcome.error_code == errors.AuthFailed.code_name and isinstance(credential, BearerToken):
+            # Refused at AUTH, before MAIL: a second try with a refreshed token sends nothing twice.
+            raise _RefusedToken(outcome)
+        return outcome
+
+    if test.oauth_account_id is None:
+        outcome = send(test.password)
+    else:
+        if db is None or box is None:
+            raise ValueError("an OAuth account's SMTP test needs the database and the secret box")
+        source = oauth_tokens.TokenSource(db, box, config)
+        try:
+            outcome = oauth_tokens.with_credential(source, test.oauth_account_id, True, "", send)
+        except _RefusedToken as refused:
+            outcome = refused.outcome
+        except DomainError as exc:
+            return _oauth_failure(test, exc)
     if outcome.ok:
         return SmtpTestOutcome(
             ok=True,
@@ -247,6 +306,18 @@ def send_test(test: SmtpTest, *, config: Settings | None = None) -> SmtpTestOutc
     )
 
 
-def make_test_sender(config: Settings | None = None) -> Callable[[SmtpTest], SmtpTestOutcome]:
-    """The sender `crm.outbound.smtp_setup.save_smtp_settings` takes, bound to the settings."""
-    return lambda test: send_test(test, config=config)
+class _RefusedToken(errors.AuthFailed):
+    """A token refused at AUTH: `with_credential` refreshes once on `AuthFailed`; the second
+    refusal carries the server's reply (for the cause and the mail log) out of it."""
+
+    def __init__(self, outcome: SendOutcome) -> None:
+        super().__init__(str(outcome.params.get("host", "")), str(outcome.params.get("username", "")))
+        self.outcome = outcome
+
+
+def make_test_sender(
+    config: Settings | None = None, *, db: Engine | None = None, box: SecretBox | None = None
+) -> Callable[[SmtpTest], SmtpTestOutcome]:
+    """The sender `crm.outbound.smtp_setup.save_smtp_settings` takes, bound to the settings (and,
+    for OAuth accounts, to the database and secret box their tokens are read from)."""
+    return lambda test: send_test(test, config=config, db=db, box=box)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import select
 from typer.testing import CliRunner, Result
 
 from core.caller import Caller
@@ -20,6 +21,8 @@ from crm_inbox.cli import admin as cli_admin
 from crm_inbox.cli import app as APP
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import add_offline, make_account, make_tenant, make_user
+from tests.outbound.smtp import recording_smtp
+from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
 
 
 def invoke(*args: Any, input: str | None = None) -> Result:
@@ -290,3 +293,40 @@ def test_account_edit_refuses_smtp_settings_and_points_at_the_setup(db: Engine) 
         assert (row.smtp_host, row.smtp_port, row.smtp_security) == ("smtp.acme.test", 587, Security.STARTTLS)
     removed = ok_json("account", "edit", account_id, "--smtp-host", "", "--no-check")
     assert removed["smtp"] is None
+
+
+def test_account_add_saves_smtp_only_after_an_accepted_test_mail(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`account add --smtp-*` follows the SMTP set-up's rule: --smtp-test-to is required, the
+    test mail goes to a real aiosmtpd, and a refusal saves nothing (--no-check and --force only
+    concern the IMAP login)."""
+    tenant_id = make_tenant(db)
+    monkeypatch.setenv("IMAP_PW", "imap-pw-123")
+    monkeypatch.setenv("SMTP_PW", SMTP_PASSWORD)
+    monkeypatch.setenv("WRONG_PW", "wrong-smtp-pw")
+    with recording_smtp(None, Security.PLAIN) as smtp:  # type: ignore[arg-type]  # no TLS: no CA
+        args = [
+            *("account", "add", "--email", "sales@acme.test", "--imap-host", "imap.acme.test"),
+            *("--password-env", "IMAP_PW", "--no-check", "--force"),
+            *("--smtp-host", "127.0.0.1", "--smtp-port", smtp.port, "--smtp-security", "plain"),
+            *("--smtp-username", SMTP_USER),
+        ]
+        message = refused(*args, "--smtp-password-env", "SMTP_PW")
+        assert "Give an address the test mail is sent to" in message
+        assert "hint: give the address the test mail goes to: --smtp-test-to" in message
+        message = refused(*args, "--smtp-password-env", "WRONG_PW", "--smtp-test-to", "check@globex.test")
+        assert "refused the username or password of" in message and "The account was not created" in message
+        assert "hint: the attempt and the server's answer: crm-inbox mail-log --kind test" in message
+        assert "wrong-smtp-pw" not in message
+        with session_scope(db) as session:
+            assert session.exec(select(MailAccount).where(MailAccount.tenant_id == tenant_id)).all() == []
+        added = ok_json(*args, "--smtp-password-env", "SMTP_PW", "--smtp-test-to", "check@globex.test")
+        assert added["smtp"] == f"127.0.0.1:{smtp.port} (plain)"
+        [test_mail] = smtp.recorder.received
+        assert (test_mail.mail_from, test_mail.rcpt_tos) == ("sales@acme.test", ["check@globex.test"])
+    with session_scope(db) as session:
+        row = session.get_one(MailAccount, added["id"])
+        assert (row.smtp_username, row.smtp_security) == (SMTP_USER, Security.PLAIN)
+    text = invoke("mail-log", "--kind", "test").stdout
+    assert "check@globex.test" in text

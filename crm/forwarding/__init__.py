@@ -20,10 +20,10 @@ from crm.forwarding.channels import (
     list_confirmations,
     list_deliveries,
     pending_sender_requests,
+    remove_smtp,
     request_sender,
     send_test,
     set_local_part,
-    set_smtp,
     start_test,
     update_channel,
 )
@@ -43,10 +43,10 @@ __all__ = [
     "list_confirmations",
     "list_deliveries",
     "pending_sender_requests",
+    "remove_smtp",
     "request_sender",
     "send_test",
     "set_local_part",
-    "set_smtp",
     "start_test",
     "update_channel",
 ]

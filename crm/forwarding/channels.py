@@ -311,38 +311,14 @@ def set_local_part(
     return _view(channel, account, session)
 
 
-def set_smtp(
-    *,
-    session: Session,
-    caller: Caller,
-    channel_id: int,
-    box: SecretBox,
-    host: str | None,
-    port: int | None = None,
-    security: Security | None = None,
-    username: str | None = None,
-    password: SecretStr | None = None,
-) -> ChannelView:
-    """The outbound SMTP server replies from this channel leave through (None: none, replies
-    wait with `smtp_not_configured`). The channel has no IMAP login, so this is its only
-    secret; sent replies are stored in the channel's virtual Sent folder, not appended."""
+def remove_smtp(*, session: Session, caller: Caller, channel_id: int) -> ChannelView:
+    """No SMTP server for this channel any more: replies wait with `smtp_not_configured`.
+    Setting one goes through the test-mail set-up (`crm.outbound.smtp_setup`, on the channel's
+    account), like any account's: a channel's SMTP is saved only once a test mail was accepted."""
     channel, account = _get(session, caller, channel_id)  # first: invisible is not found
     access.require_admin(caller, "change forwarding addresses")
-    if host is None or not host.strip():
-        account.smtp_host = account.smtp_port = account.smtp_security = None
-        account.smtp_username = account.smtp_secret_encrypted = None
-    else:
-        security = security or Security.STARTTLS
-        port = port or {Security.TLS: 465, Security.STARTTLS: 587, Security.PLAIN: 25}[security]
-        if not 1 <= port <= 65535:
-            raise InvalidInput("port_invalid", "The SMTP port is between 1 and 65535.", field="port")
-        if password is None or not username:
-            raise InvalidInput(
-                "smtp_login_required", "Give the SMTP username and password.", field="username"
-            )
-        account.smtp_host, account.smtp_port, account.smtp_security = host.strip(), port, security
-        account.smtp_username = username.strip()
-        account.smtp_secret_encrypted = box.encrypt(password)
+    account.smtp_host = account.smtp_port = account.smtp_security = None
+    account.smtp_username = account.smtp_secret_encrypted = None
     session.add(account)
     session.flush()
     return _view(channel, account, session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 from pydantic import SecretStr
 from sqlalchemy import delete
@@ -12,9 +13,9 @@ from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.connection import CheckOutcome, ConnectionSettings
-from core.errors import Conflict, not_found
+from core.errors import Conflict, InvalidInput, not_found
 from core.secrets import SecretBox
-from core.types import AccountStatus, utcnow
+from core.types import AccountStatus, Security, utcnow
 from crm import access, tenants
 from crm.mailboxes.validation import (
     AccountChanges,
@@ -26,6 +27,7 @@ from crm.mailboxes.validation import (
 )
 from crm.mailboxes.views import AccountView, CheckView, SaveResult, account_view, check_view
 from crm.models import MailAccount, OAuthGrant, Tenant
+from crm.outbound import smtp_setup
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 Verifier = Callable[[ConnectionSettings], CheckOutcome]
@@ -123,6 +125,18 @@ def _verify(verify: Verifier, settings: ConnectionSettings, force: bool) -> Chec
     return check
 
 
+def _smtp_setup_required(new: NewAccount) -> InvalidInput:
+    return InvalidInput(
+        "smtp_setup_required",
+        "SMTP settings are saved only after a test mail was accepted: give the address the test "
+        "mail goes to, or connect the mailbox without SMTP and set SMTP up afterwards. Nothing "
+        "was saved.",
+        field="smtp_host",
+        smtp_fields=["smtp_host"],
+        email=new.data.email,
+    )
+
+
 def connect_account(
     *,
     sessions: SessionFactory,
@@ -133,15 +147,78 @@ def connect_account(
     smtp: SmtpInput | None = None,
     verify: Verifier | None = None,
     force: bool = False,
+    send_test: smtp_setup.TestSender | None = None,
 ) -> SaveResult:
-    """Add a mailbox after checking that it can log in (IMAP, and SMTP when given): validate,
-    then check with no session open, then save in a short transaction of its own."""
+    """Add a mailbox after checking that it can log in over IMAP: validate, then check with no
+    session open, then save in a short transaction of its own.
+
+    SMTP settings given with it follow the SMTP set-up's rule (`crm.outbound.smtp_setup`): a
+    test mail to `smtp.test_to` is sent with them (by `send_test`, after the IMAP check) and the
+    account is created only once the server accepted it. A refused test saves nothing at all
+    (`SmtpTestFailed`, the attempt in the mail log): creating the mailbox without the SMTP the
+    admin asked for would be a surprise, and a retry of the same form would then meet
+    `account_exists`. `check`/`force` govern the IMAP login only; the test mail is never skipped."""
     new = validate_new_account(data, password, smtp)
+    if new.data.smtp_host and send_test is None:
+        raise _smtp_setup_required(new)
+    prepared = None
     with sessions() as session:
         check_new_account(session=session, caller=caller, new=new)
-    check = _verify(verify, new.settings, force) if verify is not None else None
+        if new.data.smtp_host and smtp is not None:
+            d = new.data
+            prepared = smtp_setup.prepare_new_account_test(
+                session,
+                caller=caller,
+                email=d.email,
+                given=smtp_setup.SmtpSettingsIn(
+                    host=d.smtp_host or "",
+                    security=d.smtp_security or Security.STARTTLS,
+                    port=d.smtp_port,
+                    username=new.smtp_username,
+                    password=new.smtp_password,
+                    test_to=smtp.test_to or "",
+                ),
+                imap_username=d.username,
+                imap_password=new.password,
+                ca_file=d.ca_file,
+            )
+    if new.data.smtp_host and prepared is None:
+        raise _smtp_setup_required(new)
+    # The IMAP login only: the test mail below proves SMTP better than a login would.
+    imap_only = replace(new.settings, smtp_host=None, smtp_port=None, smtp_security=None)
+    check = _verify(verify, imap_only, force) if verify is not None else None
+    outcome = None
+    if prepared is not None and send_test is not None:
+        outcome = send_test(prepared.test)
+        if not outcome.ok:
+            with sessions() as session:
+                logged = smtp_setup.log_test(
+                    session,
+                    caller=caller,
+                    account_id=None,
+                    test=prepared.test,
+                    message_id=prepared.message_id,
+                    outcome=outcome,
+                )
+            raise smtp_setup.SmtpTestFailed(outcome, logged.id, new_account=True)
+        t = prepared.test
+        new = replace(
+            new,
+            data=replace(new.data, smtp_host=t.host, smtp_port=t.port, smtp_security=t.security),
+            smtp_username=None if t.username == new.data.username else t.username,
+        )
     with sessions() as session:
-        return save_new_account(session=session, caller=caller, new=new, box=box, check=check)
+        result = save_new_account(session=session, caller=caller, new=new, box=box, check=check)
+        if prepared is not None and outcome is not None:
+            smtp_setup.log_test(
+                session,
+                caller=caller,
+                account_id=result.account.id,
+                test=prepared.test,
+                message_id=prepared.message_id,
+                outcome=outcome,
+            )
+        return result
 
 
 def add_account(
@@ -151,10 +228,13 @@ def add_account(
     data: AccountInput,
     password: SecretStr,
     box: SecretBox,
-    smtp: SmtpInput | None = None,
 ) -> AccountView:
-    """Add a mailbox without a connection check (no network, so one transaction is enough)."""
-    new = validate_new_account(data, password, smtp)
+    """Add a mailbox without a connection check (no network, so one transaction is enough).
+    No SMTP here: SMTP settings are saved only after a test mail (`connect_account` with a
+    test address, or the SMTP set-up afterwards)."""
+    new = validate_new_account(data, password, None)
+    if new.data.smtp_host:
+        raise _smtp_setup_required(new)
     return save_new_account(session=session, caller=caller, new=new, box=box).account
 
 

@@ -42,13 +42,15 @@ class AccountInput:
 
 @dataclass(frozen=True, slots=True)
 class SmtpInput:
-    """Outgoing-mail settings given when an account is connected (all optional)."""
+    """Outgoing-mail settings given when an account is connected (all optional). Saved only
+    once a test mail to `test_to` was accepted (`crm.mailboxes.connect_account`)."""
 
     host: str | None = None
     port: int | None = None
     security: Security | None = None
     username: str | None = None  # None: the IMAP username
     password: SecretStr | None = None  # None: the IMAP password
+    test_to: str | None = None  # where the test mail goes: required with a host (SMTP set-up rule)
 
 
 @dataclass(frozen=True, slots=True)

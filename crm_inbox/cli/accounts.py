@@ -60,9 +60,22 @@ def account_add(
     imap_port: Annotated[int | None, typer.Option(help="Default 993 for tls, 143 otherwise.")] = None,
     security: Annotated[Security, typer.Option(help="tls (implicit), starttls, or plain.")] = Security.TLS,
     ca_file: Annotated[str | None, typer.Option(help="CA bundle for a private certificate.")] = None,
-    smtp_host: Annotated[str | None, typer.Option()] = None,
-    smtp_port: Annotated[int | None, typer.Option()] = None,
-    smtp_security: Annotated[Security | None, typer.Option()] = None,
+    smtp_host: Annotated[
+        str | None,
+        typer.Option(help="SMTP server; saved only once a test mail to --smtp-test-to was accepted."),
+    ] = None,
+    smtp_port: Annotated[int | None, typer.Option(help="Default: 587, 465 or 25 by --smtp-security.")] = None,
+    smtp_security: Annotated[
+        Security | None, typer.Option(help="starttls (default, usually 587), tls (implicit, 465) or plain.")
+    ] = None,
+    smtp_username: Annotated[str | None, typer.Option(help="Default: the IMAP username.")] = None,
+    smtp_password_env: Annotated[
+        str | None,
+        typer.Option("--smtp-password-env", help="Env variable holding it (default: the IMAP one)."),
+    ] = None,
+    smtp_test_to: Annotated[
+        str | None, typer.Option("--smtp-test-to", help="Where the SMTP test mail goes (required with SMTP).")
+    ] = None,
     display_name: Annotated[str, typer.Option()] = "",
     since: Annotated[str | None, typer.Option(help="First sync only takes mail since this date.")] = None,
     interval: Annotated[int | None, typer.Option(help="Seconds between syncs.")] = None,
@@ -75,8 +88,12 @@ def account_add(
     force: Annotated[bool, typer.Option("--force", help="Save even if the login check fails.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Connect a mailbox: logs in over IMAP (and SMTP when given) before saving."""
+    """Connect a mailbox: logs in over IMAP before saving. With --smtp-host, a test mail is sent
+    to --smtp-test-to and the account is created only once the server accepted it (else the
+    cause is said and nothing is saved; leave SMTP out and run smtp-setup later to connect the
+    mailbox first). --no-check and --force concern the IMAP login only."""
     from sync.check import make_verifier
+    from sync.smtp_setup import make_test_sender
 
     settings = get_settings()
     password = read_password(password_stdin, password_env)
@@ -102,14 +119,33 @@ def account_add(
         data=data,
         password=password,
         box=SecretBox.from_settings(),
+        smtp=mailboxes.SmtpInput(
+            host=smtp_host,
+            port=smtp_port,
+            security=smtp_security,
+            username=smtp_username,
+            password=_optional_password(False, smtp_password_env),
+            test_to=smtp_test_to,
+        ),
         verify=None if no_check else make_verifier(settings),
         force=force,
+        send_test=make_test_sender(settings),
     )
     if saved.check is not None and not saved.check.ok:
         warn(f"saved despite a failing check: {saved.check.message}")
     check = saved.check.message if saved.check else "Not checked (--no-check)."
-    result = {"id": saved.account.id, "email": saved.account.email, "check": check}
-    emit(as_json, result, f"Account {saved.account.id} ({saved.account.email}) added. {check}")
+    sending = (
+        f"SMTP {saved.account.smtp}: the test mail to {smtp_test_to} was accepted."
+        if saved.account.smtp
+        else "No SMTP (set it up with crm-inbox smtp-setup)."
+    )
+    result = {
+        "id": saved.account.id,
+        "email": saved.account.email,
+        "check": check,
+        "smtp": saved.account.smtp,
+    }
+    emit(as_json, result, f"Account {saved.account.id} ({saved.account.email}) added. {check} {sending}")
 
 
 @account_app.command("password")

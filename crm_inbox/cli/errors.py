@@ -33,6 +33,10 @@ HINTS: dict[str, str] = {
     "oauth_state_invalid": "run crm-inbox account connect again and finish within a few minutes.",
     "oauth_reconnect_needed": "reconnect it: crm-inbox account connect --provider {provider} --account ID",
     "smtp_test_failed": "the attempt and the server's answer: crm-inbox mail-log --kind test",
+    "test_address_required": (
+        "give the address the test mail goes to: --smtp-test-to with account add, --test-to with smtp-setup."
+    ),
+    "smtp_password_oauth": "leave out the password options: the account's OAuth token logs in.",
     "connection_check_failed": (
         "fix the settings, or save anyway with --force (or skip the check with --no-check)."
     ),

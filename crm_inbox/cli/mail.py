@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from core.db import session_scope
+from core.db import get_engine, session_scope
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security
@@ -170,19 +170,27 @@ def smtp_setup_command(
         Security, typer.Option("--security", help="starttls (usually 587), tls (implicit, 465) or plain.")
     ] = Security.STARTTLS,
     port: Annotated[int | None, typer.Option("--port", help="Default: 587, 465 or 25 by --security.")] = None,
-    username: Annotated[str | None, typer.Option("--username", help="Default: the IMAP username.")] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(
+            "--username",
+            help="Default: the saved SMTP username, else the IMAP one (OAuth: the signed-in address).",
+        ),
+    ] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the SMTP password.")] = False,
     password_env: Annotated[str | None, typer.Option("--password-env")] = None,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Set an account's SMTP settings: a test mail is sent first, and they are saved only once the
-    server accepted it (else the cause is said in words and nothing is saved)."""
+    """Set an account's (or a forwarding address's) SMTP settings: a test mail is sent first, and
+    they are saved only once the server accepted it (else the cause is said in words and nothing
+    is saved). An account connected with OAuth logs in with its token: give no password."""
     from sync.smtp_setup import make_test_sender
 
     password = read_password(password_stdin, password_env) if password_stdin or password_env else None
     with session_scope() as session:
         caller = operator(session, tenant)
+    box = SecretBox.from_settings()
     saved = smtp_setup.save_smtp_settings(
         sessions=session_scope,
         caller=caller,
@@ -190,8 +198,9 @@ def smtp_setup_command(
         given=smtp_setup.SmtpSettingsIn(
             host=host, security=security, port=port, username=username, password=password, test_to=test_to
         ),
-        box=SecretBox.from_settings(),
-        send_test=make_test_sender(get_settings()),
+        box=box,
+        # An OAuth account's test logs in with its token, read (and refreshed) from the database.
+        send_test=make_test_sender(get_settings(), db=get_engine(), box=box),
     )
     emit(
         as_json,

@@ -29,6 +29,7 @@ from inbox_api.deps import CallerDep, SessionDep
 from inbox_api.routes import media
 from sync import oauth_flow
 from sync.check import make_verifier
+from sync.smtp_setup import make_test_sender
 
 router = APIRouter(prefix="/api", tags=["administration"])
 
@@ -41,15 +42,28 @@ class AccountIn(BaseModel):
     username: str = Field(min_length=1, max_length=320)
     password: SecretStr = Field(min_length=1, max_length=1000, description="Write-only; never returned")
     display_name: str = Field(default="", max_length=200)
-    smtp_host: str | None = Field(default=None, max_length=255)
-    smtp_port: int | None = Field(default=None, ge=1, le=65535)
-    smtp_security: Security | None = None
-    smtp_username: str | None = Field(default=None, max_length=320)
-    smtp_password: SecretStr | None = Field(default=None, max_length=1000, description="Write-only")
+    # SMTP at creation follows the SMTP set-up's rule: a test mail to smtp_test_to is sent with
+    # these settings and the account is created only once the server accepted it (else 409
+    # smtp_test_failed and nothing is saved). Without smtp_host: no SMTP, set it up later.
+    smtp_host: str | None = Field(default=None, max_length=255, description="None: connect without SMTP")
+    smtp_port: int | None = Field(default=None, ge=1, le=65535, description="Default: 587, 465 or 25")
+    smtp_security: Security | None = Field(default=None, description="Default: starttls")
+    smtp_username: str | None = Field(default=None, max_length=320, description="Default: the IMAP one")
+    smtp_password: SecretStr | None = Field(
+        default=None, max_length=1000, description="Write-only; default: the IMAP one"
+    )
+    smtp_test_to: str | None = Field(
+        default=None, max_length=320, description="Where the SMTP test mail goes (required with smtp_host)"
+    )
     sync_interval_seconds: int = Field(default=300, ge=10)
     sync_since: datetime | None = None
-    check: bool = Field(default=True, description="Log in over IMAP (and SMTP) before saving")
-    force: bool = Field(default=False, description="Save even when the check fails (the failure is kept)")
+    check: bool = Field(
+        default=True, description="Log in over IMAP before saving (the SMTP test mail is always sent)"
+    )
+    force: bool = Field(
+        default=False,
+        description="Save even when the IMAP check fails (the failure is kept); never skips the SMTP test",
+    )
 
 
 class AccountEditIn(BaseModel):
@@ -128,7 +142,11 @@ def get_account(account_id: int, session: SessionDep, caller: CallerDep) -> Acco
     return mailboxes.get_account(session=session, caller=caller, account_id=account_id)
 
 
-@router.post("/accounts", status_code=201, summary="Connect a mailbox (admins; logs in first)")
+@router.post(
+    "/accounts",
+    status_code=201,
+    summary="Connect a mailbox (admins; logs in first; SMTP saved once a test mail was accepted)",
+)
 def add_account(body: AccountIn, session: SessionDep, caller: CallerDep) -> SaveResult:
     session.commit()  # nothing of this request's session stays open during the check
     smtp = mailboxes.SmtpInput(
@@ -137,6 +155,7 @@ def add_account(body: AccountIn, session: SessionDep, caller: CallerDep) -> Save
         security=body.smtp_security,
         username=body.smtp_username,
         password=body.smtp_password,
+        test_to=body.smtp_test_to,
     )
     data = mailboxes.AccountInput(
         email=str(body.email),
@@ -160,6 +179,7 @@ def add_account(body: AccountIn, session: SessionDep, caller: CallerDep) -> Save
         smtp=smtp,
         verify=make_verifier(get_settings()) if body.check else None,
         force=body.force,
+        send_test=make_test_sender(get_settings()),
     )
 
 

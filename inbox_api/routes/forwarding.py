@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, SecretStr
 
+from core.db import get_engine, session_scope
 from core.secrets import SecretBox
 from core.settings import get_settings
 from core.types import Security, TicketPriority, TicketStage
@@ -20,8 +21,10 @@ from crm import forwarding
 from crm.forwarding import SenderName, tickets
 from crm.forwarding.channels import ChannelView, ConfirmationView, DeliveryView, TestView
 from crm.forwarding.tickets import TicketEventView, TicketReport, TicketView
+from crm.outbound import smtp_setup
 from crm.outbound.senders import VerificationView
 from inbox_api.deps import CallerDep, SessionDep
+from sync.smtp_setup import make_test_sender
 
 router = APIRouter(prefix="/api", tags=["forwarding"])
 
@@ -48,10 +51,17 @@ class ChannelEditIn(BaseModel):
 
 class SmtpIn(BaseModel):
     host: str | None = Field(default=None, max_length=255, description="None or empty: no SMTP")
-    port: int | None = Field(default=None, ge=1, le=65535)
-    security: Security | None = None
-    username: str | None = Field(default=None, max_length=320)
-    password: SecretStr | None = Field(default=None, max_length=1000, description="Write-only")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: 587, 465 or 25 by security")
+    security: Security | None = Field(
+        default=None, description="starttls (default, usually 587), tls (implicit, 465) or plain"
+    )
+    username: str | None = Field(default=None, max_length=320, description="Default: the one saved before")
+    password: SecretStr | None = Field(
+        default=None, max_length=1000, description="Write-only; default: the one saved before"
+    )
+    test_to: str | None = Field(
+        default=None, max_length=320, description="Where the test mail goes (required with a host)"
+    )
 
 
 class SenderIn(BaseModel):
@@ -114,20 +124,34 @@ def edit_channel(channel_id: int, body: ChannelEditIn, session: SessionDep, call
 
 
 @router.put(
-    "/forwarding/{channel_id}/smtp", summary="The SMTP server replies from this address leave through"
+    "/forwarding/{channel_id}/smtp",
+    summary="The SMTP server replies from this address leave through: saved once a test mail was accepted",
 )
 def set_smtp(channel_id: int, body: SmtpIn, session: SessionDep, caller: CallerDep) -> ChannelView:
-    return forwarding.set_smtp(
-        session=session,
+    """Like `PUT /api/accounts/{account_id}/smtp` on the channel's account: a test mail goes out
+    first and the settings are saved only once the server accepted it (409 `smtp_test_failed`
+    with its cause otherwise). An empty host removes the SMTP server (no test needed)."""
+    if not (body.host or "").strip():
+        return forwarding.remove_smtp(session=session, caller=caller, channel_id=channel_id)
+    channel = forwarding.get_channel(session=session, caller=caller, channel_id=channel_id)
+    session.commit()  # no transaction held while the SMTP server answers
+    box = SecretBox.from_settings()
+    smtp_setup.save_smtp_settings(
+        sessions=session_scope,
         caller=caller,
-        channel_id=channel_id,
-        box=SecretBox.from_settings(),
-        host=body.host,
-        port=body.port,
-        security=body.security,
-        username=body.username,
-        password=body.password,
+        account_id=channel.account_id,
+        given=smtp_setup.SmtpSettingsIn(
+            host=body.host or "",
+            security=body.security or Security.STARTTLS,
+            port=body.port,
+            username=body.username,
+            password=body.password,
+            test_to=body.test_to or "",
+        ),
+        box=box,
+        send_test=make_test_sender(get_settings(), db=get_engine(), box=box),
     )
+    return forwarding.get_channel(session=session, caller=caller, channel_id=channel_id)
 
 
 @router.post(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, SecretStr
 
-from core.db import session_scope
+from core.db import get_engine, session_scope
 from core.errors import InvalidInput
 from core.secrets import SecretBox
 from core.settings import get_settings
@@ -175,9 +175,16 @@ class SmtpSettingsBody(BaseModel):
         default=Security.STARTTLS, description="starttls (usually port 587), tls (implicit, 465) or plain"
     )
     port: int | None = Field(default=None, ge=1, le=65535, description="Default: 587, 465 or 25 by security")
-    username: str | None = Field(default=None, max_length=320, description="Default: the IMAP username")
+    username: str | None = Field(
+        default=None, max_length=320, description="Default: the saved SMTP username, else the IMAP one"
+    )
     password: SecretStr | None = Field(
-        default=None, max_length=1000, description="Write-only; default: the current SMTP (else IMAP) one"
+        default=None,
+        max_length=1000,
+        description=(
+            "Write-only; default: the current SMTP (else IMAP) one. Refused for an account connected "
+            "with OAuth: its token logs in (XOAUTH2)"
+        ),
     )
     test_to: str = Field(min_length=3, max_length=320, description="Where the test mail goes")
 
@@ -192,6 +199,7 @@ def set_smtp(
     """The test mail goes out at once with the new settings; a refusal answers 409
     `smtp_test_failed` with its `cause` and what to do. Either way it is in the mail log."""
     session.commit()  # no transaction held while the SMTP server answers
+    box = SecretBox.from_settings()
     return smtp_setup.save_smtp_settings(
         sessions=session_scope,
         caller=caller,
@@ -204,8 +212,9 @@ def set_smtp(
             password=body.password,
             test_to=body.test_to,
         ),
-        box=SecretBox.from_settings(),
-        send_test=make_test_sender(get_settings()),
+        box=box,
+        # An OAuth account's test logs in with its token, read (and refreshed) from the database.
+        send_test=make_test_sender(get_settings(), db=get_engine(), box=box),
     )
 
 

@@ -31,6 +31,7 @@ from core.types import Security
 from crm import grants, mailboxes, signature_service, tenants
 from crm.models import MailAccount, SkippedMessage
 from crm.models.mail import SkipReason
+from crm.outbound.smtp_setup import SmtpTestOutcome
 from tests.factories import add_offline, caller_of, grant, make_tenant, make_user, stub_check
 
 PASSWORD = "Very-Secret-Password-42"
@@ -66,7 +67,6 @@ def world(db: Engine) -> World:
                     imap_port=993,
                     imap_security=Security.TLS,
                     username=name,
-                    smtp_host="smtp.acme.test",
                 ),
                 password=SecretStr(PASSWORD),
                 box=box,
@@ -288,9 +288,13 @@ def test_every_public_result_serializes_without_secrets(db: Engine, world: World
         ),
         password=SecretStr(PASSWORD),
         box=box,
-        smtp=mailboxes.SmtpInput(host="smtp.acme.test", password=SecretStr(PASSWORD)),
+        smtp=mailboxes.SmtpInput(
+            host="smtp.acme.test", password=SecretStr(PASSWORD), test_to="check@globex.test"
+        ),
         verify=failing,
         force=True,
+        # No network in this test: a server that accepts (the real one is in tests/crm/test_mailboxes.py).
+        send_test=lambda _test: SmtpTestOutcome(ok=True, message="accepted", code=250),
     )
     results["edit_account"] = mailboxes.edit_account(
         sessions=lambda: session_scope(db),

@@ -20,6 +20,7 @@ from tests.factories import caller_of, make_tenant, make_user
 from tests.oauth.authserver import CLIENT_SECRET, AuthServer
 from tests.oauth.conftest import PROVIDER, OAuthUser
 from tests.oauth.consent import allow
+from tests.oauth.smtp import oauth_smtp
 
 
 @pytest.fixture
@@ -87,6 +88,19 @@ def test_connect_by_consent_over_the_api_without_leaking_a_token(
     assert problem["code"] == "smtp_setup_required"
     assert problem["fields"]["setup"] == f"PUT /api/accounts/{account_id}/smtp"
     assert call("get", f"/api/accounts/{account_id}").json()["smtp"] is None
+    # The SMTP set-up of an OAuth account sends its test mail with the account's token.
+    with oauth_smtp(auth_server) as smtp:
+        body = {"host": "127.0.0.1", "port": smtp.port, "security": "plain", "test_to": "check@globex.test"}
+        with_password = call("put", f"/api/accounts/{account_id}/smtp", json=body | {"password": "app-pw"})
+        assert (
+            with_password.status_code == 422
+            and with_password.json()["error"]["code"] == "smtp_password_oauth"
+        )
+        set_up = call("put", f"/api/accounts/{account_id}/smtp", json=body)
+        assert set_up.status_code == 200, set_up.text
+        assert smtp.handler.logins == [("XOAUTH2", oauth_user.email, True)]
+        assert [rcpt for _, rcpt, _ in smtp.handler.received] == [["check@globex.test"]]
+    assert call("get", f"/api/accounts/{account_id}").json()["smtp"] == f"127.0.0.1:{smtp.port} (plain)"
     # The same callback again: used up.
     again = call("get", f"{back.path}?{back.query}")
     assert again.headers["location"] == "/admin?oauth_error=oauth_state_invalid"

@@ -22,11 +22,12 @@ from core.errors import DomainError
 from core.secrets import SecretBox
 from core.settings import Settings, get_settings
 from core.types import Security, utcnow
-from crm import auth, forwarding, tenants
-from crm.outbound import senders, system_mail
+from crm import auth, tenants
+from crm.outbound import senders, smtp_setup, system_mail
 from crm.outbound.compose import Draft, send_mail
 from inbox_api.app import create_app
 from sync.send_queue import work_queue
+from sync.smtp_setup import make_test_sender
 from tests.outbound.smtp import SmtpServer, recording_smtp
 from tests.sync.inbound_harness import make_world
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
@@ -72,18 +73,23 @@ def test_custom_sender_verified_by_the_emailed_link(sqlite_db: Engine, settings:
         live.system_smtp_username, live.system_smtp_password = system.username, SecretStr(system.password)
         live.system_from_address = "notifications@crm-inbox.test"
         live.public_url = "https://crm.example.test"
-        with session_scope(db) as session:
-            forwarding.set_smtp(
-                session=session,
-                caller=world.admin,
-                channel_id=world.channel_id,
-                box=SecretBox.from_settings(),
+        smtp_setup.save_smtp_settings(
+            sessions=lambda: session_scope(db),
+            caller=world.admin,
+            account_id=world.account_id,
+            given=smtp_setup.SmtpSettingsIn(
                 host="127.0.0.1",
                 port=channel_smtp.port,
                 security=Security.PLAIN,
                 username=SMTP_USER,
                 password=SecretStr(SMTP_PASSWORD),
-            )
+                test_to="check@ourco.example",
+            ),
+            box=SecretBox.from_settings(),
+            send_test=make_test_sender(),
+        )
+        channel_smtp.recorder.received.clear()  # the set-up's test mail
+        with session_scope(db) as session:
             member = tenants.create_user(session=session, caller=world.admin, email="ann@ourco.example")
             tokens = {
                 who: auth.create_token(session=session, caller=caller, user_id=uid, name="t").secret

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -234,6 +235,60 @@ def test_api_saves_or_explains(
     log = client.get("/api/mail-log", headers=headers, params={"kind": "test"}).json()
     assert [m["state"] for m in log] == ["sent", "failed"]
     assert len(smtp.recorder.received) == 1
+
+
+def test_api_connect_with_smtp_creates_the_account_only_after_an_accepted_test_mail(
+    db: Engine, api_world: World, client: TestClient, dovecot: LocalDovecot
+) -> None:
+    """POST /api/accounts with SMTP: the same test mail as the set-up; refused, nothing at all is
+    created (409 with the cause; `force` and `check: false` do not skip it)."""
+    with session_scope(db) as s:
+        token = auth.create_token(
+            session=s, caller=api_world.caller("admin"), user_id=api_world.users["admin"], name="t"
+        ).secret.get_secret_value()
+    headers = {"Authorization": f"Bearer {token}"}
+    get_settings().connect_timeout_seconds = 1.0  # the mismatch waits for a greeting that never comes
+    before = client.get("/api/accounts", headers=headers).json()
+    body = {
+        "email": "new@acme.test",
+        "imap_host": "imap.acme.test",
+        "username": "new@acme.test",
+        "password": "imap-pw",
+        "check": False,  # no IMAP server here: the IMAP login is not what this test is about
+        "force": True,
+        "smtp_host": "127.0.0.1",
+        "smtp_username": SMTP_USER,
+        "smtp_password": SMTP_PASSWORD,
+        "smtp_test_to": "me@globex.test",
+    }
+
+    def post(**kw: object) -> Any:
+        return client.post("/api/accounts", headers=headers, json=body | kw)
+
+    with recording_smtp(dovecot, Security.TLS) as tls:
+        no_address = post(smtp_port=tls.port, smtp_security="tls", smtp_test_to=None)
+        mismatch = post(smtp_port=tls.port, smtp_security="plain")
+        # The server's certificate comes from the suite's private CA: not trusted, never skipped.
+        untrusted = post(smtp_port=tls.port, smtp_security="tls")
+    assert no_address.status_code == 422 and no_address.json()["error"]["code"] == "test_address_required"
+    causes = [(r.status_code, r.json()["error"]["fields"].get("cause")) for r in (mismatch, untrusted)]
+    assert causes == [(409, "port_encryption_mismatch"), (409, "certificate")]
+    problem = mismatch.json()["error"]
+    assert "The account was not created" in problem["message"] and SMTP_PASSWORD not in mismatch.text
+    assert client.get("/api/accounts", headers=headers).json() == before and tls.recorder.received == []
+    with recording_smtp(dovecot, Security.PLAIN) as smtp:
+        created = post(smtp_port=smtp.port, smtp_security="plain")
+    assert created.status_code == 201, created.text
+    account = created.json()["account"]
+    assert account["smtp"] == f"127.0.0.1:{smtp.port} (plain)"
+    [test_mail] = smtp.recorder.received
+    assert test_mail.rcpt_tos == ["me@globex.test"] and test_mail.mail_from == "new@acme.test"
+    log = client.get("/api/mail-log", headers=headers, params={"kind": "test"}).json()
+    assert [(m["account_id"], m["state"]) for m in log] == [
+        (account["id"], "sent"),
+        (None, "failed"),
+        (None, "failed"),
+    ]
 
 
 def test_cli_smtp_setup(

@@ -276,24 +276,31 @@ def test_send_a_test_and_replies_leave_by_smtp_and_are_stored(sqlite_db: Engine,
 
     from core.secrets import SecretBox
     from core.types import Security
+    from crm.outbound import smtp_setup
     from sync.send_queue import work_queue
+    from sync.smtp_setup import make_test_sender
     from tests.outbound.smtp import recording_smtp
     from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
 
     world = make_world(sqlite_db)
     with recording_smtp(None, Security.PLAIN) as smtp:  # type: ignore[arg-type]  # no TLS: no CA
-        with session_scope(sqlite_db) as session:
-            forwarding.set_smtp(
-                session=session,
-                caller=world.admin,
-                channel_id=world.channel_id,
-                box=SecretBox.from_settings(),
+        smtp_setup.save_smtp_settings(
+            sessions=lambda: session_scope(sqlite_db),
+            caller=world.admin,
+            account_id=world.account_id,
+            given=smtp_setup.SmtpSettingsIn(
                 host="127.0.0.1",
                 port=smtp.port,
                 security=Security.PLAIN,
                 username=SMTP_USER,
                 password=SecretStr(SMTP_PASSWORD),
-            )
+                test_to="check@ourco.example",
+            ),
+            box=SecretBox.from_settings(),
+            send_test=make_test_sender(),
+        )
+        smtp.recorder.received.clear()  # the set-up's test mail
+        with session_scope(sqlite_db) as session:
             test = forwarding.send_test(session=session, caller=world.admin, channel_id=world.channel_id)
         summary = work_queue(db=sqlite_db, settings=settings)
         assert (summary.sent, summary.stored, summary.sent_folder_errors) == (1, 1, [])

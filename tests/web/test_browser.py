@@ -21,12 +21,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from core.db import session_scope
-from core.types import UidState
+from core.types import Security, UidState
 from crm import auth, records
 from crm.models import FolderState, ImapUid, Message, OutboundMail, Thread
 from tests.crm.world import T0, World, build_world
 from tests.dovecot_fixtures import MailboxUser
+from tests.outbound.smtp import recording_smtp
 from tests.serving import served_app
+from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -398,7 +400,7 @@ def test_admin_connects_a_mailbox_and_writes_a_signature(
     page.get_by_label("IMAP server").fill("127.0.0.1")
     page.get_by_label("Security", exact=True).select_option("tls")
     page.get_by_label("IMAP port").fill(str(dovecot.ssl_port))
-    page.get_by_label("Username").fill(mailbox_user.name)
+    page.get_by_label("Username", exact=True).fill(mailbox_user.name)
     page.get_by_label("Password", exact=True).fill(mailbox_user.password)
     result = page.locator("#account-check")
     # Dovecot's certificate comes from a private CA: refused, said in words, nothing saved.
@@ -411,8 +413,29 @@ def test_admin_connects_a_mailbox_and_writes_a_signature(
     page.get_by_role("button", name="Check and connect").click()
     expect(result.locator(".check-error")).to_contain_text("refused the username or password")
     page.get_by_label("Password", exact=True).fill(mailbox_user.password)
-    page.get_by_role("button", name="Check and connect").click()
-    expect(result).to_contain_text("Connected: dove@acme.test")
+    # SMTP with it: saved only once a test mail to the given address was accepted (aiosmtpd).
+    with recording_smtp(dovecot, Security.PLAIN) as smtp:
+        page.get_by_label("SMTP server").fill("127.0.0.1")
+        page.get_by_label("SMTP security").select_option("plain")
+        page.get_by_label("SMTP port").fill(str(smtp.port))
+        page.get_by_label("SMTP username").fill(SMTP_USER)
+        page.get_by_label("SMTP password").fill("not the SMTP password")
+        page.get_by_label("Send a test mail to").fill("check@globex.test")
+        page.get_by_role("button", name="Check and connect").click()
+        expect(result.locator(".check-error")).to_contain_text("refused the username or password of")
+        expect(result).to_contain_text("The account was not created")
+        # "Save anyway" cannot skip the test mail; connecting without sending is offered instead.
+        expect(result.get_by_role("button", name="Connect without sending")).to_be_visible()
+        expect(result.get_by_role("button", name="Save anyway")).to_have_count(0)
+        expect(page.locator("#accounts tr", has_text="dove@acme.test")).to_have_count(0)
+        page.get_by_label("SMTP password").fill(SMTP_PASSWORD)
+        page.get_by_role("button", name="Check and connect").click()
+        expect(result).to_contain_text("Connected: dove@acme.test")
+        expect(result).to_contain_text(
+            f"Sending through 127.0.0.1:{smtp.port} (plain): the test mail was accepted"
+        )
+        [test_mail] = smtp.recorder.received
+        assert test_mail.rcpt_tos == ["check@globex.test"] and test_mail.mail_from == "dove@acme.test"
     expect(page.locator("#accounts tr", has_text="dove@acme.test")).to_have_count(1)
 
     # A signature: merge tags listed and inserted, previewed live as a colleague, warnings shown.

@@ -110,8 +110,17 @@ function accountBody(force) {
     body.smtp_host = $id("acc-smtp-host").value.trim();
     body.smtp_port = Number($id("acc-smtp-port").value) || 465;
     body.smtp_security = $id("acc-smtp-security").value;
+    if ($id("acc-smtp-username").value.trim()) body.smtp_username = $id("acc-smtp-username").value.trim();
+    if ($id("acc-smtp-password").value) body.smtp_password = $id("acc-smtp-password").value;
+    body.smtp_test_to = $id("acc-smtp-test-to").value.trim();
   }
   return body;
+}
+
+function clearSmtp() {
+  for (const id of ["acc-smtp-host", "acc-smtp-port", "acc-smtp-username", "acc-smtp-password", "acc-smtp-test-to"]) {
+    $id(id).value = "";
+  }
 }
 
 async function connectAccount(force) {
@@ -128,14 +137,24 @@ async function connectAccount(force) {
         ? `Connected: ${saved.account.email} logged in and will sync.`
         : `Saved without a working connection: ${saved.check.message}`,
     }));
+    if (saved.account.smtp) {
+      result.append(el("span", { text: ` Sending through ${saved.account.smtp}: the test mail was accepted.` }));
+    }
     $id("acc-password").value = "";
+    $id("acc-smtp-password").value = "";
     await load();
   } catch (error) {
     result.classList.add("error");
-    result.replaceChildren(
-      el("span", { class: "check-error", text: error.message }),
-      el("button", { type: "button", id: "account-force", onclick: () => connectAccount(true) }, "Save anyway"),
-    );
+    // A refused SMTP test saved nothing: "Save anyway" cannot skip it (SMTP is saved only after
+    // an accepted test mail), so the way forward offered is to connect without sending and set
+    // SMTP up later in "Sending", once the cause is fixed.
+    const next = ["smtp_test_failed", "test_address_required"].includes(error.code)
+      ? el("button", {
+        type: "button", id: "account-without-smtp",
+        onclick: () => { clearSmtp(); connectAccount(force); },
+      }, "Connect without sending")
+      : el("button", { type: "button", id: "account-force", onclick: () => connectAccount(true) }, "Save anyway");
+    result.replaceChildren(el("span", { class: "check-error", text: error.message }), next);
   } finally {
     $id("account-submit").disabled = false;
   }

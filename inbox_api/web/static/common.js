@@ -29,7 +29,12 @@ const crm = (() => {
     if (response.status === 401) { window.location.assign("/login"); throw new Error("signed out"); }
     if (response.status === 204) return null;
     const data = await response.json();
-    if (!response.ok) throw new Error((data && data.error && data.error.message) || `Request failed (${response.status})`);
+    if (!response.ok) {
+      const problem = (data && data.error) || {};
+      const error = new Error(problem.message || `Request failed (${response.status})`);
+      error.code = problem.code;  // the stable code, for pages that offer a next step per cause
+      throw error;
+    }
     return data;
   }
 
