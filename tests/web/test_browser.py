@@ -465,8 +465,11 @@ def test_links_with_why_merge_and_split(
     expect(messages.first.locator(".threading")).to_contain_text("In this conversation because")
     messages.nth(1).get_by_role("button", name="Split off").click()
     expect(page.locator("#conversation article.message")).to_have_count(1)
-    # The split message is open on its own; merge the rest of Alpha back into it.
+    # The split message is open on its own; merge the rest of Alpha back into it. First its records
+    # fill in: the list growing above the merge form moved it under a click that came before.
+    expect(page.locator("#crm-sidebar .record-list")).not_to_contain_text("Loading records")
     page.locator("#conversation").get_by_text("Merge another conversation into this one").click()
+    expect(page.locator("#merge-form-q")).to_be_visible()
     page.locator("#merge-form-q").fill("alpha")
     page.locator("#merge-form-q").press("Enter")
     page.locator("#crm-sidebar .pick-results button").first.click()
