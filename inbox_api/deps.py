@@ -36,7 +36,10 @@ def get_session() -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": committed before the response is sent. FastAPI's default ("request") ends a
+# yield dependency after the response, so a client could read its own change before the commit
+# (seen: the page said "recalled" while the mail was still queued) and never hear of a failed one.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_caller(request: Request, session: SessionDep) -> Caller:
@@ -64,7 +67,7 @@ def resolve_caller(request: Request, session: Session) -> Caller:
     return signed.caller
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+CallerDep = Annotated[Caller, Depends(get_caller, scope="function")]  # uses SessionDep: same scope
 
 
 def caller_outside_request_session(request: Request) -> Caller:

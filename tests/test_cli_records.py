@@ -21,6 +21,7 @@ from core.db import session_scope
 from crm import tenants
 from crm.models import Contact, Message
 from crm_inbox import cli
+from crm_inbox.cli import import_export as cli_import_export
 from crm_inbox.cli import records as cli_records
 from crm_inbox.cli.errors import HandledGroup
 from tests.crm.test_reports import build_world
@@ -282,7 +283,7 @@ def test_import_shows_a_progress_bar_on_a_terminal_only(
     csv_file = tmp_path / "contacts.csv"
     csv_file.write_text("Email\n" + "".join(f"q{i}@client.example\n" for i in range(20)))
     terminal = io.StringIO()
-    monkeypatch.setattr(cli_records, "err", Console(file=terminal, force_terminal=True, width=100))
+    monkeypatch.setattr(cli_import_export, "err", Console(file=terminal, force_terminal=True, width=100))
     shown = run("contacts", "import", str(csv_file))
     assert shown.exit_code == 0, shown.output
     drawn = terminal.getvalue()

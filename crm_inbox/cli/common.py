@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +20,7 @@ from rich.markup import escape
 from sqlmodel import Session
 
 from core.caller import Caller
+from core.db import session_scope
 from core.errors import InvalidInput, NotFound, not_found
 from crm import tenants
 
@@ -60,6 +63,19 @@ def operator(session: Session, tenant: int | None) -> Caller:
 def tenant_id_of(session: Session, tenant: int | None) -> int:
     """The tenant a command acts in, resolved once: every record id is looked up within it."""
     return resolve_tenant(session, tenant)
+
+
+@contextmanager
+def acting(tenant: int | None) -> Iterator[tuple[Session, Caller]]:
+    """One short session acting in the tenant (resolved explicitly) as its operator."""
+    with session_scope() as session:
+        yield session, Caller.operator(tenant_id_of(session, tenant))
+
+
+def operator_of(tenant: int | None) -> Caller:
+    """The operator of the tenant, for services that open their own short sessions."""
+    with acting(tenant) as (_session, caller):
+        return caller
 
 
 def jsonable(value: Any) -> Any:
