@@ -27,11 +27,11 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "access": ("admin",),
     "signature": ("admin",),
     "tenant": ("admin",),
-    "contacts": ("records",),
+    "contacts": ("records", "import_export"),
     "companies": ("records",),
     "deals": ("records",),
     "links": ("records",),
-    "report": ("records",),
+    "report": ("records", "import_export"),
     "user": ("users",),
     "token": ("users",),
     "serve": ("serve",),
@@ -76,6 +76,8 @@ def load(modules: Iterable[str]) -> typer.Typer:
             continue
         _loaded.add(name)
         module = importlib.import_module(f"crm_inbox.cli.{name}")
+        if name == "import_export":  # its commands are registered by `records`, beside the others
+            continue
         if name in ("accounts", "oauth", "sync", "forwarding"):  # these add to `account`
             account_app = importlib.import_module("crm_inbox.cli.accounts").account_app
         if name == "accounts":
