@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func
@@ -14,7 +15,7 @@ from sqlmodel import Session, select
 from core.caller import Caller
 from core.db import make_engine, session_scope
 from core.settings import reset_settings
-from crm import contact_import
+from crm import contact_import, mailstore
 from crm.contact_import import ImportProgress
 from crm.models import Company, Contact, Message
 from crm.models.records import BackfillJob
@@ -104,12 +105,15 @@ def test_a_sync_runs_while_a_long_import_is_writing(
     engine = make_engine(sqlite_db.url.render_as_string(hide_password=False))
     chunks = 0
     first_chunk, sync_done = threading.Event(), threading.Event()
+    sync_started, chunk_during_sync = threading.Event(), threading.Event()
     outcome: dict[str, object] = {}
 
     def progress(_step: ImportProgress) -> None:
         nonlocal chunks
         chunks += 1
         first_chunk.set()
+        if sync_started.is_set():
+            chunk_during_sync.set()
         if not sync_done.is_set():
             time.sleep(0.05)  # a long import: chunks keep coming until the sync is over
 
@@ -125,11 +129,24 @@ def test_a_sync_runs_while_a_long_import_is_writing(
         except BaseException as exc:  # reported by the assertion below
             outcome["error"] = exc
 
+    # The sync's write waits (30 s at most) until a chunk committed after the sync began, so the
+    # interleaving is certain however fast the sync runs next to a loaded test worker (three
+    # messages can be stored before the next chunk, which made `during` 0 now and then). An
+    # import in one transaction commits no chunk: the wait runs out and the write then meets
+    # the held lock, so the test still fails for the bug it guards.
+    real_apply = mailstore.apply_batch
+
+    def apply_after_a_chunk(**kwargs: Any) -> mailstore.BatchResult:
+        chunk_during_sync.wait(30)
+        return real_apply(**kwargs)
+
+    monkeypatch.setattr(mailstore, "apply_batch", apply_after_a_chunk)
     importer = threading.Thread(target=run_import)
     importer.start()
     try:
         assert first_chunk.wait(60)
         before = chunks
+        sync_started.set()
         with SyncEngine(db=engine) as sync:
             summary = sync.sync_account(account)
         during = chunks - before
