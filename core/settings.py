@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     image_proxy_allow_private: bool = False
     # Processes parsing MIME beside the fetch/store loop (0: parse in the syncing process).
     # Default: two on a multi-core machine (measured on 2 cores: 2 > 1 > 0, bench/RESULTS.md).
-    parse_workers: int = Field(default_factory=lambda: 0 if (os.cpu_count() or 1) < 2 else 2, ge=0, le=16)
+    # One core is left to the syncing process (IMAP and the store): on two cores one worker
+    # synced as fast as two and used about 30 MiB less (bench/RESULTS.md, issue 14).
+    parse_workers: int = Field(default_factory=lambda: min(max((os.cpu_count() or 1) - 1, 0), 4), ge=0, le=16)
     # Let the optional `fast-mail-parser` split MIME structure where it is proven to read mail as
     # the stdlib does (`sync.parse.fast`); the stored result is the same. No effect when it is
     # not installed (the `fast` extra).
