@@ -16,6 +16,7 @@ from core.caller import Caller
 from core.errors import InvalidInput
 from crm import access, records
 from crm.keyset import like_pattern
+from crm.locks import lock_tenant
 from crm.models import (
     Company,
     CompanyDomain,
@@ -160,6 +161,11 @@ def update_deal(
     status: DealStatus | None = None,
 ) -> records.DealView:
     records.get_deal(session=session, caller=caller, deal_id=deal_id)
+    if stage is not None:
+        # The stage trigger (0026) takes the tenant's lock to refresh the deal's conversations;
+        # taken here first, before the deal's row, the order is the sync's (tenant, then rows),
+        # so a batch linking mail to this deal meanwhile waits instead of deadlocking.
+        lock_tenant(session=session, tenant_id=caller.tenant_id)
     deal = session.get(Deal, deal_id)
     assert deal is not None
     if title is not None:
@@ -188,6 +194,8 @@ def delete_record(*, session: Session, caller: Caller, kind: RecordKind, record_
     else:
         records.get_deal(session=session, caller=caller, deal_id=record_id)
     access.require_admin(caller, f"delete a {kind.value}")
+    if kind is RecordKind.DEAL:
+        lock_tenant(session=session, tenant_id=caller.tenant_id)  # as in update_deal: tenant first
     for model in (MessageLink, LinkSuppression):
         session.execute(
             delete(model).where(
