@@ -57,8 +57,8 @@ from core.db import make_engine, migrate, session_scope  # noqa: E402
 from core.secrets import SecretBox  # noqa: E402
 from core.settings import reset_settings  # noqa: E402
 from core.types import FolderRole, Security  # noqa: E402
-from crm import backfill as backfill_jobs  # noqa: E402
 from crm import (  # noqa: E402
+    backfill as backfill_jobs,
     contact_import,
     link_service,
     mailboxes,

@@ -44,8 +44,7 @@ from crm.stored_mail import (
     message_row,
     skipped_row,
 )
-from crm.threads import refresh as refresh_threads
-from crm.threads import thread_new_mail
+from crm.threads import refresh as refresh_threads, thread_new_mail
 
 # Tables written with Core `executemany` (see `crm.stored_mail` for why not ORM objects).
 _MESSAGE = Message.__table__  # type: ignore[attr-defined]

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from imapclient import IMAPClient
-from imapclient import exceptions as imap_exc
+from imapclient import IMAPClient, exceptions as imap_exc
 from imapclient.imapclient import SocketTimeout
 
 from core.connection import BearerToken, Credential

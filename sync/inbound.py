@@ -39,8 +39,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope
-from aiosmtpd.smtp import Session as SmtpSession
+from aiosmtpd.smtp import SMTP, Envelope, Session as SmtpSession
 from sqlalchemy import Engine
 
 from core.db import get_engine, session_scope

@@ -25,8 +25,13 @@ from core.errors import InvalidInput
 from core.oauth import OAuthProvider, all_providers, get_provider
 from core.secrets import SecretBox
 from core.settings import Settings, get_settings
-from crm.mailboxes import ConnectionCheckFailed, SaveResult, SessionFactory, check_view
-from crm.mailboxes import connection_settings_of as stored_settings
+from crm.mailboxes import (
+    ConnectionCheckFailed,
+    SaveResult,
+    SessionFactory,
+    check_view,
+    connection_settings_of as stored_settings,
+)
 from crm.oauth import accounts, consent
 from sync import errors, oauth, oauth_tokens
 from sync.check import CheckResult, make_verifier, verify_connection

@@ -17,8 +17,7 @@ from core.db import session_scope
 from core.types import Security
 from crm import signature_service
 from crm.models import MailAccount
-from crm_inbox.cli import admin as cli_admin
-from crm_inbox.cli import app as APP
+from crm_inbox.cli import admin as cli_admin, app as APP
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import add_offline, make_account, make_tenant, make_user
 from tests.outbound.smtp import recording_smtp

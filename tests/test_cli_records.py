@@ -21,8 +21,7 @@ from core.db import session_scope
 from crm import tenants
 from crm.models import Contact, Message
 from crm_inbox import cli
-from crm_inbox.cli import import_export as cli_import_export
-from crm_inbox.cli import records as cli_records
+from crm_inbox.cli import import_export as cli_import_export, records as cli_records
 from crm_inbox.cli.errors import HandledGroup
 from tests.crm.test_reports import build_world
 

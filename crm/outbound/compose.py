@@ -37,8 +37,8 @@ from core.html_text import COMPOSED, html_to_text
 from core.settings import get_settings
 from core.types import AccountKind, utcnow
 from crm import access, grants, signature_service
-from crm.models import Draft as DraftRow
 from crm.models import (
+    Draft as DraftRow,
     ForwardingChannel,
     ImapUid,
     MailAccount,

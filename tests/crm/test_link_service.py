@@ -12,8 +12,7 @@ from sqlmodel import Session, select
 
 from core.caller import Caller, Role
 from core.db import session_scope
-from crm import link_service, records, tenants
-from crm import links as link_ops
+from crm import link_service, links as link_ops, records, tenants
 from crm.models import AccountAccess, Contact, Message, MessageLink, Tenant
 from crm.rules.linking import RecordKind
 from devtools.devmail import LocalDovecot

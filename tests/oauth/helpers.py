@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 from sqlalchemy import Engine, text
-from sqlmodel import SQLModel
-from sqlmodel import select as sm_select
+from sqlmodel import SQLModel, select as sm_select
 
 from core.caller import Caller
 from core.db import session_scope

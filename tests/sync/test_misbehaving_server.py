@@ -14,8 +14,7 @@ from core.settings import Settings
 from core.types import FolderRole, UidState
 from crm.models import FetchFailure, FolderState, ImapUid, Message
 from devtools.samples import build_message
-from sync import errors
-from sync import imap as imap_module
+from sync import errors, imap as imap_module
 from sync.account_pass import SyncEngine
 from sync.types import FolderInfo, FolderStatus, MessageMeta
 from tests.factories import make_offline_account, make_tenant

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.parse import DEFAULT_LIMITS, _accelerated, parse_message
-from sync.parse import fast as accelerator
+from sync.parse import DEFAULT_LIMITS, _accelerated, fast as accelerator, parse_message
 from sync.parse.bounds import _Bounder
 from tests.sync.test_parse_head import CORPUS, _near_the_caps
 
