@@ -164,8 +164,14 @@ function listQuery(cursor) {
   return `/api/threads?${params}`;
 }
 
+// Only the newest list request may render: a slow answer for the view the user just left
+// must not replace the view (or search) they chose after it.
+let listRequests = 0;
+
 async function loadThreads(append = false) {
+  const ticket = ++listRequests;
   const page = await api(listQuery(append ? state.cursor : null));
+  if (ticket !== listRequests) return;
   state.threads = append ? state.threads.concat(page.items) : page.items;
   state.cursor = page.next_cursor;
   $("#more").hidden = !page.next_cursor;
