@@ -131,6 +131,7 @@ EMPTY_JSON: dict[str, Any] = {
     "parse_errors": [],
 }
 USERS = 50
+VOCABULARY_SEED = 11  # its own seed: a reused database's words are known without replaying
 CONTACTS = 20_000
 
 
@@ -221,7 +222,7 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
                 for c in range(1, CONTACTS + 1)
             ],
         )
-    words_list = vocabulary(rng)
+    words_list = vocabulary(random.Random(VOCABULARY_SEED))
     cumulative = zipf_weights(len(words_list))
     with engine.begin() as conn:
         conn.execute(
@@ -537,20 +538,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--keep", action="store_true", help="keep the generated database (to study plans)")
+    parser.add_argument(
+        "--generate-only", action="store_true", help="generate and keep the database, measure nothing"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="measure a database kept by an earlier run (its --messages and --db must be given again);"
+        " generation can then happen while the machine is busy and the measurements when it is quiet",
+    )
     args = parser.parse_args(argv)
     threads = args.threads or max(1, int(args.messages * 0.3))
     rng = random.Random(7)
-    engine, drop = _engine(args.db)
+    if args.reuse:
+        engine, drop = make_engine(args.reuse), lambda: None
+        args.keep = True
+    else:
+        engine, drop = _engine(args.db)
+    results: list[tuple[str, float, float, str]] = []
     try:
-        migrate(engine)
         print(f"inbox bench: {args.messages:,} messages, {threads:,} conversations, {args.db}")
-        info = generate(engine, args.messages, threads, rng)
-        results = measure(engine, info, args.runs, rng)
+        if args.reuse:
+            info = {"words": vocabulary(random.Random(VOCABULARY_SEED))}  # the generated one
+        else:
+            migrate(engine)
+            info = generate(engine, args.messages, threads, rng)
+        if not args.generate_only:
+            results = measure(engine, info, args.runs, rng)
     finally:
-        if args.keep:
+        if args.keep or args.generate_only:
             print(f"\n  kept: {engine.url.render_as_string(hide_password=True)}")
         else:
             drop()
+    if not results:
+        return
     print(f"\n| measure ({args.db}, {args.messages:,} messages) | p50 ms | p95 ms | target ms |")
     print("| --- | ---: | ---: | ---: |")
     for label, p50, p95, target in results:
