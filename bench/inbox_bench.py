@@ -558,10 +558,10 @@ def main(argv: list[str] | None = None) -> None:
     results: list[tuple[str, float, float, str]] = []
     try:
         print(f"inbox bench: {args.messages:,} messages, {threads:,} conversations, {args.db}")
+        migrate(engine)  # a reused database gets the migrations added since it was generated
         if args.reuse:
             info = {"words": vocabulary(random.Random(VOCABULARY_SEED))}  # the generated one
         else:
-            migrate(engine)
             info = generate(engine, args.messages, threads, rng)
         if not args.generate_only:
             results = measure(engine, info, args.runs, rng)

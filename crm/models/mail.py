@@ -27,6 +27,8 @@ class Thread(SQLModel, table=True):
         Index("ix_thread_tenant_waiting", "tenant_id", "last_direction", "last_date", "status"),
         # Snoozes whose time has come, read apart from the tallies (0022).
         Index("ix_thread_tenant_snoozed", "tenant_id", "status", "snoozed_until"),
+        # One status's conversations in date order: the Snoozed, Pending and Closed lists (0027).
+        Index("ix_thread_tenant_status_last", "tenant_id", "status", "last_date", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

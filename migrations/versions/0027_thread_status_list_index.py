@@ -1,0 +1,28 @@
+"""Conversation lists of one status in date order: ix_thread_tenant_status_last
+
+Revision ID: 0027
+Revises: 0026
+
+A view of a rare status (Snoozed: a few percent of a tenant's conversations) ordered by the
+last message walked the tenant's date index and tested every conversation's status and access
+until a page was full: tens of thousands of rows for a member at 1,000,000 messages. With the
+status in the index ahead of the date, the walk reads only that status's conversations, already
+in order (member Snoozed view, 200,000 messages on SQLite: 59 -> 26 ms CPU per call, p50).
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0027"
+down_revision: str | None = "0026"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_thread_tenant_status_last", "thread", ["tenant_id", "status", "last_date", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_thread_tenant_status_last", table_name="thread")
