@@ -121,21 +121,36 @@ def contiguous_done(batch: list[int], done: set[int], current: int) -> int:
 
 
 def size_batches(
-    uids: Sequence[int], sizes: Mapping[int, int], *, max_count: int, max_bytes: int
+    uids: Sequence[int], sizes: Mapping[int, int], *, max_count: int, max_bytes: int, ramp: int = 0
 ) -> list[list[int]]:
     """Consecutive batches of at most `max_count` messages and `max_bytes` of RFC822.SIZE (a
     message larger than `max_bytes` alone), so memory follows the bytes of a batch rather than
-    batch size times message size. Unknown sizes count as 0."""
+    batch size times message size. Unknown sizes count as 0.
+
+    `ramp`: the first batches hold at most `ramp`, 2 x `ramp`, 4 x `ramp`... messages, and a
+    batch at most half of what is left from its start (but 2 x `ramp`), so the last ones shrink
+    the same way. Fetching, parsing and storing overlap batch by batch: the first store waits for
+    one batch fetched and parsed, and the last parse waits for nothing; small batches at both
+    ends keep those waits short."""
     batches: list[list[int]] = []
     current: list[int] = []
     total = 0
-    for uid in uids:
+    cap = _cap(max_count, ramp, len(batches), len(uids))
+    for index, uid in enumerate(uids):
         size = max(sizes.get(uid, 0), 0)
-        if current and (len(current) >= max_count or total + size > max_bytes):
+        if current and (len(current) >= cap or total + size > max_bytes):
             batches.append(current)
             current, total = [], 0
+            cap = _cap(max_count, ramp, len(batches), len(uids) - index)
         current.append(uid)
         total += size
     if current:
         batches.append(current)
     return batches
+
+
+def _cap(max_count: int, ramp: int, done: int, left: int) -> int:
+    """How many messages the next batch may hold (see `size_batches`)."""
+    if ramp <= 0 or ramp >= max_count:
+        return max_count
+    return min(max_count, ramp << min(done, 16), max(2 * ramp, left // 2))

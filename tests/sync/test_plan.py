@@ -173,3 +173,30 @@ def test_size_batches(
     sizes: dict[int, int], max_count: int, max_bytes: int, expected: list[list[int]]
 ) -> None:
     assert size_batches([1, 2, 3], sizes, max_count=max_count, max_bytes=max_bytes) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (10, [10]),
+        (60, [25, 35]),
+        (100, [25, 50, 25]),
+        (835, [25, 50, 100, 200, 200, 130, 65, 50, 15]),
+        (1500, [25, 50, 100, 200, 200, 200, 200, 200, 162, 81, 50, 32]),
+    ],
+)
+def test_size_batches_ramp_up_and_down(count: int, expected: list[int]) -> None:
+    uids = list(range(1, count + 1))
+    batches = size_batches(uids, {}, max_count=200, max_bytes=10**9, ramp=25)
+    assert [len(b) for b in batches] == expected
+    assert [uid for b in batches for uid in b] == uids  # every UID once, in order
+
+
+def test_size_batches_ramp_keeps_the_byte_bound_and_small_counts() -> None:
+    uids = list(range(1, 101))
+    by_bytes = size_batches(uids, dict.fromkeys(uids, 10), max_count=200, max_bytes=200, ramp=25)
+    assert max(len(b) for b in by_bytes) == 20
+    # A batch size at or under the ramp is left as it is (tests use batches of 2 to 7).
+    assert size_batches(uids, {}, max_count=7, max_bytes=10**9, ramp=25) == size_batches(
+        uids, {}, max_count=7, max_bytes=10**9
+    )
