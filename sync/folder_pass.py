@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECONNECT_BUDGET = 24
-# The first and last batches of a pass are smaller (see `plan.size_batches`): the first store
-# then waits for 25 messages fetched and parsed instead of a full batch, the last parse as long.
-RAMP = 25
+# The first batch of a pass is smaller (see `plan.size_batches`): the first store then waits
+# for 50 messages fetched and parsed instead of a full batch.
+FIRST_BATCH = 50
 DROPPED_ON_MESSAGE = "the server closed the connection when asked for this message"
 
 
@@ -215,7 +215,7 @@ class FolderPass:
             sizes,
             max_count=self.settings.sync_batch_size,
             max_bytes=self.settings.sync_batch_max_bytes,
-            ramp=RAMP,
+            first=FIRST_BATCH,
         )
         total, done = len(uids), 0
         name = f"fetch-{self.account.id}-{self.role}"

@@ -121,36 +121,27 @@ def contiguous_done(batch: list[int], done: set[int], current: int) -> int:
 
 
 def size_batches(
-    uids: Sequence[int], sizes: Mapping[int, int], *, max_count: int, max_bytes: int, ramp: int = 0
+    uids: Sequence[int], sizes: Mapping[int, int], *, max_count: int, max_bytes: int, first: int = 0
 ) -> list[list[int]]:
     """Consecutive batches of at most `max_count` messages and `max_bytes` of RFC822.SIZE (a
     message larger than `max_bytes` alone), so memory follows the bytes of a batch rather than
     batch size times message size. Unknown sizes count as 0.
 
-    `ramp`: the first batches hold at most `ramp`, 2 x `ramp`, 4 x `ramp`... messages, and a
-    batch at most half of what is left from its start (but 2 x `ramp`), so the last ones shrink
-    the same way. Fetching, parsing and storing overlap batch by batch: the first store waits for
-    one batch fetched and parsed, and the last parse waits for nothing; small batches at both
-    ends keep those waits short."""
+    `first`: the first batch holds at most this many messages. Fetching, parsing and storing
+    overlap batch by batch, so the first store waits for one batch fetched and parsed: a small
+    one starts it sooner. Only the first: every batch costs the store a fixed amount on top of
+    its messages (tens of ms), which a ramp of several small batches would not pay back."""
     batches: list[list[int]] = []
     current: list[int] = []
     total = 0
-    cap = _cap(max_count, ramp, len(batches), len(uids))
-    for index, uid in enumerate(uids):
+    cap = min(max_count, first) if first > 0 else max_count
+    for uid in uids:
         size = max(sizes.get(uid, 0), 0)
         if current and (len(current) >= cap or total + size > max_bytes):
             batches.append(current)
-            current, total = [], 0
-            cap = _cap(max_count, ramp, len(batches), len(uids) - index)
+            current, total, cap = [], 0, max_count
         current.append(uid)
         total += size
     if current:
         batches.append(current)
     return batches
-
-
-def _cap(max_count: int, ramp: int, done: int, left: int) -> int:
-    """How many messages the next batch may hold (see `size_batches`)."""
-    if ramp <= 0 or ramp >= max_count:
-        return max_count
-    return min(max_count, ramp << min(done, 16), max(2 * ramp, left // 2))

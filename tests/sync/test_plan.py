@@ -177,26 +177,20 @@ def test_size_batches(
 
 @pytest.mark.parametrize(
     ("count", "expected"),
-    [
-        (10, [10]),
-        (60, [25, 35]),
-        (100, [25, 50, 25]),
-        (835, [25, 50, 100, 200, 200, 130, 65, 50, 15]),
-        (1500, [25, 50, 100, 200, 200, 200, 200, 200, 162, 81, 50, 32]),
-    ],
+    [(10, [10]), (50, [50]), (51, [50, 1]), (835, [50, 200, 200, 200, 185])],
 )
-def test_size_batches_ramp_up_and_down(count: int, expected: list[int]) -> None:
+def test_size_batches_first_batch_is_smaller(count: int, expected: list[int]) -> None:
     uids = list(range(1, count + 1))
-    batches = size_batches(uids, {}, max_count=200, max_bytes=10**9, ramp=25)
+    batches = size_batches(uids, {}, max_count=200, max_bytes=10**9, first=50)
     assert [len(b) for b in batches] == expected
     assert [uid for b in batches for uid in b] == uids  # every UID once, in order
 
 
-def test_size_batches_ramp_keeps_the_byte_bound_and_small_counts() -> None:
+def test_size_batches_first_batch_keeps_the_byte_bound_and_small_counts() -> None:
     uids = list(range(1, 101))
-    by_bytes = size_batches(uids, dict.fromkeys(uids, 10), max_count=200, max_bytes=200, ramp=25)
-    assert max(len(b) for b in by_bytes) == 20
-    # A batch size at or under the ramp is left as it is (tests use batches of 2 to 7).
-    assert size_batches(uids, {}, max_count=7, max_bytes=10**9, ramp=25) == size_batches(
+    by_bytes = size_batches(uids, dict.fromkeys(uids, 10), max_count=200, max_bytes=200, first=50)
+    assert [len(b) for b in by_bytes] == [20] * 5
+    # A batch size under the first batch's is left as it is (tests use batches of 2 to 7).
+    assert size_batches(uids, {}, max_count=7, max_bytes=10**9, first=50) == size_batches(
         uids, {}, max_count=7, max_bytes=10**9
     )
