@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECONNECT_BUDGET = 24
+# The first batch of a pass is smaller (see `plan.size_batches`): the first store then waits
+# for 50 messages fetched and parsed instead of a full batch.
+FIRST_BATCH = 50
 DROPPED_ON_MESSAGE = "the server closed the connection when asked for this message"
 
 
@@ -203,6 +206,8 @@ class FolderPass:
         # Memory follows the bytes in flight (up to four batches: being fetched, two queued, being
         # stored), so batches are bounded by total size as well as by count. Mail over the size
         # limit only has its header downloaded: it counts for that.
+        if uids:
+            self.engine.parser.warm()  # starting a worker overlaps with the first batches
         limit = self.settings.max_message_bytes
         sizes = {uid: size if size <= limit else 0 for uid, size in self.conn.sizes(uids).items()}
         batches = size_batches(
@@ -210,6 +215,7 @@ class FolderPass:
             sizes,
             max_count=self.settings.sync_batch_size,
             max_bytes=self.settings.sync_batch_max_bytes,
+            first=FIRST_BATCH,
         )
         total, done = len(uids), 0
         name = f"fetch-{self.account.id}-{self.role}"

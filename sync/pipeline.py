@@ -3,7 +3,10 @@
 * `ParsePool` parses in worker processes when `parse_workers` is set (parsing is pure and
   CPU-bound: on a multi-core machine it then runs beside the fetching and storing), else in
   the calling thread. A worker that dies (e.g. killed for memory) costs one batch parsed in
-  process and a fresh pool for the next, never the sync.
+  process and a fresh pool for the next, never the sync. A worker takes a few hundred ms to
+  start (an interpreter, then the parser's imports; seconds on a loaded machine): `warm` starts
+  it as soon as a folder has mail to fetch, and batches handed over before it is ready are
+  parsed in the calling thread instead of waiting for it.
 * `prefetched` overlaps the network side of batch N+1 (a background thread, the only user of
   the IMAP connection meanwhile) with the parsing and storing of batch N; a bounded queue keeps
   at most two fetched batches waiting, so memory stays flat.
@@ -56,6 +59,7 @@ class ParsePool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings  # read at each call: `parse_workers` may be changed later
         self._executor: ProcessPoolExecutor | None = None
+        self._ready: Future[Parsed] | None = None  # a first, empty job: done once a worker runs
         self._lock = threading.Lock()
 
     @property
@@ -63,19 +67,35 @@ class ParsePool:
         """The running worker pool, if any (for tests and diagnostics)."""
         return self._executor
 
+    def warm(self) -> None:
+        """Start the workers now, so they are ready by the time the batches come."""
+        if self.settings.parse_workers > 0:
+            self._started()
+
+    def ready(self) -> bool:
+        """A worker has started and imported the parser (for tests and diagnostics)."""
+        return self._ready is not None and self._ready.done()
+
+    def _started(self) -> tuple[ProcessPoolExecutor, Future[Parsed]]:
+        with self._lock:
+            if self._executor is None or self._ready is None:
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.settings.parse_workers,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=die_with,
+                    initargs=(os.getpid(),),
+                )
+                # Unpickling the job imports the parser in the worker: done means ready.
+                self._ready = self._executor.submit(parse_jobs, [], self.settings.fast_parser)
+            return self._executor, self._ready
+
     def submit(self, jobs: list[ParseJob]) -> Future[Parsed]:
         if self.settings.parse_workers > 0 and jobs:
-            with self._lock:
-                if self._executor is None:
-                    self._executor = ProcessPoolExecutor(
-                        max_workers=self.settings.parse_workers,
-                        mp_context=multiprocessing.get_context("forkserver"),
-                        initializer=die_with,
-                        initargs=(os.getpid(),),
-                    )
-                executor = self._executor
             try:
-                return executor.submit(parse_jobs, jobs, self.settings.fast_parser)
+                executor, ready = self._started()
+                if ready.done():
+                    ready.result()  # a worker that died starting: BrokenProcessPool
+                    return executor.submit(parse_jobs, jobs, self.settings.fast_parser)
             except BrokenProcessPool:
                 self.reset()
         done: Future[Parsed] = Future()
@@ -95,14 +115,14 @@ class ParsePool:
     def reset(self) -> None:
         """Forget a broken pool; the next batch starts a fresh one."""
         with self._lock:
-            executor, self._executor = self._executor, None
+            executor, self._executor, self._ready = self._executor, None, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+            self._executor, self._ready = None, None
 
 
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from email import errors as email_errors
 from email.message import Message
@@ -72,7 +73,16 @@ from email.message import Message
 from core.html_text import html_to_text
 from sync.parse import fast as accelerator
 from sync.parse.bodies import _Content, _walk
-from sync.parse.bounds import DEFAULT_LIMITS, ParseLimits, _Bounder, _Errors, _feed, _read_headers, _safely
+from sync.parse.bounds import (
+    DEFAULT_LIMITS,
+    ParseLimits,
+    _Bounder,
+    _Errors,
+    _feed,
+    _plain_header_fields,
+    _read_headers,
+    _safely,
+)
 from sync.parse.charsets import _header_text, _unstructured
 from sync.parse.headers import (
     _KEPT_HEADERS,
@@ -150,9 +160,27 @@ def parse_head(raw: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedMes
     raising, with identical results (tests/sync/test_parse.py compares them over every corpus)
     at about half the cost: the block is read once, by the pre-scan, instead of again by the
     feedparser, and there is no body to walk. Anything but a plain header block (a body, an
-    edit by the pre-scan) takes the full path."""
+    edit by the pre-scan) takes the full path.
+
+    The usual header pre-fetch answer (plain `Name: value` lines, a blank line, nothing else) is
+    split into fields here, by the stdlib's own rules, instead of by the stdlib's header parser:
+    the same fields for a fifth of the cost (tests/sync/test_parse_head.py proves the identity)."""
     try:
-        return _parse(_as_bytes(raw), None, limits, head_only=True)
+        data = _as_bytes(raw)
+        fields = _plain_header_fields(data, limits)
+        if fields is not None:
+            errors = _Errors()
+            return _from_fields(
+                data,
+                fields,
+                b"",
+                errors,
+                None,
+                limits,
+                late_errors=[],
+                contents=lambda addresses: _Content(limits=limits, errors=errors, addresses=addresses),
+            )
+        return _parse(data, None, limits, head_only=True)
     except Exception as exc:
         return _fallback(raw, None, exc)
 
@@ -197,7 +225,6 @@ def _parse(
     head_only: bool = False,
     fast: bool = False,
 ) -> ParsedMessage:
-    errors = _Errors()
     bounder = _Bounder(raw, limits)
     data = bounder.run(quick=not head_only)  # parse_head reuses the scan's reading of the block
     head = bounder.top_headers
@@ -210,22 +237,15 @@ def _parse(
         and head is not None
         and data is raw
         and not bounder.errors
-        and not raw[bounder.body_start :].strip()
-        and _safely(head.get_content_maintype, "") == "text"  # else a part to walk (an empty attachment)
+        and not raw[bounder.body_start :]  # (a blank line more is a text body of "\n")
+        and _safely(head.get_content_type, "") == "text/plain"  # else a part to walk (an attachment)
     ):
         root = head  # nothing after the header block: what the feedparser would read again
     else:
         head_only = False
         root, feed_error = _feed(data, limits)
     fields = [(str(name).strip().lower(), value) for name, value in root.raw_items()]
-
-    def all_of(name: str) -> list[str]:
-        return [value for key, value in fields if key == name]
-
-    def first(name: str) -> str | None:
-        values = all_of(name)
-        return values[0] if values else None
-
+    errors = _Errors()
     if not raw.strip():
         errors.add("empty message")
     elif not fields:
@@ -237,7 +257,54 @@ def _parse(
     if bounder.header_error:
         errors.add(bounder.header_error)
 
-    content_hash = _content_hash(fields, raw[bounder.body_start :])
+    def contents(addresses: _AddressReader) -> _Content:
+        content = walked_content if walked else _Content(limits=limits, errors=errors, addresses=addresses)
+        try:
+            if not head_only and walked is None:  # a header block alone has no parts to walk
+                _walk(content, root)
+        except Exception as exc:
+            errors.add(f"MIME structure could not be parsed ({type(exc).__name__})")
+        return content
+
+    return _from_fields(
+        raw,
+        fields,
+        raw[bounder.body_start :],
+        errors,
+        internal_date,
+        limits,
+        late_errors=[*bounder.errors, feed_error],
+        contents=contents,
+    )
+
+
+def _from_fields(
+    raw: bytes,
+    fields: list[tuple[str, str]],
+    body: bytes,
+    errors: _Errors,
+    internal_date: datetime | None,
+    limits: ParseLimits,
+    *,
+    late_errors: list[str | None],
+    contents: Callable[[_AddressReader], _Content],
+) -> ParsedMessage:
+    """The message's values from its header fields (lower-cased names, raw values) and what
+    `contents` walks, shared by every way of reading the header block. `errors` already holds
+    what reading the block found; `late_errors` are reported after the address headers'."""
+
+    by_name: dict[str, list[str]] = {}
+    for key, value in fields:
+        by_name.setdefault(key, []).append(value)
+
+    def all_of(name: str) -> list[str]:
+        return by_name.get(name, [])
+
+    def first(name: str) -> str | None:
+        values = all_of(name)
+        return values[0] if values else None
+
+    content_hash = _content_hash(fields, body)
     raw_subject = first("subject")
     subject = _unstructured(raw_subject) if raw_subject is not None else ""
     raw_id = first("message-id")
@@ -265,15 +332,10 @@ def _parse(
     reply_to = addresses.read(all_of("reply-to"), "Reply-To")
     headers = tuple((name, _unstructured(value)) for name, value in fields if name in _KEPT_HEADERS)
 
-    for message in [*bounder.errors, feed_error]:
+    for message in late_errors:
         if message:
             errors.add(message)
-    content = walked_content if walked else _Content(limits=limits, errors=errors, addresses=addresses)
-    try:
-        if not head_only and walked is None:  # a header block alone has no parts to walk
-            _walk(content, root)
-    except Exception as exc:
-        errors.add(f"MIME structure could not be parsed ({type(exc).__name__})")
+    content = contents(addresses)
     html_body = content.html_body or ""
     text_body = content.text_body
     if text_body is None:

@@ -154,6 +154,33 @@ def _read_headers(block: bytes, default_type: str = "text/plain") -> tuple[Messa
     return headers, len(rest) if isinstance(rest, str) and rest.isascii() else 0
 
 
+# A header block as the header pre-fetch returns it: "Name: value" lines (with continuation lines)
+# and the blank line that ends them, nothing else. Names as the feedparser's `headerRE` accepts
+# them, minus the cases it treats specially (an empty name, a "From " line); no lone CR (it
+# ends a line for the feedparser); any other character, 8-bit included, is value text.
+_PLAIN_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
+_PLAIN_BLOCK = re.compile(r"(?:[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)+\r?\n")
+
+
+def _plain_header_fields(raw: bytes, limits: ParseLimits) -> list[tuple[str, str]] | None:
+    """(lower-cased name, raw value) of each field of a plain header block, exactly as the
+    stdlib's compat32 header parser and `_Bounder` read it (`feedparser._parse_headers` and
+    `Compat32.header_source_parse`: the value after the colon with leading blanks removed, its
+    continuation lines joined with their line ends, the final line end dropped); None for
+    anything else (a body, a Content-Type, a block over the header budget, a damaged line),
+    which then takes the full path."""
+    if len(raw) > limits.max_header_bytes:
+        return None
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser reads bytes
+    if _PLAIN_BLOCK.fullmatch(text) is None:
+        return None
+    fields = [(name.lower(), value) for name, value in _PLAIN_FIELD.findall(text)]
+    # A Content-Type could make the block a container or an (empty) attachment to walk.
+    if any(name == "content-type" for name, _ in fields):
+        return None
+    return fields
+
+
 @dataclass(slots=True)
 class _Level:
     """An open container: a multipart (with its boundary) or an attached message (None)."""

@@ -26,6 +26,7 @@ _KEPT_HEADERS = frozenset({
 })  # fmt: skip
 # Headers whose values identify a copy of a message; servers add others (Received, X-*) per copy.
 _HASHED_HEADERS = ("from", "to", "cc", "date", "subject", "message-id")
+_HASHED_NAMES = frozenset(_HASHED_HEADERS)
 _MAX_REFERENCES = 100
 _MAX_ID_CHARS = 998  # RFC 5322 line length; longer "ids" are garbage
 _MAX_DATE_CHARS = 256
@@ -258,10 +259,11 @@ def _content_hash(fields: list[tuple[str, str]], body: bytes) -> str:
     Raw header bytes with collapsed whitespace survive refolding; the body is compared with
     LF line ends and without trailing newlines, which servers add or strip per copy.
     """
-    digest = hashlib.sha256()
-    for name in _HASHED_HEADERS:
-        values = [_raw_bytes(value) for key, value in fields if key == name]
-        digest.update(name.encode() + b":" + b"\x1f".join(b" ".join(v.split()) for v in values) + b"\n")
-    digest.update(b"\n")
+    hashed: dict[str, list[bytes]] = {}
+    for key, value in fields:  # one pass over the fields, whatever their number
+        if key in _HASHED_NAMES:
+            hashed.setdefault(key, []).append(b" ".join(_raw_bytes(value).split()))
+    lines = [name.encode() + b":" + b"\x1f".join(hashed.get(name, ())) + b"\n" for name in _HASHED_HEADERS]
+    digest = hashlib.sha256(b"".join(lines) + b"\n")
     digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
     return digest.hexdigest()

@@ -134,3 +134,115 @@ def test_the_quick_bounding_path_changes_nothing(monkeypatch: pytest.MonkeyPatch
     assert taken >= 0.9 * len(generated)
     assert not bounds._Bounder(cases["parts-501"], bounds.DEFAULT_LIMITS)._within_limits()
     assert not bounds._Bounder(cases["depth-21"], bounds.DEFAULT_LIMITS)._within_limits()
+
+
+# --------------------------------------------------------------------------------------------
+# The lean reading of plain header blocks (`_plain_header_fields`): the same fields as the
+# stdlib's header parser, so the same values and decisions (recipient count, Message-ID,
+# sender, subject, date, content hash) downstream.
+
+
+def _stdlib_fields(block: bytes) -> list[tuple[str, str]]:
+    from sync.parse.bounds import _read_headers
+
+    headers, _rest = _read_headers(block)
+    return [(str(name).strip().lower(), value) for name, value in headers.raw_items()]
+
+
+def _lean_shapes() -> dict[str, bytes]:
+    """Header blocks at each edge of what the lean reading accepts."""
+    head = b"From: Hank <hank@globex.test>\r\nTo: sales@acme.test\r\n"
+    return {
+        "plain": head + b"\r\n",
+        "lf-only": head.replace(b"\r\n", b"\n") + b"\n",
+        "mixed-line-ends": b"From: a@globex.test\nTo: b@acme.test\r\n\n",
+        "lone-cr": b"From: a@globex.test\rTo: b@acme.test\r\n\r\n",
+        "lone-cr-in-value": b"Subject: one\rtwo\r\nTo: b@acme.test\r\n\r\n",
+        "folded": b"To: a@acme.test,\r\n\tb@acme.test,\r\n  c@acme.test\r\nSubject: x\r\n\r\n",
+        "blank-continuation": b"Subject: x\r\n \r\nTo: b@acme.test\r\n\r\n",
+        "empty-value": b"Subject:\r\nTo: b@acme.test\r\n\r\n",
+        "blank-value-then-folded": b"Subject:   \t\r\n folded\r\nTo: b@acme.test\r\n\r\n",
+        "no-space-after-colon": b"Subject:x\r\nTo:b@acme.test\r\n\r\n",
+        "tab-after-colon": b"Subject:\tx \t\r\n\r\n",
+        "space-before-colon": b"Subject : x\r\n\r\n",
+        "colon-first": b": no name\r\n" + head + b"\r\n",
+        "continuation-first": b" folded\r\n" + head + b"\r\n",
+        "from-line-first": b"From hank@globex.test Mon Jan  8 09:00:00 2024\r\n" + head + b"\r\n",
+        "from-line-last": head + b"From someone\r\n\r\n",
+        "8bit-value": b"Subject: caf\xc3\xa9 \xff\r\nFrom: J\xc3\xbcrgen <j@globex.test>\r\n\r\n",
+        "8bit-name": b"Subj\xc3\xa9ct: x\r\n" + head + b"\r\n",
+        "nul-in-value": b"Subject: a\x00b\r\n\r\n",
+        "control-in-name": b"Sub\x01ject: a\r\n\r\n",
+        "vertical-tab": b"Subject: a\x0bb\x0cc\x1cd\r\n\r\n",
+        "unicode-separators-as-bytes": b"Subject: a\xe2\x80\xa8b\xc2\x85c\r\n\r\n",
+        "odd-name-characters": b"X-!#$%&'*+-.^_`{|}~9: v\r\n\r\n",
+        "no-blank-line": head,
+        "only-a-blank-line": b"\r\n",
+        "two-blank-lines": head + b"\r\n\r\n",
+        "body-after": head + b"\r\nbody\r\n",
+        "content-type": head + b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n',
+        "content-type-text": head + b"Content-Type: text/plain\r\n\r\n",
+        "repeated-fields": head + b"To: second@acme.test\r\nCc: a@x.test\r\nCc: b@x.test\r\n\r\n",
+        "encoded-words": b"Subject: =?utf-8?q?caf=C3=A9?= =?iso-8859-1?b?4Q==?=\r\n\r\n",
+        "date-and-id": b"Date: Mon, 8 Jan 2024 09:00 +0100\r\nMessage-ID: <a@b>\r\n\r\n",
+    }
+
+
+def _lean_corpus() -> dict[str, bytes]:
+    from tests.sync.test_parse_fast import _mutations
+
+    blocks = {f"{name}-meta": _meta_fields(raw) for name, raw in CORPUS.items()}
+    blocks |= {f"{name}-block": _header_block(raw) for name, raw in CORPUS.items()}
+    blocks |= _lean_shapes()
+    mutated = {k: v for k, v in blocks.items() if not k.startswith("generated-") or k < "generated-6"}
+    return blocks | dict(_mutations(mutated, per_message=6, seed=21))
+
+
+def test_lean_reading_gives_the_stdlib_fields_and_the_same_message() -> None:
+    from sync.parse import DEFAULT_LIMITS
+    from sync.parse.bounds import _plain_header_fields
+
+    wrong_fields, wrong_message, lean = [], [], 0
+    for name, block in _lean_corpus().items():
+        fields = _plain_header_fields(block, DEFAULT_LIMITS)
+        if fields is not None:
+            lean += 1
+            if fields != _stdlib_fields(block):
+                wrong_fields.append(name)
+        if parse_head(block) != parse_message(block):
+            wrong_message.append(name)
+    assert (wrong_fields, wrong_message) == ([], [])
+    assert lean > 600  # the comparison is not empty: generated, CPython and mutated blocks
+
+
+def test_lean_reading_takes_the_usual_pre_fetch_answer_and_nothing_else() -> None:
+    from sync.parse import DEFAULT_LIMITS, ParseLimits
+    from sync.parse.bounds import _plain_header_fields
+
+    generated = [_meta_fields(raw) for name, raw in CORPUS.items() if name.startswith("generated-")]
+    assert all(_plain_header_fields(block, DEFAULT_LIMITS) is not None for block in generated)
+    shapes = _lean_shapes()
+    refused = {name for name, block in shapes.items() if _plain_header_fields(block, DEFAULT_LIMITS) is None}
+    assert refused == {
+        "lone-cr",
+        "lone-cr-in-value",
+        "colon-first",
+        "continuation-first",
+        "from-line-first",
+        "from-line-last",
+        "8bit-name",
+        "control-in-name",
+        "space-before-colon",
+        "no-blank-line",
+        "only-a-blank-line",
+        "two-blank-lines",
+        "body-after",
+        "content-type",
+        "content-type-text",
+    }
+    # Over the header budget: the full path, which truncates and says so.
+    small = ParseLimits(max_header_bytes=40)
+    block = shapes["repeated-fields"]
+    assert _plain_header_fields(block, small) is None
+    assert parse_head(block, limits=small) == parse_message(block, limits=small)
+    assert parse_head(block, limits=small).parse_errors

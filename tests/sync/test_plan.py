@@ -173,3 +173,24 @@ def test_size_batches(
     sizes: dict[int, int], max_count: int, max_bytes: int, expected: list[list[int]]
 ) -> None:
     assert size_batches([1, 2, 3], sizes, max_count=max_count, max_bytes=max_bytes) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(10, [10]), (50, [50]), (51, [50, 1]), (835, [50, 200, 200, 200, 185])],
+)
+def test_size_batches_first_batch_is_smaller(count: int, expected: list[int]) -> None:
+    uids = list(range(1, count + 1))
+    batches = size_batches(uids, {}, max_count=200, max_bytes=10**9, first=50)
+    assert [len(b) for b in batches] == expected
+    assert [uid for b in batches for uid in b] == uids  # every UID once, in order
+
+
+def test_size_batches_first_batch_keeps_the_byte_bound_and_small_counts() -> None:
+    uids = list(range(1, 101))
+    by_bytes = size_batches(uids, dict.fromkeys(uids, 10), max_count=200, max_bytes=200, first=50)
+    assert [len(b) for b in by_bytes] == [20] * 5
+    # A batch size under the first batch's is left as it is (tests use batches of 2 to 7).
+    assert size_batches(uids, {}, max_count=7, max_bytes=10**9, first=50) == size_batches(
+        uids, {}, max_count=7, max_bytes=10**9
+    )
