@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -249,6 +249,37 @@ def test_a_late_ticket_list_never_replaces_the_filter_chosen_after(
         held[0].continue_()
     watch.settled()
     assert rows.count() == 2 and "No ticket matches." not in page.locator("#tickets").inner_text()
+    assert watch.errors == []
+
+
+def test_a_late_forwarding_list_never_hides_an_address_created_after(
+    base_url: str, browser: Browser, setup: Setup
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    _sign_in(page, base_url, "bob@ourco.example")
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_the_first(route: Route) -> None:
+        # The page's first list, fetched now (before the creation) and given to the page later.
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))
+
+    page.route(lambda url: url.endswith("/api/forwarding"), hold_the_first)
+    page.goto(f"{base_url}/admin")
+    wait_until(page, lambda: bool(held), "the forwarding addresses were never asked for")
+    page.get_by_label("Team inbox").fill("Support")
+    page.get_by_label("Local part", exact=True).fill("help")
+    page.get_by_role("button", name="Create forwarding address").click()
+    support = page.locator("#forwarding .channel", has_text="Support")
+    expect(support.locator(".fwd-address")).to_contain_text("help-")
+    # The first list (Sales only) arrives last; the address created after it stays listed.
+    with page.expect_response(lambda r: r.url.endswith("/api/forwarding")):
+        held[0][0].fulfill(response=held[0][1])
+    watch.settled()
+    assert support.count() == 1
     assert watch.errors == []
 
 
