@@ -119,8 +119,10 @@ def test_import_refuses_devices_pipes_and_big_files_without_reading_them(
     run: Run, tenant: int, tmp_path: Path
 ) -> None:
     """Issue 12.11: an endless source is refused at once, never read (a FIFO not even opened:
-    that would wait for a writer); a file over the limit is refused by its size."""
-    started = time.monotonic()
+    that would wait for a writer); a file over the limit is refused by its size. Timed in CPU
+    seconds of this process (the CLI runs in it): reading the sources would cost them, while the
+    wall clock of a busy machine says nothing about it (a blocked open never returns at all)."""
+    started = time.process_time()
     endless = run("contacts", "import", "/dev/zero")
     assert endless.exit_code == 1 and "/dev/zero is not a regular file" in endless.stderr
     fifo = tmp_path / "export.csv"
@@ -134,7 +136,7 @@ def test_import_refuses_devices_pipes_and_big_files_without_reading_them(
         handle.truncate(50 * 1024 * 1024)
     too_big = run("contacts", "import", str(huge))
     assert too_big.exit_code == 1 and "larger than 20 MB: split it" in too_big.stderr
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_import_of_many_rows_commits_in_chunks_and_reports_once(

@@ -302,7 +302,10 @@ def test_kill_9_at_random_points_never_sends_twice_nor_loses(setup: Setup, setti
     from collections import Counter
 
     st = setup
-    st.smtp.recorder.delay = 0.05
+    # Each mail takes 0.2 s at the server: 12 of them outlast the kill's random delay (up to
+    # 0.25 s after the first send is seen) even when this process, polling, is slowed by a busy
+    # machine; at 0.05 s a worker could finish before it was noticed (no kill: a failed test).
+    st.smtp.recorder.delay = 0.2
     mails = [_reply(st, f"<p>mail {i}</p>") for i in range(12)]
     rng = random.Random(42)
     kills = 0

@@ -39,6 +39,9 @@ class FaultProxy:
         self.connections = 0
         self.cuts = 0
         self.client_lines: list[bytes] = []  # what the client sent (commands and literals)
+        # When a line matching `stall_when` first arrived (time.monotonic()): a test times what
+        # follows from there, not from before a connection and login a busy machine may slow.
+        self.stalled_at: float | None = None
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = threading.Event()
@@ -104,6 +107,8 @@ class FaultProxy:
                     return
                 if rules.stall_when is not None and re.search(rules.stall_when, line):
                     state["stalled"] = True
+                    if self.stalled_at is None:
+                        self.stalled_at = time.monotonic()
                 server.sendall(line)
         except OSError:
             pass

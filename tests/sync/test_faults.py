@@ -187,6 +187,16 @@ def _run_in_thread(engine: SyncEngine, account_id: int) -> tuple[threading.Threa
     return thread, done
 
 
+def _stalled_at(proxy: FaultProxy, timeout: float = 30.0) -> float:
+    """When the sync sent the command the proxy stalls (waiting for it as long as the machine
+    needs to get there)."""
+    deadline = time.monotonic() + timeout
+    while proxy.stalled_at is None:
+        assert time.monotonic() < deadline, "the sync never sent the stalled command"
+        time.sleep(0.01)
+    return proxy.stalled_at
+
+
 def test_trickling_server_hits_the_command_deadline(
     db: Engine, mailbox_user: MailboxUser, proxy: FaultProxy, settings: Settings
 ) -> None:
@@ -197,8 +207,8 @@ def test_trickling_server_hits_the_command_deadline(
     account_id = _account(db, box, proxy)
     proxy.rules.stall_when, proxy.rules.trickle, proxy.rules.trickle_every = rb"UID FETCH", 5, 0.3
     quick = settings.model_copy(update={"command_deadline_seconds": 2.0, "read_timeout_seconds": 10.0})
-    started = time.monotonic()
     thread, done = _run_in_thread(SyncEngine(db=db, settings=quick), account_id)
+    started = _stalled_at(proxy)  # the command's clock, not the connection's and login's
     thread.join(15)
     assert done, "the pass is still running"
     assert time.monotonic() - started < 8
@@ -229,7 +239,8 @@ def test_stop_cuts_a_stalled_command_within_seconds(
     proxy.rules.stall_when, proxy.rules.trickle = rb"UID FETCH", 0
     engine = SyncEngine(db=db, settings=settings.model_copy(update={"read_timeout_seconds": 60.0}))
     thread, done = _run_in_thread(engine, account_id)
-    time.sleep(1.5)
+    _stalled_at(proxy)  # blocked on the silent server from here (a fixed delay assumed speed)
+    time.sleep(0.5)  # and for a while: the read has begun waiting
     stopped = time.monotonic()
     engine.stop_event.set()
     thread.join(10)

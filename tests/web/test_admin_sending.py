@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -29,7 +29,7 @@ from tests.crm.world import World, build_world
 from tests.outbound.smtp import SmtpServer, recording_smtp
 from tests.serving import served_app
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
-from tests.web.test_browser import CHROMIUM, PASSWORD, Watch, _no_horizontal_scroll, _unnamed_controls
+from tests.web.browsing import CHROMIUM, PASSWORD, Watch, no_horizontal_scroll, unnamed_controls, wait_until
 
 
 @pytest.fixture
@@ -69,7 +69,6 @@ def page(base_url: str) -> Iterator[Page]:
             ],
         )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(15000)
         yield page
         browser.close()
 
@@ -134,7 +133,9 @@ def test_smtp_and_notification_mail_forms(
     assert test_mail.rcpt_tos == ["check@globex.test"]
     assert SMTP_PASSWORD not in page.content()
 
-    # Notification mail through that account's SMTP, then turned off.
+    # Notification mail through that account's SMTP, then turned off. (The save above reloads
+    # the accounts, then the sending state: checked once that reload is in, not the one before.)
+    watch.settled()
     current = page.locator("#sending-current")
     expect(current).to_contain_text("the deployment's SMTP")
     page.get_by_label("The tenant's own SMTP").check()
@@ -191,7 +192,31 @@ def test_smtp_and_notification_mail_forms(
     expect(page.locator("#template-state")).to_have_text("The built-in wording.")
     expect(page.get_by_label("Subject")).to_have_value(re.compile(r"^\[\{\{ tenant_name \}\}\]"))
 
-    assert _unnamed_controls(page) == []
+    assert unnamed_controls(page) == []
     page.set_viewport_size({"width": 375, "height": 740})
-    assert _no_horizontal_scroll(page), "the admin page scrolls sideways at 375 px"
+    assert no_horizontal_scroll(page), "the admin page scrolls sideways at 375 px"
     assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
+
+
+def test_a_reload_under_way_never_undoes_the_senders_choice(base_url: str, page: Page) -> None:
+    """The sending state is filled in by the page's reloads (its first, one after an SMTP save or
+    a resend): one that answers after the admin chose a sender shows the state but keeps the
+    choice (it used to put the saved one back, and a Save then sent that)."""
+    watch = Watch(page)
+    page.goto(f"{base_url}/login")
+    page.get_by_label("E-mail").fill("admin@acme.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/")
+    held: list[Route] = []
+    page.route(lambda url: url.endswith("/api/sending"), lambda route: held.append(route))
+    page.goto(f"{base_url}/admin")  # the sending state's answer is held back
+    wait_until(page, lambda: bool(held), "the sending state was never asked for")
+    page.get_by_label("A verified address of yours").check()
+    with page.expect_response(lambda r: r.url.endswith("/api/sending")):
+        held[0].continue_()
+    expect(page.locator("#sending-current")).to_contain_text("Notification mail now goes from")
+    watch.settled()
+    assert page.get_by_label("A verified address of yours").is_checked()
+    assert not page.get_by_label("The deployment's default sender, with your name").is_checked()
+    assert watch.errors == []

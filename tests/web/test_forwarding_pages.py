@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -28,7 +28,7 @@ from tests.serving import served_app
 from tests.sync.inbound_harness import FIXTURES, World, inbound_settings, listener, mail, make_world
 from tests.sync.test_inbound_credit import GMAIL_CONFIRMATION
 from tests.web import test_browser as shared
-from tests.web.test_browser import PASSWORD, SHOTS, Watch
+from tests.web.browsing import PASSWORD, SHOTS, Watch, wait_until
 
 TEAM = "sales@ourco.example"
 # The browser test module's fixtures: one Chromium, offline, pages closed after each test.
@@ -228,6 +228,61 @@ def test_tickets_page_and_forwarded_by_line(
     assert watch.errors == [] and watch.dialogs == [] and watch.remote() == []
 
 
+def test_a_late_ticket_list_never_replaces_the_filter_chosen_after(
+    base_url: str, browser: Browser, setup: Setup
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    watch = Watch(page)
+    _sign_in(page, base_url, "bob@ourco.example")
+    page.goto(f"{base_url}/tickets")
+    rows = page.locator("#tickets tr[data-ticket]")
+    expect(rows).to_have_count(2)
+    held: list[Route] = []
+    page.route(lambda url: "/api/tickets?" in url and "priority=high" in url, lambda r: held.append(r))
+    priority = page.get_by_label("Priority", exact=True)
+    priority.select_option("high")  # no ticket matches; the answer is held back
+    wait_until(page, lambda: bool(held), "the filtered list was never asked for")
+    with page.expect_response(lambda r: "/api/tickets?" in r.url and "priority=" not in r.url):
+        priority.select_option("")  # the reader changed their mind: every ticket again
+    # The answer for the filter left arrives last; the list of the filter chosen after it stays.
+    with page.expect_response(lambda r: "/api/tickets?" in r.url and "priority=high" in r.url):
+        held[0].continue_()
+    watch.settled()
+    assert rows.count() == 2 and "No ticket matches." not in page.locator("#tickets").inner_text()
+    assert watch.errors == []
+
+
+def test_a_late_forwarding_list_never_hides_an_address_created_after(
+    base_url: str, browser: Browser, setup: Setup
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page)
+    _sign_in(page, base_url, "bob@ourco.example")
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_the_first(route: Route) -> None:
+        # The page's first list, fetched now (before the creation) and given to the page later.
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))
+
+    page.route(lambda url: url.endswith("/api/forwarding"), hold_the_first)
+    page.goto(f"{base_url}/admin")
+    wait_until(page, lambda: bool(held), "the forwarding addresses were never asked for")
+    page.get_by_label("Team inbox").fill("Support")
+    page.get_by_label("Local part", exact=True).fill("help")
+    page.get_by_role("button", name="Create forwarding address").click()
+    support = page.locator("#forwarding .channel", has_text="Support")
+    expect(support.locator(".fwd-address")).to_contain_text("help-")
+    # The first list (Sales only) arrives last; the address created after it stays listed.
+    with page.expect_response(lambda r: r.url.endswith("/api/forwarding")):
+        held[0][0].fulfill(response=held[0][1])
+    watch.settled()
+    assert support.count() == 1
+    assert watch.errors == []
+
+
 def test_admin_forwarding_section(
     base_url: str,
     browser: Browser,
@@ -242,7 +297,7 @@ def test_admin_forwarding_section(
     sales = page.locator(f'#forwarding .channel[data-channel="{world.channel_id}"]')
     expect(sales.locator(".fwd-address")).to_have_text(world.address)
     expect(sales.locator(".fwd-state")).to_contain_text("active since")  # the first mail activated it
-    assert sales.get_by_label("Local part of Sales").count() == 0  # fixed once active
+    expect(sales.get_by_label("Local part of Sales")).to_have_count(0)  # fixed once active
     # Gmail's confirmation: its code and link, without access to the mailbox.
     expect(sales.locator(".fwd-code")).to_have_text("912345678")
     expect(sales.locator(".fwd-link")).to_have_text(

@@ -25,7 +25,7 @@ from sync.send_queue import work_queue
 from tests.crm.world import World, build_world
 from tests.outbound.smtp import SmtpServer, recording_smtp
 from tests.serving import served_app
-from tests.web.test_browser import CHROMIUM, PASSWORD, Watch
+from tests.web.browsing import CHROMIUM, PASSWORD, Watch
 
 NEW = "a much longer new password"
 
@@ -72,7 +72,6 @@ def page(base_url: str) -> Iterator[Page]:
             ],
         )
         page = browser.new_page(viewport={"width": 375, "height": 740})
-        page.set_default_timeout(15000)
         yield page
         browser.close()
 

@@ -185,7 +185,12 @@ function showWarnings(warnings, isError = false) {
   $id("sig-warnings").replaceChildren(...warnings.map((w) => el("li", { class: isError ? "error" : "warning", text: w })));
 }
 
+// Only the newest preview may render: typing and choosing "Preview as" each ask for one, and an
+// older answer (other words, another colleague) arriving last must not replace the newer one.
+let previews = 0;
+
 async function preview() {
+  const ticket = ++previews;
   const account = $id("sig-account").value;
   const html = $id("sig-html").value;
   if (!account || !html.trim()) { previewFrame(""); showWarnings([]); return; }
@@ -194,9 +199,11 @@ async function preview() {
     const shown = await api(`/api/accounts/${account}/signatures/preview`, {
       method: "POST", body: { html, user_id: user ? Number(user) : null },
     });
+    if (ticket !== previews) return;
     previewFrame(shown.html);
     showWarnings(shown.warnings);
   } catch (error) {
+    if (ticket !== previews) return;
     previewFrame("");
     showWarnings([error.message], true);
   }

@@ -74,15 +74,23 @@
   // -------------------------------------------------------------------------------------------
   // Sending mode, branded sender, on/off
 
+  // The reader's choices in the form since it was last filled or saved: a reload that was
+  // already under way (the page's first, or one after an SMTP save or a resend) shows the
+  // server's state but must not undo what the reader chose meanwhile.
+  let sendingEdited = false;
+  $("sending-form").addEventListener("change", () => { sendingEdited = true; });
+
   async function loadSending() {
     const [sending, pending] = await Promise.all([api("/api/sending"), api("/api/sending/sender")]);
     const via = sending.via === "account" ? "the account's SMTP" : "the deployment's SMTP";
     $("sending-current").textContent =
       `Notification mail now goes from ${sending.effective_name} <${sending.effective_from}> through ${via}` +
       (sending.notifications_enabled ? "." : "; notification mail is off.");
-    for (const radio of document.querySelectorAll('input[name="sending-mode"]')) radio.checked = radio.value === sending.mode;
-    if (sending.own_account_id) $("sending-account").value = String(sending.own_account_id);
-    $("sending-enabled").checked = sending.notifications_enabled;
+    if (!sendingEdited) {
+      for (const radio of document.querySelectorAll('input[name="sending-mode"]')) radio.checked = radio.value === sending.mode;
+      if (sending.own_account_id) $("sending-account").value = String(sending.own_account_id);
+      $("sending-enabled").checked = sending.notifications_enabled;
+    }
     $("sender-verified").textContent = sending.from_email
       ? `Verified: ${sending.from_email}.`
       : "No verified address yet.";
@@ -111,11 +119,13 @@
     const body = { notifications_enabled: $("sending-enabled").checked };
     if (mode) body.mode = mode.value;
     if (mode && mode.value === "own") body.own_account_id = Number($("sending-account").value) || null;
+    sendingEdited = false;  // sent as it is now: the saved state may fill the form again
     try {
       await api("/api/sending", { method: "PUT", body });
       show("sending-result", "Notification mail settings saved.");
       await loadSending();
     } catch (error) {
+      sendingEdited = true;  // not saved: what the reader chose stays in the form
       show("sending-result", error.message, true);
     }
   });

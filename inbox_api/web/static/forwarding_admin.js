@@ -119,10 +119,16 @@
       confirmationsPart(c, confirmations));
   }
 
+  // Only the newest load may render: the page's first load answering after the one that
+  // followed a change (an address created, activated...) would show the cards from before it.
+  let loads = 0;
+
   async function load() {
+    const ticket = ++loads;
     const channels = await api("/api/forwarding");
     const extra = await Promise.all(channels.map((c) => Promise.all([
       api(`/api/forwarding/${c.id}/confirmations`), api(`/api/forwarding/${c.id}/sender`)])));
+    if (ticket !== loads) return;
     $("forwarding").replaceChildren(...(channels.length
       ? channels.map((c, i) => card(c, extra[i][0], extra[i][1]))
       : [el("p", { class: "muted", text: "No forwarding address yet." })]));

@@ -14,13 +14,18 @@ const COLUMNS = {
 };
 
 let after = 0;
+// Only the newest list request may render: the first page's answer arriving after a search's
+// must not replace the search's results (nor a stale page be appended to them).
+let listRequests = 0;
 
 async function loadList(append) {
+  const ticket = ++listRequests;
   const q = document.getElementById("record-q").value.trim();
   const params = new URLSearchParams({ limit: "50" });
   if (q) params.set("q", q);
   if (append && after) params.set("after", String(after));
   const page = await api(`/api/${kind}?${params}`);
+  if (ticket !== listRequests) return;
   const body = document.getElementById("grid-body");
   const rows = page.items.map((record) => el("tr", {},
     ...COLUMNS[kind].map(([, cell], i) => el("td", {},

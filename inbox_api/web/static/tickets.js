@@ -93,7 +93,12 @@
       historyCell(t));
   }
 
+  // Only the newest list request may render: filters changed in quick succession must not let
+  // the answer for a filter the reader already left replace the list they chose after it.
+  let loads = 0;
+
   async function load() {
+    const ticket = ++loads;
     const params = new URLSearchParams({ limit: "200" });
     if ($("filter-stage").value) params.set("stage", $("filter-stage").value);
     if ($("filter-priority").value) params.set("priority", $("filter-priority").value);
@@ -101,6 +106,7 @@
     if (owner === "none") params.set("unowned", "true");
     else if (owner) params.set("owner_user_id", owner);
     const tickets = await api(`/api/tickets?${params}`);
+    if (ticket !== loads) return;
     $("tickets").replaceChildren(...(tickets.length ? tickets.map(ticketRow)
       : [el("tr", {}, el("td", { colspan: "8", class: "muted", text: "No ticket matches." }))]));
   }
