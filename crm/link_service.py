@@ -18,11 +18,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from core.errors import not_found
 from core.types import utcnow
+from crm.bulk import insert_many
 from crm.locks import lock_tenant
 from crm.models import (
     CompanyDomain,
@@ -43,6 +44,8 @@ from crm.rules import linking
 from crm.rules.forwards import find_forwarded_senders
 from crm.rules.linking import AddressRole, ContactSource, LinkReason, RecordKind
 from crm.stored_mail import MailRow
+
+_MESSAGE_LINK = MessageLink.__table__  # type: ignore[attr-defined]
 
 
 def _stronger(a: LinkReason, b: LinkReason) -> bool:
@@ -341,7 +344,9 @@ def link_messages(
             if link.record_kind is RecordKind.DEAL:
                 thread_deals[thread].add(link.record_id)
     if new_rows:
-        session.execute(insert(MessageLink), new_rows)
+        if session.autoflush:  # what the ORM's execute of an insert did first
+            session.flush()
+        insert_many(session.connection(), _MESSAGE_LINK, new_rows)
     if attributed:
         table = Message.__table__  # type: ignore[attr-defined]
         session.connection().execute(

@@ -18,11 +18,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, delete, func, insert, literal, select as core_select, update
 from sqlmodel import Session, col, select
 
 from core.types import ConversationStatus, Direction
 from crm import conversations
+from crm.bulk import prepared_executemany
 from crm.keyset import EPOCH
 from crm.models import ImapUid, LinkSuppression, Message, MessageRef, Thread, ThreadAccount, ThreadSplit
 from crm.stored_mail import StoredMessage
@@ -201,7 +202,16 @@ def _new_threads(session: Session, tenant_id: int, count: int) -> list[int]:
         "assignee_user_id": None,
         "last_direction": Direction.INBOUND,
     }
-    ids = session.connection().execute(insert(table).returning(table.c.id), [dict(row) for _ in range(count)])
+    connection = session.connection()
+    if prepared_executemany(connection):
+        # PostgreSQL: one short statement (the same row `count` times) instead of a VALUES group
+        # per row, whose placeholders psycopg would rewrite in Python on every batch.
+        copies = core_select(*(literal(value, table.c[key].type) for key, value in row.items())).select_from(
+            func.generate_series(1, count).alias("n")
+        )
+        ids = connection.execute(insert(table).from_select(list(row), copies).returning(table.c.id))
+    else:
+        ids = connection.execute(insert(table).returning(table.c.id), [dict(row) for _ in range(count)])
     return sorted(pk for (pk,) in ids)
 
 
@@ -263,7 +273,6 @@ def _merge(
 def _refresh(session: Session, thread_ids: list[int]) -> None:
     """Recompute count, first/last date and subject of the touched threads in one grouped query
     (plus one for the earliest subjects)."""
-    from sqlalchemy import func
 
     for start in range(0, len(thread_ids), 500):
         chunk = thread_ids[start : start + 500]
