@@ -82,18 +82,21 @@ def address_rows(message: MailRow, forwarded: tuple[str, ...] | None = None) -> 
     senders += [a["email"] for a in message.attached_message_senders if a.get("email")]
     for email in senders:
         rows[(AddressRole.FORWARDED, email.lower())] = None
-    return [
-        {
-            "tenant_id": message.tenant_id,
-            "message_pk": message.id,
-            "role": role,
-            "email": email,
-            "domain": linking.domain_of(email)[:255],
-            "base_domain": linking.registrable_domain(linking.domain_of(email))[:255],
-        }
-        for role, email in rows
-        if len(email) <= 320
-    ]
+    out: list[dict[str, object]] = []
+    for role, email in rows:
+        if len(email) <= 320:
+            domain = linking.domain_of(email)
+            out.append(
+                {
+                    "tenant_id": message.tenant_id,
+                    "message_pk": message.id,
+                    "role": role,
+                    "email": email,
+                    "domain": domain[:255],
+                    "base_domain": linking.registrable_domain(domain)[:255],
+                }
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,10 +306,8 @@ def link_messages(
     attributed: list[dict[str, object]] = []
     for message, fact in zip(messages, facts, strict=True):
         thread = message.thread_id or 0
-        per_message = dataclasses.replace(
-            directory,
-            thread_deal_ids=frozenset(thread_deals.get(thread, ())),
-            suppressed=frozenset(suppressed.get(thread, ())),
+        per_message = directory.for_thread(
+            frozenset(thread_deals.get(thread, ())), frozenset(suppressed.get(thread, ()))
         )
         leads = create_leads and ctx.tenant.auto_create_leads
         decision = linking.decide_links(fact, per_message, create_leads=leads)
