@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Executable, Table, insert
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.orm import Session
 
 _Processor = Callable[[Any], Any] | None
 
@@ -78,3 +79,12 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[Mapping[str
             for row in rows
         ]
     connection.exec_driver_sql(sql, params)
+
+
+def select_rows(session: Session, statement: Executable) -> Sequence[Any]:
+    """The rows of a SELECT of columns, through the session's connection: the same SQL and
+    typed values as `session.exec(...).all()` without the ORM's per-statement and per-row
+    result handling (a batch runs a dozen of these). The ORM's autoflush is kept."""
+    if session.autoflush:
+        session.flush()
+    return session.connection().execute(statement).all()

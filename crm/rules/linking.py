@@ -212,7 +212,7 @@ class Directory:
         with those two fields, without normalising the (already normalised) maps again: a
         batch asks once per message, and the maps hold every contact the batch names."""
         copy = object.__new__(Directory)
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             object.__setattr__(copy, name, getattr(self, name))
         object.__setattr__(copy, "thread_deal_ids", thread_deal_ids)
         object.__setattr__(copy, "suppressed", suppressed)
