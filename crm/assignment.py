@@ -15,13 +15,14 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import func, select as sa_select
 from sqlmodel import Session, col, select
 
 from core.caller import Caller
 from core.errors import InvalidInput
 from core.types import ActivityKind, ConversationStatus, Direction, utcnow
 from crm import access, ticket_events
+from crm.bulk import select_rows
 from crm.models import (
     AccountAccess,
     Activity,
@@ -35,6 +36,8 @@ from crm.models import (
 )
 from crm.outbound import notifications
 from crm.stored_mail import MailRow
+
+_THREAD = Thread.__table__  # type: ignore[attr-defined]
 
 
 class AssignMode(enum.StrEnum):
@@ -195,6 +198,17 @@ def _contact_owner(session: Session, thread_id: int) -> int | None:
     return int(owner) if owner is not None else None
 
 
+@dataclass(slots=True)
+class _ThreadView:
+    """A thread `on_new_mail` only reads."""
+
+    id: int
+    status: ConversationStatus
+    message_count: int
+    assignee_user_id: int | None
+    subject: str
+
+
 def on_new_mail(
     *, session: Session, tenant_id: int, account_id: int, messages: Sequence[MailRow]
 ) -> list[int]:
@@ -206,9 +220,37 @@ def on_new_mail(
             by_thread.setdefault(message.thread_id, []).append(message)
     if not by_thread:
         return []
-    threads = session.exec(select(Thread).where(col(Thread.id).in_(sorted(by_thread)))).all()
     rule = session.get(AssignmentRule, account_id)
     mode = AssignMode(rule.mode) if rule is not None else AssignMode.NONE
+    # The threads read as columns; only those this may change (reopen, assign) as ORM objects,
+    # in one query: a first sync touches hundreds of threads per batch and changes few.
+    views = select_rows(
+        session,
+        sa_select(
+            _THREAD.c.id,
+            _THREAD.c.status,
+            _THREAD.c.message_count,
+            _THREAD.c.assignee_user_id,
+            _THREAD.c.subject,
+        ).where(_THREAD.c.id.in_(sorted(by_thread))),
+    )
+    changing: list[int] = []
+    for thread_id, status, count, assignee, _ in views:
+        new_here = by_thread[thread_id]
+        inbound = any(m.direction is Direction.INBOUND for m in new_here)
+        reopens = inbound and status is not ConversationStatus.OPEN and count > len(new_here)
+        assigns = inbound and count == len(new_here) and assignee is None and mode is not AssignMode.NONE
+        if reopens or assigns:
+            changing.append(thread_id)
+    held = (
+        {t.id: t for t in session.exec(select(Thread).where(col(Thread.id).in_(changing))).all()}
+        if changing
+        else {}
+    )
+    threads: list[Thread | _ThreadView] = [
+        held.get(thread_id) or _ThreadView(thread_id, status, count, assignee, subject)
+        for thread_id, status, count, assignee, subject in views
+    ]
     eligible = _eligible(session, account_id) if mode is not AssignMode.NONE else frozenset()
     rota = list(rule.user_ids) if rule is not None else []
     counts = _open_counts(session, tenant_id, sorted(eligible)) if rule and rule.max_open else {}
@@ -219,6 +261,7 @@ def on_new_mail(
         new_here = by_thread[thread.id or 0]
         inbound = any(m.direction is Direction.INBOUND for m in new_here)
         if inbound and thread.status is not ConversationStatus.OPEN and thread.message_count > len(new_here):
+            assert isinstance(thread, Thread)  # loaded above as one that changes
             before = thread.status
             thread.status, thread.snoozed_until = ConversationStatus.OPEN, None
             session.add(thread)
@@ -262,6 +305,7 @@ def on_new_mail(
         )
         if choice is None:
             continue
+        assert isinstance(thread, Thread)  # loaded above as one that changes
         thread.assignee_user_id = choice
         session.add(thread)
         counts[choice] = counts.get(choice, 0) + 1

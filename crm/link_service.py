@@ -18,11 +18,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from core.errors import not_found
 from core.types import utcnow
+from crm.bulk import insert_many, select_rows
 from crm.locks import lock_tenant
 from crm.models import (
     CompanyDomain,
@@ -42,7 +43,9 @@ from crm.models import (
 from crm.rules import linking
 from crm.rules.forwards import find_forwarded_senders
 from crm.rules.linking import AddressRole, ContactSource, LinkReason, RecordKind
-from crm.stored_mail import MailRow
+from crm.stored_mail import MailRow, StoredMessage
+
+_MESSAGE_LINK = MessageLink.__table__  # type: ignore[attr-defined]
 
 
 def _stronger(a: LinkReason, b: LinkReason) -> bool:
@@ -79,18 +82,21 @@ def address_rows(message: MailRow, forwarded: tuple[str, ...] | None = None) -> 
     senders += [a["email"] for a in message.attached_message_senders if a.get("email")]
     for email in senders:
         rows[(AddressRole.FORWARDED, email.lower())] = None
-    return [
-        {
-            "tenant_id": message.tenant_id,
-            "message_pk": message.id,
-            "role": role,
-            "email": email,
-            "domain": linking.domain_of(email)[:255],
-            "base_domain": linking.registrable_domain(linking.domain_of(email))[:255],
-        }
-        for role, email in rows
-        if len(email) <= 320
-    ]
+    out: list[dict[str, object]] = []
+    for role, email in rows:
+        if len(email) <= 320:
+            domain = linking.domain_of(email)
+            out.append(
+                {
+                    "tenant_id": message.tenant_id,
+                    "message_pk": message.id,
+                    "role": role,
+                    "email": email,
+                    "domain": domain[:255],
+                    "base_domain": linking.registrable_domain(domain)[:255],
+                }
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,11 +116,16 @@ def _tenant_context(session: Session, tenant_id: int) -> _TenantContext:
     if tenant is None:
         raise not_found("tenant", tenant_id)
     users = {
-        u.email.lower(): u.id or 0 for u in session.exec(select(User).where(User.tenant_id == tenant_id))
+        email.lower(): user_id or 0
+        for email, user_id in select_rows(
+            session, select(User.email, User.id).where(User.tenant_id == tenant_id)
+        )
     }
     accounts = {
-        a.id or 0: a.email.lower()
-        for a in session.exec(select(MailAccount).where(MailAccount.tenant_id == tenant_id))
+        account_id or 0: email.lower()
+        for account_id, email in select_rows(
+            session, select(MailAccount.id, MailAccount.email).where(MailAccount.tenant_id == tenant_id)
+        )
     }
     return _TenantContext(tenant, frozenset(d.lower() for d in tenant.own_domains), users, accounts)
 
@@ -158,29 +169,32 @@ def _load_directory(
         domains |= keys.domains
     contacts: dict[str, linking.ContactRef] = {}
     for chunk in _chunks(sorted(emails)):
-        rows = session.exec(
+        rows = select_rows(
+            session,
             select(ContactEmail.email, Contact.id, Contact.company_id, Contact.owner_user_id)
             .join(Contact, col(Contact.id) == col(ContactEmail.contact_id))
-            .where(ContactEmail.tenant_id == tenant_id, col(ContactEmail.email).in_(chunk))
-        ).all()
+            .where(ContactEmail.tenant_id == tenant_id, col(ContactEmail.email).in_(chunk)),
+        )
         for email, contact_id, company_id, owner in rows:
             contacts[email] = linking.ContactRef(contact_id or 0, company_id, owner)
     companies: dict[str, int] = {}
     for chunk in _chunks(sorted(domains)):
-        for domain, company_id in session.exec(
+        for domain, company_id in select_rows(
+            session,
             select(CompanyDomain.domain, CompanyDomain.company_id).where(
                 CompanyDomain.tenant_id == tenant_id, col(CompanyDomain.domain).in_(chunk)
-            )
-        ).all():
+            ),
+        ):
             companies[domain] = company_id
     deals: dict[int, list[linking.DealRef]] = defaultdict(list)
     contact_ids = sorted({c.contact_id for c in contacts.values()})
     for chunk in _chunks(contact_ids):
-        for contact_id, deal_id, status in session.exec(
+        for contact_id, deal_id, status in select_rows(
+            session,
             select(DealContact.contact_id, Deal.id, Deal.status)
             .join(Deal, col(Deal.id) == col(DealContact.deal_id))
-            .where(col(DealContact.contact_id).in_(chunk))
-        ).all():
+            .where(col(DealContact.contact_id).in_(chunk)),
+        ):
             deals[contact_id].append(linking.DealRef(deal_id or 0, linking.DealStatus(status)))
     return linking.Directory(
         contacts_by_email=contacts,
@@ -205,15 +219,16 @@ def _thread_state(
     deals: dict[int, set[int]] = defaultdict(set)
     suppressed: dict[int, set[tuple[RecordKind, int]]] = defaultdict(set)
     for chunk in _chunks(sorted(thread_ids)):
-        for thread_id, deal_id in session.exec(
+        for thread_id, deal_id in select_rows(
+            session,
             select(Message.thread_id, MessageLink.record_id)
             .join(Message, col(Message.id) == col(MessageLink.message_pk))
             .where(
                 col(Message.thread_id).in_(chunk),
                 MessageLink.record_kind == RecordKind.DEAL,
                 col(MessageLink.message_pk).not_in(sorted(exclude_pks) or [0]),
-            )
-        ).all():
+            ),
+        ):
             if thread_id is not None:
                 deals[thread_id].add(deal_id)
         for row in session.exec(
@@ -295,15 +310,15 @@ def link_messages(
         {m.thread_id for m in messages if m.thread_id},
         frozenset(m.id or 0 for m in messages) if reconcile else frozenset(),
     )
-    existing = _existing_links(session, [m.id or 0 for m in messages])
+    # Rows the store inserted in this very transaction have no links yet: nothing to look up.
+    fresh = bool(preloaded) and all(isinstance(m, StoredMessage) for m in messages)
+    existing = {} if fresh else _existing_links(session, [m.id or 0 for m in messages])
     new_rows: list[dict[str, object]] = []
     attributed: list[dict[str, object]] = []
     for message, fact in zip(messages, facts, strict=True):
         thread = message.thread_id or 0
-        per_message = dataclasses.replace(
-            directory,
-            thread_deal_ids=frozenset(thread_deals.get(thread, ())),
-            suppressed=frozenset(suppressed.get(thread, ())),
+        per_message = directory.for_thread(
+            frozenset(thread_deals.get(thread, ())), frozenset(suppressed.get(thread, ()))
         )
         leads = create_leads and ctx.tenant.auto_create_leads
         decision = linking.decide_links(fact, per_message, create_leads=leads)
@@ -341,7 +356,9 @@ def link_messages(
             if link.record_kind is RecordKind.DEAL:
                 thread_deals[thread].add(link.record_id)
     if new_rows:
-        session.execute(insert(MessageLink), new_rows)
+        if session.autoflush:  # what the ORM's execute of an insert did first
+            session.flush()
+        insert_many(session.connection(), _MESSAGE_LINK, new_rows)
     if attributed:
         table = Message.__table__  # type: ignore[attr-defined]
         session.connection().execute(

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from core import stages
 from core.types import Direction, FolderRole, SkipReason, UidState, utcnow
 from crm import assignment
+from crm.bulk import insert_many, prepared_executemany
 from crm.link_service import address_rows, inline_forwarded, link_messages
 from crm.locks import lock_tenant
 from crm.models import (
@@ -291,12 +292,17 @@ def apply_batch(
                 row["thread_id"] = stored.thread_id
             # Ids are matched by Message-ID (unique per tenant, and within the batch): asking
             # SQLAlchemy for RETURNING in parameter order makes it insert row by row on SQLite.
-            ids = dict(
-                (mid, pk)
-                for pk, mid in session.connection().execute(
+            # On PostgreSQL one prepared INSERT over the rows (`crm.bulk`), then one indexed
+            # lookup of the ids: RETURNING would make it one giant statement again.
+            connection = session.connection()
+            if prepared_executemany(connection):
+                insert_many(connection, _MESSAGE, new_rows)
+                ids = _ids_by_message_id(session, tenant_id, [m.message_id for m in new_messages])
+            else:
+                returned = connection.execute(
                     insert(_MESSAGE).returning(_MESSAGE.c.id, _MESSAGE.c.message_id), new_rows
                 )
-            )
+                ids = {mid: pk for pk, mid in returned}
             for stored in new_messages:
                 stored.id = ids[stored.message_id]
         insert_rows(session, tenant_id, account_id, folder_id, uidvalidity, located, messages, skipped, refs)
@@ -334,7 +340,7 @@ def _link(
     forwarded = {m.id or 0: inline_forwarded(m) for m in new_messages}
     addresses = [row for m in new_messages for row in address_rows(m, forwarded[m.id or 0])]
     if addresses:
-        session.connection().execute(insert(_ADDRESS), addresses)
+        insert_many(session.connection(), _ADDRESS, addresses)
     result.stored_message_pks = [m.id or 0 for m in new_messages]
     # Links are written in the batch's transaction: no message is ever stored unlinked.
     link_messages(
@@ -349,6 +355,19 @@ def _link(
     # The team's side, in the same transaction: new conversations get an owner by the
     # account's rule, and a customer writing again reopens a closed or snoozed one.
     assignment.on_new_mail(session=session, tenant_id=tenant_id, account_id=account_id, messages=new_messages)
+
+
+def _ids_by_message_id(session: Session, tenant_id: int, message_ids: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(message_ids), 500):
+        rows = session.connection().execute(
+            select(_MESSAGE.c.message_id, _MESSAGE.c.id).where(
+                _MESSAGE.c.tenant_id == tenant_id,
+                _MESSAGE.c.message_id.in_(message_ids[start : start + 500]),
+            )
+        )
+        found.update((message_id, pk) for message_id, pk in rows)
+    return found
 
 
 def _messages_by_id(

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
 from sqlmodel import Session
 
 from core.types import Direction, FolderRole, UidState, utcnow
+from crm.bulk import insert_many
 from crm.models import ImapUid, Message, MessageRef, SkippedMessage
 
 if TYPE_CHECKING:  # the batch's value types; crm.mailstore imports this module
@@ -86,8 +86,9 @@ def insert_rows(
     """Bulk INSERTs (executemany) for the rows that need no ORM identity."""
     now = utcnow()
     if located:
-        session.connection().execute(
-            insert(_IMAP_UID),
+        insert_many(
+            session.connection(),
+            _IMAP_UID,
             [
                 {
                     "account_id": account_id,
@@ -110,7 +111,7 @@ def insert_rows(
         for ref in targets
     ]
     if ref_rows:
-        session.connection().execute(insert(_MESSAGE_REF), ref_rows)
+        insert_many(session.connection(), _MESSAGE_REF, ref_rows)
 
 
 def skipped_row(tenant_id: int, account_id: int, item: SkippedMail) -> SkippedMessage:

@@ -18,11 +18,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, delete, func, insert, literal, select as core_select, update
 from sqlmodel import Session, col, select
 
 from core.types import ConversationStatus, Direction
 from crm import conversations
+from crm.bulk import prepared_executemany, select_rows
 from crm.keyset import EPOCH
 from crm.models import ImapUid, LinkSuppression, Message, MessageRef, Thread, ThreadAccount, ThreadSplit
 from crm.stored_mail import StoredMessage
@@ -81,25 +82,27 @@ def thread_new_mail(
 
     parents: dict[str, int] = {}
     for chunk in _chunks(all_refs):
-        for message_id, thread_id in session.exec(
+        for message_id, thread_id in select_rows(
+            session,
             select(Message.message_id, Message.thread_id).where(
                 Message.tenant_id == tenant_id,
                 col(Message.message_id).in_(chunk),
                 col(Message.thread_id).is_not(None),
-            )
-        ).all():
+            ),
+        ):
             parents[message_id] = thread_id or 0
     children: dict[str, set[int]] = defaultdict(set)
     for chunk in _chunks(own_ids):
-        for ref, thread_id in session.exec(
+        for ref, thread_id in select_rows(
+            session,
             select(MessageRef.ref_message_id, Message.thread_id)
             .join(Message, col(Message.id) == col(MessageRef.message_pk))
             .where(
                 MessageRef.tenant_id == tenant_id,
                 col(MessageRef.ref_message_id).in_(chunk),
                 col(Message.thread_id).is_not(None),
-            )
-        ).all():
+            ),
+        ):
             children[ref].add(thread_id or 0)
     subjects: dict[tuple[str, str], list[tuple[datetime, ThreadKey]]] = defaultdict(list)
     dated = [m for m in messages if m.date is not None and m.normalized_subject]
@@ -110,7 +113,8 @@ def thread_new_mail(
         for chunk in _chunks(sorted({m.normalized_subject for m in dated})):
             # Subject and participants both filtered in SQL (one index): a common subject like
             # "Invoice" must not pull every invoice of the window into each batch.
-            for subject, people, when, thread_id in session.exec(
+            for subject, people, when, thread_id in select_rows(
+                session,
                 select(
                     Message.normalized_subject, Message.participants_key, Message.date, Message.thread_id
                 ).where(
@@ -120,8 +124,8 @@ def thread_new_mail(
                     col(Message.thread_id).is_not(None),
                     col(Message.date) >= low,
                     col(Message.date) <= high,
-                )
-            ).all():
+                ),
+            ):
                 if when is not None:
                     subjects[(subject, people)].append((when, ("db", thread_id or 0)))
 
@@ -201,7 +205,16 @@ def _new_threads(session: Session, tenant_id: int, count: int) -> list[int]:
         "assignee_user_id": None,
         "last_direction": Direction.INBOUND,
     }
-    ids = session.connection().execute(insert(table).returning(table.c.id), [dict(row) for _ in range(count)])
+    connection = session.connection()
+    if prepared_executemany(connection):
+        # PostgreSQL: one short statement (the same row `count` times) instead of a VALUES group
+        # per row, whose placeholders psycopg would rewrite in Python on every batch.
+        copies = core_select(*(literal(value, table.c[key].type) for key, value in row.items())).select_from(
+            func.generate_series(1, count).alias("n")
+        )
+        ids = connection.execute(insert(table).from_select(list(row), copies).returning(table.c.id))
+    else:
+        ids = connection.execute(insert(table).returning(table.c.id), [dict(row) for _ in range(count)])
     return sorted(pk for (pk,) in ids)
 
 
@@ -263,24 +276,25 @@ def _merge(
 def _refresh(session: Session, thread_ids: list[int]) -> None:
     """Recompute count, first/last date and subject of the touched threads in one grouped query
     (plus one for the earliest subjects)."""
-    from sqlalchemy import func
 
     for start in range(0, len(thread_ids), 500):
         chunk = thread_ids[start : start + 500]
-        stats = session.exec(
+        stats = select_rows(
+            session,
             select(
                 Message.thread_id, func.count(col(Message.id)), func.min(Message.date), func.max(Message.date)
             )
             .where(col(Message.thread_id).in_(chunk))
-            .group_by(col(Message.thread_id))
-        ).all()
+            .group_by(col(Message.thread_id)),
+        )
         first_subject: dict[int, str] = {}
         last_direction: dict[int, Direction] = {}
-        for thread_id, subject, direction in session.exec(
+        for thread_id, subject, direction in select_rows(
+            session,
             select(Message.thread_id, Message.subject, Message.direction)
             .where(col(Message.thread_id).in_(chunk))
-            .order_by(col(Message.thread_id), col(Message.date).asc(), col(Message.id).asc())
-        ).all():
+            .order_by(col(Message.thread_id), col(Message.date).asc(), col(Message.id).asc()),
+        ):
             first_subject.setdefault(thread_id or 0, subject)
             last_direction[thread_id or 0] = Direction(direction)  # ascending: the newest wins
         # One executemany instead of loading and flushing each thread through the ORM; a Thread

@@ -253,13 +253,23 @@ def find_forwarded_senders(text_body: str) -> tuple[tuple[str, str], ...]:
     without a marker, when it is an Outlook-style header block: a From line followed by a
     date/sent line and a subject line. Each address is returned once (at its first position).
     """
+    if text_body.find("@", 0, MAX_SCAN_CHARS) < 0:
+        # Every sender found is an address in the scanned text (`parse_mailbox` needs its "@"),
+        # and preparing the text never makes one: most mail is answered here.
+        return ()
     lines = _prepare(text_body)
     found: list[tuple[str, str]] = []
     seen: set[str] = set()
     i = 0
     n = len(lines)
     while i < n:
-        line = _unquote(lines[i])
+        raw = lines[i]
+        if ":" not in raw and "-" not in raw and "_" not in raw:
+            # Neither a marker ("--...", "___...", "...:") nor a "Key: value" line: skipped
+            # without the per-line work below (most lines of a body).
+            i += 1
+            continue
+        line = _unquote(raw)
         fields: dict[_Field, str] | None = None
         nxt = i + 1
         if _is_marker(line):

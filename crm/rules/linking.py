@@ -205,6 +205,19 @@ class Directory:
         set_(self, "user_ids_by_email", {k.lower(): v for k, v in self.user_ids_by_email.items()})
         set_(self, "connected_account_emails", frozenset(e.lower() for e in self.connected_account_emails))
 
+    def for_thread(
+        self, thread_deal_ids: frozenset[int], suppressed: frozenset[tuple[RecordKind, int]]
+    ) -> Directory:
+        """This directory with one message's thread state. The same as `dataclasses.replace`
+        with those two fields, without normalising the (already normalised) maps again: a
+        batch asks once per message, and the maps hold every contact the batch names."""
+        copy = object.__new__(Directory)
+        for name in self.__slots__:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "thread_deal_ids", thread_deal_ids)
+        object.__setattr__(copy, "suppressed", suppressed)
+        return copy
+
 
 @dataclass(frozen=True, slots=True)
 class ProposedLink:
