@@ -12,19 +12,18 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from core.settings import Settings
 from crm import mailstore
-from sync.parse_worker import Parsed, ParseJob, die_with, parse_jobs
+from sync.parse_worker import Parsed, ParseJob, parse_jobs
 from sync.types import MessageMeta, ParsedMessage
+from sync.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +54,11 @@ class ParsePool:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings  # read at each call: `parse_workers` may be changed later
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor: WorkerPool | None = None
         self._lock = threading.Lock()
 
     @property
-    def executor(self) -> ProcessPoolExecutor | None:
+    def executor(self) -> WorkerPool | None:
         """The running worker pool, if any (for tests and diagnostics)."""
         return self._executor
 
@@ -67,12 +66,7 @@ class ParsePool:
         if self.settings.parse_workers > 0 and jobs:
             with self._lock:
                 if self._executor is None:
-                    self._executor = ProcessPoolExecutor(
-                        max_workers=self.settings.parse_workers,
-                        mp_context=multiprocessing.get_context("forkserver"),
-                        initializer=die_with,
-                        initargs=(os.getpid(),),
-                    )
+                    self._executor = WorkerPool(self.settings.parse_workers)
                 executor = self._executor
             try:
                 return executor.submit(parse_jobs, jobs, self.settings.fast_parser)
