@@ -15,19 +15,18 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from core.settings import Settings
 from crm import mailstore
-from sync.parse_worker import Parsed, ParseJob, die_with, parse_jobs
+from sync.parse_worker import Parsed, ParseJob, parse_jobs
 from sync.types import MessageMeta, ParsedMessage
+from sync.worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,12 @@ class ParsePool:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings  # read at each call: `parse_workers` may be changed later
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor: WorkerPool | None = None
         self._ready: Future[Parsed] | None = None  # a first, empty job: done once a worker runs
         self._lock = threading.Lock()
 
     @property
-    def executor(self) -> ProcessPoolExecutor | None:
+    def executor(self) -> WorkerPool | None:
         """The running worker pool, if any (for tests and diagnostics)."""
         return self._executor
 
@@ -76,15 +75,10 @@ class ParsePool:
         """A worker has started and imported the parser (for tests and diagnostics)."""
         return self._ready is not None and self._ready.done()
 
-    def _started(self) -> tuple[ProcessPoolExecutor, Future[Parsed]]:
+    def _started(self) -> tuple[WorkerPool, Future[Parsed]]:
         with self._lock:
             if self._executor is None or self._ready is None:
-                self._executor = ProcessPoolExecutor(
-                    max_workers=self.settings.parse_workers,
-                    mp_context=multiprocessing.get_context("forkserver"),
-                    initializer=die_with,
-                    initargs=(os.getpid(),),
-                )
+                self._executor = WorkerPool(self.settings.parse_workers)
                 # Unpickling the job imports the parser in the worker: done means ready.
                 self._ready = self._executor.submit(parse_jobs, [], self.settings.fast_parser)
             return self._executor, self._ready

@@ -4,8 +4,6 @@ Only hashes are stored: a password as argon2 (pwdlib), a token or session id as 
 random 256-bit value (a fast hash is right for random secrets: nothing to brute-force).
 """
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import Index

@@ -1,8 +1,6 @@
 """The team's work on conversations (0008): read marks per user, internal notes, and the activity
 that makes up each conversation's history and the tenant's audit log."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

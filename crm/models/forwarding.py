@@ -8,8 +8,6 @@ writer of mail (same threading, linking, assignment and >100-recipient rule as s
 and the thread-account triggers cover forwarded mail too.
 """
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

@@ -1,7 +1,5 @@
 """Stored mail: threads, messages (once per tenant), their references, and mail skipped on purpose."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

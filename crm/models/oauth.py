@@ -1,7 +1,5 @@
 """OAuth2 authorizations of mail accounts, and the consents in flight (0019)."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import Text

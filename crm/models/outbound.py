@@ -1,8 +1,6 @@
 """Outgoing mail (issue 10): the durable send queue, per-account sending choices, and the key
 that signs our Message-IDs."""
 
-from __future__ import annotations
-
 import enum
 from datetime import datetime
 from typing import Any

@@ -1,7 +1,5 @@
 """CRM records (companies, contacts, deals) and the links of mail to them, with their reasons."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import Index, Text, UniqueConstraint

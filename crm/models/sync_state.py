@@ -2,8 +2,6 @@
 
 Kept apart from CRM rows: a UIDVALIDITY resync rewrites these and never touches messages or links."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

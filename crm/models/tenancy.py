@@ -1,7 +1,5 @@
 """Tenants, their users, mail accounts, per-account access and signatures."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

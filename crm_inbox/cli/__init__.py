@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from core.errors import DomainError
-from crm_inbox.cli.common import JsonOpt, out, print_json
+from crm_inbox.cli.common import JsonOpt, account_app, out, print_json
 from crm_inbox.cli.errors import HandledGroup, report
 
 # The modules that add each top-level command (a group may get commands from several). `main()`
@@ -78,9 +78,7 @@ def load(modules: Iterable[str]) -> typer.Typer:
         module = importlib.import_module(f"crm_inbox.cli.{name}")
         if name == "import_export":  # its commands are registered by `records`, beside the others
             continue
-        if name in ("accounts", "oauth", "sync", "forwarding"):  # these add to `account`
-            account_app = importlib.import_module("crm_inbox.cli.accounts").account_app
-        if name == "accounts":
+        if name == "accounts":  # `oauth`, `sync` and `forwarding` add to its group too
             _app.add_typer(account_app, name="account")
         elif name == "oauth":
             module.register(account_app)

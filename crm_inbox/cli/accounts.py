@@ -25,6 +25,7 @@ from crm import mailboxes
 from crm_inbox.cli.common import (
     JsonOpt,
     TenantOpt,
+    account_app,
     emit,
     err,
     jsonable,
@@ -35,8 +36,6 @@ from crm_inbox.cli.common import (
     say,
     warn,
 )
-
-account_app = typer.Typer(no_args_is_help=True, help="Connected mail accounts.")
 
 
 def _optional_password(stdin: bool, env: str | None) -> SecretStr | None:

@@ -28,6 +28,11 @@ from crm import tenants
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+# The `account` group. Defined here, not in `accounts`, because `oauth`, `sync` and `forwarding`
+# add commands to it too: `crm-inbox sync` registers `account reset-folder` without importing
+# the account commands' services (the group is shown only when `accounts` is loaded).
+account_app = typer.Typer(no_args_is_help=True, help="Connected mail accounts.")
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TenantOpt = Annotated[
     int | None, typer.Option("--tenant", help="Tenant id (may be omitted when only one tenant exists).")

@@ -8,11 +8,11 @@ here, by code (`HINTS`).
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from core.caller import Caller
 from core.db import session_scope
@@ -20,6 +20,9 @@ from core.settings import get_settings
 from core.types import FolderRole
 from crm import sync_state
 from crm_inbox.cli.common import JsonOpt, TenantOpt, err, fail, out, print_json, tenant_id_of
+
+if TYPE_CHECKING:
+    from sync.account_pass import ProgressCallback
 
 _RECONNECT = "Reconnect it with `crm-inbox account connect --account {account} --provider NAME`."
 # code -> what to do about it with this CLI ({account} is the account id).
@@ -72,33 +75,18 @@ def sync(
             if account is not None
             else [i for i, _ in sync_state.syncable_account_ids(session=session)]
         )
-    show_progress = not as_json and err.is_terminal
     summaries = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not show_progress,
-        transient=True,
-    ) as progress:
-        tasks: dict[tuple[int, FolderRole], Any] = {}
-
-        def on_progress(account_id: int, role: FolderRole, done: int, total: int) -> None:
-            key = (account_id, role)
-            if key not in tasks:
-                tasks[key] = progress.add_task(f"account {account_id} {role.value}", total=total)
-            progress.update(tasks[key], completed=done)
-
-        with SyncEngine(progress=on_progress) as engine:
-            for account_id in ids:
-                # A person asked for a pass now: accounts backing off after errors are tried too
-                # (the backoff paces the scheduler, `crm-inbox run`, not the operator).
-                summaries.append(engine.sync_account(account_id, ignore_backoff=True))
+    show_progress = not as_json and err.is_terminal
+    with _progress(show=show_progress) as on_progress, SyncEngine(progress=on_progress) as engine:
+        for account_id in ids:
+            # A person asked for a pass now: accounts backing off after errors are tried too
+            # (the backoff paces the scheduler, `crm-inbox run`, not the operator).
+            summaries.append(engine.sync_account(account_id, ignore_backoff=True))
     if as_json:
         print_json(summaries)
     else:
+        from rich.table import Table
+
         table = Table(
             "account", "email", "result", "new", "skipped", "malformed", "quarantined", "expunged", "errors"
         )
@@ -124,6 +112,34 @@ def sync(
                 out.print(text, soft_wrap=True, highlight=False)
     if any(s.status == "failed" for s in summaries):
         raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(*, show: bool) -> Iterator[ProgressCallback | None]:
+    """A progress bar per folder on a terminal; nothing otherwise (rich's progress machinery is
+    then not even imported: `sync --once --json` in cron or a script starts faster)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        tasks: dict[tuple[int, FolderRole], Any] = {}
+
+        def on_progress(account_id: int, role: FolderRole, done: int, total: int) -> None:
+            key = (account_id, role)
+            if key not in tasks:
+                tasks[key] = progress.add_task(f"account {account_id} {role.value}", total=total)
+            progress.update(tasks[key], completed=done)
+
+        yield on_progress
 
 
 _REASONS = {"too_many_recipients": "over the recipient limit"}
