@@ -329,8 +329,14 @@ def generate(engine: Engine, messages: int, threads: int, rng: random.Random) ->
                     for t, m in zip(read, rng.choices((-5, 5), k=len(read)), strict=True)
                 ],
             )
-    with engine.begin() as conn:
-        conn.execute(text("ANALYZE"))
+    if engine.dialect.name == "postgresql":
+        # As autovacuum leaves a live database: statistics, and a visibility map that lets
+        # index-only scans skip the heap (without it every one read the rows again).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM (ANALYZE)"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
     took = time.perf_counter() - started
     print(f"  generated {messages:,} messages in {threads:,} conversations in {took:.0f} s")
     return {"thread_contact": thread_contact, "words": words_list, "cumulative": cumulative}
