@@ -5,10 +5,9 @@ OAuth state; then "Disconnect". No token reaches the page."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -19,26 +18,15 @@ from tests.factories import caller_of, make_tenant, make_user
 from tests.oauth.authserver import AuthServer
 from tests.oauth.conftest import OAuthUser
 from tests.serving import served_app
+from tests.web.browsing import chromium as launched_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def chromium() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
-        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup", pytrace=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def test_connect_google_style_mailbox_from_the_admin_page(

@@ -4,16 +4,44 @@ with a deadline, and the accessibility and layout probes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from playwright.sync_api import Dialog, Page
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
 SHOTS = Path(os.environ.get("CRM_INBOX_SCREENSHOTS", "test-screenshots"))
+# Debian's Chromium, kept off the network: no name resolves but loopback, nothing of its own
+# (updates, sync, first-run pages) is fetched.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """The system's Chromium through Playwright; a failure, never a skip, when it is missing
+    (./scripts/setup installs Debian's chromium package)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
 
 # The page's API calls not yet answered *and handled*: a call counts until its JSON was read and
 # the page's code that awaited it has run (its continuation runs in the microtasks before the

@@ -10,10 +10,9 @@ import re
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -29,7 +28,14 @@ from tests.crm.world import World, build_world
 from tests.outbound.smtp import SmtpServer, recording_smtp
 from tests.serving import served_app
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
-from tests.web.browsing import CHROMIUM, PASSWORD, Watch, no_horizontal_scroll, unnamed_controls, wait_until
+from tests.web.browsing import (
+    PASSWORD,
+    Watch,
+    chromium,
+    no_horizontal_scroll,
+    unnamed_controls,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -57,20 +63,9 @@ def smtp(dovecot: LocalDovecot) -> Iterator[SmtpServer]:
 
 @pytest.fixture
 def page(base_url: str) -> Iterator[Page]:
-    if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
-        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
-    with sync_playwright() as p:
-        browser: Browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         yield page
-        browser.close()
 
 
 def _verification_token(db: Engine, address: str) -> str:

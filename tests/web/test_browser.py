@@ -17,10 +17,9 @@ import threading
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -35,11 +34,11 @@ from tests.outbound.smtp import recording_smtp
 from tests.serving import served_app
 from tests.sync.test_checks import SMTP_PASSWORD, SMTP_USER
 from tests.web.browsing import (
-    CHROMIUM,
     PASSWORD,
     SHOTS,
     TWO_FRAMES,
     Watch,
+    chromium,
     no_horizontal_scroll,
     unnamed_controls,
 )
@@ -175,23 +174,8 @@ def base_url(world: World) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One Chromium for the module (each test opens its own pages, each with its own cookies)."""
-    if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
-        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(autouse=True)

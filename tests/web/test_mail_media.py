@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -39,6 +38,7 @@ from sync.image_fetch import ImageRefused, fetch_image, sniff_image
 from tests.dovecot_fixtures import MailboxUser
 from tests.factories import grant, make_account, make_tenant, make_user
 from tests.serving import served_app
+from tests.web.browsing import chromium
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -315,21 +315,8 @@ def test_attachments_download_as_files_and_cid_parts_show_inline(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _sign_in(page: Page, base_url: str, email: str) -> None:

@@ -9,10 +9,9 @@ import re
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -25,7 +24,7 @@ from sync.send_queue import work_queue
 from tests.crm.world import World, build_world
 from tests.outbound.smtp import SmtpServer, recording_smtp
 from tests.serving import served_app
-from tests.web.browsing import CHROMIUM, PASSWORD, Watch
+from tests.web.browsing import PASSWORD, Watch, chromium
 
 NEW = "a much longer new password"
 
@@ -60,20 +59,9 @@ def base_url(world: World, system_smtp: SmtpServer) -> Iterator[str]:
 
 @pytest.fixture
 def page(base_url: str) -> Iterator[Page]:
-    if not Path(CHROMIUM).exists():  # a failure, never a skip: ./scripts/setup installs it
-        pytest.fail(f"{CHROMIUM} is missing: run ./scripts/setup (Debian's chromium package)", pytrace=False)
-    with sync_playwright() as p:
-        browser: Browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 375, "height": 740})
         yield page
-        browser.close()
 
 
 def test_forgotten_password_from_the_sign_in_page(
